@@ -1,0 +1,61 @@
+"""Reserve -> forward -> settle, for one request.
+
+`Meter` holds the worst-case cost before the upstream is called (403 when it cannot be
+held), and settles exactly once: the actual cost from the upstream's usage and the
+catalogue prices, in the same transaction as the usage-log row. A request that fails
+before producing anything settles at zero, which releases the whole hold.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from decimal import Decimal
+
+from runtime.errors import InsufficientCredits
+from runtime.pricing import Usage, charge_micro
+from runtime.store import KeyRecord, Store, UsageRecord
+
+
+def new_request_id() -> str:
+    return "req_" + uuid.uuid4().hex
+
+
+class Meter:
+    def __init__(self, store: Store, key: KeyRecord, endpoint: str, model: str,
+                 provider: str, request_id: str | None = None) -> None:
+        self.store = store
+        self.key = key
+        self.endpoint = endpoint
+        self.model = model
+        self.provider = provider
+        self.request_id = request_id or new_request_id()
+        self.started = time.monotonic()
+        self.held = 0
+        self.settled = False
+        self.charged = 0
+
+    def reserve(self, amount_micro: int) -> None:
+        if not self.store.hold(self.request_id, self.key.account_id, amount_micro):
+            raise InsufficientCredits()
+        self.held = amount_micro
+
+    def settle(self, usage: Usage | None, exact_cost: Decimal | int, status: int) -> int:
+        """Charge once; returns micro-credits charged (0 on every call after the first)."""
+        if self.settled:
+            return 0
+        self.settled = True
+        usage = usage or Usage()
+        cost = charge_micro(Decimal(exact_cost))
+        record = UsageRecord(
+            request_id=self.request_id, account_id=self.key.account_id, key_id=self.key.id,
+            endpoint=self.endpoint, model=self.model, provider=self.provider, status=status,
+            prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
+            cached_tokens=usage.cached_tokens, details=dict(usage.units),
+            cost_micro=cost, latency_ms=int((time.monotonic() - self.started) * 1000))
+        self.charged = self.store.settle(self.request_id, cost, record)
+        return self.charged
+
+    def fail(self, status: int) -> None:
+        """Nothing was produced: release the hold, log the failure, charge nothing."""
+        self.settle(None, 0, status)

@@ -1,0 +1,105 @@
+"""The Falcon WSGI application.
+
+`create_app(settings, registry, store, upstream)` is pure: it wires one resource per
+endpoint kind, in a loop over the generated registry, and one error handler that answers
+every failure in the client's dialect. `get_app()` builds everything from the environment;
+gunicorn serves `runtime.app:get_app()`.
+"""
+
+from __future__ import annotations
+
+import logging
+from types import ModuleType
+from typing import Any
+
+import falcon
+
+from runtime.catalogue import Catalogue, load_catalogue
+from runtime.errors import OPENAI, GatewayError, render_error
+from runtime.gateway import Gateway
+from runtime.resources import RESOURCES
+from runtime.resources.health import Health, Ready
+from runtime.settings import Settings
+from runtime.store import Store, open_store
+from runtime.upstream import Upstream
+from runtime.validation import Validator
+
+log = logging.getLogger("tokmodel")
+
+_FALCON_TYPES = {404: "not_found_error", 405: "invalid_request_error",
+                 413: "invalid_request_error", 415: "invalid_request_error"}
+
+
+def _send(resp: falcon.Response, err: GatewayError, dialect: str) -> None:
+    resp.status = err.status
+    resp.content_type = falcon.MEDIA_JSON
+    resp.data = render_error(err, dialect)
+    for name, value in err.headers.items():
+        resp.set_header(name, value)
+    if err.status >= 500 and err.status not in (503, 529):
+        # deterministic gateway-side failures: retrying will not help
+        resp.set_header("x-should-retry", "false")
+
+
+def _dialect(req: falcon.Request) -> str:
+    return getattr(req.context, "dialect", OPENAI)
+
+
+def _on_gateway_error(req: falcon.Request, resp: falcon.Response, ex: GatewayError,
+                      params: dict[str, Any]) -> None:
+    _send(resp, ex, _dialect(req))
+
+
+def _on_http_error(req: falcon.Request, resp: falcon.Response, ex: falcon.HTTPError,
+                   params: dict[str, Any]) -> None:
+    status = ex.status_code
+    if status == 404:
+        message = f"Unknown path {req.path}. See GET /v1/models and the endpoint list."
+    elif status == 405:
+        message = f"Method {req.method} is not allowed on {req.path}."
+    else:
+        message = ex.description or ex.title or "Request failed."
+    err = GatewayError(message, status=status,
+                       type=_FALCON_TYPES.get(status, "invalid_request_error"))
+    _send(resp, err, _dialect(req))
+    for name, value in (ex.headers or {}).items():
+        resp.set_header(name, value)
+
+
+def _on_unexpected(req: falcon.Request, resp: falcon.Response, ex: Exception,
+                   params: dict[str, Any]) -> None:
+    log.exception("unhandled error on %s %s", req.method, req.path)
+    _send(resp, GatewayError("The gateway failed to handle this request.", status=500),
+          _dialect(req))
+
+
+def create_app(settings: Settings, registry: ModuleType, store: Store, upstream: Upstream,
+               catalogue: Catalogue) -> falcon.App:
+    gateway = Gateway(settings=settings, catalogue=catalogue, store=store, upstream=upstream,
+                      validator=Validator(registry.MODEL_MODULES),
+                      endpoints=registry.ENDPOINTS)
+    app = falcon.App(media_type=falcon.MEDIA_JSON)
+    app.req_options.strip_url_path_trailing_slash = True
+    for kind, endpoint in registry.ENDPOINTS.items():
+        resource_class = RESOURCES.get(kind)
+        if resource_class is None:
+            continue
+        resource = resource_class(gateway)
+        for route in endpoint.routes:
+            app.add_route(route, resource)
+    app.add_route("/healthz", Health())
+    app.add_route("/readyz", Ready(gateway))
+    app.add_error_handler(Exception, _on_unexpected)
+    app.add_error_handler(falcon.HTTPError, _on_http_error)
+    app.add_error_handler(GatewayError, _on_gateway_error)
+    return app
+
+
+def get_app() -> falcon.App:
+    """The app for this process, configured from the environment."""
+    from generated import registry
+
+    settings = Settings.from_env()
+    return create_app(settings, registry, open_store(settings.database_url),
+                      Upstream(settings.connect_timeout, settings.read_timeout),
+                      load_catalogue(settings.providers_file))

@@ -1,0 +1,140 @@
+"""Forwarding one chat stream to an OpenAI-format client, chunk by chunk, and charging it.
+
+`ChatStream` is the WSGI body iterable: it pulls OpenAI chunks from an adapter as the
+upstream sends them, rewrites `model` to the id the client used, keeps the upstream's usage,
+adds `cost` to the usage chunk when the client asked for usage (and strips usage when it did
+not), and ends with `data: [DONE]`. It settles exactly once, in every outcome:
+- normal end: the upstream's usage at catalogue prices;
+- upstream error mid-stream: an error event is sent, and what was produced is charged;
+- client gone (close() before the end): the upstream is closed at once and what was
+  produced is charged.
+When a stream ends without usage, tokens are estimated at 4 characters per token from the
+prompt text and the text actually produced; a stream that produced nothing costs nothing.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import math
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from typing import Any
+
+from runtime.accounting import Meter
+from runtime.catalogue import Model
+from runtime.dialects.base import StreamBroken
+from runtime.errors import GatewayError
+from runtime.pricing import Usage, charge_micro, micro_to_credits, token_cost
+
+log = logging.getLogger("tokmodel.stream")
+
+DONE = b"data: [DONE]\n\n"
+CHARS_PER_TOKEN = 4
+
+
+def estimate_tokens(chars: int) -> int:
+    return math.ceil(chars / CHARS_PER_TOKEN) if chars > 0 else 0
+
+
+class ChatStream:
+    def __init__(self, chunks: Iterator[dict[str, Any]], *, model: Model, client_model: str,
+                 meter: Meter, include_usage: bool, prompt_chars: int,
+                 on_close: Callable[[], None]) -> None:
+        self._chunks = chunks
+        self._model = model
+        self._client_model = client_model
+        self._meter = meter
+        self._include_usage = include_usage
+        self._prompt_chars = prompt_chars
+        self._on_close = on_close
+        self._usage: Usage | None = None
+        self._produced_chars = 0
+        self._status = 200
+        self._gen = self._run()
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._gen
+
+    def _run(self) -> Iterator[bytes]:
+        try:
+            for chunk in self._chunks:
+                out = self._forward(chunk)
+                if out is not None:
+                    yield out
+        except StreamBroken as exc:
+            self._status = 502
+            yield _error_event(exc.message, exc.type)
+        except GatewayError as exc:
+            self._status = exc.status
+            yield _error_event(exc.message, exc.type)
+        else:
+            yield DONE
+        finally:
+            self._finish()
+
+    def _forward(self, chunk: dict[str, Any]) -> bytes | None:
+        chunk["model"] = self._client_model
+        choices = chunk.get("choices") or []
+        for choice in choices:
+            delta = choice.get("delta") if isinstance(choice, dict) else None
+            if isinstance(delta, dict):
+                self._produced_chars += _delta_chars(delta)
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):
+            self._usage = Usage.from_openai(usage)
+            if self._include_usage:
+                cost = token_cost(self._model, self._usage)
+                usage["cost"] = micro_to_credits(charge_micro(cost))
+            elif not choices:
+                return None
+            else:
+                chunk["usage"] = None
+        return b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
+
+    def _finish(self) -> None:
+        try:
+            self._on_close()
+        finally:
+            usage = self._usage
+            if usage is None or usage.empty:
+                usage = Usage(prompt_tokens=estimate_tokens(self._prompt_chars),
+                              completion_tokens=estimate_tokens(self._produced_chars))
+                if self._produced_chars == 0:
+                    usage = Usage()
+            cost = token_cost(self._model, usage) if not usage.empty else Decimal(0)
+            try:
+                self._meter.settle(usage, cost, self._status)
+            except Exception:  # the client already has its stream; log, never raise here
+                log.exception("settling stream %s failed", self._meter.request_id)
+
+    def close(self) -> None:
+        """Called by the server when the body is done or the client went away."""
+        if inspect.getgeneratorstate(self._gen) == inspect.GEN_CREATED:
+            # never started, so the generator's own finally would not run
+            self._gen.close()
+            self._status = 499
+            self._finish()
+            return
+        if not self._meter.settled:
+            self._status = 499
+        self._gen.close()
+
+
+def _delta_chars(delta: dict[str, Any]) -> int:
+    n = 0
+    for key in ("content", "reasoning_content", "refusal"):
+        value = delta.get(key)
+        if isinstance(value, str):
+            n += len(value)
+    for call in delta.get("tool_calls") or ():
+        fn = call.get("function") if isinstance(call, dict) else None
+        if isinstance(fn, dict):
+            n += len(fn.get("arguments") or "") + len(fn.get("name") or "")
+    return n
+
+
+def _error_event(message: str, type: str) -> bytes:
+    payload = {"error": {"message": message, "type": type, "param": None, "code": None}}
+    return b"data: " + json.dumps(payload).encode() + b"\n\n"

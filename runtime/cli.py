@@ -1,0 +1,241 @@
+"""The `tokmodel` command: serve the gateway, and manage accounts, keys and the catalogue.
+
+  tokmodel serve [--host H] [--port P] [--workers N]
+  tokmodel accounts create NAME [--credits AMOUNT] | topup NAME AMOUNT | show NAME [--json]
+                    | list [--json]
+  tokmodel keys create --account NAME [--name LABEL] | list --account NAME [--json]
+                | revoke KEY_ID
+  tokmodel usage --account NAME [--limit N] [--json]
+  tokmodel holds release --older-than SECONDS
+  tokmodel providers check [--file PATH]
+
+Amounts are credits (1 credit = 1 USD of list price), exact to one micro-credit. A new key's
+secret is printed once, alone on the last line of stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from runtime.credits import format_credits, parse_credits
+from runtime.settings import Settings
+
+
+def _store():
+    from runtime.store import open_store
+
+    return open_store(Settings.from_env().database_url)
+
+
+def _account_json(account: Any) -> dict[str, Any]:
+    return {"id": account.id, "name": account.name,
+            "balance": float(format_credits(account.balance_micro)),
+            "balance_micro": account.balance_micro,
+            "created_at": str(account.created_at)}
+
+
+def _key_json(key: Any) -> dict[str, Any]:
+    return {"id": key.id, "name": key.name, "account": key.account_name,
+            "prefix": key.display_prefix, "created_at": str(key.created_at),
+            "revoked": key.revoked_at is not None,
+            "revoked_at": str(key.revoked_at) if key.revoked_at else None}
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 1
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from runtime.serve import serve
+
+    serve(args.host, args.port, args.workers, args.worker_class)
+    return 0
+
+
+def cmd_accounts(args: argparse.Namespace) -> int:
+    from runtime.store import AccountExists, AccountNotFound
+
+    store = _store()
+    try:
+        if args.action == "create":
+            account = store.create_account(args.name, parse_credits(args.credits))
+        elif args.action == "topup":
+            account = store.topup(args.name, parse_credits(args.amount))
+        elif args.action == "list":
+            accounts = store.list_accounts()
+            if args.json:
+                print(json.dumps([_account_json(a) for a in accounts], indent=2))
+            else:
+                for a in accounts:
+                    print(f"{a.name}\t{format_credits(a.balance_micro)} credits")
+            return 0
+        else:
+            account = store.get_account(args.name)
+            if account is None:
+                return _fail(f"no account named {args.name!r}")
+    except AccountExists:
+        return _fail(f"an account named {args.name!r} already exists")
+    except AccountNotFound:
+        return _fail(f"no account named {args.name!r}")
+    except ValueError as exc:
+        return _fail(str(exc))
+    if getattr(args, "json", False):
+        print(json.dumps(_account_json(account), indent=2))
+    else:
+        print(f"{account.name}: {format_credits(account.balance_micro)} credits")
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from runtime.store import AccountNotFound
+
+    store = _store()
+    try:
+        if args.action == "create":
+            record, secret = store.create_key(args.account, args.name)
+            print(f"created key {record.id} ({record.name}) for account {args.account}; "
+                  "the secret is shown once:", file=sys.stderr)
+            print(f"key_id: {record.id}")
+            print(secret)
+            return 0
+        if args.action == "list":
+            keys = store.list_keys(args.account)
+            if args.json:
+                print(json.dumps([_key_json(k) for k in keys], indent=2))
+            else:
+                for k in keys:
+                    state = "revoked" if k.revoked_at else "active"
+                    print(f"{k.id}\t{k.name}\t{k.display_prefix}\t{state}")
+            return 0
+        if not store.revoke_key(args.key_id):
+            return _fail(f"no active key {args.key_id!r}")
+        print(f"revoked {args.key_id}")
+        return 0
+    except AccountNotFound:
+        return _fail(f"no account named {args.account!r}")
+
+
+def cmd_usage(args: argparse.Namespace) -> int:
+    from runtime.store import AccountNotFound
+
+    try:
+        rows = _store().usage(args.account, args.limit)
+    except AccountNotFound:
+        return _fail(f"no account named {args.account!r}")
+    out = [{"request_id": r.request_id, "created_at": str(r.created_at), "model": r.model,
+            "endpoint": r.endpoint, "status": r.status, "prompt_tokens": r.prompt_tokens,
+            "completion_tokens": r.completion_tokens, "cost": format_credits(r.cost_micro),
+            "cost_micro": r.cost_micro, "latency_ms": r.latency_ms, "details": r.details}
+           for r in rows]
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        for r in out:
+            print(f"{r['created_at']}\t{r['model']}\t{r['status']}\t{r['prompt_tokens']}+"
+                  f"{r['completion_tokens']} tok\t{r['cost']} credits")
+    return 0
+
+
+def cmd_holds(args: argparse.Namespace) -> int:
+    released = _store().release_stale_holds(args.older_than)
+    print(f"released {released} hold(s) older than {args.older_than} s")
+    return 0
+
+
+def cmd_providers(args: argparse.Namespace) -> int:
+    from runtime.catalogue import CatalogueError, load_catalogue
+
+    path = args.file or Settings.from_env().providers_file
+    try:
+        catalogue = load_catalogue(path)
+    except CatalogueError as exc:
+        for problem in exc.problems:
+            print(f"error: {exc.source}: {problem}", file=sys.stderr)
+        return 1
+    print(f"catalogue {path or 'providers.yaml (compiled)'}: valid, "
+          f"{len(catalogue.models)} models")
+    for pid, provider in sorted(catalogue.providers.items()):
+        models = sum(1 for m in catalogue.models.values() if m.provider is provider)
+        if provider.api_key:
+            state = f"usable ({provider.api_key_env} set)"
+        elif provider.descriptor.keyless:
+            state = "usable (keyless local server)"
+        else:
+            state = f"not usable: set {provider.api_key_env}"
+        print(f"  {pid:<12} {models:>3} models  {provider.base_url}  {state}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tokmodel", description="TokModel AI gateway")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="serve the gateway under gunicorn")
+    serve.add_argument("--host", default=os.environ.get("TOKMODEL_HOST", "127.0.0.1"))
+    serve.add_argument("--port", type=int, default=int(os.environ.get("TOKMODEL_PORT", 8080)))
+    serve.add_argument("--workers", type=int, default=int(os.environ.get("TOKMODEL_WORKERS", 2)))
+    serve.add_argument("--worker-class", default="gevent", choices=["gevent", "gthread", "sync"])
+    serve.set_defaults(func=cmd_serve)
+
+    accounts = sub.add_parser("accounts", help="accounts and their credits")
+    acc = accounts.add_subparsers(dest="action", required=True)
+    create = acc.add_parser("create")
+    create.add_argument("name")
+    create.add_argument("--credits", default="0")
+    create.add_argument("--json", action="store_true")
+    topup = acc.add_parser("topup")
+    topup.add_argument("name")
+    topup.add_argument("amount")
+    topup.add_argument("--json", action="store_true")
+    show = acc.add_parser("show")
+    show.add_argument("name")
+    show.add_argument("--json", action="store_true")
+    listing = acc.add_parser("list")
+    listing.add_argument("--json", action="store_true")
+    accounts.set_defaults(func=cmd_accounts)
+
+    keys = sub.add_parser("keys", help="API keys")
+    ks = keys.add_subparsers(dest="action", required=True)
+    kcreate = ks.add_parser("create")
+    kcreate.add_argument("--account", required=True)
+    kcreate.add_argument("--name", default="default")
+    klist = ks.add_parser("list")
+    klist.add_argument("--account", required=True)
+    klist.add_argument("--json", action="store_true")
+    krevoke = ks.add_parser("revoke")
+    krevoke.add_argument("key_id")
+    keys.set_defaults(func=cmd_keys)
+
+    usage = sub.add_parser("usage", help="an account's usage log, newest first")
+    usage.add_argument("--account", required=True)
+    usage.add_argument("--limit", type=int, default=50)
+    usage.add_argument("--json", action="store_true")
+    usage.set_defaults(func=cmd_usage)
+
+    holds = sub.add_parser("holds", help="credit holds")
+    hs = holds.add_subparsers(dest="action", required=True)
+    release = hs.add_parser("release", help="refund holds left by a crashed process")
+    release.add_argument("--older-than", type=int, required=True, metavar="SECONDS")
+    holds.set_defaults(func=cmd_holds)
+
+    providers = sub.add_parser("providers", help="the catalogue")
+    ps = providers.add_subparsers(dest="action", required=True)
+    check = ps.add_parser("check", help="validate the catalogue, say which providers are usable")
+    check.add_argument("--file")
+    providers.set_defaults(func=cmd_providers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,96 @@
+"""The contract every chat adapter fulfils, and the parts they share.
+
+An adapter is stateless; per-request state of a stream lives in the generator it returns.
+`build` maps a validated OpenAI chat request into one upstream HTTP call (the descriptor's
+generated field mapping is applied there); `parse` turns a whole native answer into an
+OpenAI `chat.completion`; `chunks` turns native stream events into OpenAI
+`chat.completion.chunk` dicts (usage, when known, on a chunk with `"choices": []`);
+`error` turns a native error answer into a GatewayError.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from runtime.catalogue import Model
+from runtime.errors import GatewayError, UpstreamError
+from runtime.sse import Event
+
+
+@dataclass(slots=True)
+class UpstreamCall:
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: bytes
+    params: dict[str, str] = field(default_factory=dict)
+
+
+class StreamBroken(Exception):
+    """The upstream reported an error in the middle of a stream."""
+
+    def __init__(self, message: str, type: str = "upstream_error") -> None:
+        super().__init__(message)
+        self.message = message
+        self.type = type
+
+
+class ChatAdapter(Protocol):
+    def build(self, body: dict[str, Any], model: Model, stream: bool) -> UpstreamCall: ...
+
+    def parse(self, payload: Any, model: Model) -> dict[str, Any]: ...
+
+    def chunks(self, events: Iterator[Event], model: Model) -> Iterator[dict[str, Any]]: ...
+
+    def error(self, status: int, raw: bytes, headers: Mapping[str, str],
+              model: Model) -> GatewayError: ...
+
+
+def json_headers(model: Model) -> dict[str, str]:
+    headers = {"Content-Type": "application/json", "Accept": "application/json"}
+    headers.update(model.provider.descriptor.headers)
+    headers.update(model.provider.auth_headers())
+    return headers
+
+
+def query_auth(model: Model) -> dict[str, str]:
+    desc = model.provider.descriptor
+    if desc.auth_scheme == "query" and model.provider.api_key:
+        return {desc.auth_name: model.provider.api_key}
+    return {}
+
+
+def retry_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    return {name: headers[name] for name in ("Retry-After", "retry-after-ms")
+            if headers.get(name)}
+
+
+def mapped_status(status: int, model: Model) -> int:
+    return model.provider.descriptor.error_status.get(status, status)
+
+
+def credential_error(model: Model) -> UpstreamError:
+    """The provider refused the gateway's own key: an operator problem, not the client's."""
+    provider = model.provider
+    return UpstreamError(
+        f"The provider '{provider.id}' rejected the gateway's credentials; the operator "
+        f"must check {provider.api_key_env}.", code="upstream_credentials")
+
+
+def message_from(raw: bytes) -> str | None:
+    """The human message of any common error envelope, if the body has one."""
+    try:
+        payload = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(payload, dict):
+        return None
+    err = payload.get("error", payload)
+    if isinstance(err, dict) and isinstance(err.get("message"), str):
+        return err["message"]
+    if isinstance(err, str):
+        return err
+    return payload.get("message") if isinstance(payload.get("message"), str) else None

@@ -1,0 +1,80 @@
+"""Exact prices: usage and catalogue list prices in, integer micro-credits out.
+
+1 credit = 1 USD of list price = 1,000,000 micro-credits, so a price of P USD per million
+tokens is exactly P micro-credits per token. Sums are computed with Decimal and rounded
+once per request: half up for a charge, up (ceiling) for a hold, so a hold always covers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal
+
+from runtime.catalogue import Model
+
+MICRO = Decimal(1_000_000)
+
+
+@dataclass(slots=True)
+class Usage:
+    """Token counts in OpenAI's sense: prompt includes cached and cache-write tokens,
+    completion includes reasoning tokens. `units` holds non-token units (images, ...)."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    cache_write_tokens: int = 0
+    units: dict[str, int | float] = field(default_factory=dict)
+
+    @classmethod
+    def from_openai(cls, usage: dict | None) -> Usage:
+        if not isinstance(usage, dict):
+            return cls()
+        details = usage.get("prompt_tokens_details") or {}
+        return cls(prompt_tokens=_int(usage.get("prompt_tokens")),
+                   completion_tokens=_int(usage.get("completion_tokens")),
+                   cached_tokens=_int(details.get("cached_tokens")),
+                   cache_write_tokens=_int(details.get("cache_write_tokens")))
+
+    @property
+    def empty(self) -> bool:
+        return not (self.prompt_tokens or self.completion_tokens or self.units)
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def token_cost(model: Model, usage: Usage) -> Decimal:
+    """Exact cost in micro-credits (a Decimal, not yet rounded)."""
+    price_in = model.price("input_per_mtok") or Decimal(0)
+    price_cached = model.price("cached_input_per_mtok")
+    price_write = model.price("cache_write_per_mtok")
+    price_out = model.price("output_per_mtok") or Decimal(0)
+    cached = min(usage.cached_tokens, usage.prompt_tokens)
+    written = min(usage.cache_write_tokens, usage.prompt_tokens - cached)
+    fresh = usage.prompt_tokens - cached - written
+    return (fresh * price_in
+            + cached * (price_cached if price_cached is not None else price_in)
+            + written * (price_write if price_write is not None else price_in)
+            + usage.completion_tokens * price_out)
+
+
+def charge_micro(exact: Decimal) -> int:
+    return int(exact.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def hold_micro(exact: Decimal) -> int:
+    return math.ceil(exact)
+
+
+def micro_to_credits(micro: int) -> float:
+    return float(Decimal(micro) / MICRO)
+
+
+def chat_worst_case(model: Model, prompt_bound: int, max_output: int) -> int:
+    """Hold for a chat request: every prompt token at the input price, every allowed output
+    token at the output price."""
+    return hold_micro(token_cost(model, Usage(prompt_tokens=prompt_bound,
+                                              completion_tokens=max_output)))

@@ -1,0 +1,41 @@
+"""Gateway settings, read once from the environment (`Settings.from_env`).
+
+| variable | default |
+| TOKMODEL_DATABASE_URL | sqlite:///var/tokmodel.db |
+| TOKMODEL_PROVIDERS | unset: the compiled default catalogue (providers.yaml) |
+| TOKMODEL_MAX_BODY_BYTES | 26214400 (25 MiB) |
+| TOKMODEL_UPSTREAM_CONNECT_TIMEOUT | 10 seconds |
+| TOKMODEL_UPSTREAM_READ_TIMEOUT | 600 seconds (between two bytes of an answer) |
+| TOKMODEL_IMAGE_FETCH_MAX_BYTES | 20971520 (20 MiB), for providers that need image bytes |
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    database_url: str = "sqlite:///var/tokmodel.db"
+    providers_file: str | None = None
+    max_body_bytes: int = 25 * 1024 * 1024
+    connect_timeout: float = 10.0
+    read_timeout: float = 600.0
+    image_fetch_max_bytes: int = 20 * 1024 * 1024
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        base = cls()
+        return cls(
+            database_url=env.get("TOKMODEL_DATABASE_URL") or base.database_url,
+            providers_file=env.get("TOKMODEL_PROVIDERS") or None,
+            max_body_bytes=int(env.get("TOKMODEL_MAX_BODY_BYTES") or base.max_body_bytes),
+            connect_timeout=float(env.get("TOKMODEL_UPSTREAM_CONNECT_TIMEOUT")
+                                  or base.connect_timeout),
+            read_timeout=float(env.get("TOKMODEL_UPSTREAM_READ_TIMEOUT") or base.read_timeout),
+            image_fetch_max_bytes=int(env.get("TOKMODEL_IMAGE_FETCH_MAX_BYTES")
+                                      or base.image_fetch_max_bytes),
+        )

@@ -1,0 +1,107 @@
+"""Start the real gateway under gunicorn for integration tests.
+
+`start_gateway(workdir, env)` runs `tokmodel serve` in a subprocess on a free port with its
+own SQLite database (or TOKMODEL_DATABASE_URL from env), waits for /readyz, and returns a
+`Gateway` handle with a Store on the same database for creating accounts and keys and for
+reading balances. Provider env vars (OPENAI_BASE_URL, OPENAI_API_KEY, ...) point the gateway
+at fake upstream servers; all other provider keys are cleared so nothing reaches the internet.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+from runtime.store import Store, open_store
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def clean_env(extra: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not (k.endswith("_API_KEY") or k.endswith("_BASE_URL") or k.startswith("TOKMODEL_"))}
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Gateway:
+    url: str
+    db_url: str
+    store: Store
+    process: subprocess.Popen
+    log_path: Path
+    _accounts: int = field(default=0)
+
+    @property
+    def base_url(self) -> str:
+        """What the openai SDK takes as base_url."""
+        return f"{self.url}/v1"
+
+    def account(self, credits_micro: int = 10_000_000, name: str | None = None
+                ) -> tuple[int, str]:
+        """A new account with a balance and one key: (account id, secret)."""
+        self._accounts += 1
+        name = name or f"acct-{self._accounts}-{time.monotonic_ns()}"
+        account = self.store.create_account(name, credits_micro)
+        _, secret = self.store.create_key(name, "test")
+        return account.id, secret
+
+    def balance(self, account_id: int) -> int:
+        return self.store.get_account_by_id(account_id).balance_micro
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.store.close()
+
+
+def start_gateway(workdir: Path, env: dict[str, str], workers: int = 1,
+                  cwd: Path | None = None, pythonpath: Path | None = None) -> Gateway:
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    db_url = env.get("TOKMODEL_DATABASE_URL") or f"sqlite:///{workdir / 'tokmodel.db'}"
+    full_env = clean_env({"TOKMODEL_DATABASE_URL": db_url, **env})
+    if pythonpath is not None:
+        full_env["PYTHONPATH"] = str(pythonpath)
+    store = open_store(db_url)
+    log_path = workdir / f"gateway-{port}.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "runtime.cli", "serve", "--host", "127.0.0.1",
+             "--port", str(port), "--workers", str(workers)],
+            cwd=cwd or ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"gateway exited with {process.returncode}:\n"
+                               + log_path.read_text(errors="replace"))
+        try:
+            if requests.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return Gateway(url, db_url, store, process, log_path)
+        except requests.RequestException:
+            pass
+        time.sleep(0.1)
+    process.kill()
+    raise RuntimeError("gateway did not become ready:\n" + log_path.read_text(errors="replace"))
