@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m codegen", description=__doc__)
     parser.add_argument("--root", type=Path, default=Path.cwd(),
                         help="project root holding specs/ and providers.yaml (default: .)")
-    parser.add_argument("--catalogue", type=Path, help="catalogue file (default: ROOT/providers.yaml)")
+    parser.add_argument("--catalogue", type=Path,
+                        help="catalogue file (default: ROOT/providers.yaml)")
     parser.add_argument("--out", type=Path, help="output directory (default: ROOT/generated)")
     parser.add_argument("--check", action="store_true",
                         help="compare instead of writing; exit 1 when generated/ is stale")

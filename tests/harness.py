@@ -10,6 +10,7 @@ at fake upstream servers; all other provider keys are cleared so nothing reaches
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -67,7 +68,7 @@ class Gateway:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
-        self.process.terminate()
+        self.process.send_signal(signal.SIGINT)  # quick shutdown: tests hold keep-alives
         try:
             self.process.wait(timeout=15)
         except subprocess.TimeoutExpired:

@@ -1,0 +1,57 @@
+"""Exact money: prices from the catalogue, integer micro-credits, rounding once."""
+
+from decimal import Decimal
+
+import pytest
+
+from runtime.catalogue import load_catalogue
+from runtime.credits import format_credits, parse_credits
+from runtime.pricing import Usage, charge_micro, chat_worst_case, token_cost
+
+
+@pytest.fixture(scope="module")
+def catalogue():
+    return load_catalogue(env={})
+
+
+def test_gpt4o_cost_is_usage_times_list_price(catalogue):
+    model = catalogue.get("openai/gpt-4o")
+    usage = Usage(prompt_tokens=1000, completion_tokens=500, cached_tokens=200)
+    # 800 fresh at $2.50/M, 200 cached at $1.25/M, 500 out at $10/M, in micro-credits
+    expected = Decimal(800) * Decimal("2.5") + 200 * Decimal("1.25") + 500 * Decimal(10)
+    assert token_cost(model, usage) == expected
+    assert charge_micro(token_cost(model, usage)) == 7250
+
+
+def test_cache_writes_use_their_own_price(catalogue):
+    model = catalogue.get("anthropic/claude-sonnet-4-5")
+    usage = Usage(prompt_tokens=100, completion_tokens=10, cached_tokens=30,
+                  cache_write_tokens=50)
+    expected = 20 * Decimal(3) + 30 * Decimal("0.3") + 50 * Decimal("3.75") + 10 * Decimal(15)
+    assert token_cost(model, usage) == expected
+
+
+def test_rounding_is_half_up_once_per_request(catalogue):
+    model = catalogue.get("openai/gpt-4o-mini")  # 0.15 micro per input token
+    assert charge_micro(token_cost(model, Usage(prompt_tokens=3))) == 0      # 0.45
+    assert charge_micro(token_cost(model, Usage(prompt_tokens=10))) == 2     # 1.5
+
+
+def test_hold_covers_any_outcome(catalogue):
+    model = catalogue.get("openai/gpt-4o-mini")
+    hold = chat_worst_case(model, prompt_bound=3, max_output=1)
+    assert hold == 2  # ceil(0.45 + 0.6)
+    assert hold >= charge_micro(token_cost(model, Usage(prompt_tokens=3, completion_tokens=1)))
+
+
+@pytest.mark.parametrize("text,micro", [("0", 0), ("12.5", 12_500_000), ("0.000001", 1),
+                                        ("100", 100_000_000)])
+def test_parse_credits(text, micro):
+    assert parse_credits(text) == micro
+    assert parse_credits(format_credits(micro)) == micro
+
+
+@pytest.mark.parametrize("bad", ["-1", "abc", "0.0000001", "nan", "inf"])
+def test_parse_credits_refuses(bad):
+    with pytest.raises(ValueError):
+        parse_credits(bad)
