@@ -58,6 +58,8 @@ class ChatStream:
         return self._gen
 
     def _run(self) -> Iterator[bytes]:
+        # Settle before the last bytes go out, so a client that has seen the end of its
+        # stream also sees the charge; `finally` covers a client that left early.
         try:
             for chunk in self._chunks:
                 out = self._forward(chunk)
@@ -65,11 +67,14 @@ class ChatStream:
                     yield out
         except StreamBroken as exc:
             self._status = 502
+            self._finish()
             yield _error_event(exc.message, exc.type)
         except GatewayError as exc:
             self._status = exc.status
+            self._finish()
             yield _error_event(exc.message, exc.type)
         else:
+            self._finish()
             yield DONE
         finally:
             self._finish()
@@ -94,6 +99,8 @@ class ChatStream:
         return b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
 
     def _finish(self) -> None:
+        if self._meter.settled:
+            return
         try:
             self._on_close()
         finally:

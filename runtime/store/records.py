@@ -1,0 +1,51 @@
+"""Immutable records the store returns and accepts.
+
+Money is integer micro-credits (1 credit = 1,000,000). Timestamps are timezone-aware UTC
+datetimes. Records never hold a key secret: `KeyRecord.display_prefix` is all that is shown.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    id: int
+    name: str
+    balance_micro: int
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    id: str
+    account_id: int
+    account_name: str
+    name: str
+    display_prefix: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRecord:
+    """One settled request. `details` holds the other priced units (images, audio seconds,
+    characters, searches ...); `cost_micro` is what was actually charged."""
+
+    request_id: str
+    account_id: int
+    key_id: str | None
+    endpoint: str
+    model: str
+    provider: str
+    status: int
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    details: dict[str, Any] = field(default_factory=dict)
+    cost_micro: int = 0
+    latency_ms: int = 0
+    created_at: datetime | None = None

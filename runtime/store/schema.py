@@ -1,0 +1,97 @@
+"""Table definitions (SQLAlchemy Core) shared by SQLite and PostgreSQL.
+
+This is the current shape of the database: a fresh database is created from it, and every
+change here comes with a migration in migrations.py that brings an existing database to the
+same shape. Money columns are BIGINT micro-credits; timestamps are stored in UTC.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+# SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY.
+_BigId = BigInteger().with_variant(Integer(), "sqlite")
+_Timestamp = DateTime(timezone=True)
+
+schema_migrations = Table(
+    "schema_migrations",
+    metadata,
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("name", Text, nullable=False),
+    Column("applied_at", _Timestamp, nullable=False),
+)
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", Text, nullable=False, unique=True),
+    Column("balance_micro", BigInteger, nullable=False),
+    Column("created_at", _Timestamp, nullable=False),
+    CheckConstraint("balance_micro >= 0", name="balance_nonnegative"),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(16), primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False, index=True),
+    Column("name", Text, nullable=False),
+    Column("secret_hash", String(64), nullable=False, unique=True),
+    Column("display_prefix", Text, nullable=False),
+    Column("created_at", _Timestamp, nullable=False),
+    Column("revoked_at", _Timestamp, nullable=True),
+)
+
+holds = Table(
+    "holds",
+    metadata,
+    Column("request_id", Text, primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False),
+    Column("amount_micro", BigInteger, nullable=False),
+    Column("created_at", _Timestamp, nullable=False),
+    CheckConstraint("amount_micro >= 0", name="amount_nonnegative"),
+)
+
+usage_log = Table(
+    "usage_log",
+    metadata,
+    Column("id", _BigId, primary_key=True, autoincrement=True),
+    Column("request_id", Text, nullable=False, unique=True),
+    Column("created_at", _Timestamp, nullable=False),
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False),
+    Column("key_id", String(16), nullable=True),
+    Column("endpoint", Text, nullable=False),
+    Column("model", Text, nullable=False),
+    Column("provider", Text, nullable=False),
+    Column("status", Integer, nullable=False),
+    Column("prompt_tokens", Integer, nullable=False, default=0),
+    Column("completion_tokens", Integer, nullable=False, default=0),
+    Column("cached_tokens", Integer, nullable=False, default=0),
+    Column("details", Text, nullable=False, default="{}"),
+    Column("cost_micro", BigInteger, nullable=False),
+    Column("latency_ms", Integer, nullable=False, default=0),
+    Index("ix_usage_log_account_id_created_at", "account_id", "created_at"),
+)

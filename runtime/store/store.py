@@ -1,0 +1,341 @@
+"""`Store`: accounts, API keys, credits and the usage log over one SQL database.
+
+Every method is one short synchronous transaction (or one statement), safe to call from many
+threads, gevent greenlets, worker processes and gateway nodes sharing the database. Nothing
+is cached: a revocation or top-up made by any process is seen by the next call anywhere.
+Database errors surface as `StoreError`; argument errors as ValueError/TypeError.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, ParamSpec, TypeVar
+
+from sqlalchemy import bindparam, insert, select, text, update
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from . import keys as keylib
+from . import ledger
+from .engine import make_engines
+from .errors import AccountExists, AccountNotFound, StoreError
+from .migrations import migrate
+from .records import Account, KeyRecord, UsageRecord
+from .schema import accounts, api_keys, usage_log
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+MAX_NAME_LENGTH = 200
+MAX_USAGE_LIMIT = 10_000
+
+_account_cols = (accounts.c.id, accounts.c.name, accounts.c.balance_micro, accounts.c.created_at)
+_key_cols = (
+    api_keys.c.id,
+    api_keys.c.account_id,
+    accounts.c.name.label("account_name"),
+    api_keys.c.name,
+    api_keys.c.display_prefix,
+    api_keys.c.created_at,
+    api_keys.c.revoked_at,
+)
+_keys_join = api_keys.join(accounts, api_keys.c.account_id == accounts.c.id)
+
+_account_by_name = select(*_account_cols).where(accounts.c.name == bindparam("b_name"))
+_account_by_id = select(*_account_cols).where(accounts.c.id == bindparam("b_id"))
+_account_id_by_name = select(accounts.c.id).where(accounts.c.name == bindparam("b_name"))
+_all_accounts = select(*_account_cols).order_by(accounts.c.id)
+_insert_account = insert(accounts).returning(accounts.c.id)
+_topup = (
+    update(accounts)
+    .where(accounts.c.name == bindparam("b_name"))
+    .where(accounts.c.balance_micro <= ledger.MAX_MICRO - bindparam("b_amount"))
+    .values(balance_micro=accounts.c.balance_micro + bindparam("b_amount"))
+    .returning(*_account_cols)
+)
+_insert_key = insert(api_keys)
+_authenticate = (
+    select(*_key_cols)
+    .select_from(_keys_join)
+    .where(api_keys.c.secret_hash == bindparam("b_hash"))
+    .where(api_keys.c.revoked_at.is_(None))
+)
+_keys_of_account = (
+    select(*_key_cols)
+    .select_from(_keys_join)
+    .where(accounts.c.name == bindparam("b_name"))
+    .order_by(api_keys.c.created_at, api_keys.c.id)
+)
+_key_by_id = select(*_key_cols).select_from(_keys_join).where(api_keys.c.id == bindparam("b_id"))
+_revoke_key = (
+    update(api_keys)
+    .where(api_keys.c.id == bindparam("b_id"))
+    .where(api_keys.c.revoked_at.is_(None))
+    .values(revoked_at=bindparam("b_now"))
+)
+_rename_key = (
+    update(api_keys).where(api_keys.c.id == bindparam("b_id")).values(name=bindparam("b_name"))
+)
+_usage_of_account = (
+    select(usage_log)
+    .where(usage_log.c.account_id == _account_id_by_name.scalar_subquery())
+    .order_by(usage_log.c.created_at.desc(), usage_log.c.id.desc())
+    .limit(bindparam("b_limit"))
+)
+_ping = text("SELECT 1")
+
+
+def _db_errors(method: Callable[P, R]) -> Callable[P, R]:
+    """Re-raise driver errors as StoreError (chained), keeping statements and values out of
+    the message."""
+
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except SQLAlchemyError as exc:
+            cause = getattr(exc, "orig", None) or exc
+            raise StoreError(f"database error: {type(cause).__name__}: {cause}") from exc
+
+    return wrapper
+
+
+def _check_name(name: str, what: str) -> str:
+    if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME_LENGTH:
+        raise ValueError(f"{what} must be a non-empty string of at most {MAX_NAME_LENGTH} chars")
+    return name
+
+
+def _check_request_id(request_id: str) -> str:
+    if not isinstance(request_id, str) or not request_id:
+        raise ValueError("request_id must be a non-empty string")
+    return request_id
+
+
+def _account(row: Any) -> Account:
+    return Account(row[0], row[1], row[2], ledger.utc(row[3]))
+
+
+def _key(row: Any) -> KeyRecord:
+    return KeyRecord(row[0], row[1], row[2], row[3], row[4], ledger.utc(row[5]), ledger.utc(row[6]))
+
+
+class Store:
+    """The gateway's persistence. Build it with `open_store(url)`, which also migrates."""
+
+    url: str
+
+    def __init__(self, url: str) -> None:
+        self._engine, self._reader = make_engines(url)
+        # For display and logs: the password, if any, is masked.
+        self.url = self._engine.url.render_as_string(hide_password=True)
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @_db_errors
+    def migrate(self) -> list[int]:
+        """Apply pending migrations; return the versions applied now."""
+        return migrate(self._engine)
+
+    def ping(self) -> bool:
+        try:
+            with self._reader.connect() as conn:
+                return conn.execute(_ping).scalar() == 1
+        except SQLAlchemyError:
+            return False
+
+    def close(self) -> None:
+        self._reader.dispose()
+        self._engine.dispose()
+
+    # accounts
+
+    @_db_errors
+    def create_account(self, name: str, balance_micro: int = 0) -> Account:
+        _check_name(name, "account name")
+        ledger.check_micro(balance_micro, "balance_micro")
+        now = datetime.now(UTC)
+        try:
+            with self._engine.begin() as conn:
+                account_id = conn.execute(
+                    _insert_account,
+                    {"name": name, "balance_micro": balance_micro, "created_at": now},
+                ).scalar_one()
+        except IntegrityError as exc:
+            if self.get_account(name) is not None:
+                raise AccountExists(f"account {name!r} already exists") from None
+            raise StoreError("could not create account") from exc
+        return Account(account_id, name, balance_micro, now)
+
+    @_db_errors
+    def get_account(self, name: str) -> Account | None:
+        with self._reader.connect() as conn:
+            row = conn.execute(_account_by_name, {"b_name": name}).first()
+        return None if row is None else _account(row)
+
+    @_db_errors
+    def get_account_by_id(self, account_id: int) -> Account | None:
+        with self._reader.connect() as conn:
+            row = conn.execute(_account_by_id, {"b_id": account_id}).first()
+        return None if row is None else _account(row)
+
+    @_db_errors
+    def topup(self, name: str, amount_micro: int) -> Account:
+        ledger.check_micro(amount_micro, "amount_micro", positive=True)
+        with self._engine.begin() as conn:
+            row = conn.execute(_topup, {"b_name": name, "b_amount": amount_micro}).first()
+            if row is None:
+                if conn.execute(_account_id_by_name, {"b_name": name}).first() is None:
+                    raise AccountNotFound(f"no account named {name!r}")
+                raise ValueError("top-up would overflow the balance")
+        return _account(row)
+
+    @_db_errors
+    def list_accounts(self) -> list[Account]:
+        with self._reader.connect() as conn:
+            return [_account(row) for row in conn.execute(_all_accounts)]
+
+    # keys
+
+    @_db_errors
+    def create_key(self, account_name: str, name: str = "default") -> tuple[KeyRecord, str]:
+        """Create a key; return its record and the secret, which is shown this once only."""
+        _check_name(name, "key name")
+        for attempt in range(3):
+            secret = keylib.new_secret()
+            now = datetime.now(UTC)
+            values = {
+                "id": keylib.new_key_id(),
+                "name": name,
+                "secret_hash": keylib.hash_secret(secret),
+                "display_prefix": keylib.display_prefix(secret),
+                "created_at": now,
+                "revoked_at": None,
+            }
+            try:
+                with self._engine.begin() as conn:
+                    account_id = conn.execute(
+                        _account_id_by_name, {"b_name": account_name}
+                    ).scalar()
+                    if account_id is None:
+                        raise AccountNotFound(f"no account named {account_name!r}")
+                    conn.execute(_insert_key, {**values, "account_id": account_id})
+            except IntegrityError:
+                if attempt == 2:  # three random 48-bit ids collided: something else is wrong
+                    raise
+                continue
+            record = KeyRecord(
+                values["id"], account_id, account_name, name, values["display_prefix"], now, None
+            )
+            return record, secret
+        raise AssertionError("unreachable")
+
+    @_db_errors
+    def list_keys(self, account_name: str) -> list[KeyRecord]:
+        """All keys of the account, revoked ones included, oldest first ([] if no account)."""
+        with self._reader.connect() as conn:
+            return [_key(row) for row in conn.execute(_keys_of_account, {"b_name": account_name})]
+
+    @_db_errors
+    def get_key(self, key_id: str) -> KeyRecord | None:
+        with self._reader.connect() as conn:
+            row = conn.execute(_key_by_id, {"b_id": key_id}).first()
+        return None if row is None else _key(row)
+
+    @_db_errors
+    def revoke_key(self, key_id: str) -> bool:
+        """Revoke now, for every process; False when unknown or already revoked."""
+        with self._engine.begin() as conn:
+            result = conn.execute(_revoke_key, {"b_id": key_id, "b_now": datetime.now(UTC)})
+            return result.rowcount == 1
+
+    @_db_errors
+    def rename_key(self, key_id: str, name: str) -> bool:
+        _check_name(name, "key name")
+        with self._engine.begin() as conn:
+            return conn.execute(_rename_key, {"b_id": key_id, "b_name": name}).rowcount == 1
+
+    @_db_errors
+    def authenticate(self, secret: str) -> KeyRecord | None:
+        """The live key for this secret, or None (unknown, malformed or revoked)."""
+        if not keylib.looks_like_secret(secret):
+            return None
+        with self._reader.connect() as conn:
+            row = conn.execute(_authenticate, {"b_hash": keylib.hash_secret(secret)}).first()
+        return None if row is None else _key(row)
+
+    # credits: reserve -> forward -> settle
+
+    @_db_errors
+    def hold(self, request_id: str, account_id: int, amount_micro: int) -> bool:
+        """Reserve credits before forwarding; False (nothing changed) when not covered."""
+        _check_request_id(request_id)
+        ledger.check_micro(amount_micro, "amount_micro")
+        try:
+            with self._engine.begin() as conn:
+                return ledger.hold(conn, request_id, account_id, amount_micro, datetime.now(UTC))
+        except IntegrityError as exc:
+            raise StoreError(f"request {request_id!r} already holds credits") from exc
+
+    @_db_errors
+    def settle(self, request_id: str, cost_micro: int, usage: UsageRecord) -> int:
+        """Charge min(cost, hold + balance), give back the rest, log `usage`; return the charge.
+
+        Idempotent per request id: a second settle charges nothing and logs nothing. A cost
+        of 0 releases the hold fully.
+        """
+        _check_request_id(request_id)
+        ledger.check_micro(cost_micro, "cost_micro")
+        now = datetime.now(UTC)
+        try:
+            with self._engine.begin() as conn:
+                return ledger.settle(conn, request_id, cost_micro, usage, now)
+        except IntegrityError:
+            # A concurrent settle of the same request won the log row, or the request id was
+            # held again after being settled: give back any hold, charge nothing.
+            with self._reader.connect() as conn:
+                if not ledger.is_logged(conn, request_id):
+                    raise
+            with self._engine.begin() as conn:
+                ledger.release(conn, request_id)
+            return 0
+
+    @_db_errors
+    def release(self, request_id: str) -> int:
+        """Give back a request's hold in full without logging it; return the amount."""
+        with self._engine.begin() as conn:
+            return ledger.release(conn, request_id)
+
+    @_db_errors
+    def release_stale_holds(self, older_than_seconds: int) -> int:
+        """Give back holds older than that (after a crash); return how many."""
+        if not isinstance(older_than_seconds, int | float) or older_than_seconds < 0:
+            raise ValueError("older_than_seconds must be >= 0")
+        cutoff = datetime.now(UTC) - timedelta(seconds=older_than_seconds)
+        with self._engine.begin() as conn:
+            return ledger.release_stale(conn, cutoff)
+
+    @_db_errors
+    def usage(self, account_name: str, limit: int = 100) -> list[UsageRecord]:
+        """The account's most recent usage rows, newest first ([] if no account)."""
+        if not isinstance(limit, int) or limit < 0:
+            raise ValueError("limit must be an int >= 0")
+        params = {"b_name": account_name, "b_limit": min(limit, MAX_USAGE_LIMIT)}
+        with self._reader.connect() as conn:
+            return [ledger.usage_record(row) for row in conn.execute(_usage_of_account, params)]
+
+
+def open_store(url: str) -> Store:
+    """Connect to `url` (sqlite:///path or postgresql://...) and apply pending migrations."""
+    store = Store(url)
+    try:
+        store.migrate()
+    except BaseException:
+        store.close()
+        raise
+    return store
