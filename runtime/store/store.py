@@ -20,6 +20,7 @@ from . import keys as keylib
 from . import ledger
 from .engine import make_engines
 from .errors import AccountExists, AccountNotFound, StoreError
+from .fastpath import FastPath
 from .migrations import migrate
 from .records import Account, KeyRecord, UsageRecord
 from .schema import accounts, api_keys, usage_log
@@ -128,6 +129,8 @@ class Store:
 
     def __init__(self, url: str) -> None:
         self._engine, self._reader = make_engines(url)
+        self._fast = FastPath(self._engine, self._reader,
+                              self._engine.dialect.name == "sqlite")
         # For display and logs: the password, if any, is masked.
         self.url = self._engine.url.render_as_string(hide_password=True)
 
@@ -265,6 +268,9 @@ class Store:
         """The live key for this secret, or None (unknown, malformed or revoked)."""
         if not keylib.looks_like_secret(secret):
             return None
+        row = self._fast.authenticate(keylib.hash_secret(secret))
+        if row is not False:
+            return None if row is None else _key(row)
         with self._reader.connect() as conn:
             row = conn.execute(_authenticate, {"b_hash": keylib.hash_secret(secret)}).first()
         return None if row is None else _key(row)
@@ -276,9 +282,13 @@ class Store:
         """Reserve credits before forwarding; False (nothing changed) when not covered."""
         _check_request_id(request_id)
         ledger.check_micro(amount_micro, "amount_micro")
+        now = datetime.now(UTC)
+        held = self._fast.hold(request_id, account_id, amount_micro, now)
+        if held is not None:
+            return held
         try:
             with self._engine.begin() as conn:
-                return ledger.hold(conn, request_id, account_id, amount_micro, datetime.now(UTC))
+                return ledger.hold(conn, request_id, account_id, amount_micro, now)
         except IntegrityError as exc:
             raise StoreError(f"request {request_id!r} already holds credits") from exc
 
@@ -292,6 +302,9 @@ class Store:
         _check_request_id(request_id)
         ledger.check_micro(cost_micro, "cost_micro")
         now = datetime.now(UTC)
+        charged = self._fast.settle(request_id, cost_micro, usage, now)
+        if charged is not None:
+            return charged
         try:
             with self._engine.begin() as conn:
                 return ledger.settle(conn, request_id, cost_micro, usage, now)
