@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 
-from runtime.errors import InsufficientCredits
+from runtime.errors import GatewayError, InsufficientCredits
 from runtime.pricing import Usage, charge_micro
 from runtime.store import KeyRecord, Store, UsageRecord
 
@@ -55,6 +57,19 @@ class Meter:
             cost_micro=cost, latency_ms=int((time.monotonic() - self.started) * 1000))
         self.charged = self.store.settle(self.request_id, cost, record)
         return self.charged
+
+    @contextmanager
+    def releasing_on_failure(self) -> Iterator[None]:
+        """Any failure inside settles at zero (status of a GatewayError, else 500) and is
+        raised again: the client pays nothing for an answer it did not get."""
+        try:
+            yield
+        except GatewayError as exc:
+            self.fail(exc.status)
+            raise
+        except Exception:
+            self.fail(500)
+            raise
 
     def fail(self, status: int) -> None:
         """Nothing was produced: release the hold, log the failure, charge nothing."""

@@ -36,8 +36,7 @@ def _send(resp: falcon.Response, err: GatewayError, dialect: str) -> None:
     resp.data = render_error(err, dialect)
     for name, value in err.headers.items():
         resp.set_header(name, value)
-    if err.status >= 500 and err.status not in (503, 529):
-        # deterministic gateway-side failures: retrying will not help
+    if err.retryable is False:
         resp.set_header("x-should-retry", "false")
 
 

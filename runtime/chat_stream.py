@@ -14,7 +14,6 @@ prompt text and the text actually produced; a stream that produced nothing costs
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import math
@@ -27,6 +26,7 @@ from runtime.catalogue import Model
 from runtime.dialects.base import StreamBroken
 from runtime.errors import GatewayError
 from runtime.pricing import Usage, charge_micro, micro_to_credits, token_cost
+from runtime.settling_body import SettlingBody
 
 log = logging.getLogger("tokmodel.stream")
 
@@ -38,24 +38,19 @@ def estimate_tokens(chars: int) -> int:
     return math.ceil(chars / CHARS_PER_TOKEN) if chars > 0 else 0
 
 
-class ChatStream:
+class ChatStream(SettlingBody):
     def __init__(self, chunks: Iterator[dict[str, Any]], *, model: Model, client_model: str,
                  meter: Meter, include_usage: bool, prompt_chars: int,
                  on_close: Callable[[], None]) -> None:
         self._chunks = chunks
         self._model = model
         self._client_model = client_model
-        self._meter = meter
         self._include_usage = include_usage
         self._prompt_chars = prompt_chars
         self._on_close = on_close
         self._usage: Usage | None = None
         self._produced_chars = 0
-        self._status = 200
-        self._gen = self._run()
-
-    def __iter__(self) -> Iterator[bytes]:
-        return self._gen
+        super().__init__(meter)
 
     def _run(self) -> Iterator[bytes]:
         # Settle before the last bytes go out, so a client that has seen the end of its
@@ -115,18 +110,6 @@ class ChatStream:
                 self._meter.settle(usage, cost, self._status)
             except Exception:  # the client already has its stream; log, never raise here
                 log.exception("settling stream %s failed", self._meter.request_id)
-
-    def close(self) -> None:
-        """Called by the server when the body is done or the client went away."""
-        if inspect.getgeneratorstate(self._gen) == inspect.GEN_CREATED:
-            # never started, so the generator's own finally would not run
-            self._gen.close()
-            self._status = 499
-            self._finish()
-            return
-        if not self._meter.settled:
-            self._status = 499
-        self._gen.close()
 
 
 def _delta_chars(delta: dict[str, Any]) -> int:

@@ -28,6 +28,8 @@ class GatewayError(Exception):
 
     status = 500
     type = "server_error"
+    # False when retrying cannot help (told to SDKs with `x-should-retry: false`)
+    retryable: bool | None = None
 
     def __init__(self, message: str, *, status: int | None = None, type: str | None = None,
                  param: str | None = None, code: int | str | None = None,

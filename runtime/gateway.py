@@ -6,18 +6,34 @@ upstream call (authenticate, read and validate the body, resolve the model).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import falcon
+import requests
 
 from runtime import inbound
 from runtime.catalogue import Catalogue, Model
-from runtime.errors import BadRequest, NotFound, Unauthorized
+from runtime.dialects.base import UpstreamCall
+from runtime.dialects.openai_chat import openai_error
+from runtime.errors import BadRequest, GatewayError, NotFound, Unauthorized
+from runtime.ops import MappingError
 from runtime.settings import Settings
 from runtime.store import KeyRecord, Store
-from runtime.upstream import Upstream
+from runtime.upstream import Upstream, read_body
 from runtime.validation import Validator
+
+ErrorMapper = Callable[[int, bytes, Mapping[str, str], Model], GatewayError]
+
+
+def provider_body(model: Model, kind: str, body: dict[str, Any]) -> dict[str, Any]:
+    """The request as the provider takes it: the descriptor's generated mapping for this
+    endpoint, with the upstream model name. A value the provider cannot take is a 400."""
+    try:
+        return model.provider.descriptor.translate[kind](dict(body, model=model.upstream))
+    except MappingError as exc:
+        raise BadRequest(exc.message, param=exc.param) from None
 
 
 @dataclass
@@ -42,6 +58,15 @@ class Gateway:
         if endpoint.request_schema:
             self.validator.check(endpoint.dialect, endpoint.request_schema, body)
         return raw, body
+
+    def forward(self, call: UpstreamCall, model: Model,
+                error: ErrorMapper = openai_error) -> requests.Response:
+        """Send the call; an error answer is read and raised in the client's terms."""
+        upstream = self.upstream.send(call.method, call.url, headers=call.headers,
+                                      body=call.body, params=call.params or None)
+        if upstream.status_code >= 400:
+            raise error(upstream.status_code, read_body(upstream), upstream.headers, model)
+        return upstream
 
     def model_for(self, model_id: Any, kind: str) -> Model:
         if not isinstance(model_id, str) or not model_id:

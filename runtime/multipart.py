@@ -199,7 +199,7 @@ def _headers(buf: bytes, reader: _Reader, threshold: int) -> tuple[bytes, Part]:
     filename = msg.get_filename()
     content_type = msg.get("content-type")
     part = Part(name, filename, content_type,
-                SpooledTemporaryFile(max_size=threshold))  # noqa: SIM115 - closed by Form
+                SpooledTemporaryFile(max_size=threshold))  # closed by Form.close
     return buf[end + 4:], part
 
 
@@ -286,3 +286,51 @@ class MultipartBody:
         else:
             self._pending = b""
         return out
+
+
+# -- forms as the gateway uses them ---------------------------------------------------------
+
+
+def require(form: Form, files: Sequence[str] = (), text: Sequence[str] = ()) -> None:
+    """400 naming every required part the form lacks (a file sent as text counts as missing)."""
+    present_files = form.file_names()
+    present_text = {_array_name(p.name)[0] for p in form.parts if not p.is_file}
+    missing = [n for n in files if n not in present_files]
+    missing += [n for n in text if n not in present_text]
+    if missing:
+        labels = [f"'{n}' (file)" if n in files else f"'{n}'" for n in missing]
+        raise BadRequest(f"Missing required form part(s): {', '.join(labels)}.",
+                         param=missing[0] if len(missing) == 1 else None)
+
+
+def int_field(fields: dict[str, str | list[str]], name: str, low: int, high: int) -> int | None:
+    value = fields.get(name)
+    if value is None or value == "":
+        return None
+    try:
+        number = int(value) if isinstance(value, str) else None
+    except ValueError:
+        number = None
+    if number is None or not low <= number <= high:
+        raise BadRequest(f"'{name}' must be an integer from {low} to {high}, got {value!r}.",
+                         param=name)
+    return number
+
+
+def resend_fields(form: Form, text: dict[str, object]) -> list[tuple[str, str | Part]]:
+    """What to send upstream: `text` (the form's text fields after the provider mapping; lists
+    go out as repeated `name[]`) followed by the form's files under their original names."""
+    out: list[tuple[str, str | Part]] = []
+    for name, value in text.items():
+        if value is None:
+            continue
+        for item in value if isinstance(value, list) else [value]:
+            out.append((f"{name}[]" if isinstance(value, list) else name, _text(item)))
+    out += [(p.name, p) for p in form.parts if p.is_file]
+    return out
+
+
+def _text(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value if isinstance(value, str) else str(value)

@@ -8,7 +8,7 @@ body chunk by chunk; `read_json` reads a whole (non-streaming) answer.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import requests
@@ -28,12 +28,13 @@ class Upstream:
         self.session.mount("https://", adapter)
 
     def send(self, method: str, url: str, *, headers: Mapping[str, str],
-             body: bytes | None = None, params: Mapping[str, str] | None = None,
-             data: Any = None) -> requests.Response:
-        """Open a response (headers read, body not yet); raises UpstreamError."""
+             body: bytes | Iterable[bytes] | None = None,
+             params: Mapping[str, str] | None = None) -> requests.Response:
+        """Open a response (headers read, body not yet); raises UpstreamError. `body` is
+        bytes or an iterable of byte chunks (sent as it is produced)."""
         try:
             return self.session.request(method, url, headers=dict(headers), params=params,
-                                        data=body if body is not None else data,
+                                        data=body,
                                         stream=True, timeout=self.timeout,
                                         allow_redirects=False)
         except requests.Timeout as exc:

@@ -11,7 +11,7 @@ OpenAI `chat.completion`; `chunks` turns native stream events into OpenAI
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -25,7 +25,7 @@ class UpstreamCall:
     method: str
     url: str
     headers: dict[str, str]
-    body: bytes
+    body: bytes | Iterable[bytes]
     params: dict[str, str] = field(default_factory=dict)
 
 
@@ -75,9 +75,11 @@ def mapped_status(status: int, model: Model) -> int:
 def credential_error(model: Model) -> UpstreamError:
     """The provider refused the gateway's own key: an operator problem, not the client's."""
     provider = model.provider
-    return UpstreamError(
+    err = UpstreamError(
         f"The provider '{provider.id}' rejected the gateway's credentials; the operator "
         f"must check {provider.api_key_env}.", code="upstream_credentials")
+    err.retryable = False
+    return err
 
 
 def message_from(raw: bytes) -> str | None:

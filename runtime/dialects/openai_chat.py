@@ -70,15 +70,23 @@ class OpenAIChat:
 
     def error(self, status: int, raw: bytes, headers: Mapping[str, str],
               model: Model) -> GatewayError:
-        if status in (401, 403):
-            return credential_error(model)
-        status = mapped_status(status, model)
-        if _is_openai_envelope(raw):
-            return GatewayError("The upstream provider returned an error.", status=status,
-                                body=raw, headers=retry_headers(headers))
-        message = message_from(raw) or f"The upstream provider returned HTTP {status}."
-        return GatewayError(message, status=status, type="upstream_error",
-                            headers=retry_headers(headers))
+        return openai_error(status, raw, headers, model)
+
+
+def openai_error(status: int, raw: bytes, headers: Mapping[str, str],
+                 model: Model) -> GatewayError:
+    """An error answer of an OpenAI-format upstream (any endpoint) for an OpenAI client: the
+    body is kept when it is OpenAI's envelope; the provider refusing the gateway's own key is
+    a 502 for the operator."""
+    if status in (401, 403):
+        return credential_error(model)
+    status = mapped_status(status, model)
+    if _is_openai_envelope(raw):
+        return GatewayError("The upstream provider returned an error.", status=status,
+                            body=raw, headers=retry_headers(headers))
+    message = message_from(raw) or f"The upstream provider returned HTTP {status}."
+    return GatewayError(message, status=status, type="upstream_error",
+                        headers=retry_headers(headers))
 
 
 def _is_openai_envelope(raw: bytes) -> bool:

@@ -20,7 +20,7 @@ from runtime.gateway import Gateway
 from runtime.ops import MappingError
 from runtime.pricing import Usage, chat_worst_case, micro_to_credits, token_cost
 from runtime.sse import iter_events
-from runtime.upstream import broken_off, read_body, read_json
+from runtime.upstream import broken_off, read_json
 
 DEFAULT_MAX_OUTPUT = 4096
 
@@ -76,12 +76,8 @@ class ChatCompletions:
         meter = Meter(gw.store, key, self.kind, client_model, model.provider.id)
         meter.reserve(chat_worst_case(model, len(raw), max_output(body, model.max_output_tokens)))
         resp.set_header("X-Request-Id", meter.request_id)
-        try:
-            upstream = gw.upstream.send(call.method, call.url, headers=call.headers,
-                                        body=call.body, params=call.params or None)
-            if upstream.status_code >= 400:
-                raise adapter.error(upstream.status_code, read_body(upstream),
-                                    upstream.headers, model)
+        with meter.releasing_on_failure():
+            upstream = gw.forward(call, model, adapter.error)
             if stream and upstream.headers.get("Content-Type", "").startswith(
                     "text/event-stream"):
                 resp.content_type = "text/event-stream"
@@ -93,12 +89,6 @@ class ChatCompletions:
                     include_usage=include_usage, prompt_chars=chars, on_close=upstream.close)
                 return
             payload = adapter.parse(read_json(upstream), model)
-        except GatewayError as exc:
-            meter.fail(exc.status)
-            raise
-        except Exception:
-            meter.fail(500)
-            raise
         payload["model"] = client_model
         usage = Usage.from_openai(payload.get("usage"))
         meter.settle(usage, token_cost(model, usage), 200)

@@ -1,0 +1,120 @@
+"""POST /v1/rerank: rank documents against a query with Cohere, Jina, Voyage or an
+OpenAI-compatible rerank server (vLLM style).
+
+Request (gateway style): `{model, query, documents: [str | {"text"}], top_n?,
+return_documents?}`. Answer: `{"id", "model", "results": [{"index", "relevance_score",
+"document"?: {"text"}}], "usage": {"total_tokens"?, "search_units"?, "cost"}}`, results
+sorted by descending score and cut to `top_n`; `document` only when `return_documents` is
+true, always taken from the client's own request.
+
+Charging follows the catalogue: `per_search` (Cohere's search units as billed; one unit per
+100 documents when the provider reports none) or `input_per_mtok` (the provider's token
+count; when it reports none, 4 characters per token of the query paired with each document).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import falcon
+
+from runtime.accounting import Meter
+from runtime.catalogue import Model
+from runtime.dialects.rerank_adapters import RERANK_ADAPTERS
+from runtime.errors import BadRequest, GatewayError
+from runtime.gateway import Gateway
+from runtime.ops import MappingError
+from runtime.pricing import Usage, hold_micro, micro_to_credits
+from runtime.unit_pricing import input_tokens_cost, search_cost
+from runtime.upstream import read_json
+
+DOCUMENTS_PER_SEARCH = 100
+CHARS_PER_TOKEN = 4
+
+
+def searches_for(count: int) -> int:
+    return math.ceil(count / DOCUMENTS_PER_SEARCH)
+
+
+def estimate_tokens(query: str, texts: list[str]) -> int:
+    return sum(math.ceil((len(query) + len(t)) / CHARS_PER_TOKEN) for t in texts)
+
+
+def cost_of(model: Model, billed: dict[str, int], query: str, texts: list[str]
+            ) -> tuple[Any, Usage]:
+    """(exact micro-credits, usage for the log) from what the provider billed."""
+    usage = Usage()
+    if "per_search" in model.pricing:
+        searches = billed.get("search_units") or searches_for(len(texts))
+        billed.setdefault("search_units", searches)
+        usage.units["searches"] = searches
+        return search_cost(model, searches), usage
+    tokens = billed.get("total_tokens")
+    if tokens is None:
+        tokens = estimate_tokens(query, texts)
+        usage.units["estimated_tokens"] = tokens
+        billed["total_tokens"] = tokens
+    usage.prompt_tokens = tokens
+    return input_tokens_cost(model, tokens), usage
+
+
+def hold_for(model: Model, query: str, texts: list[str]) -> int:
+    """Covers chunked documents (Cohere bills a long document as several) and one token per
+    character of every query-document pair."""
+    if "per_search" in model.pricing:
+        return hold_micro(search_cost(model, 2 * searches_for(len(texts))))
+    return hold_micro(input_tokens_cost(model, len(query) * len(texts) + sum(map(len, texts))))
+
+
+class Rerank:
+    kind = "rerank"
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gw = gateway
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        gw = self.gw
+        key = gw.authenticate(req)
+        _raw, body = gw.json_body(req, self.kind)
+        client_model = body["model"]
+        model = gw.model_for(client_model, self.kind)
+        adapter = RERANK_ADAPTERS.get(model.provider.descriptor.dialect)
+        if adapter is None:
+            raise GatewayError(f"Rerank with '{client_model}' is not available: this gateway "
+                               "cannot speak the provider's rerank format.", status=501,
+                               type="not_implemented")
+        query = body["query"]
+        texts = [d if isinstance(d, str) else d["text"] for d in body["documents"]]
+        top_n = body.get("top_n")
+        native = {k: v for k, v in body.items() if k not in ("documents", "return_documents")}
+        native["documents"] = texts
+        try:
+            call = adapter.build(native, model)
+        except MappingError as exc:
+            raise BadRequest(exc.message, param=exc.param) from None
+
+        meter = Meter(gw.store, key, self.kind, client_model, model.provider.id)
+        meter.reserve(hold_for(model, query, texts))
+        resp.set_header("X-Request-Id", meter.request_id)
+        with meter.releasing_on_failure():
+            upstream = gw.forward(call, model, adapter.error)
+            scores, billed = adapter.parse(read_json(upstream), len(texts))
+        cost, usage = cost_of(model, billed, query, texts)
+        meter.settle(usage, cost, 200)
+        scores.sort(key=lambda s: s[1], reverse=True)
+        if isinstance(top_n, int):
+            scores = scores[:top_n]
+        results = []
+        for index, score in scores:
+            item: dict[str, Any] = {"index": index, "relevance_score": score}
+            if body.get("return_documents") is True:
+                item["document"] = {"text": texts[index]}
+            results.append(item)
+        resp.data = json.dumps({
+            "id": "rerank-" + meter.request_id.removeprefix("req_"),
+            "model": client_model, "results": results,
+            "usage": {**billed, "cost": micro_to_credits(meter.charged)},
+        }).encode()
+        resp.content_type = falcon.MEDIA_JSON
