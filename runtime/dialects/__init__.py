@@ -7,11 +7,15 @@ descriptor's `dialect` picks the adapter, never the provider's name.
 
 from __future__ import annotations
 
+from runtime.dialects.anthropic_chat import AnthropicChat
 from runtime.dialects.base import ChatAdapter, UpstreamCall
+from runtime.dialects.gemini_chat import GeminiChat
 from runtime.dialects.openai_chat import OpenAIChat
 
 CHAT_ADAPTERS: dict[str, ChatAdapter] = {
     "openai": OpenAIChat(),
+    "anthropic": AnthropicChat(),
+    "gemini": GeminiChat(),
 }
 
 __all__ = ["CHAT_ADAPTERS", "ChatAdapter", "UpstreamCall"]
