@@ -14,7 +14,6 @@ touch this module.
 from __future__ import annotations
 
 import ipaddress
-import os
 import socket
 import threading
 from urllib.parse import urljoin, urlsplit
@@ -42,9 +41,9 @@ def _session() -> tuple[requests.Session, int, bool]:
             session.mount("http://", adapter)
             session.mount("https://", adapter)
             _state["session"] = session
-            _state["max_bytes"] = Settings.from_env().image_fetch_max_bytes
-            _state["allow_private"] = os.environ.get(
-                "TOKMODEL_IMAGE_FETCH_ALLOW_PRIVATE", "") in ("1", "true", "yes")
+            settings = Settings.from_env()
+            _state["max_bytes"] = settings.image_fetch_max_bytes
+            _state["allow_private"] = settings.image_fetch_allow_private
     return _state["session"], _state["max_bytes"], _state["allow_private"]  # type: ignore[return-value]
 
 

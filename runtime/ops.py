@@ -100,11 +100,16 @@ def check_range(body: dict, path: str, low: float | None, high: float | None,
 
 
 def enum_map(body: dict, path: str, mapping: dict) -> None:
-    """Translate enumerated values; values not in the mapping pass unchanged."""
+    """Translate enumerated values; values not in the mapping pass unchanged. JSON has one
+    number type, so `0.0` matches a key `0` (and a boolean matches only a boolean)."""
     for parent, key, _shown in _present(body, path):
         value = parent[key]
-        if isinstance(value, str | int | bool) and value in mapping:
-            parent[key] = mapping[value]
+        if not isinstance(value, str | int | float):
+            continue
+        for source, target in mapping.items():
+            if value == source and isinstance(value, bool) == isinstance(source, bool):
+                parent[key] = target
+                break
 
 
 def default(body: dict, path: str, value: Any) -> None:

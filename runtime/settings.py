@@ -7,6 +7,7 @@
 | TOKMODEL_UPSTREAM_CONNECT_TIMEOUT | 10 seconds |
 | TOKMODEL_UPSTREAM_READ_TIMEOUT | 600 seconds (between two bytes of an answer) |
 | TOKMODEL_IMAGE_FETCH_MAX_BYTES | 20971520 (20 MiB), for providers that need image bytes |
+| TOKMODEL_IMAGE_FETCH_ALLOW_PRIVATE | unset: image URLs on private/loopback addresses refused |
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ class Settings:
     connect_timeout: float = 10.0
     read_timeout: float = 600.0
     image_fetch_max_bytes: int = 20 * 1024 * 1024
+    image_fetch_allow_private: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -38,4 +40,6 @@ class Settings:
             read_timeout=float(env.get("TOKMODEL_UPSTREAM_READ_TIMEOUT") or base.read_timeout),
             image_fetch_max_bytes=int(env.get("TOKMODEL_IMAGE_FETCH_MAX_BYTES")
                                       or base.image_fetch_max_bytes),
+            image_fetch_allow_private=env.get("TOKMODEL_IMAGE_FETCH_ALLOW_PRIVATE", "").lower()
+            in ("1", "true", "yes"),
         )

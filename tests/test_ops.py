@@ -72,3 +72,12 @@ def test_default_and_set():
     ops.set_value(body, "d", 3)
     ops.default(body, "d", 4)
     assert body == {"a": 1, "b": {"c": 2}, "d": 3}
+
+
+def test_enum_map_treats_equal_json_numbers_alike_but_not_booleans():
+    body = {"presence_penalty": 0.0, "logprobs": False, "n": 1.0, "flag": 0}
+    ops.enum_map(body, "presence_penalty", {0: None})
+    ops.enum_map(body, "logprobs", {False: None})
+    ops.enum_map(body, "n", {1: None})
+    ops.enum_map(body, "flag", {False: "bool"})
+    assert body == {"presence_penalty": None, "logprobs": None, "n": None, "flag": 0}

@@ -222,14 +222,9 @@ def check_leftovers(body: dict[str, Any], native: Iterable[str], provider: str) 
 
 
 def prepare_scalars(body: dict[str, Any]) -> None:
-    """Before the descriptor's mapping: a single stop string becomes a list, and whole
-    floats become ints (JSON has one number type, and the mapping's enum tables match
-    `0` and `1`, so `presence_penalty: 0.0` must count as the neutral 0)."""
+    """Before the descriptor's mapping: a single stop string becomes a list."""
     if isinstance(body.get("stop"), str):
         body["stop"] = [body["stop"]]
-    for key, value in body.items():
-        if isinstance(value, float) and value.is_integer():
-            body[key] = int(value)
 
 
 def usage(prompt: int, completion: int, *, cached: int = 0, cache_write: int = 0,
