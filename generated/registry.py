@@ -398,6 +398,30 @@ ENDPOINTS: dict[str, Endpoint] = {
         request_schema=None,
         content_type='multipart/form-data',
     ),
+    'messages': Endpoint(
+        kind='messages',
+        routes=('/v1/messages',),
+        method='POST',
+        dialect='anthropic',
+        request_schema='CreateMessageRequest',
+        content_type='application/json',
+    ),
+    'responses': Endpoint(
+        kind='responses',
+        routes=('/v1/responses',),
+        method='POST',
+        dialect='openai',
+        request_schema=None,
+        content_type='application/json',
+    ),
+    'responses.compact': Endpoint(
+        kind='responses.compact',
+        routes=('/v1/responses/compact',),
+        method='POST',
+        dialect='openai',
+        request_schema=None,
+        content_type='application/json',
+    ),
 }
 
 MODEL_MODULES: dict[str, str] = {'anthropic': 'generated.models.anthropic',

@@ -180,6 +180,7 @@ SCHEMAS = {'catalogue.schema.json': {'$defs': {'model': {'additionalProperties':
                                     'endpoint_kind': {'enum': ['chat',
                                                                'models',
                                                                'responses',
+                                                               'responses.compact',
                                                                'messages',
                                                                'embeddings',
                                                                'rerank',
