@@ -15,6 +15,7 @@ from typing import Any
 import falcon
 
 from runtime.catalogue import Catalogue, load_catalogue
+from runtime.console import add_console_routes
 from runtime.errors import OPENAI, GatewayError, render_error
 from runtime.gateway import Gateway
 from runtime.resources import RESOURCES
@@ -88,6 +89,7 @@ def create_app(settings: Settings, registry: ModuleType, store: Store, upstream:
             app.add_route(route, resource)
     app.add_route("/healthz", Health())
     app.add_route("/readyz", Ready(gateway))
+    add_console_routes(app, store, settings)
     app.add_error_handler(Exception, _on_unexpected)
     app.add_error_handler(falcon.HTTPError, _on_http_error)
     app.add_error_handler(GatewayError, _on_gateway_error)

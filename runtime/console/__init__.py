@@ -1,0 +1,50 @@
+"""The web console at /console: server-rendered pages (jinja2) for accounts and operators.
+
+`add_console_routes(app, store, settings)` adds every console route to a Falcon app:
+- /console/login ... /console/usage: an account logs in with one of its API keys and sees
+  its balance, keys (create, rename, revoke) and usage (runtime.console.pages);
+- /console/admin/...: operator pages, only when `TOKMODEL_ADMIN_TOKEN` is set
+  (runtime.console.admin);
+- /console/static/console.css: the one stylesheet.
+Cookies are signed with `TOKMODEL_CONSOLE_SECRET`, or with a secret generated once into
+`console-secret` next to the SQLite database (`var/console-secret` by default), mode 0600
+(runtime.console.session). Environment is read once, here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+
+import falcon
+
+from runtime.console.admin import add_admin_routes
+from runtime.console.pages import add_account_routes
+from runtime.console.session import Signer, load_secret
+from runtime.console.web import Console, add_handlers
+from runtime.settings import Settings
+from runtime.store import Store
+
+ADMIN_TOKEN_ENV = "TOKMODEL_ADMIN_TOKEN"
+_SHORT_ADMIN_TOKEN = 16
+
+log = logging.getLogger("tokmodel.console")
+
+__all__ = ["ADMIN_TOKEN_ENV", "add_console_routes"]
+
+
+def add_console_routes(app: falcon.App, store: Store, settings: Settings,
+                       env: Mapping[str, str] | None = None) -> Console:
+    """Add the console's routes and error handlers to `app`; return the shared state."""
+    env = os.environ if env is None else env
+    admin_token = env.get(ADMIN_TOKEN_ENV) or None
+    if admin_token and len(admin_token) < _SHORT_ADMIN_TOKEN:
+        log.warning("%s is shorter than %d characters; use a long random value",
+                    ADMIN_TOKEN_ENV, _SHORT_ADMIN_TOKEN)
+    signer = Signer(load_secret(settings.database_url, env), admin_token)
+    console = Console(store, signer, admin_token)
+    add_handlers(app, console)
+    add_account_routes(app, console)
+    add_admin_routes(app, console)
+    return console

@@ -1,0 +1,236 @@
+"""Operator pages at /console/admin: accounts, balances, top-ups and keys for an account.
+
+Contract:
+- Enabled only when `TOKMODEL_ADMIN_TOKEN` is set; otherwise every /console/admin path is
+  the gateway's ordinary 404, indistinguishable from an unknown path.
+- The operator logs in with that token (constant-time comparison of SHA-256 digests); the
+  signed operator cookie is bound to a digest of the token, so changing it logs out every
+  operator.
+- Amounts are typed in credits and converted exactly with `parse_credits` (plain decimals
+  only: no sign, no exponent, at most 6 decimals); a bad amount re-renders the form with an
+  error and changes nothing. Successful POSTs redirect (303), except key creation, whose
+  answer shows the secret once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+
+import falcon
+
+from runtime.console.pages import clean_name
+from runtime.console.web import (
+    ADMIN_COOKIE,
+    LOGIN_COOKIE,
+    Console,
+    PageError,
+    Redirect,
+    clear_cookie,
+    login_binding,
+    read_form,
+    require_csrf,
+    set_cookie,
+)
+from runtime.credits import parse_credits
+from runtime.store import Account, AccountExists, AccountNotFound
+from runtime.store.ledger import MAX_MICRO
+
+ACCOUNT_USAGE_ROWS = 20
+_MAX_ID = 2**63 - 1  # ids are signed 64-bit integers in the database
+LOGIN_FAILED = "That token was not accepted."
+ADMIN_NOTICES = {
+    "created": "Account created.",
+    "topup": "Credits added.",
+    "out": "You are logged out.",
+    "ended": "Your operator session has ended. Log in again.",
+}
+_AMOUNT = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
+_AMOUNT_HINT = "Enter an amount of credits greater than 0, such as 12.5."
+
+
+def parse_amount(text: str | None) -> int:
+    """Credits typed by the operator -> micro-credits, or ValueError with a form message."""
+    text = (text or "").strip()
+    if not text or len(text) > 40 or not _AMOUNT.fullmatch(text):
+        raise ValueError(_AMOUNT_HINT)
+    try:
+        micro = parse_credits(text)
+    except ValueError:
+        raise ValueError("Amounts are exact to 0.000001 credit: use at most 6 decimals.") from None
+    if micro <= 0:
+        raise ValueError(_AMOUNT_HINT)
+    if micro > MAX_MICRO:
+        raise ValueError("That amount is too large.")
+    return micro
+
+
+def token_matches(given: str, expected: str) -> bool:
+    """Constant-time comparison that also hides the token's length."""
+    return hmac.compare_digest(hashlib.sha256(given.encode("utf-8")).digest(),
+                               hashlib.sha256(expected.encode("utf-8")).digest())
+
+
+class _Admin:
+    def __init__(self, console: Console) -> None:
+        self.console = console
+
+    def enabled(self) -> None:
+        if not self.console.admin_token:
+            raise falcon.HTTPNotFound()
+
+    def binding(self, req: falcon.Request) -> str:
+        """The operator session's CSRF binding, or a redirect to the operator login."""
+        self.enabled()
+        value = req.cookies.get(ADMIN_COOKIE)
+        if not value:
+            raise Redirect("/console/admin/login")
+        binding = self.console.signer.read_admin(value)
+        if binding is None:
+            raise Redirect("/console/admin/login?m=ended", clear=[ADMIN_COOKIE])
+        return binding
+
+    def page(self, binding: str) -> dict[str, object]:
+        return {"nav": "admin", "csrf": self.console.signer.csrf_token(binding),
+                "viewer": "operator"}
+
+    def account(self, account_id: int) -> Account:
+        account = self.console.store.get_account_by_id(account_id)
+        if account is None:
+            raise PageError(404, "There is no such account.")
+        return account
+
+    def account_page(self, resp: falcon.Response, binding: str, account: Account,
+                     status: int = 200, **context: object) -> None:
+        store = self.console.store
+        keys = store.list_keys(account.name)
+        context.setdefault("amount", "")
+        context.setdefault("key_name", "")
+        context.setdefault("topup_error", "")
+        context.setdefault("key_error", "")
+        self.console.render(resp, "admin_account.html", status=status, **self.page(binding),
+                            active="accounts", account=account, keys=keys,
+                            rows=store.usage(account.name, ACCOUNT_USAGE_ROWS),
+                            key_names={key.id: key.name for key in keys}, **context)
+
+    def accounts_page(self, resp: falcon.Response, binding: str, status: int = 200,
+                      error: str = "", name: str = "", notice: str = "") -> None:
+        self.console.render(resp, "admin_accounts.html", status=status, **self.page(binding),
+                            active="accounts", accounts=self.console.store.list_accounts(),
+                            error=error, name=name, notice=notice)
+
+
+class AdminLogin(_Admin):
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        self.enabled()
+        if self.console.signer.read_admin(req.cookies.get(ADMIN_COOKIE)):
+            raise Redirect("/console/admin")
+        binding = login_binding(req, resp)
+        self.console.render(resp, "admin_login.html", nav="admin-out",
+                            csrf=self.console.signer.csrf_token(binding),
+                            notice=ADMIN_NOTICES.get(req.get_param("m") or "", ""))
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        self.enabled()
+        form = read_form(req)
+        binding = login_binding(req)
+        require_csrf(self.console, binding, form)
+        if not token_matches(form.get("token", ""), self.console.admin_token or ""):
+            self.console.render(resp, "admin_login.html", status=400, nav="admin-out",
+                                error=LOGIN_FAILED,
+                                csrf=self.console.signer.csrf_token(binding))
+            return
+        set_cookie(req, resp, ADMIN_COOKIE, self.console.signer.admin_cookie())
+        clear_cookie(resp, LOGIN_COOKIE)
+        raise Redirect("/console/admin")
+
+
+class AdminLogout(_Admin):
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        binding = self.binding(req)
+        require_csrf(self.console, binding, read_form(req))
+        raise Redirect("/console/admin/login?m=out", clear=[ADMIN_COOKIE])
+
+
+class AdminAccounts(_Admin):
+    """GET: every account with its balance; POST: create an account."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        binding = self.binding(req)
+        self.accounts_page(resp, binding,
+                           notice=ADMIN_NOTICES.get(req.get_param("done") or "", ""))
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        binding = self.binding(req)
+        form = read_form(req)
+        require_csrf(self.console, binding, form)
+        try:
+            name = clean_name(form.get("name"), "account name")
+            account = self.console.store.create_account(name)
+        except AccountExists:
+            self.accounts_page(resp, binding, 400, "An account with that name already exists.",
+                               form.get("name", ""))
+            return
+        except ValueError as exc:
+            self.accounts_page(resp, binding, 400, str(exc), form.get("name", ""))
+            return
+        raise Redirect(f"/console/admin/accounts/{account.id}?done=created")
+
+
+class AdminAccount(_Admin):
+    """One account: balance, keys, recent usage; POST /topup and POST /keys."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, account_id: int) -> None:
+        binding = self.binding(req)
+        self.account_page(resp, binding, self.account(account_id),
+                          notice=ADMIN_NOTICES.get(req.get_param("done") or "", ""))
+
+    def on_post_topup(self, req: falcon.Request, resp: falcon.Response,
+                      account_id: int) -> None:
+        binding = self.binding(req)
+        form = read_form(req)
+        require_csrf(self.console, binding, form)
+        account = self.account(account_id)
+        try:
+            self.console.store.topup(account.name, parse_amount(form.get("amount")))
+        except AccountNotFound:
+            raise PageError(404, "There is no such account.") from None
+        except ValueError as exc:
+            message = str(exc)
+            if "overflow" in message:
+                message = "That top-up would exceed the largest balance an account can hold."
+            self.account_page(resp, binding, account, 400, topup_error=message,
+                              amount=form.get("amount", ""))
+            return
+        raise Redirect(f"/console/admin/accounts/{account.id}?done=topup")
+
+    def on_post_keys(self, req: falcon.Request, resp: falcon.Response,
+                     account_id: int) -> None:
+        binding = self.binding(req)
+        form = read_form(req)
+        require_csrf(self.console, binding, form)
+        account = self.account(account_id)
+        try:
+            name = clean_name(form.get("name"), "key name")
+        except ValueError as exc:
+            self.account_page(resp, binding, account, 400, key_error=str(exc),
+                              key_name=form.get("name", ""))
+            return
+        record, secret = self.console.store.create_key(account.name, name)
+        self.console.render(resp, "key_created.html", **self.page(binding), active="accounts",
+                            key=record, secret=secret, owner=account.name,
+                            back=f"/console/admin/accounts/{account.id}")
+
+
+def add_admin_routes(app: falcon.App, console: Console) -> None:
+    accounts = AdminAccounts(console)
+    app.add_route("/console/admin", accounts)
+    app.add_route("/console/admin/accounts", accounts)
+    app.add_route("/console/admin/login", AdminLogin(console))
+    app.add_route("/console/admin/logout", AdminLogout(console))
+    account = AdminAccount(console)
+    base = f"/console/admin/accounts/{{account_id:int(min=1, max={_MAX_ID})}}"
+    app.add_route(base, account)
+    app.add_route(f"{base}/topup", account, suffix="topup")
+    app.add_route(f"{base}/keys", account, suffix="keys")
