@@ -213,7 +213,8 @@ DESCRIPTORS: dict[str, Descriptor] = {
  'images.generations': '/images/generations',
  'images.variations': '/images/variations',
  'models': '/models',
- 'responses': '/responses'},
+ 'responses': '/responses',
+ 'responses.compact': '/responses/compact'},
         stream_usage=True,
         translate=openai.TRANSLATE,
         finish_reasons=openai.FINISH_REASONS,
@@ -411,7 +412,7 @@ ENDPOINTS: dict[str, Endpoint] = {
         routes=('/v1/responses',),
         method='POST',
         dialect='openai',
-        request_schema=None,
+        request_schema='CreateResponseRequest',
         content_type='application/json',
     ),
     'responses.compact': Endpoint(
@@ -419,7 +420,7 @@ ENDPOINTS: dict[str, Endpoint] = {
         routes=('/v1/responses/compact',),
         method='POST',
         dialect='openai',
-        request_schema=None,
+        request_schema='CompactResponseRequest',
         content_type='application/json',
     ),
 }

@@ -27,6 +27,7 @@ from runtime.dialects.base import StreamBroken
 from runtime.errors import GatewayError
 from runtime.pricing import Usage, charge_micro, micro_to_credits, token_cost
 from runtime.settling_body import SettlingBody
+from runtime.upstream import broken_off
 
 log = logging.getLogger("tokmodel.stream")
 
@@ -80,7 +81,7 @@ class ChatStream(SettlingBody):
         for choice in choices:
             delta = choice.get("delta") if isinstance(choice, dict) else None
             if isinstance(delta, dict):
-                self._produced_chars += _delta_chars(delta)
+                self._produced_chars += delta_chars(delta)
         usage = chunk.get("usage")
         if isinstance(usage, dict):
             self._usage = Usage.from_openai(usage)
@@ -99,20 +100,38 @@ class ChatStream(SettlingBody):
         try:
             self._on_close()
         finally:
-            usage = self._usage
-            if usage is None or usage.empty:
-                usage = Usage(prompt_tokens=estimate_tokens(self._prompt_chars),
-                              completion_tokens=estimate_tokens(self._produced_chars))
-                if self._produced_chars == 0:
-                    usage = Usage()
-            cost = token_cost(self._model, usage) if not usage.empty else Decimal(0)
-            try:
-                self._meter.settle(usage, cost, self._status)
-            except Exception:  # the client already has its stream; log, never raise here
-                log.exception("settling stream %s failed", self._meter.request_id)
+            settle_produced(self._meter, self._model, self._usage, self._prompt_chars,
+                            self._produced_chars, self._status)
 
 
-def _delta_chars(delta: dict[str, Any]) -> int:
+def settle_produced(meter: Meter, model: Model, usage: Usage | None, prompt_chars: int,
+                    produced_chars: int, status: int) -> Usage:
+    """Settle a stream once from the upstream's usage, or, without it, from the estimate
+    (nothing produced costs nothing); returns the usage charged. Never raises: the client
+    already has its stream."""
+    if usage is None or usage.empty:
+        usage = Usage(prompt_tokens=estimate_tokens(prompt_chars),
+                      completion_tokens=estimate_tokens(produced_chars))
+        if produced_chars == 0:
+            usage = Usage()
+    cost = token_cost(model, usage) if not usage.empty else Decimal(0)
+    try:
+        meter.settle(usage, cost, status)
+    except Exception:
+        log.exception("settling stream %s failed", meter.request_id)
+    return usage
+
+
+def body_chunks(upstream: Any) -> Iterator[bytes]:
+    """The upstream body as it arrives; read failures become a broken stream."""
+    try:
+        yield from upstream.iter_content(chunk_size=None)
+    except Exception as exc:
+        err = broken_off(exc)
+        raise StreamBroken(err.message, err.type) from exc
+
+
+def delta_chars(delta: dict[str, Any]) -> int:
     n = 0
     for key in ("content", "reasoning_content", "refusal"):
         value = delta.get(key)

@@ -915,6 +915,42 @@ class Transcription(BaseModel):
     ] = None
 
 
+class ToolChoice(BaseModel):
+    """
+    none | auto | required, or an object such as {"type":"function","name"}.
+    """
+
+    model_config = ConfigDict(
+        extra='allow',
+    )
+    type: str
+
+
+class ResponseInputItem(BaseModel):
+    """
+    One input item: a message ({"role", "content"}, `type` "message" optional), function_call, function_call_output, reasoning, compaction, item_reference, ...
+    """
+
+    model_config = ConfigDict(
+        extra='allow',
+    )
+    type: str | None = None
+    role: str | None = None
+
+
+class ResponseTool(BaseModel):
+    """
+    A tool; function tools are flat ({"type": "function", "name", "parameters", "description", "strict"}).
+    """
+
+    model_config = ConfigDict(
+        extra='allow',
+    )
+    type: str
+    name: str | None = None
+    parameters: dict[str, Any] | None = None
+
+
 class PredictionContent(BaseModel):
     """
     Static predicted output.
@@ -1116,6 +1152,75 @@ class ErrorResponse(BaseModel):
         extra='allow',
     )
     error: ErrorObject
+
+
+class CreateResponseRequest(BaseModel):
+    """
+    Body of POST /v1/responses. Input items and tools are checked for their shape only (an object with a `type` or `role`); providers that serve the Responses API natively receive the body as sent, other providers get it translated through OpenAI chat.
+    """
+
+    model_config = ConfigDict(
+        extra='allow',
+    )
+    model: Annotated[str, Field(description='Model id to run.', min_length=1)]
+    input: Annotated[
+        str | list[ResponseInputItem] | None,
+        Field(description='A prompt string, or the conversation as input items.'),
+    ] = None
+    instructions: Annotated[
+        str | None,
+        Field(description='System-level instructions, inserted before the input.'),
+    ] = None
+    tools: list[ResponseTool] | None = None
+    tool_choice: Annotated[
+        Literal['none', 'auto', 'required'] | ToolChoice | None,
+        Field(
+            description='none | auto | required, or an object such as {"type":"function","name"}.'
+        ),
+    ] = None
+    parallel_tool_calls: bool | None = None
+    max_output_tokens: Annotated[
+        int | None, Field(description='Output cap, reasoning tokens included.', ge=1)
+    ] = None
+    temperature: Annotated[float | None, Field(ge=0.0, le=2.0)] = None
+    top_p: Annotated[float | None, Field(ge=0.0, le=1.0)] = None
+    text: Annotated[
+        dict[str, Any] | None,
+        Field(
+            description='{"format": {"type": "text" | "json_object" | "json_schema", ...}, "verbosity"}'
+        ),
+    ] = None
+    reasoning: Annotated[
+        dict[str, Any] | None, Field(description='{"effort", "summary"}')
+    ] = None
+    stream: bool | None = None
+    store: Annotated[
+        bool | None,
+        Field(
+            description='Honoured by native providers only; the gateway itself stores nothing.'
+        ),
+    ] = None
+    previous_response_id: Annotated[
+        str | None,
+        Field(description='Only for providers that serve the Responses API natively.'),
+    ] = None
+    metadata: dict[str, Any] | None = None
+    user: str | None = None
+    safety_identifier: str | None = None
+
+
+class CompactResponseRequest(BaseModel):
+    """
+    Body of POST /v1/responses/compact: the conversation to compact. The answer is a `response.compaction` object (kept user messages, then one `compaction` item).
+    """
+
+    model_config = ConfigDict(
+        extra='allow',
+    )
+    model: Annotated[str, Field(min_length=1)]
+    input: str | list[ResponseInputItem] | None = None
+    instructions: str | None = None
+    previous_response_id: str | None = None
 
 
 class UserMessage(BaseModel):

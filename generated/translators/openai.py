@@ -50,6 +50,10 @@ def responses(body: dict) -> dict:
     return body
 
 
+def responses_compact(body: dict) -> dict:
+    return body
+
+
 TRANSLATE = {
     'audio.speech': audio_speech,
     'audio.transcriptions': audio_transcriptions,
@@ -61,6 +65,7 @@ TRANSLATE = {
     'images.variations': images_variations,
     'models': models,
     'responses': responses,
+    'responses.compact': responses_compact,
 }
 
 FINISH_REASONS = {'end_turn': 'stop',

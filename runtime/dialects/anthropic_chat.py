@@ -111,14 +111,14 @@ class AnthropicChat:
         choice = {"index": 0, "message": cp.message(content, "".join(thoughts), calls),
                   "logprobs": None, "finish_reason": finish}
         return cp.completion(f"chatcmpl-{payload.get('id') or cp.new_id('')}", model.id,
-                             [choice], _usage(payload.get("usage") or {}))
+                             [choice], openai_usage(payload.get("usage") or {}))
 
     def chunks(self, events: Iterator[Event], model: Model) -> Iterator[dict[str, Any]]:
         return _Stream(model).run(events)
 
     def error(self, status: int, raw: bytes, headers: Mapping[str, str],
               model: Model) -> GatewayError:
-        kind, message = _error_of(raw)
+        kind, message = error_of(raw)
         if status in (401, 403) or kind in ("authentication_error", "permission_error"):
             return credential_error(model)
         status = mapped_status(status, model)
@@ -129,7 +129,7 @@ class AnthropicChat:
         return UpstreamError(message, status=status, code=kind, headers=retry_headers(headers))
 
 
-def _error_of(raw: bytes) -> tuple[str | None, str | None]:
+def error_of(raw: bytes) -> tuple[str | None, str | None]:
     try:
         payload = json.loads(raw)
     except ValueError:
@@ -293,7 +293,7 @@ def _finish(stop_reason: Any, model: Model) -> str:
     return model.provider.descriptor.finish_reasons.get(stop_reason, "stop")
 
 
-def _usage(raw: Mapping[str, Any]) -> dict[str, Any]:
+def openai_usage(raw: Mapping[str, Any]) -> dict[str, Any]:
     def n(key: str) -> int:
         value = raw.get(key)
         return value if isinstance(value, int) and value > 0 else 0
@@ -354,7 +354,7 @@ class _Stream:
                                    if v is not None})
             elif kind == "message_stop":
                 yield self.out.delta({}, finish=_finish(self.stop_reason, self.model))
-                yield self.out.usage(_usage(self.usage))
+                yield self.out.usage(openai_usage(self.usage))
                 return
         yield from self._broken("The upstream provider ended the stream early.")
 
@@ -400,5 +400,5 @@ class _Stream:
             estimate = math.ceil(self.produced / 4)
             usage = dict(self.usage, output_tokens=max(
                 counted if isinstance(counted, int) else 0, estimate))
-            yield self.out.usage(_usage(usage))
+            yield self.out.usage(openai_usage(usage))
         raise StreamBroken(message, type)

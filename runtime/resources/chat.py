@@ -13,14 +13,14 @@ from typing import Any
 import falcon
 
 from runtime.accounting import Meter
-from runtime.chat_stream import ChatStream
+from runtime.chat_stream import ChatStream, body_chunks
 from runtime.dialects import CHAT_ADAPTERS
 from runtime.errors import BadRequest, GatewayError
 from runtime.gateway import Gateway
 from runtime.ops import MappingError
 from runtime.pricing import Usage, chat_worst_case, micro_to_credits, token_cost
 from runtime.sse import iter_events
-from runtime.upstream import broken_off, read_json
+from runtime.upstream import read_json
 
 DEFAULT_MAX_OUTPUT = 4096
 
@@ -84,7 +84,7 @@ class ChatCompletions:
                 resp.set_header("Cache-Control", "no-cache")
                 resp.set_header("X-Accel-Buffering", "no")
                 resp.stream = ChatStream(
-                    adapter.chunks(iter_events(_body_chunks(upstream)), model),
+                    adapter.chunks(iter_events(body_chunks(upstream)), model),
                     model=model, client_model=client_model, meter=meter,
                     include_usage=include_usage, prompt_chars=chars, on_close=upstream.close)
                 return
@@ -96,14 +96,3 @@ class ChatCompletions:
             payload["usage"]["cost"] = micro_to_credits(meter.charged)
         resp.data = json.dumps(payload).encode()
         resp.content_type = falcon.MEDIA_JSON
-
-
-def _body_chunks(upstream: Any):
-    """The upstream body as it arrives; read failures become a broken stream."""
-    from runtime.dialects.base import StreamBroken
-
-    try:
-        yield from upstream.iter_content(chunk_size=None)
-    except Exception as exc:
-        err = broken_off(exc)
-        raise StreamBroken(err.message, err.type) from exc

@@ -1,0 +1,355 @@
+"""POST /v1/messages: Anthropic Messages clients to every chat model of the catalogue.
+
+Order of work, as for chat: authenticate (401), read and validate the body against
+`CreateMessageRequest` (400/413), resolve the model among chat models (404/400), shape the
+request (400), hold the worst case (403), call the upstream, answer whole or stream, settle
+exactly once from usage. Every error is answered in Anthropic's envelope
+`{"type":"error","error":{"type","message"}}` (the handler reads `req.context.dialect`).
+
+- Provider of the anthropic dialect: the body passes through with the upstream model name and
+  the provider's own credentials and `anthropic-version` (the client's `anthropic-beta` is
+  forwarded); the answer comes back as sent, with `model` set to the id the client used and
+  `usage.cost` added. Stream events are forwarded one by one as they arrive; only
+  message_start (model, usage), content_block_delta (what was produced, for a cut stream),
+  message_delta (cumulative usage; `cost` added) and error are read. Upstream error answers
+  keep their status and Anthropic body; a refused gateway key is a 502 for the operator.
+- Any other provider: the request goes through runtime/dialects/anthropic_inbound.py to the
+  OpenAI chat form, then the provider's chat adapter; answers, streams and errors come back
+  the same way. Mid-stream failures end the stream with an Anthropic `error` event.
+
+Charging: prompt = input + cache reads + cache writes at the catalogue's cache prices,
+completion = output tokens. A stream cut by the upstream or the client is charged for what
+was produced (usage reported so far; missing output estimated at 4 characters a token).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import falcon
+
+from runtime.accounting import Meter
+from runtime.catalogue import Model
+from runtime.chat_stream import body_chunks, delta_chars, estimate_tokens, settle_produced
+from runtime.dialects import CHAT_ADAPTERS
+from runtime.dialects import anthropic_inbound as inbound
+from runtime.dialects.anthropic_chat import error_of, openai_usage
+from runtime.dialects.base import (
+    StreamBroken,
+    UpstreamCall,
+    credential_error,
+    json_headers,
+    message_from,
+    retry_headers,
+)
+from runtime.errors import ANTHROPIC, BadRequest, GatewayError, UpstreamError
+from runtime.gateway import ErrorMapper, Gateway, provider_body
+from runtime.ops import MappingError
+from runtime.pricing import Usage, charge_micro, chat_worst_case, micro_to_credits, token_cost
+from runtime.resources.chat import max_output, prompt_chars
+from runtime.settling_body import SettlingBody
+from runtime.sse import Event, encode, iter_events
+from runtime.upstream import read_json
+
+PASSTHROUGH_DIALECT = "anthropic"
+
+
+class Messages:
+    kind = "messages"
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gw = gateway
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        req.context.dialect = ANTHROPIC
+        gw = self.gw
+        key = gw.authenticate(req)
+        raw, body = gw.json_body(req, self.kind)
+        client_model = body["model"]
+        model = gw.model_for(client_model, "chat")
+        descriptor = model.provider.descriptor
+        stream = body.get("stream") is True
+        meter = Meter(gw.store, key, self.kind, client_model, model.provider.id)
+        if descriptor.dialect == PASSTHROUGH_DIALECT and "messages" in descriptor.endpoints:
+            self._passthrough(req, resp, raw, body, model, meter, stream)
+        else:
+            self._translated(resp, raw, body, model, meter, stream)
+
+    # -- same dialect: pass through -----------------------------------------------------------
+
+    def _passthrough(self, req: falcon.Request, resp: falcon.Response, raw: bytes,
+                     body: dict[str, Any], model: Model, meter: Meter, stream: bool) -> None:
+        gw = self.gw
+        client_model = body["model"]
+        native = provider_body(model, self.kind, body)
+        headers = json_headers(model)
+        beta = req.get_header("anthropic-beta")
+        if beta:
+            headers["anthropic-beta"] = beta
+        if stream:
+            headers["Accept"] = "text/event-stream"
+        call = UpstreamCall("POST", model.provider.url(self.kind, model.upstream), headers,
+                            json.dumps(native, ensure_ascii=False).encode())
+        _reserve(resp, meter, model, len(raw), max_output(body, model.max_output_tokens))
+        with meter.releasing_on_failure():
+            upstream = gw.forward(call, model, passthrough_error)
+            if stream and _is_sse(upstream):
+                _start_sse(resp)
+                resp.stream = PassthroughStream(
+                    iter_events(body_chunks(upstream)), model=model, client_model=client_model,
+                    meter=meter, on_close=upstream.close)
+                return
+            payload = read_json(upstream)
+            if not isinstance(payload, dict) or not isinstance(payload.get("content"), list):
+                raise UpstreamError("The upstream provider answered without content.")
+        payload["model"] = client_model
+        raw_usage = payload.get("usage") if isinstance(payload.get("usage"), dict) else {}
+        usage = Usage.from_openai(openai_usage(raw_usage))
+        meter.settle(usage, token_cost(model, usage), 200)
+        if isinstance(payload.get("usage"), dict):
+            payload["usage"]["cost"] = micro_to_credits(meter.charged)
+        _answer(resp, payload)
+
+    # -- other dialects: translate through OpenAI chat ----------------------------------------
+
+    def _translated(self, resp: falcon.Response, raw: bytes, body: dict[str, Any],
+                    model: Model, meter: Meter, stream: bool) -> None:
+        gw = self.gw
+        client_model = body["model"]
+        adapter = CHAT_ADAPTERS.get(model.provider.descriptor.dialect)
+        if adapter is None:
+            raise GatewayError(f"Messages with '{client_model}' are not available: this "
+                               "gateway cannot translate to the "
+                               f"'{model.provider.descriptor.dialect}' format yet.",
+                               status=501, type="not_implemented")
+        chat_body = inbound.to_openai(body)
+        chars = prompt_chars(chat_body)
+        limit = max_output(chat_body, model.max_output_tokens)
+        try:
+            call = adapter.build(chat_body, model, stream)
+        except MappingError as exc:
+            raise BadRequest(exc.message, param=exc.param) from None
+        _reserve(resp, meter, model, len(raw), limit)
+        with meter.releasing_on_failure():
+            upstream = gw.forward(call, model, anthropic_facing(adapter.error))
+            if stream and _is_sse(upstream):
+                _start_sse(resp)
+                resp.stream = TranslatedStream(
+                    adapter.chunks(iter_events(body_chunks(upstream)), model),
+                    model=model, client_model=client_model, meter=meter, prompt_chars=chars,
+                    on_close=upstream.close)
+                return
+            completion = adapter.parse(read_json(upstream), model)
+        usage = Usage.from_openai(completion.get("usage"))
+        meter.settle(usage, token_cost(model, usage), 200)
+        _answer(resp, inbound.to_message(completion, client_model, usage,
+                                         micro_to_credits(meter.charged)))
+
+
+def _reserve(resp: falcon.Response, meter: Meter, model: Model, prompt_bound: int,
+             output_bound: int) -> None:
+    """Hold the worst case (403 when the balance cannot cover it) and name the request."""
+    meter.reserve(chat_worst_case(model, prompt_bound, output_bound))
+    resp.set_header("X-Request-Id", meter.request_id)
+    resp.set_header("request-id", meter.request_id)
+
+
+def _answer(resp: falcon.Response, payload: dict[str, Any]) -> None:
+    resp.data = json.dumps(payload, ensure_ascii=False).encode()
+    resp.content_type = falcon.MEDIA_JSON
+
+
+def _is_sse(upstream: Any) -> bool:
+    return upstream.headers.get("Content-Type", "").startswith("text/event-stream")
+
+
+def _start_sse(resp: falcon.Response) -> None:
+    resp.content_type = "text/event-stream"
+    resp.set_header("Cache-Control", "no-cache")
+    resp.set_header("X-Accel-Buffering", "no")
+
+
+# -- errors -----------------------------------------------------------------------------------
+
+def passthrough_error(status: int, raw: bytes, headers: Mapping[str, str],
+                      model: Model) -> GatewayError:
+    """An Anthropic upstream's error for an Anthropic client: its status and body are kept
+    (529 stays 529); the provider refusing the gateway's own key is a 502 for the operator."""
+    kind, message = error_of(raw)
+    if status in (401, 403) or kind in ("authentication_error", "permission_error"):
+        return credential_error(model)
+    if kind is not None and message is not None:
+        return GatewayError(message, status=status, type=kind, body=raw,
+                            headers=retry_headers(headers))
+    message = message or f"The upstream provider returned HTTP {status}."
+    if status >= 500:
+        return UpstreamError(message, status=status, headers=retry_headers(headers))
+    return GatewayError(message, status=status, type=inbound.error_type(status),
+                        headers=retry_headers(headers))
+
+
+def anthropic_facing(mapper: ErrorMapper) -> ErrorMapper:
+    """An adapter's error mapping, with an upstream envelope kept for OpenAI clients replaced
+    by its message, so the error is rendered in Anthropic's envelope."""
+    def error(status: int, raw: bytes, headers: Mapping[str, str],
+              model: Model) -> GatewayError:
+        err = mapper(status, raw, headers, model)
+        if err.body is not None:
+            err.message = message_from(err.body) or err.message
+            err.body = None
+        return err
+    return error
+
+
+# -- streams ----------------------------------------------------------------------------------
+
+class TranslatedStream(SettlingBody):
+    """OpenAI chunks of a provider's adapter in, Anthropic events out; settles once."""
+
+    def __init__(self, chunks: Iterator[dict[str, Any]], *, model: Model, client_model: str,
+                 meter: Meter, prompt_chars: int, on_close: Callable[[], None]) -> None:
+        self._chunks = chunks
+        self._model = model
+        self._writer = inbound.EventWriter(client_model)
+        self._prompt_chars = prompt_chars
+        self._on_close = on_close
+        self._usage: Usage | None = None
+        self._charged_usage = Usage()
+        self._produced_chars = 0
+        super().__init__(meter)
+
+    def _run(self) -> Iterator[bytes]:
+        try:
+            for chunk in self._chunks:
+                self._observe(chunk)
+                out = self._writer.chunk(chunk)
+                if out:
+                    yield b"".join(out)
+        except StreamBroken as exc:
+            self._status = 502
+            self._finish()
+            yield inbound.error_event(502, exc.message, exc.type)
+        except GatewayError as exc:
+            self._status = exc.status
+            self._finish()
+            yield inbound.error_event(exc.status, exc.message, exc.type)
+        else:
+            self._finish()
+            yield b"".join(self._writer.end(self._charged_usage,
+                                            micro_to_credits(self._meter.charged)))
+        finally:
+            self._finish()
+
+    def _observe(self, chunk: dict[str, Any]) -> None:
+        for choice in chunk.get("choices") or ():
+            delta = choice.get("delta") if isinstance(choice, dict) else None
+            if isinstance(delta, dict):
+                self._produced_chars += delta_chars(delta)
+        if isinstance(chunk.get("usage"), dict):
+            self._usage = Usage.from_openai(chunk["usage"])
+
+    def _finish(self) -> None:
+        if self._meter.settled:
+            return
+        try:
+            self._on_close()
+        finally:
+            self._charged_usage = settle_produced(self._meter, self._model, self._usage,
+                                                  self._prompt_chars, self._produced_chars,
+                                                  self._status)
+
+
+class PassthroughStream(SettlingBody):
+    """An Anthropic upstream's events forwarded one by one; settles once from their usage."""
+
+    def __init__(self, events: Iterator[Event], *, model: Model, client_model: str,
+                 meter: Meter, on_close: Callable[[], None]) -> None:
+        self._events = events
+        self._model = model
+        self._client_model = client_model
+        self._on_close = on_close
+        self._usage: dict[str, Any] = {}
+        self._counted_output = False
+        self._produced_chars = 0
+        self._ended = False
+        super().__init__(meter)
+
+    def _run(self) -> Iterator[bytes]:
+        try:
+            for ev in self._events:
+                out = self._forward(ev)
+                if out:
+                    yield out
+                if self._ended:
+                    return
+        except StreamBroken as exc:
+            self._status = 502
+            self._finish()
+            yield inbound.error_event(502, exc.message, exc.type)
+        else:
+            if not self._ended:
+                self._status = 502
+                self._finish()
+                yield inbound.error_event(502, "The upstream provider ended the stream early.")
+        finally:
+            self._finish()
+
+    def _forward(self, ev: Event) -> bytes:
+        name = ev.event
+        if name not in ("message_start", "content_block_delta", "message_delta",
+                        "message_stop", "error"):
+            return encode(ev.data, name)
+        try:
+            data = json.loads(ev.data)
+        except ValueError:
+            return encode(ev.data, name)
+        if not isinstance(data, dict):
+            return encode(ev.data, name)
+        if name == "message_start" and isinstance(data.get("message"), dict):
+            data["message"]["model"] = self._client_model
+            self._usage.update(data["message"].get("usage") or {})
+            return encode(json.dumps(data, ensure_ascii=False, separators=(",", ":")), name)
+        if name == "content_block_delta":
+            delta = data.get("delta") or {}
+            for field in ("text", "thinking", "partial_json"):
+                if isinstance(delta.get(field), str):
+                    self._produced_chars += len(delta[field])
+            return encode(ev.data, name)
+        if name == "message_delta":
+            usage = data.get("usage")
+            if isinstance(usage, dict):
+                # Cumulative totals: the newest value replaces the earlier one.
+                self._usage.update({k: v for k, v in usage.items() if v is not None})
+                self._counted_output = "output_tokens" in usage
+                cost = token_cost(self._model, self._current())
+                usage["cost"] = micro_to_credits(charge_micro(cost))
+            return encode(json.dumps(data, ensure_ascii=False, separators=(",", ":")), name)
+        if name == "error":
+            err = data.get("error") if isinstance(data.get("error"), dict) else {}
+            self._status = 529 if err.get("type") == "overloaded_error" else 502
+            self._ended = True
+        else:                                   # message_stop: charge before the last bytes
+            self._ended = True
+        self._finish()
+        return encode(ev.data, name)
+
+    def _current(self) -> Usage:
+        usage = dict(self._usage)
+        if not self._counted_output:
+            counted = usage.get("output_tokens")
+            usage["output_tokens"] = max(counted if isinstance(counted, int) else 0,
+                                         estimate_tokens(self._produced_chars))
+        return Usage.from_openai(openai_usage(usage))
+
+    def _finish(self) -> None:
+        if self._meter.settled:
+            return
+        try:
+            self._on_close()
+        finally:
+            produced = self._counted_output or self._produced_chars > 0
+            usage = self._current() if self._usage and produced else None
+            settle_produced(self._meter, self._model, usage, 0, self._produced_chars,
+                            self._status)
