@@ -39,19 +39,49 @@ def estimate_tokens(chars: int) -> int:
     return math.ceil(chars / CHARS_PER_TOKEN) if chars > 0 else 0
 
 
-class ChatStream(SettlingBody):
-    def __init__(self, chunks: Iterator[dict[str, Any]], *, model: Model, client_model: str,
-                 meter: Meter, include_usage: bool, prompt_chars: int,
+class MeteredStream(SettlingBody):
+    """A stream charged from the upstream's usage when it reports one, else from the text it
+    produced (see settle_produced); `charged_usage` is what was charged, once settled."""
+
+    def __init__(self, *, model: Model, meter: Meter, prompt_chars: int,
                  on_close: Callable[[], None]) -> None:
-        self._chunks = chunks
         self._model = model
-        self._client_model = client_model
-        self._include_usage = include_usage
         self._prompt_chars = prompt_chars
         self._on_close = on_close
         self._usage: Usage | None = None
         self._produced_chars = 0
+        self.charged_usage = Usage()
         super().__init__(meter)
+
+    def _observe(self, chunk: dict[str, Any]) -> None:
+        """Count what an OpenAI chunk produced and keep its usage, if it has one."""
+        for choice in chunk.get("choices") or ():
+            delta = choice.get("delta") if isinstance(choice, dict) else None
+            if isinstance(delta, dict):
+                self._produced_chars += delta_chars(delta)
+        if isinstance(chunk.get("usage"), dict):
+            self._usage = Usage.from_openai(chunk["usage"])
+
+    def _finish(self) -> None:
+        if self._meter.settled:
+            return
+        try:
+            self._on_close()
+        finally:
+            self.charged_usage = settle_produced(self._meter, self._model, self._usage,
+                                                 self._prompt_chars, self._produced_chars,
+                                                 self._status)
+
+
+class ChatStream(MeteredStream):
+    def __init__(self, chunks: Iterator[dict[str, Any]], *, model: Model, client_model: str,
+                 meter: Meter, include_usage: bool, prompt_chars: int,
+                 on_close: Callable[[], None]) -> None:
+        self._chunks = chunks
+        self._client_model = client_model
+        self._include_usage = include_usage
+        super().__init__(model=model, meter=meter, prompt_chars=prompt_chars,
+                         on_close=on_close)
 
     def _run(self) -> Iterator[bytes]:
         # Settle before the last bytes go out, so a client that has seen the end of its
@@ -77,14 +107,10 @@ class ChatStream(SettlingBody):
 
     def _forward(self, chunk: dict[str, Any]) -> bytes | None:
         chunk["model"] = self._client_model
+        self._observe(chunk)
         choices = chunk.get("choices") or []
-        for choice in choices:
-            delta = choice.get("delta") if isinstance(choice, dict) else None
-            if isinstance(delta, dict):
-                self._produced_chars += delta_chars(delta)
         usage = chunk.get("usage")
         if isinstance(usage, dict):
-            self._usage = Usage.from_openai(usage)
             if self._include_usage:
                 cost = token_cost(self._model, self._usage)
                 usage["cost"] = micro_to_credits(charge_micro(cost))
@@ -93,15 +119,6 @@ class ChatStream(SettlingBody):
             else:
                 chunk["usage"] = None
         return b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
-
-    def _finish(self) -> None:
-        if self._meter.settled:
-            return
-        try:
-            self._on_close()
-        finally:
-            settle_produced(self._meter, self._model, self._usage, self._prompt_chars,
-                            self._produced_chars, self._status)
 
 
 def settle_produced(meter: Meter, model: Model, usage: Usage | None, prompt_chars: int,

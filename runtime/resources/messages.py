@@ -32,7 +32,7 @@ import falcon
 
 from runtime.accounting import Meter
 from runtime.catalogue import Model
-from runtime.chat_stream import body_chunks, delta_chars, estimate_tokens, settle_produced
+from runtime.chat_stream import MeteredStream, body_chunks, estimate_tokens, settle_produced
 from runtime.dialects import CHAT_ADAPTERS
 from runtime.dialects import anthropic_inbound as inbound
 from runtime.dialects.anthropic_chat import error_of, openai_usage
@@ -205,20 +205,15 @@ def anthropic_facing(mapper: ErrorMapper) -> ErrorMapper:
 
 # -- streams ----------------------------------------------------------------------------------
 
-class TranslatedStream(SettlingBody):
+class TranslatedStream(MeteredStream):
     """OpenAI chunks of a provider's adapter in, Anthropic events out; settles once."""
 
     def __init__(self, chunks: Iterator[dict[str, Any]], *, model: Model, client_model: str,
                  meter: Meter, prompt_chars: int, on_close: Callable[[], None]) -> None:
         self._chunks = chunks
-        self._model = model
         self._writer = inbound.EventWriter(client_model)
-        self._prompt_chars = prompt_chars
-        self._on_close = on_close
-        self._usage: Usage | None = None
-        self._charged_usage = Usage()
-        self._produced_chars = 0
-        super().__init__(meter)
+        super().__init__(model=model, meter=meter, prompt_chars=prompt_chars,
+                         on_close=on_close)
 
     def _run(self) -> Iterator[bytes]:
         try:
@@ -237,28 +232,10 @@ class TranslatedStream(SettlingBody):
             yield inbound.error_event(exc.status, exc.message, exc.type)
         else:
             self._finish()
-            yield b"".join(self._writer.end(self._charged_usage,
+            yield b"".join(self._writer.end(self.charged_usage,
                                             micro_to_credits(self._meter.charged)))
         finally:
             self._finish()
-
-    def _observe(self, chunk: dict[str, Any]) -> None:
-        for choice in chunk.get("choices") or ():
-            delta = choice.get("delta") if isinstance(choice, dict) else None
-            if isinstance(delta, dict):
-                self._produced_chars += delta_chars(delta)
-        if isinstance(chunk.get("usage"), dict):
-            self._usage = Usage.from_openai(chunk["usage"])
-
-    def _finish(self) -> None:
-        if self._meter.settled:
-            return
-        try:
-            self._on_close()
-        finally:
-            self._charged_usage = settle_produced(self._meter, self._model, self._usage,
-                                                  self._prompt_chars, self._produced_chars,
-                                                  self._status)
 
 
 class PassthroughStream(SettlingBody):

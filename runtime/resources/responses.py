@@ -29,14 +29,14 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import falcon
 
 from runtime.accounting import Meter
 from runtime.catalogue import Model
-from runtime.chat_stream import body_chunks, delta_chars, settle_produced
+from runtime.chat_stream import MeteredStream, body_chunks
 from runtime.dialects import CHAT_ADAPTERS
 from runtime.dialects import responses_inbound as ri
 from runtime.dialects.base import (
@@ -51,7 +51,6 @@ from runtime.gateway import Gateway, provider_body
 from runtime.ops import MappingError
 from runtime.pricing import Usage, chat_worst_case, micro_to_credits, token_cost
 from runtime.resources.chat import max_output
-from runtime.settling_body import SettlingBody
 from runtime.sse import iter_events
 from runtime.upstream import read_json
 
@@ -227,31 +226,7 @@ class ResponsesCompact(_Base):
         self._answer(resp, payload, meter, model)
 
 
-class _ResponsesStream(SettlingBody):
-    """Shared settling of a Responses stream: upstream usage when known, else the estimate."""
-
-    def __init__(self, *, model: Model, meter: Meter, prompt_chars: int,
-                 on_close: Callable[[], None]) -> None:
-        self._model = model
-        self._prompt_chars = prompt_chars
-        self._on_close = on_close
-        self._usage: Usage | None = None
-        self._produced_chars = 0
-        self.charged_usage = Usage()
-        super().__init__(meter)
-
-    def _finish(self) -> None:
-        if self._meter.settled:
-            return
-        try:
-            self._on_close()
-        finally:
-            self.charged_usage = settle_produced(self._meter, self._model, self._usage,
-                                                 self._prompt_chars, self._produced_chars,
-                                                 self._status)
-
-
-class NativeStream(_ResponsesStream):
+class NativeStream(MeteredStream):
     """A native Responses stream forwarded event by event."""
 
     def __init__(self, events: Iterator[Any], *, client_model: str, **kw: Any) -> None:
@@ -296,7 +271,7 @@ class NativeStream(_ResponsesStream):
             self._finish()
 
 
-class TranslatedStream(_ResponsesStream):
+class TranslatedStream(MeteredStream):
     """Chat chunks from a chat adapter, sent as Responses events."""
 
     def __init__(self, chunks: Iterator[dict[str, Any]], machine: ri.ResponseEvents,
@@ -312,12 +287,8 @@ class TranslatedStream(_ResponsesStream):
             for event in machine.start():
                 yield ri.sse(event)
             for chunk in self._chunks:
-                for choice in chunk.get("choices") or ():
-                    delta = choice.get("delta") if isinstance(choice, dict) else None
-                    if isinstance(delta, dict):
-                        self._produced_chars += delta_chars(delta)
+                self._observe(chunk)
                 if isinstance(chunk.get("usage"), dict):
-                    self._usage = Usage.from_openai(chunk["usage"])
                     self._reasoning = ri.response_usage(chunk["usage"])[
                         "output_tokens_details"]["reasoning_tokens"]
                 for event in machine.feed(chunk):
