@@ -6,12 +6,21 @@ statement, several times the work SQLite itself does, so these run the same SQL 
 directly on the driver's cursor. Semantics are identical to the Core versions; any driver
 error rolls back and returns `None`, and the Store then repeats the call on the Core path,
 which owns every corner case (duplicate request ids, error mapping).
+
+On a SQLite file the fast path keeps its own connections with busy_timeout 0: SQLite's busy
+handler sleeps inside C, which under gevent freezes every request of the worker while
+another process holds the write lock. Here a locked database is retried with time.sleep,
+which gevent turns into a cooperative wait.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import sqlite3
+import time
+import weakref
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -41,13 +50,67 @@ _INSERT_USAGE = (
 _NAMED = re.compile(r":([a-z]+)\b")
 
 
+LOCK_WAIT_SECONDS = 10.0
+MAX_IDLE_CONNECTIONS = 32
+
+
+def _locked(exc: Exception) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and (
+        "locked" in str(exc) or "busy" in str(exc))
+
+
+class _SqliteConnections:
+    """Connections to one SQLite file, taken and given back without a lock (list pop and
+    append are atomic) and dropped in a forked child."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._idle: list[sqlite3.Connection] = []
+        ref = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: (live := ref()) and live._idle.clear())
+
+    def get(self) -> sqlite3.Connection:
+        try:
+            return self._idle.pop()
+        except IndexError:
+            conn = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
+            conn.execute("PRAGMA busy_timeout = 0")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            return conn
+
+    def put(self, conn: sqlite3.Connection, broken: bool = False) -> None:
+        if broken or len(self._idle) >= MAX_IDLE_CONNECTIONS:
+            conn.close()
+        else:
+            self._idle.append(conn)
+
+
+class _PooledConnections:
+    """Raw driver connections from a SQLAlchemy pool (PostgreSQL, in-memory SQLite)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def get(self) -> Any:
+        return self._engine.raw_connection()
+
+    def put(self, conn: Any, broken: bool = False) -> None:
+        if broken:
+            conn.invalidate()
+        conn.close()
+
+
 class FastPath:
     """Hot-path statements for one store; `sqlite` picks paramstyle and transaction start."""
 
     def __init__(self, writer: Engine, reader: Engine, sqlite: bool) -> None:
-        self._writer = writer
-        self._reader = reader
         self._sqlite = sqlite
+        path = writer.url.database or ""
+        if sqlite and path and path != ":memory:" and not path.startswith("file:"):
+            self._writer = self._reader = _SqliteConnections(path)
+        else:
+            self._writer, self._reader = _PooledConnections(writer), _PooledConnections(reader)
         convert = (lambda sql: sql) if sqlite else (lambda sql: _NAMED.sub(r"%(\1)s", sql))
         self._sql = {name: convert(sql) for name, sql in (
             ("auth", _AUTH), ("debit_if_covered", _DEBIT_IF_COVERED),
@@ -63,7 +126,8 @@ class FastPath:
 
     def authenticate(self, secret_hash: str) -> tuple | None | bool:
         """The key row, None when there is none, False when the driver failed."""
-        conn = self._reader.raw_connection()
+        conn = self._reader.get()
+        broken = False
         try:
             cur = conn.cursor()
             cur.execute(self._sql["auth"], {"hash": secret_hash})
@@ -76,26 +140,27 @@ class FastPath:
                                    for v in row[5:]))
             return row
         except Exception:
-            _quiet_rollback(conn)
+            broken = not _quiet_rollback(conn)
             return False
         finally:
-            conn.close()
+            self._reader.put(conn, broken)
 
     def _write(self, work) -> Any:
-        conn = self._writer.raw_connection()
+        conn = self._writer.get()
+        broken = False
         try:
             cur = conn.cursor()
             if self._sqlite:
-                cur.execute("BEGIN IMMEDIATE")
+                _begin_immediate(cur)
             result = work(cur)
             conn.commit()
             cur.close()
             return result
         except Exception:
-            _quiet_rollback(conn)
+            broken = not _quiet_rollback(conn)
             return None
         finally:
-            conn.close()
+            self._writer.put(conn, broken)
 
     def hold(self, request_id: str, account_id: int, amount: int, now: datetime) -> bool | None:
         sql = self._sql
@@ -152,8 +217,25 @@ def _usage_params(usage: UsageRecord, request_id: str, account_id: int, charged:
             "cost": charged, "latency": usage.latency_ms}
 
 
-def _quiet_rollback(conn: Any) -> None:
+def _begin_immediate(cur: Any) -> None:
+    """Take SQLite's write lock, waiting cooperatively (from 0.1 ms up to 2 ms between
+    tries) while another connection holds it."""
+    delay, deadline = 0.0001, time.monotonic() + LOCK_WAIT_SECONDS
+    while True:
+        try:
+            cur.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as exc:
+            if not _locked(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.002)
+
+
+def _quiet_rollback(conn: Any) -> bool:
+    """Roll back; False when the connection is broken and must be discarded."""
     try:
         conn.rollback()
-    except Exception:  # the connection is broken; the pool will discard it
-        pass
+        return True
+    except Exception:
+        return False

@@ -1,0 +1,176 @@
+"""Child processes of the benchmark: start, wait until ready, measure, and always stop.
+
+Contract
+--------
+- `Procs` is a context manager that owns every process it starts; leaving it (normally, on an
+  error or on Ctrl-C) stops them all: SIGINT, then SIGKILL to the child's own process group
+  after a grace period. Children run in their own session, so a terminal Ctrl-C reaches only
+  the harness, which then stops them in order; they also get SIGTERM if the harness dies
+  (PR_SET_PDEATHSIG on Linux).
+- `raise_fd_limit(n)` raises the soft RLIMIT_NOFILE (children inherit it).
+- `wait_http(addr, path)` polls with raw sockets until a 200, bounded in time.
+- `/proc` readers: `rss_kb(pid)`, `children(pid)`, `cpu_seconds(pid)`, `busy_cpu_seconds()`
+  (all CPUs, every process: to see how much other work shared the machine).
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.bench.load import HttpConn, build_get
+
+
+def raise_fd_limit(wanted: int) -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _pdeathsig() -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+class Procs:
+    def __init__(self) -> None:
+        self.running: list[tuple[str, subprocess.Popen]] = []
+
+    def __enter__(self) -> Procs:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_all()
+
+    def start(self, name: str, argv: list[str], env: dict[str, str], log: Path,
+              cwd: Path) -> subprocess.Popen:
+        with log.open("ab") as out:
+            proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=out,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True, preexec_fn=_pdeathsig)
+        self.running.append((name, proc))
+        return proc
+
+    def stop(self, proc: subprocess.Popen, grace: float = 10.0) -> None:
+        if proc.poll() is None:
+            try:
+                proc.send_signal(signal.SIGINT)  # gunicorn: quick shutdown
+                proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                pass
+            except KeyboardInterrupt:
+                pass
+        try:  # the whole group: also a worker that outlived its master
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            print(f"warning: process {proc.pid} did not exit", file=sys.stderr)
+        self.running = [(n, p) for n, p in self.running if p is not proc]
+
+    def stop_all(self) -> None:
+        for _, proc in reversed(list(self.running)):
+            self.stop(proc)
+
+
+def wait_http(addr: tuple[str, int], path: str, proc: subprocess.Popen, log: Path,
+              timeout: float = 30.0) -> None:
+    request = build_get(addr[0], addr[1], path)
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args[:4]} exited with {proc.returncode}:\n"
+                               + log.read_text(errors="replace")[-4000:])
+        conn = HttpConn(addr)
+        try:
+            if conn.roundtrip(request).status == 200:
+                return
+        except (OSError, ValueError) as exc:
+            last = str(exc)
+        finally:
+            conn.close()
+        time.sleep(0.1)
+    raise RuntimeError(f"{addr} not ready after {timeout} s ({last}):\n"
+                       + log.read_text(errors="replace")[-4000:])
+
+
+def rss_kb(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def children(pid: int) -> list[int]:
+    try:
+        return [int(x) for x in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        pass
+    found = []
+    for entry in Path("/proc").iterdir():  # fallback: scan for the parent id
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _TICKS
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def busy_cpu_seconds() -> float:
+    """CPU time spent by the whole machine (all cores, not idle or waiting on I/O) so far."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return 0.0
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields[:8]) - idle) / _TICKS
+
+
+def wait_quiet(max_seconds: float, busy_below: float = 0.25, window: float = 5.0) -> float:
+    """Wait (at most max_seconds) for a `window` in which the machine was busy less than
+    `busy_below` cores; return the busy share of the last window (in cores)."""
+    deadline = time.monotonic() + max_seconds
+    while True:
+        start = busy_cpu_seconds()
+        time.sleep(window)
+        busy = (busy_cpu_seconds() - start) / window
+        if busy < busy_below or time.monotonic() + window > deadline:
+            return busy
