@@ -19,7 +19,7 @@ class GatewayServer(BaseApplication):
 
     def load_config(self) -> None:
         for key, value in self.options.items():
-            if value is not None:
+            if value is not None and key in self.cfg.settings:  # older gunicorns lack some
                 self.cfg.set(key, value)
 
     def load(self):  # noqa: ANN201 - gunicorn's interface
@@ -43,4 +43,6 @@ def serve(host: str, port: int, workers: int, worker_class: str = "gevent",
         "errorlog": "-",
         "loglevel": "info",
         "proc_name": "tokmodel",
+        # one fixed control-socket path per user would be shared by every gateway on a host
+        "control_socket_disable": True,
     }).run()
