@@ -1,5 +1,6 @@
 """Exact money: prices from the catalogue, integer micro-credits, rounding once."""
 
+import json
 from decimal import Decimal
 
 import pytest
@@ -55,3 +56,24 @@ def test_parse_credits(text, micro):
 def test_parse_credits_refuses(bad):
     with pytest.raises(ValueError):
         parse_credits(bad)
+
+
+def test_inline_images_count_a_bounded_number_of_tokens_not_their_bytes():
+    from runtime.prompt_bound import IMAGE_TOKENS, prompt_token_bound
+
+    image = "data:image/png;base64," + "A" * 2_000_000
+    body = {"messages": [{"role": "user", "content": [
+        {"type": "text", "text": "what is this"},
+        {"type": "image_url", "image_url": {"url": image}}]}]}
+    anthropic = {"messages": [{"role": "user", "content": [{"type": "image", "source": {
+        "type": "base64", "media_type": "image/jpeg", "data": "B" * 1_000_000}}]}]}
+    audio = {"messages": [{"role": "user", "content": [
+        {"type": "input_audio", "input_audio": {"data": "C" * 50_000, "format": "wav"}}]}]}
+    for payload, images in ((body, 1), (anthropic, 1), (audio, 0)):
+        raw = json.dumps(payload).encode()
+        bound = prompt_token_bound(raw, payload)
+        assert bound >= images * IMAGE_TOKENS
+        if images:
+            assert bound < len(raw) // 10
+        else:
+            assert bound == len(raw)  # audio tokens grow with its length: keep the bytes

@@ -19,6 +19,7 @@ from runtime.errors import BadRequest, GatewayError
 from runtime.gateway import Gateway
 from runtime.ops import MappingError
 from runtime.pricing import Usage, chat_worst_case, micro_to_credits, token_cost
+from runtime.prompt_bound import prompt_token_bound
 from runtime.sse import iter_events
 from runtime.upstream import read_json
 
@@ -68,13 +69,15 @@ class ChatCompletions:
         include_usage = stream and isinstance(options, dict) and bool(
             options.get("include_usage"))
         chars = prompt_chars(body)
+        prompt_bound = prompt_token_bound(raw, body)
         try:
             call = adapter.build(body, model, stream)
         except MappingError as exc:
             raise BadRequest(exc.message, param=exc.param) from None
 
         meter = Meter(gw.store, key, self.kind, client_model, model.provider.id)
-        meter.reserve(chat_worst_case(model, len(raw), max_output(body, model.max_output_tokens)))
+        meter.reserve(chat_worst_case(model, prompt_bound,
+                                      max_output(body, model.max_output_tokens)))
         resp.set_header("X-Request-Id", meter.request_id)
         with meter.releasing_on_failure():
             upstream = gw.forward(call, model, adapter.error)

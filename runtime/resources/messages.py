@@ -48,6 +48,7 @@ from runtime.errors import ANTHROPIC, BadRequest, GatewayError, UpstreamError
 from runtime.gateway import ErrorMapper, Gateway, provider_body
 from runtime.ops import MappingError
 from runtime.pricing import Usage, charge_micro, chat_worst_case, micro_to_credits, token_cost
+from runtime.prompt_bound import prompt_token_bound
 from runtime.resources.chat import max_output, prompt_chars
 from runtime.settling_body import SettlingBody
 from runtime.sse import Event, encode, iter_events
@@ -92,7 +93,8 @@ class Messages:
             headers["Accept"] = "text/event-stream"
         call = UpstreamCall("POST", model.provider.url(self.kind, model.upstream), headers,
                             json.dumps(native, ensure_ascii=False).encode())
-        _reserve(resp, meter, model, len(raw), max_output(body, model.max_output_tokens))
+        _reserve(resp, meter, model, prompt_token_bound(raw, body),
+                 max_output(body, model.max_output_tokens))
         with meter.releasing_on_failure():
             upstream = gw.forward(call, model, passthrough_error)
             if stream and _is_sse(upstream):
@@ -124,6 +126,7 @@ class Messages:
                                "gateway cannot translate to the "
                                f"'{model.provider.descriptor.dialect}' format yet.",
                                status=501, type="not_implemented")
+        prompt_bound = prompt_token_bound(raw, body)
         chat_body = inbound.to_openai(body)
         chars = prompt_chars(chat_body)
         limit = max_output(chat_body, model.max_output_tokens)
@@ -131,7 +134,7 @@ class Messages:
             call = adapter.build(chat_body, model, stream)
         except MappingError as exc:
             raise BadRequest(exc.message, param=exc.param) from None
-        _reserve(resp, meter, model, len(raw), limit)
+        _reserve(resp, meter, model, prompt_bound, limit)
         with meter.releasing_on_failure():
             upstream = gw.forward(call, model, anthropic_facing(adapter.error))
             if stream and _is_sse(upstream):

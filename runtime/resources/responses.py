@@ -50,6 +50,7 @@ from runtime.errors import BadRequest, GatewayError
 from runtime.gateway import Gateway, provider_body
 from runtime.ops import MappingError
 from runtime.pricing import Usage, chat_worst_case, micro_to_credits, token_cost
+from runtime.prompt_bound import prompt_token_bound
 from runtime.resources.chat import max_output
 from runtime.sse import iter_events
 from runtime.upstream import read_json
@@ -132,6 +133,7 @@ class Responses(_Base):
         native = "responses" in model.provider.descriptor.endpoints
         limit = max_output({"max_completion_tokens": body.get("max_output_tokens")},
                            model.max_output_tokens)
+        prompt_bound = prompt_token_bound(raw, body)
         if native:
             call = self._native_call(model, "responses", body, stream)
             error = CHAT_ADAPTERS["openai"].error
@@ -153,7 +155,7 @@ class Responses(_Base):
             error = adapter.error
 
         meter = Meter(gw.store, key, self.kind, client_model, model.provider.id)
-        meter.reserve(chat_worst_case(model, len(raw), limit))
+        meter.reserve(chat_worst_case(model, prompt_bound, limit))
         resp.set_header("X-Request-Id", meter.request_id)
         chars = ri.prompt_chars(body)
         with meter.releasing_on_failure():
@@ -212,7 +214,8 @@ class ResponsesCompact(_Base):
             error = adapter.error
 
         meter = Meter(gw.store, key, self.kind, client_model, model.provider.id)
-        meter.reserve(chat_worst_case(model, len(raw) + len(ri.COMPACT_INSTRUCTIONS), limit))
+        meter.reserve(chat_worst_case(
+            model, prompt_token_bound(raw, body) + len(ri.COMPACT_INSTRUCTIONS), limit))
         resp.set_header("X-Request-Id", meter.request_id)
         with meter.releasing_on_failure():
             upstream = gw.forward(call, model, error)
