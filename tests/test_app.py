@@ -91,3 +91,32 @@ def test_auth_header_forms(env):
 def test_readyz_reports_database(env):
     client, store, _ = env
     assert client.simulate_get("/readyz").json["database"] is True
+
+
+def test_another_catalogue_file_is_served(tmp_path, fake):
+    """TOKMODEL_PROVIDERS: a deployment selling one model under its own name and price."""
+    path = tmp_path / "providers.yaml"
+    path.write_text(
+        "providers:\n  openai:\n"
+        "models:\n  openai/house-model:\n    provider: openai\n    upstream: gpt-4o\n"
+        "    endpoints: [chat]\n    max_output_tokens: 100\n"
+        "    pricing: {input_per_mtok: 1000, output_per_mtok: 2000}\n")
+    catalogue = load_catalogue(str(path), env={"OPENAI_BASE_URL": fake.base_url,
+                                               "OPENAI_API_KEY": "up-key"})
+    store = open_store(f"sqlite:///{tmp_path / 'other.db'}")
+    app = create_app(Settings(), registry, store, Upstream(2, 5), catalogue)
+    store.create_account("acme", 1_000_000)
+    _, secret = store.create_key("acme")
+    client = testing.TestClient(app, headers={"Authorization": f"Bearer {secret}"})
+    assert [m["id"] for m in client.simulate_get("/v1/models").json["data"]] == [
+        "openai/house-model"]
+    result = client.simulate_post("/v1/chat/completions", json={
+        "model": "openai/house-model", "messages": [{"role": "user", "content": "a b"}]})
+    assert result.status_code == 200 and fake.last.body["model"] == "gpt-4o"
+    usage = result.json["usage"]
+    expected = usage["prompt_tokens"] * 1000 + usage["completion_tokens"] * 2000
+    assert 1_000_000 - store.get_account("acme").balance_micro == expected
+    gone = client.simulate_post("/v1/chat/completions", json={
+        "model": "openai/gpt-4o", "messages": [{"role": "user", "content": "a b"}]})
+    assert gone.status_code == 404
+    store.close()
