@@ -9,6 +9,8 @@ request mapping of generated.translators.
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from generated.catalogue import CATALOGUE
+from generated.schemas import SCHEMAS
 from generated.translators import anthropic
 from generated.translators import cohere
 from generated.translators import deepseek
@@ -428,3 +430,6 @@ ENDPOINTS: dict[str, Endpoint] = {
 MODEL_MODULES: dict[str, str] = {'anthropic': 'generated.models.anthropic',
  'gemini': 'generated.models.gemini',
  'openai': 'generated.models.openai'}
+
+__all__ = ["CATALOGUE", "DESCRIPTORS", "ENDPOINTS", "MODEL_MODULES", "SCHEMAS", "Descriptor",
+           "Endpoint"]

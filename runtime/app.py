@@ -103,4 +103,4 @@ def get_app() -> falcon.App:
     settings = Settings.from_env()
     return create_app(settings, registry, open_store(settings.database_url),
                       Upstream(settings.connect_timeout, settings.read_timeout),
-                      load_catalogue(settings.providers_file))
+                      load_catalogue(settings.providers_file, registry=registry))

@@ -134,15 +134,15 @@ def _validate_file(path: Path, schemas: Mapping[str, Any],
     return data
 
 
-def load_catalogue(providers_file: str | None = None,
-                   env: Mapping[str, str] | None = None) -> Catalogue:
-    """The compiled catalogue, or the file named (validated); raises CatalogueError."""
-    from generated.catalogue import CATALOGUE
-    from generated.registry import DESCRIPTORS
-    from generated.schemas import SCHEMAS
+def load_catalogue(providers_file: str | None = None, env: Mapping[str, str] | None = None,
+                   registry: Any = None) -> Catalogue:
+    """The registry's compiled catalogue, or the file named (validated with the registry's
+    schemas); raises CatalogueError."""
+    if registry is None:
+        from generated import registry
 
     env = os.environ if env is None else env
-    data = CATALOGUE
+    data = registry.CATALOGUE
     if providers_file:
-        data = _validate_file(Path(providers_file), SCHEMAS, DESCRIPTORS)
-    return Catalogue(data, DESCRIPTORS, env)
+        data = _validate_file(Path(providers_file), registry.SCHEMAS, registry.DESCRIPTORS)
+    return Catalogue(data, registry.DESCRIPTORS, env)
