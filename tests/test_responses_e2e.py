@@ -353,6 +353,8 @@ def test_mid_stream_error_raises_and_charges_what_was_produced(gw, up, model):
     settled(gw, acct)
     charged = spent(gw, acct)
     assert charged > 0
+    # settled before the error event went out, so recorded as the upstream's failure
+    assert [r.status for r in gw.store.usage(gw.store.get_account_by_id(acct).name)] == [502]
     if model != NATIVE:
         # the prompt is known from usage or estimated; the output was produced
         assert charged < chat_cost_micro(model, 100, 100)

@@ -252,8 +252,11 @@ class NativeStream(MeteredStream):
                     response["model"] = self._client_model
                 if isinstance(data.get("delta"), str):
                     self._produced_chars += len(data["delta"])
-                if kind == "error":
+                if kind == "error":  # the end of the stream: charge before it goes out
                     self._status = 502
+                    self._finish()
+                    yield ri.sse(data, kind)
+                    return
                 if kind in TERMINAL and isinstance(response, dict):
                     if kind == "response.failed":
                         self._status = 502
