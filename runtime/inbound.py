@@ -7,11 +7,16 @@ malformed JSON and non-object bodies are 400s that say what is wrong.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import falcon
 
 from runtime.errors import BadRequest, PayloadTooLarge
+
+# Deeper bodies are refused: no request of any API this gateway serves needs more, and
+# every step after parsing (validation, translation, re-encoding) walks the body.
+MAX_DEPTH = 128
 
 
 def api_key(req: falcon.Request) -> str | None:
@@ -36,13 +41,41 @@ def read_raw(req: falcon.Request, limit: int) -> bytes:
     return raw
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"the number {text[:40]} is out of range")
+    return number
+
+
+def _too_deep(body: Any) -> bool:
+    """True when arrays and objects nest deeper than MAX_DEPTH (checked without recursion)."""
+    stack = [(body, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node
+        for child in children:
+            if isinstance(child, dict | list):
+                if depth >= MAX_DEPTH:
+                    return True
+                stack.append((child, depth + 1))
+    return False
+
+
 def read_json(req: falcon.Request, limit: int) -> tuple[bytes, dict[str, Any]]:
     """(raw bytes, parsed object) of a JSON request body."""
     raw = read_raw(req, limit)
     if not raw.strip():
         raise BadRequest("The request body is empty; a JSON object is required.")
     try:
-        body = json.loads(raw)
+        body = json.loads(raw, parse_constant=_no_constant, parse_float=_finite)
+    except RecursionError:
+        raise BadRequest(f"The request body nests arrays and objects more than {MAX_DEPTH} "
+                         "levels deep.") from None
     except ValueError as exc:
         msg = getattr(exc, "msg", str(exc))
         pos = getattr(exc, "pos", None)
@@ -50,4 +83,7 @@ def read_json(req: falcon.Request, limit: int) -> tuple[bytes, dict[str, Any]]:
         raise BadRequest(f"The request body is not valid JSON: {msg}{where}.") from exc
     if not isinstance(body, dict):
         raise BadRequest("The request body must be a JSON object.")
+    if _too_deep(body):
+        raise BadRequest(f"The request body nests arrays and objects more than {MAX_DEPTH} "
+                         "levels deep.")
     return raw, body

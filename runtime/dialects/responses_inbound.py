@@ -312,7 +312,8 @@ def prompt_chars(body: dict[str, Any]) -> int:
             if isinstance(value, str):
                 total += len(value)
             elif isinstance(value, list):
-                total += sum(len(p.get("text") or "") for p in value if isinstance(p, dict))
+                total += sum(len(p["text"]) for p in value
+                             if isinstance(p, dict) and isinstance(p.get("text"), str))
     return total
 
 

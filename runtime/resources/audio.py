@@ -189,6 +189,8 @@ class _Transcribe:
         multipart.require(form, files=("file",), text=("model",))
         fields = form.text_fields()
         client_model = fields["model"]
+        if isinstance(client_model, list):
+            raise BadRequest("'model' must be sent once.", param="model")
         model = gw.model_for(client_model, self.kind)
         audio = form.files("file")
         if len(audio) != 1:

@@ -148,7 +148,7 @@ class _ImageUpload:
         gw = self.gw
         multipart.require(form, files=("image",), text=self.required_text)
         fields = form.text_fields()
-        model = resolve_model(gw, fields.get("model"), self.kind)
+        model = resolve_model(gw, _text(fields, "model"), self.kind)
         n = multipart.int_field(fields, "n", 1, MAX_IMAGES) or 1
         size, quality = _text(fields, "size"), _text(fields, "quality")
         images = form.files("image")

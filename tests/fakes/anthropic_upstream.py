@@ -315,8 +315,10 @@ def _check_image(source: Any, where: str) -> None:
     if source.get("media_type") not in IMAGE_TYPES:
         raise _bad(f"{where}.source.media_type: Input should be 'image/jpeg', 'image/png', "
                    "'image/gif' or 'image/webp'")
+    if not isinstance(source.get("data"), str):
+        raise _bad(f"{where}.source.data: Field required")
     try:
-        base64.b64decode(source.get("data", ""), validate=True)
+        base64.b64decode(source["data"], validate=True)
     except (binascii.Error, ValueError):
         raise _bad(f"{where}.source.data: invalid base64 data") from None
 

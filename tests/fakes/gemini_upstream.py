@@ -383,7 +383,7 @@ def compose(body: dict[str, Any], signatures: bool) -> list[dict[str, Any]]:
             if config.get("responseMimeType") == "application/json":
                 text = json.dumps({"echo": text})
             for stop in config.get("stopSequences") or ():
-                if stop in text:
+                if stop and stop in text:
                     text = text.split(stop)[0]
                     break
             pieces = _WORDS.findall(text)

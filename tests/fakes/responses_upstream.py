@@ -54,8 +54,9 @@ _WORDS = re.compile(r"\S+\s*")
 _WEATHER = re.compile(r"\bweather\b", re.IGNORECASE)
 
 
-def words(text: str) -> int:
-    return len(text.split())
+def words(text: Any) -> int:
+    """Words of a text; a value of another JSON type (structured tool output) counts none."""
+    return len(text.split()) if isinstance(text, str) else 0
 
 
 def _text(content: Any) -> str:
@@ -164,7 +165,9 @@ class FakeResponses(FakeServer):
             elif choice == "required" or (choice in (None, "auto")
                                            and _WEATHER.search(text)):
                 call_name = tools[0]["name"]
-        fmt = ((body.get("text") or {}).get("format") or {}).get("type")
+        text_conf = body.get("text") if isinstance(body.get("text"), dict) else {}
+        fmt_conf = text_conf.get("format")
+        fmt = fmt_conf.get("type") if isinstance(fmt_conf, dict) else None
         if fmt in ("json_schema", "json_object"):
             text = json.dumps({"echo": text})
         if call_name:
