@@ -6,14 +6,15 @@ upstream call (authenticate, read and validate the body, resolve the model).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import falcon
 import requests
 
-from runtime import inbound
+from runtime import inbound, multipart
 from runtime.catalogue import Catalogue, Model
 from runtime.dialects.base import UpstreamCall
 from runtime.dialects.openai_chat import openai_error
@@ -58,6 +59,17 @@ class Gateway:
         if endpoint.request_schema:
             self.validator.check(endpoint.dialect, endpoint.request_schema, body)
         return raw, body
+
+    @contextmanager
+    def form_body(self, req: falcon.Request) -> Iterator[multipart.Form]:
+        """The request's multipart form, parsed as it streams in (413 past the body limit,
+        400 when malformed); its spooled files are removed afterwards."""
+        form = multipart.parse(req.bounded_stream, req.content_type,
+                               self.settings.max_body_bytes, content_length=req.content_length)
+        try:
+            yield form
+        finally:
+            form.close()
 
     def forward(self, call: UpstreamCall, model: Model,
                 error: ErrorMapper = openai_error) -> requests.Response:

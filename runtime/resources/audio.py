@@ -175,14 +175,9 @@ class _Transcribe:
         self.gw = gateway
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        gw = self.gw
-        key = gw.authenticate(req)
-        form = multipart.parse(req.bounded_stream, req.content_type, gw.settings.max_body_bytes,
-                               content_length=req.content_length)
-        try:
+        key = self.gw.authenticate(req)
+        with self.gw.form_body(req) as form:
             self._serve(form, key, resp)
-        finally:
-            form.close()
 
     def _serve(self, form: multipart.Form, key: Any, resp: falcon.Response) -> None:
         gw = self.gw
