@@ -108,6 +108,24 @@ def parse_form(content_type: str, raw: bytes) -> list[FormPart]:
     return parts
 
 
+def read_body(handler: BaseHTTPRequestHandler) -> bytes:
+    """A request's body, sent with Content-Length or chunked transfer encoding."""
+    if "chunked" in handler.headers.get("Transfer-Encoding", "").lower():
+        data = bytearray()
+        while True:
+            size = int(handler.rfile.readline(65537).split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                while handler.rfile.readline(65537).strip():
+                    pass
+                return bytes(data)
+            data += handler.rfile.read(size)
+            handler.rfile.readline(65537)
+    length = int(handler.headers.get("Content-Length") or 0)
+    if length < 0:
+        raise ValueError("negative Content-Length")
+    return handler.rfile.read(length) if length else b""
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
@@ -135,23 +153,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self._dispatch()
 
-    def _read_body(self) -> bytes:
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            data = bytearray()
-            while True:
-                size = int(self.rfile.readline(65537).split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline(65537).strip():
-                        pass
-                    return bytes(data)
-                data += self.rfile.read(size)
-                self.rfile.readline(65537)
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length else b""
-
     def _dispatch(self) -> None:
         fake = self.server.fake
-        raw = self._read_body()
+        raw = read_body(self)
         path, _, query = self.path.partition("?")
         headers: CaseInsensitiveDict[str] = CaseInsensitiveDict()
         for name in set(self.headers.keys()):

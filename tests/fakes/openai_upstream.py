@@ -102,6 +102,7 @@ from typing import Any, Self
 
 from requests.structures import CaseInsensitiveDict
 
+from .http_fake import read_body
 from .sse import DONE, encode_comment, encode_event
 
 OPENAI_CHAT_FIELDS: frozenset[str] = frozenset(
@@ -793,22 +794,6 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    def _read_body(self) -> bytes:
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            data = bytearray()
-            while True:
-                size = int(self.rfile.readline(65537).split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline(65537).strip():
-                        pass
-                    return bytes(data)
-                data += self.rfile.read(size)
-                self.rfile.readline(65537)
-        length = int(self.headers.get("Content-Length") or 0)
-        if length < 0:
-            raise ValueError("negative Content-Length")
-        return self.rfile.read(length) if length else b""
-
     def _common_headers(self) -> None:
         self.send_header("x-request-id", _random_id("req_", 24))
         self.send_header("openai-version", "2020-10-01")
@@ -842,7 +827,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _dispatch(self) -> None:
         fake = self.server.fake
         try:
-            raw = self._read_body()
+            raw = read_body(self)
         except ValueError:
             self.close_connection = True
             self._send_json(400, error_envelope("Malformed request body framing."))
