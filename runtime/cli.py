@@ -22,7 +22,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from runtime.credits import format_credits, parse_credits
+from runtime.billing.credits import format_credits, parse_credits
 from runtime.settings import Settings
 
 

@@ -16,10 +16,10 @@ import requests
 
 from runtime import inbound, multipart
 from runtime.catalogue import Catalogue, Model
-from runtime.dialects.base import UpstreamCall
-from runtime.dialects.openai_chat import openai_error
 from runtime.errors import BadRequest, GatewayError, NotFound, Unauthorized
 from runtime.ops import MappingError
+from runtime.providers.base import UpstreamCall
+from runtime.providers.openai_chat import openai_error
 from runtime.settings import Settings
 from runtime.store import KeyRecord, Store
 from runtime.upstream import Upstream, read_body

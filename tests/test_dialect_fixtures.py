@@ -26,8 +26,8 @@ from generated.models import anthropic as anthropic_models
 from generated.models import gemini as gemini_models
 from generated.models import openai as openai_models
 from runtime.catalogue import load_catalogue
-from runtime.dialects import CHAT_ADAPTERS
-from runtime.dialects.base import StreamBroken
+from runtime.providers import CHAT_ADAPTERS
+from runtime.providers.base import StreamBroken
 from runtime.sse import iter_events
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -20,9 +20,9 @@ import pytest
 import requests
 from anthropic import Anthropic
 
-from runtime.dialects import anthropic_inbound as inbound
+from runtime.billing.pricing import Usage
+from runtime.clients import anthropic_messages as inbound
 from runtime.errors import BadRequest
-from runtime.pricing import Usage
 from runtime.sse import iter_events
 from tests.fakes import FakeOpenAI
 from tests.fakes.anthropic_upstream import FakeAnthropic

@@ -5,9 +5,9 @@ from decimal import Decimal
 
 import pytest
 
+from runtime.billing.credits import format_credits, parse_credits
+from runtime.billing.pricing import Usage, charge_micro, chat_worst_case, token_cost
 from runtime.catalogue import load_catalogue
-from runtime.credits import format_credits, parse_credits
-from runtime.pricing import Usage, charge_micro, chat_worst_case, token_cost
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,7 @@ def test_parse_credits_refuses(bad):
 
 
 def test_inline_images_count_a_bounded_number_of_tokens_not_their_bytes():
-    from runtime.prompt_bound import IMAGE_TOKENS, prompt_token_bound
+    from runtime.billing.prompt_bound import IMAGE_TOKENS, prompt_token_bound
 
     image = "data:image/png;base64," + "A" * 2_000_000
     body = {"messages": [{"role": "user", "content": [

@@ -14,7 +14,7 @@ import pytest
 import requests
 from openai import OpenAI
 
-from runtime.dialects.responses_inbound import decode_summary
+from runtime.clients.responses import decode_summary
 from tests.fakes import FakeOpenAI
 from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.fakes.gemini_upstream import FakeGemini

@@ -21,9 +21,9 @@ from generated.models import anthropic as anthropic_models
 from generated.models import gemini as gemini_models
 from generated.models import openai as openai_models
 from runtime.catalogue import load_catalogue
-from runtime.dialects import CHAT_ADAPTERS
 from runtime.errors import BadRequest
 from runtime.ops import MappingError
+from runtime.providers import CHAT_ADAPTERS
 
 CATALOGUE = load_catalogue(env={"ANTHROPIC_API_KEY": "k", "GOOGLE_API_KEY": "k"})
 MODELS = {"anthropic": CATALOGUE.get("anthropic/claude-sonnet-4-5"),

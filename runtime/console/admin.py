@@ -20,6 +20,7 @@ import re
 
 import falcon
 
+from runtime.billing.credits import parse_credits
 from runtime.console.pages import clean_name
 from runtime.console.web import (
     ADMIN_COOKIE,
@@ -33,7 +34,6 @@ from runtime.console.web import (
     require_csrf,
     set_cookie,
 )
-from runtime.credits import parse_credits
 from runtime.store import Account, AccountExists, AccountNotFound
 from runtime.store.ledger import MAX_MICRO
 

@@ -23,8 +23,8 @@ import falcon
 import jinja2
 from falcon.uri import parse_query_string
 
+from runtime.billing.credits import format_credits
 from runtime.console.session import SESSION_SECONDS, Signer
-from runtime.credits import format_credits
 from runtime.store import Store
 
 SESSION_COOKIE = "tokmodel_console"

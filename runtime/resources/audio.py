@@ -30,14 +30,14 @@ from typing import IO, Any
 import falcon
 
 from runtime import multipart
-from runtime.accounting import Meter
+from runtime.billing.meter import Meter
+from runtime.billing.pricing import Usage, hold_micro, micro_to_credits, token_cost
+from runtime.billing.settling_body import SettlingBody
+from runtime.billing.unit_pricing import audio_seconds_cost, speech_cost
 from runtime.catalogue import Model
-from runtime.dialects.base import UpstreamCall, json_headers, query_auth
 from runtime.errors import BadRequest, UpstreamError
 from runtime.gateway import Gateway, provider_body
-from runtime.pricing import Usage, hold_micro, micro_to_credits, token_cost
-from runtime.settling_body import SettlingBody
-from runtime.unit_pricing import audio_seconds_cost, speech_cost
+from runtime.providers.base import UpstreamCall, json_headers, query_auth
 from runtime.upstream import broken_off, read_body
 
 log = logging.getLogger("tokmodel.audio")

@@ -12,14 +12,14 @@ from typing import Any
 
 import falcon
 
-from runtime.accounting import Meter
-from runtime.chat_stream import ChatStream, body_chunks
-from runtime.dialects import CHAT_ADAPTERS
+from runtime.billing.meter import Meter
+from runtime.billing.metered_stream import ChatStream, body_chunks
+from runtime.billing.pricing import Usage, chat_worst_case, micro_to_credits, token_cost
+from runtime.billing.prompt_bound import prompt_token_bound
 from runtime.errors import BadRequest, GatewayError
 from runtime.gateway import Gateway
 from runtime.ops import MappingError
-from runtime.pricing import Usage, chat_worst_case, micro_to_credits, token_cost
-from runtime.prompt_bound import prompt_token_bound
+from runtime.providers import CHAT_ADAPTERS
 from runtime.sse import iter_events
 from runtime.upstream import read_json
 

@@ -21,14 +21,14 @@ from typing import Any
 
 import falcon
 
-from runtime.accounting import Meter
+from runtime.billing.meter import Meter
+from runtime.billing.pricing import Usage, hold_micro, micro_to_credits
+from runtime.billing.unit_pricing import input_tokens_cost
 from runtime.catalogue import Model
-from runtime.dialects.embed_adapters import EMBED_ADAPTERS, Vector
 from runtime.errors import BadRequest, GatewayError
 from runtime.gateway import Gateway
 from runtime.ops import MappingError
-from runtime.pricing import Usage, hold_micro, micro_to_credits
-from runtime.unit_pricing import input_tokens_cost
+from runtime.providers.embeddings import EMBED_ADAPTERS, Vector
 from runtime.upstream import read_json
 
 CHARS_PER_TOKEN = 4

@@ -21,19 +21,19 @@ from typing import Any
 import falcon
 
 from runtime import multipart
-from runtime.accounting import Meter
-from runtime.catalogue import Model
-from runtime.dialects.base import UpstreamCall, json_headers, query_auth
-from runtime.errors import BadRequest, UpstreamError
-from runtime.gateway import Gateway, provider_body
-from runtime.pricing import Usage, hold_micro, micro_to_credits
-from runtime.unit_pricing import (
+from runtime.billing.meter import Meter
+from runtime.billing.pricing import Usage, hold_micro, micro_to_credits
+from runtime.billing.unit_pricing import (
     gpt_image_hold,
     gpt_image_output_tokens,
     gpt_image_usage_cost,
     images_cost,
     is_token_priced_image,
 )
+from runtime.catalogue import Model
+from runtime.errors import BadRequest, UpstreamError
+from runtime.gateway import Gateway, provider_body
+from runtime.providers.base import UpstreamCall, json_headers, query_auth
 from runtime.upstream import read_json
 
 MAX_IMAGES = 10

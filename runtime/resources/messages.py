@@ -13,7 +13,7 @@ exactly once from usage. Every error is answered in Anthropic's envelope
   message_start (model, usage), content_block_delta (what was produced, for a cut stream),
   message_delta (cumulative usage; `cost` added) and error are read. Upstream error answers
   keep their status and Anthropic body; a refused gateway key is a 502 for the operator.
-- Any other provider: the request goes through runtime/dialects/anthropic_inbound.py to the
+- Any other provider: the request goes through runtime/clients/anthropic_messages.py to the
   OpenAI chat form, then the provider's chat adapter; answers, streams and errors come back
   the same way. Mid-stream failures end the stream with an Anthropic `error` event.
 
@@ -30,13 +30,30 @@ from typing import Any
 
 import falcon
 
-from runtime.accounting import Meter
+from runtime.billing.meter import Meter
+from runtime.billing.metered_stream import (
+    MeteredStream,
+    body_chunks,
+    estimate_tokens,
+    settle_produced,
+)
+from runtime.billing.pricing import (
+    Usage,
+    charge_micro,
+    chat_worst_case,
+    micro_to_credits,
+    token_cost,
+)
+from runtime.billing.prompt_bound import prompt_token_bound
+from runtime.billing.settling_body import SettlingBody
 from runtime.catalogue import Model
-from runtime.chat_stream import MeteredStream, body_chunks, estimate_tokens, settle_produced
-from runtime.dialects import CHAT_ADAPTERS
-from runtime.dialects import anthropic_inbound as inbound
-from runtime.dialects.anthropic_chat import error_of, openai_usage
-from runtime.dialects.base import (
+from runtime.clients import anthropic_messages as inbound
+from runtime.errors import ANTHROPIC, BadRequest, GatewayError, UpstreamError
+from runtime.gateway import ErrorMapper, Gateway, provider_body
+from runtime.ops import MappingError
+from runtime.providers import CHAT_ADAPTERS
+from runtime.providers.anthropic_chat import error_of, openai_usage
+from runtime.providers.base import (
     StreamBroken,
     UpstreamCall,
     credential_error,
@@ -44,13 +61,7 @@ from runtime.dialects.base import (
     message_from,
     retry_headers,
 )
-from runtime.errors import ANTHROPIC, BadRequest, GatewayError, UpstreamError
-from runtime.gateway import ErrorMapper, Gateway, provider_body
-from runtime.ops import MappingError
-from runtime.pricing import Usage, charge_micro, chat_worst_case, micro_to_credits, token_cost
-from runtime.prompt_bound import prompt_token_bound
 from runtime.resources.chat import max_output, prompt_chars
-from runtime.settling_body import SettlingBody
 from runtime.sse import Event, encode, iter_events
 from runtime.upstream import read_json
 

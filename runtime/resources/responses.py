@@ -14,7 +14,7 @@ model id and to read usage from response.completed / response.incomplete / respo
 is added to the answer and the terminal event.
 
 Translated: any other provider gets the request as OpenAI chat through its chat adapter
-(runtime/dialects/responses_inbound.py), and the answer or stream comes back as Responses.
+(runtime/clients/responses.py), and the answer or stream comes back as Responses.
 `previous_response_id` is a 400 there (it needs stored responses; the gateway is stateless)
 and `store` is dropped.
 
@@ -34,23 +34,23 @@ from typing import Any
 
 import falcon
 
-from runtime.accounting import Meter
+from runtime.billing.meter import Meter
+from runtime.billing.metered_stream import MeteredStream, body_chunks
+from runtime.billing.pricing import Usage, chat_worst_case, micro_to_credits, token_cost
+from runtime.billing.prompt_bound import prompt_token_bound
 from runtime.catalogue import Model
-from runtime.chat_stream import MeteredStream, body_chunks
-from runtime.dialects import CHAT_ADAPTERS
-from runtime.dialects import responses_inbound as ri
-from runtime.dialects.base import (
+from runtime.clients import responses as ri
+from runtime.errors import BadRequest, GatewayError
+from runtime.gateway import Gateway, provider_body
+from runtime.ops import MappingError
+from runtime.providers import CHAT_ADAPTERS
+from runtime.providers.base import (
     ChatAdapter,
     StreamBroken,
     UpstreamCall,
     json_headers,
     query_auth,
 )
-from runtime.errors import BadRequest, GatewayError
-from runtime.gateway import Gateway, provider_body
-from runtime.ops import MappingError
-from runtime.pricing import Usage, chat_worst_case, micro_to_credits, token_cost
-from runtime.prompt_bound import prompt_token_bound
 from runtime.resources.chat import max_output
 from runtime.sse import iter_events
 from runtime.upstream import read_json

@@ -9,7 +9,8 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from runtime.catalogue import Model
-from runtime.dialects.base import (
+from runtime.errors import GatewayError, UpstreamError
+from runtime.providers.base import (
     StreamBroken,
     UpstreamCall,
     credential_error,
@@ -19,7 +20,6 @@ from runtime.dialects.base import (
     query_auth,
     retry_headers,
 )
-from runtime.errors import GatewayError, UpstreamError
 from runtime.sse import Event
 
 

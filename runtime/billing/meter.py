@@ -14,8 +14,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from decimal import Decimal
 
+from runtime.billing.pricing import Usage, charge_micro
 from runtime.errors import GatewayError, InsufficientCredits
-from runtime.pricing import Usage, charge_micro
 from runtime.store import KeyRecord, Store, UsageRecord
 
 

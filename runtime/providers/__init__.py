@@ -7,10 +7,10 @@ descriptor's `dialect` picks the adapter, never the provider's name.
 
 from __future__ import annotations
 
-from runtime.dialects.anthropic_chat import AnthropicChat
-from runtime.dialects.base import ChatAdapter, UpstreamCall
-from runtime.dialects.gemini_chat import GeminiChat
-from runtime.dialects.openai_chat import OpenAIChat
+from runtime.providers.anthropic_chat import AnthropicChat
+from runtime.providers.base import ChatAdapter, UpstreamCall
+from runtime.providers.gemini_chat import GeminiChat
+from runtime.providers.openai_chat import OpenAIChat
 
 CHAT_ADAPTERS: dict[str, ChatAdapter] = {
     "openai": OpenAIChat(),

@@ -16,7 +16,8 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from runtime.catalogue import Model
-from runtime.dialects.base import (
+from runtime.errors import BadRequest, GatewayError, UpstreamError
+from runtime.providers.base import (
     UpstreamCall,
     credential_error,
     json_headers,
@@ -25,8 +26,7 @@ from runtime.dialects.base import (
     query_auth,
     retry_headers,
 )
-from runtime.dialects.openai_chat import openai_error
-from runtime.errors import BadRequest, GatewayError, UpstreamError
+from runtime.providers.openai_chat import openai_error
 
 Vector = list[float] | str
 

@@ -21,12 +21,12 @@ from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
 
-from runtime.accounting import Meter
+from runtime.billing.meter import Meter
+from runtime.billing.pricing import Usage, charge_micro, micro_to_credits, token_cost
+from runtime.billing.settling_body import SettlingBody
 from runtime.catalogue import Model
-from runtime.dialects.base import StreamBroken
 from runtime.errors import GatewayError
-from runtime.pricing import Usage, charge_micro, micro_to_credits, token_cost
-from runtime.settling_body import SettlingBody
+from runtime.providers.base import StreamBroken
 from runtime.upstream import broken_off
 
 log = logging.getLogger("tokmodel.stream")

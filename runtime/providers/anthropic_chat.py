@@ -37,8 +37,9 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from runtime.catalogue import Model
-from runtime.dialects import chat_parts as cp
-from runtime.dialects.base import (
+from runtime.errors import BadRequest, GatewayError, UpstreamError
+from runtime.providers import chat_parts as cp
+from runtime.providers.base import (
     StreamBroken,
     UpstreamCall,
     credential_error,
@@ -46,7 +47,6 @@ from runtime.dialects.base import (
     mapped_status,
     retry_headers,
 )
-from runtime.errors import BadRequest, GatewayError, UpstreamError
 from runtime.sse import Event
 
 NATIVE_FIELDS = ("model", "max_tokens", "messages", "system", "tools", "tool_choice",

@@ -1,6 +1,6 @@
 """Anthropic Messages clients reaching models of other dialects: the request, the answer and
 the stream translated through the canonical OpenAI chat form (the reverse of
-runtime/dialects/anthropic_chat.py, which reaches Anthropic from OpenAI chat).
+runtime/providers/anthropic_chat.py, which reaches Anthropic from OpenAI chat).
 
 Request (`to_openai`, on a body already valid against `CreateMessageRequest`): `system` is
 the first (system) message; user turns keep their text, images (base64 -> data URL, or the
@@ -37,9 +37,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from runtime.dialects import chat_parts as cp
+from runtime.billing.pricing import Usage
 from runtime.errors import BadRequest
-from runtime.pricing import Usage
+from runtime.providers import chat_parts as cp
 from runtime.sse import encode
 
 HANDLED = frozenset({"model", "max_tokens", "messages", "system", "tools", "tool_choice",

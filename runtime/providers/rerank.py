@@ -16,10 +16,10 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from runtime.catalogue import Model
-from runtime.dialects.base import UpstreamCall, json_headers, query_auth
-from runtime.dialects.embed_adapters import native_error
-from runtime.dialects.openai_chat import openai_error
 from runtime.errors import GatewayError, UpstreamError
+from runtime.providers.base import UpstreamCall, json_headers, query_auth
+from runtime.providers.embeddings import native_error
+from runtime.providers.openai_chat import openai_error
 
 Scores = list[tuple[int, float]]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Iterator
 
-from runtime.accounting import Meter
+from runtime.billing.meter import Meter
 
 
 class SettlingBody:

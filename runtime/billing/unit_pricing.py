@@ -14,9 +14,9 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
+from runtime.billing.pricing import MICRO
 from runtime.catalogue import Model
 from runtime.errors import BadRequest
-from runtime.pricing import MICRO
 
 DEFAULT_IMAGE_SIZE = "1024x1024"
 DEFAULT_QUALITY = "standard"

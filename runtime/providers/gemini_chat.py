@@ -11,7 +11,7 @@ one up (prefix `call_gx`) and, when the conversation comes back, sends no id for
 Gemini's own ids for the others. A call's `thoughtSignature` travels to the client in
 `tool_calls[].extra_content.google.thought_signature` (the convention of Google's own
 OpenAI-compatible endpoint) and is sent back from there. Tool parameters and response
-schemas are converted to Gemini's schema subset (runtime/dialects/gemini_schema.py).
+schemas are converted to Gemini's schema subset (runtime/providers/gemini_schema.py).
 Scalar parameters, `n` (candidateCount) and the reasoning_effort thinking budgets are mapped
 by the descriptor (specs/providers/google.yaml); a thinking budget above 0 also asks for
 thought summaries, surfaced as `reasoning_content`. Gemini has no switch for
@@ -37,8 +37,9 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from runtime.catalogue import Model
-from runtime.dialects import chat_parts as cp
-from runtime.dialects.base import (
+from runtime.errors import BadRequest, GatewayError, UpstreamError
+from runtime.providers import chat_parts as cp
+from runtime.providers.base import (
     StreamBroken,
     UpstreamCall,
     credential_error,
@@ -46,8 +47,7 @@ from runtime.dialects.base import (
     mapped_status,
     retry_headers,
 )
-from runtime.dialects.gemini_schema import to_gemini
-from runtime.errors import BadRequest, GatewayError, UpstreamError
+from runtime.providers.gemini_schema import to_gemini
 from runtime.sse import Event
 
 NATIVE_FIELDS = ("generationConfig", "safetySettings", "cachedContent", "toolConfig")
