@@ -25,6 +25,7 @@ class Inputs:
     catalogue: dict[str, Any]
     catalogue_file: Path
     endpoints: dict[str, Any]
+    dialects: dict[str, Any]                   # dialect -> {endpoints: [...]}
     openapi_files: list[Path]
 
 
@@ -49,6 +50,7 @@ def load_inputs(root: Path, catalogue_file: Path | None = None) -> Inputs:
         catalogue=read_yaml(catalogue_file) or {},
         catalogue_file=catalogue_file,
         endpoints=read_yaml(specs / "endpoints.yaml") or {},
+        dialects=read_yaml(specs / "dialects.yaml") or {},
         openapi_files=sorted((specs / "openapi").glob("*.yaml")),
     )
 

@@ -109,9 +109,12 @@ def render_all(inputs: Inputs, resolved: dict[str, dict[str, Any]],
                "content_type": e.get("content_type", "application/json")}
         for kind, e in inputs.endpoints.items()}
     files["registry.py"] = env.get_template("registry.py.j2").render(
-        banner=banner(source="specs/providers/ and specs/endpoints.yaml"),
+        banner=banner(source="specs/providers/, specs/endpoints.yaml and specs/dialects.yaml"),
         descriptors={pid: _descriptor_view(pid, d) for pid, d in servable.items()},
-        endpoints=endpoints, model_modules={d: f"generated.models.{d}" for d in sorted(models)})
+        endpoints=endpoints,
+        dialect_endpoints={d: tuple(conf["endpoints"])
+                           for d, conf in sorted(inputs.dialects.items())},
+        model_modules={d: f"generated.models.{d}" for d in sorted(models)})
     data = env.get_template("data.py.j2")
     files["catalogue.py"] = data.render(
         banner=banner(source=inputs.catalogue_file.name),

@@ -17,7 +17,8 @@ from referencing import Registry, Resource
 from codegen.load import Inputs
 from runtime import catalogue_rules
 
-SCHEMA_FILES = ("provider.schema.json", "catalogue.schema.json", "endpoints.schema.json")
+SCHEMA_FILES = ("provider.schema.json", "catalogue.schema.json", "endpoints.schema.json",
+                "dialects.schema.json")
 
 
 def load_schemas(specs: Path) -> dict[str, dict[str, Any]]:
@@ -42,6 +43,22 @@ def schema_errors(schemas: dict[str, dict[str, Any]], name: str, document: Any,
     validator = jsonschema.Draft202012Validator(schemas[name], registry=registry)
     found = sorted(validator.iter_errors(document), key=lambda e: list(map(str, e.absolute_path)))
     return [f"{label}: {_path(e).lstrip('.') or '<root>'}: {e.message}" for e in found]
+
+
+def _dialect_errors(pid: str, desc: dict[str, Any], dialects: dict[str, Any]) -> list[str]:
+    """A descriptor's dialect must exist and serve every endpoint the descriptor declares:
+    otherwise the runtime would route a request to a dialect with no adapter for it."""
+    label = f"specs/providers/{pid}.yaml"
+    dialect = desc.get("dialect")
+    if dialect is None:
+        return []
+    if dialect not in dialects:
+        return [f"{label}: dialect: '{dialect}' is not a dialect of specs/dialects.yaml "
+                f"(known: {', '.join(sorted(dialects))})"]
+    served = dialects[dialect].get("endpoints") or []
+    return [f"{label}: endpoints.{kind}: the '{dialect}' dialect cannot serve '{kind}' "
+            f"(specs/dialects.yaml lists {', '.join(served)})"
+            for kind in desc.get("endpoints") or {} if kind not in served]
 
 
 def _descriptor_errors(pid: str, desc: dict[str, Any]) -> list[str]:
@@ -72,8 +89,13 @@ def validate(inputs: Inputs, resolved: dict[str, dict[str, Any]]) -> list[str]:
     for pid, raw in inputs.descriptors.items():
         errors += schema_errors(schemas, "provider.schema.json", raw,
                                 f"specs/providers/{pid}.yaml")
+    dialect_schema_errors = schema_errors(schemas, "dialects.schema.json", inputs.dialects,
+                                          "specs/dialects.yaml")
+    errors += dialect_schema_errors
     for pid, desc in resolved.items():
         errors += _descriptor_errors(pid, desc)
+        if not dialect_schema_errors:
+            errors += _dialect_errors(pid, desc, inputs.dialects)
     cat_label = inputs.catalogue_file.name
     cat_schema_errors = schema_errors(schemas, "catalogue.schema.json", inputs.catalogue,
                                       cat_label)

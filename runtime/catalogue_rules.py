@@ -24,15 +24,34 @@ def _price_strings(value: Any) -> Any:
     return value
 
 
+# Provider keys that describe its one implicit deployment; with `deployments` they belong in
+# each deployment instead, so check() refuses the mix rather than guess which one wins.
+SINGLE_DEPLOYMENT_KEYS = ("base_url", "base_url_env", "api_key_env")
+
+
+def _deployments(pid: str, conf: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every provider as a list of deployments; without `deployments`, one named 'default'
+    reading <ID>_BASE_URL and <ID>_API_KEY (or the provider's own keys), as before."""
+    if "deployments" in conf:
+        return [{**dep, "weight": dep.get("weight", 1)} for dep in conf["deployments"]]
+    env_id = pid.upper().replace("-", "_")
+    dep = {"name": "default",
+           "base_url_env": conf.pop("base_url_env", f"{env_id}_BASE_URL"),
+           "api_key_env": conf.pop("api_key_env", f"{env_id}_API_KEY"), "weight": 1}
+    if "base_url" in conf:
+        dep["base_url"] = conf.pop("base_url")
+    return [dep]
+
+
 def normalize(raw: Mapping[str, Any]) -> dict[str, Any]:
-    """Fill implied fields: descriptor ids, upstream names, owners, prices as strings."""
+    """Fill implied fields: descriptor ids, deployments, upstream names, owners, prices as
+    strings. Timeouts, retry and cool-down are left as written: their defaults come from
+    the environment at run time."""
     providers = {}
     for pid, conf in (raw.get("providers") or {}).items():
         conf = dict(conf or {})
         conf.setdefault("descriptor", pid)
-        env_id = pid.upper().replace("-", "_")
-        conf.setdefault("base_url_env", f"{env_id}_BASE_URL")
-        conf.setdefault("api_key_env", f"{env_id}_API_KEY")
+        conf["deployments"] = _deployments(pid, conf)
         providers[pid] = conf
     models = {}
     for mid, conf in (raw.get("models") or {}).items():
@@ -43,6 +62,8 @@ def normalize(raw: Mapping[str, Any]) -> dict[str, Any]:
         conf.setdefault("created", 0)
         conf["endpoints"] = list(conf["endpoints"])
         conf["pricing"] = _price_strings(conf["pricing"])
+        if "fallbacks" in conf:
+            conf["fallbacks"] = list(conf["fallbacks"])
         models[mid] = conf
     return {"providers": providers, "defaults": dict(raw.get("defaults") or {}),
             "models": models}
@@ -60,6 +81,7 @@ def check(catalogue: Mapping[str, Any], descriptors: Mapping[str, Mapping[str, A
         elif desc.get("abstract"):
             errors.append(f"providers.{pid}: descriptor '{conf['descriptor']}' is an abstract "
                           "family and cannot be served")
+        errors += _deployment_errors(pid, conf, desc)
     for mid, model in catalogue["models"].items():
         pid = model["provider"]
         if pid not in providers:
@@ -76,10 +98,49 @@ def check(catalogue: Mapping[str, Any], descriptors: Mapping[str, Mapping[str, A
                 model["pricing"]):
             errors.append(f"models.{mid}.pricing: a chat model needs input_per_mtok and "
                           "output_per_mtok")
+    errors += _fallback_errors(catalogue["models"])
     for kind, mid in catalogue["defaults"].items():
         model = catalogue["models"].get(mid)
         if model is None:
             errors.append(f"defaults.{kind}: unknown model '{mid}'")
         elif kind not in model["endpoints"]:
             errors.append(f"defaults.{kind}: model '{mid}' does not serve '{kind}'")
+    return errors
+
+
+def _deployment_errors(pid: str, conf: Mapping[str, Any],
+                       desc: Mapping[str, Any] | None) -> list[str]:
+    errors = []
+    mixed = [key for key in SINGLE_DEPLOYMENT_KEYS if key in conf]
+    if mixed:
+        errors.append(f"providers.{pid}: {', '.join(mixed)} cannot be combined with "
+                      "deployments; set them on each deployment")
+    first: dict[str, int] = {}
+    for i, dep in enumerate(conf["deployments"]):
+        name = dep["name"]
+        if name in first:
+            errors.append(f"providers.{pid}.deployments[{i}].name: '{name}' is already the "
+                          f"name of deployments[{first[name]}]")
+        else:
+            first[name] = i
+        if "api_key_env" not in dep and desc is not None and not desc.get("keyless"):
+            # Such a deployment could never be used: say so now, not at the first request.
+            errors.append(f"providers.{pid}.deployments[{i}].api_key_env: required, the "
+                          f"'{conf['descriptor']}' descriptor is not keyless")
+    return errors
+
+
+def _fallback_errors(models: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    errors = []
+    for mid, model in models.items():
+        for i, other_id in enumerate(model.get("fallbacks", ())):
+            where = f"models.{mid}.fallbacks[{i}]"
+            other = models.get(other_id)
+            if other_id == mid:
+                errors.append(f"{where}: a model cannot fall back to itself")
+            elif other is None:
+                errors.append(f"{where}: unknown model '{other_id}'")
+            elif not set(model["endpoints"]) & set(other["endpoints"]):
+                errors.append(f"{where}: '{other_id}' serves none of this model's endpoints "
+                              f"({', '.join(model['endpoints'])})")
     return errors

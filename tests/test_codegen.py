@@ -101,6 +101,34 @@ def test_semantic_errors_are_reported(tmp_path):
             "'audio.speech' endpoint") in proc.stderr
 
 
+def test_a_descriptor_cannot_declare_an_endpoint_its_dialect_cannot_serve(tmp_path):
+    project = copy_project(tmp_path)
+    (project / "specs" / "providers" / "acme.yaml").write_text(yaml.safe_dump({
+        "dialect": "anthropic", "base_url": "https://api.acme.example",
+        "auth": {"scheme": "header", "header": "x-api-key"},
+        "endpoints": {"chat": "/v1/messages", "embeddings": "/v1/embed"}}))
+    (project / "specs" / "providers" / "nova.yaml").write_text(yaml.safe_dump({
+        "dialect": "klingon", "base_url": "https://api.nova.example",
+        "auth": {"scheme": "bearer"}, "endpoints": {"chat": "/chat"}}))
+    proc = run_codegen(project)
+    assert proc.returncode == 1
+    assert ("specs/providers/acme.yaml: endpoints.embeddings: the 'anthropic' dialect cannot "
+            "serve 'embeddings' (specs/dialects.yaml lists chat, messages, models)") in proc.stderr
+    assert "specs/providers/acme.yaml: endpoints.chat" not in proc.stderr
+    assert ("specs/providers/nova.yaml: dialect: 'klingon' is not a dialect of "
+            "specs/dialects.yaml") in proc.stderr
+    assert not (project / "generated").exists()
+
+
+def test_dialect_endpoints_are_compiled_into_the_registry():
+    from generated import registry
+
+    dialects = yaml.safe_load((ROOT / "specs" / "dialects.yaml").read_text())
+    assert registry.DIALECT_ENDPOINTS == {d: tuple(c["endpoints"]) for d, c in dialects.items()}
+    for pid, desc in registry.DESCRIPTORS.items():
+        assert set(desc.endpoints) <= set(registry.DIALECT_ENDPOINTS[desc.dialect]), pid
+
+
 def test_check_mode_detects_a_stale_tree(tmp_path):
     project = copy_project(tmp_path)
     assert run_codegen(project).returncode == 0
