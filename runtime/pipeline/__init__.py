@@ -1,0 +1,1 @@
+"""The request pipeline: every priced request runs through this package."""
