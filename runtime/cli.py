@@ -20,10 +20,13 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runtime.billing.credits import format_credits, parse_credits
 from runtime.settings import Settings
+
+if TYPE_CHECKING:
+    from runtime.catalogue import Deployment
 
 
 def _store():
@@ -162,14 +165,26 @@ def cmd_providers(args: argparse.Namespace) -> int:
           f"{len(catalogue.models)} models")
     for pid, provider in sorted(catalogue.providers.items()):
         models = sum(1 for m in catalogue.models.values() if m.provider is provider)
-        if provider.api_key:
-            state = f"usable ({provider.api_key_env} set)"
-        elif provider.descriptor.keyless:
-            state = "usable (keyless local server)"
-        else:
-            state = f"not usable: set {provider.api_key_env}"
-        print(f"  {pid:<12} {models:>3} models  {provider.base_url}  {state}")
+        deployments = provider.deployments
+        if len(deployments) == 1:
+            print(f"  {pid:<12} {models:>3} models  {provider.base_url}  "
+                  f"{_deployment_state(deployments[0])}")
+            continue
+        usable = sum(1 for d in deployments if d.usable)
+        state = "usable" if usable else "not usable"
+        print(f"  {pid:<12} {models:>3} models  {state} ({usable} of {len(deployments)} "
+              "deployments)")
+        for d in deployments:
+            print(f"    {pid}/{d.name}: {_deployment_state(d)}  {d.base_url}  weight {d.weight}")
     return 0
+
+
+def _deployment_state(deployment: Deployment) -> str:
+    if deployment.api_key:
+        return f"usable ({deployment.api_key_env} set)"
+    if deployment.keyless:
+        return "usable (keyless local server)"
+    return f"not usable: set {deployment.api_key_env}"
 
 
 def build_parser() -> argparse.ArgumentParser:
