@@ -5,9 +5,11 @@ Contract: raises the file-descriptor soft limit for itself and its children, wor
 temporary directory (SQLite database, process logs) that is removed at the end, stops every
 process it started also on an error or Ctrl-C, and exits 0 when the run completed (targets
 missed are reported, not failed), 1 when it could not complete, 130 on Ctrl-C.
-`--quick` is a short sanity run (a few seconds per part); `--parts` picks parts (latency,
-throughput, streams, hot); `--wait-quiet S` first waits up to S seconds for other work on the
-machine to stop, since the bench shares the cores with everything else.
+`--quick` is a short sanity run (a few seconds per part, still `--rounds` interleaved
+throughput rounds); `--parts` picks parts (latency, throughput, streams, hot); `--rounds N`
+(at least 3) sets the interleaved gateway/passthrough/direct throughput rounds whose median
+gives the gateway-to-passthrough ratio; `--wait-quiet S` first waits up to S seconds for
+other work on the machine to stop, since the bench shares the cores with everything else.
 """
 
 from __future__ import annotations
@@ -44,7 +46,9 @@ def parse(argv: list[str]) -> tuple[Options, argparse.Namespace]:
                    help="chunks per stream (one per --stream-interval)")
     p.add_argument("--stream-interval", type=float, default=d.stream_interval)
     p.add_argument("--workers", type=int, default=d.workers,
-                   help="gateway workers for latency and throughput")
+                   help="gateway (and passthrough) workers for latency and throughput")
+    p.add_argument("--rounds", type=int, default=d.rounds,
+                   help="interleaved throughput rounds (gateway, passthrough, direct), >= 3")
     p.add_argument("--upstream-workers", type=int, default=d.upstream_workers)
     p.add_argument("--hot-iterations", type=int, default=d.hot_iterations)
     p.add_argument("--parts", default=",".join(PARTS),
@@ -59,10 +63,13 @@ def parse(argv: list[str]) -> tuple[Options, argparse.Namespace]:
     unknown = set(parts) - set(PARTS)
     if unknown or not parts:
         p.error(f"--parts takes a subset of {','.join(PARTS)}, not {args.parts!r}")
+    if args.rounds < 3:
+        p.error("--rounds must be at least 3 (the ratio is a median over rounds)")
     opts = Options(requests=args.requests, warmup=args.warmup, duration=args.duration,
                    concurrency=args.concurrency, streams=args.streams,
                    stream_seconds=args.stream_seconds, stream_interval=args.stream_interval,
-                   workers=args.workers, upstream_workers=args.upstream_workers,
+                   workers=args.workers, rounds=args.rounds,
+                   upstream_workers=args.upstream_workers,
                    hot_iterations=args.hot_iterations, parts=parts)
     if args.quick:
         opts = replace(opts, requests=300, warmup=50, duration=2.0, streams=100,

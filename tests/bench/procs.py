@@ -2,7 +2,8 @@
 
 Contract
 --------
-- `Procs` is a context manager that owns every process it starts; leaving it (normally, on an
+- `Procs` is a context manager that owns every process it starts (`start`: stdout and stderr
+  to one log file, or stdout to its own file, never to a pipe); leaving it (normally, on an
   error or on Ctrl-C) stops them all: SIGINT, then SIGKILL to the child's own process group
   after a grace period. Children run in their own session, so a terminal Ctrl-C reaches only
   the harness, which then stops them in order; they also get SIGTERM if the harness dies
@@ -61,10 +62,11 @@ class Procs:
         self.stop_all()
 
     def start(self, name: str, argv: list[str], env: dict[str, str], log: Path,
-              cwd: Path) -> subprocess.Popen:
-        with log.open("ab") as out:
+              cwd: Path, stdout: Path | None = None) -> subprocess.Popen:
+        with log.open("ab") as err, (stdout.open("ab") if stdout else err) as out:
             proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=out,
-                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    stderr=err if stdout else subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL,
                                     start_new_session=True, preexec_fn=_pdeathsig)
         self.running.append((name, proc))
         return proc

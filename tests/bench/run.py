@@ -2,30 +2,43 @@
 
 Contract
 --------
-`run(opts, workdir, procs) -> dict` performs, in order, and returns the JSON-ready results:
-1. latency at concurrency 1: `opts.requests` non-streaming chat completions on one keep-alive
-   connection (after `opts.warmup`), directly to the upstream and through the gateway with
-   `opts.workers` workers; p50/p99 of each and the difference;
-2. throughput at concurrency `opts.concurrency` for `opts.duration` s, direct and through the
-   same gateway, with every non-200 or failed exchange counted, and the CPU each process used;
+`run(opts, workdir, procs) -> dict` performs, in order, and returns the JSON-ready results.
+Three servers answer the same non-streaming chat request: the fast fake upstream ("direct"),
+the real gateway (`tokmodel serve`, `opts.workers` workers, metrics and access log as it
+ships them: its stdout, the access log, goes to a file that is counted afterwards), and the
+bare passthrough (tests.bench.passthrough: one Bearer check and a requests.Session, served by
+the same `tokmodel serve` code path with the same gunicorn settings and worker count).
+1. latency at concurrency 1: `opts.requests` requests on one keep-alive connection (after
+   `opts.warmup`) to each of the three; p50/p99 and the gateway's added latency;
+2. throughput at concurrency `opts.concurrency`: `opts.rounds` interleaved rounds of
+   `opts.duration` s each (gateway, passthrough, direct, gateway, passthrough, direct, ...),
+   every non-200 or failed exchange counted, the CPU each process used; the per-side
+   figures are medians over the rounds and `ratio_to_passthrough` (the gateway's req/s over
+   the passthrough's) is the median of the per-round ratios (likewise `ratio_to_direct`);
 3. `opts.streams` concurrent streaming requests through a gateway with ONE worker while the
    upstream sends one chunk every `opts.stream_interval` s for `opts.stream_seconds` s; how
    many ended with `data: [DONE]`, and the peak RSS of the worker and the master;
-4. hot-path costs in-process (tests.bench.hot);
+4. hot-path costs in-process (tests.bench.hot; an error there is reported, not fatal);
 (only the parts named in `opts.parts`), plus a ledger check on the bench database
-(outstanding holds, usage rows by status) and the gateway log's warnings/errors. CPU use of
-every process is sampled from /proc around each run, with what other processes on the machine
-used meanwhile, so a noisy run can be recognised. Every process is started through `procs`
-(a `Procs`), which stops them whatever happens; the database lives in `workdir`.
+(outstanding holds, usage rows by status), the gateway log's warnings/errors, how many
+access-log lines the gateway wrote and whether GET /metrics answered. CPU use of every
+process is sampled from /proc around each run, with what other processes on the machine used
+meanwhile, so a noisy run can be recognised. Every process is started through `procs` (a
+`Procs`), which stops them whatever happens; the databases live in `workdir`. The harness
+reaches the gateway only over HTTP and through the `tokmodel` command line (accounts, keys,
+serve), so it does not depend on runtime internals.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
 import resource
 import sqlite3
+import statistics
+import subprocess
 import sys
 import time
 from contextlib import closing
@@ -34,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.bench import hot, load
+from tests.bench.passthrough import SETTINGS_MARK
 from tests.bench.procs import (
     Procs,
     busy_cpu_seconds,
@@ -60,6 +74,7 @@ class Options:
     stream_seconds: int = 15
     stream_interval: float = 1.0
     workers: int = 2
+    rounds: int = 3
     upstream_workers: int = 1
     hot_iterations: int = 2000
     parts: tuple[str, ...] = ("latency", "throughput", "streams", "hot")
@@ -95,6 +110,8 @@ class Bench:
         self.db_path = workdir / "bench.db"
         self.db_url = f"sqlite:///{self.db_path}"
         self.logs: list[Path] = []
+        self.access_logs: list[Path] = []
+        self.passthrough_log = workdir / "passthrough.log"
         self.secret = ""
         self.upstream_port = 0
 
@@ -115,35 +132,71 @@ class Bench:
         self.upstream_port = port
         return HOST, port
 
+    def tokmodel(self, *args: str) -> str:
+        """Run the `tokmodel` command line on the bench database; return its stdout."""
+        done = subprocess.run([sys.executable, "-m", "runtime.cli", *args], cwd=ROOT,
+                              env=gateway_env(self.db_url, self.upstream_port),
+                              capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            raise RuntimeError(f"tokmodel {' '.join(args)} failed ({done.returncode}):\n"
+                               + done.stderr[-2000:])
+        return done.stdout
+
     def make_key(self) -> None:
-        from runtime.store import open_store
+        self.tokmodel("accounts", "create", "bench", "--credits", "1000000000")
+        self.secret = self.tokmodel("keys", "create", "--account", "bench",
+                                    "--name", "bench").strip().splitlines()[-1].strip()
 
-        store = open_store(self.db_url)
-        try:
-            store.create_account("bench", 10**15)  # a billion credits
-            _, self.secret = store.create_key("bench", "bench")
-        finally:
-            store.close()
-
-    def start_gateway(self, workers: int) -> tuple[Any, tuple[str, int], list[int]]:
+    def _start_server(self, name: str, argv: list[str], env: dict[str, str], ready: str,
+                      workers: int, log: Path, stdout: Path | None = None,
+                      ) -> tuple[Any, tuple[str, int], list[int]]:
         port = free_port()
-        log = self.workdir / f"gateway-{workers}w-{port}.log"
-        self.logs.append(log)
-        proc = self.procs.start(
-            "gateway",
-            [sys.executable, "-m", "runtime.cli", "serve", "--host", HOST, "--port", str(port),
-             "--workers", str(workers)],
-            env=gateway_env(self.db_url, self.upstream_port), log=log, cwd=ROOT)
+        proc = self.procs.start(name, [*argv, "--host", HOST, "--port", str(port),
+                                       "--workers", str(workers)],
+                                env=env, log=log, cwd=ROOT, stdout=stdout)
         addr = (HOST, port)
-        wait_http(addr, "/readyz", proc, log)
+        wait_http(addr, ready, proc, log)
         deadline = time.monotonic() + 30
         pids = children(proc.pid)
         while len(pids) < workers and time.monotonic() < deadline:
             time.sleep(0.1)
             pids = children(proc.pid)
         if len(pids) < workers:
-            raise RuntimeError(f"gateway has {len(pids)} of {workers} workers")
+            raise RuntimeError(f"{name} has {len(pids)} of {workers} workers")
         return proc, addr, pids
+
+    def start_gateway(self, workers: int) -> tuple[Any, tuple[str, int], list[int]]:
+        """`tokmodel serve` as shipped; its stdout (the access log) goes to a file."""
+        n = len(self.logs) + 1
+        log = self.workdir / f"gateway-{n}-{workers}w.log"
+        self.logs.append(log)
+        self.access_logs.append(self.workdir / f"gateway-{n}-{workers}w.stdout")
+        return self._start_server(
+            "gateway", [sys.executable, "-m", "runtime.cli", "serve"],
+            gateway_env(self.db_url, self.upstream_port), "/readyz", workers, log,
+            stdout=self.access_logs[-1])
+
+    def start_passthrough(self, workers: int) -> tuple[Any, tuple[str, int], list[int]]:
+        """The bare passthrough under `tokmodel serve`'s gunicorn settings, on its own
+        database and metrics directory so that it can never touch the gateway's."""
+        self.passthrough_log = self.workdir / f"passthrough-{workers}w.log"
+        env = gateway_env(f"sqlite:///{self.workdir / 'passthrough.db'}", self.upstream_port)
+        env.update(BENCH_PASSTHROUGH_UPSTREAM=f"http://{HOST}:{self.upstream_port}/v1",
+                   BENCH_PASSTHROUGH_KEY=self.secret,
+                   PROMETHEUS_MULTIPROC_DIR=str(self.workdir / "passthrough-metrics"))
+        (self.workdir / "passthrough-metrics").mkdir(exist_ok=True)
+        return self._start_server(
+            "passthrough", [sys.executable, "-m", "tests.bench.passthrough"], env, "/ready",
+            workers, self.passthrough_log)
+
+    def passthrough_settings(self) -> dict[str, Any]:
+        try:
+            for line in self.passthrough_log.read_text(errors="replace").splitlines():
+                if line.startswith(SETTINGS_MARK):
+                    return json.loads(line[len(SETTINGS_MARK):])
+        except (OSError, ValueError):
+            pass
+        return {}
 
     # requests
 
@@ -194,11 +247,16 @@ def _cpu_share(pids: dict[str, int], fn: Any) -> tuple[Any, dict[str, float]]:
 
 
 def ledger(db_path: Path) -> dict[str, Any]:
+    """Outstanding holds and usage rows by status, read from the database file (the sum of
+    held amounts in whatever unit column the holds table has)."""
     with closing(sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)) as db:
-        holds = db.execute(
-            "SELECT count(*), coalesce(sum(amount_micro), 0) FROM holds").fetchone()
+        columns = [row[1] for row in db.execute("PRAGMA table_info(holds)")]
+        amount = next((c for c in columns if c.startswith("amount")), None)
+        total = f"coalesce(sum({amount}), 0)" if amount else "0"
+        holds = db.execute(f"SELECT count(*), {total} FROM holds").fetchone()
         rows = db.execute("SELECT status, count(*) FROM usage_log GROUP BY status").fetchall()
-    return {"outstanding_holds": holds[0], "outstanding_hold_micro": holds[1],
+    return {"outstanding_holds": holds[0], "outstanding_hold_amount": holds[1],
+            "outstanding_hold_unit": amount or "",
             "usage_rows_by_status": {str(s): n for s, n in rows}}
 
 
@@ -207,24 +265,134 @@ _TROUBLE = re.compile(r"Traceback|ERROR|CRITICAL|WARNING|Exception|Error|SIGKILL
                       re.IGNORECASE)
 
 
+def _json_record(line: str) -> dict[str, Any] | None:
+    if not line.startswith("{"):
+        return None
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _record_trouble(record: dict[str, Any]) -> bool:
+    """A structured log line is trouble when it says so (level) or records a 5xx."""
+    level = str(record.get("level") or record.get("levelname") or "").lower()
+    if level in ("warning", "warn", "error", "critical", "fatal"):
+        return True
+    status = record.get("status")
+    return isinstance(status, int) and status >= 500
+
+
 def log_trouble(paths: list[Path], limit: int = 40) -> dict[str, Any]:
-    """Warning/error lines of the gateway logs: how many, and the first `limit` of them."""
+    """Warning/error lines of the gateway logs: how many, and the first `limit` of them.
+    JSON lines (structured or access-log records) count only when their level is a warning
+    or worse or their status a 5xx; other lines when they look like trouble."""
     lines: list[str] = []
     count = 0
     for path in paths:
         try:
-            text = path.read_text(errors="replace")
+            handle = path.open(errors="replace")
         except OSError:
             continue
-        for line in text.splitlines():
-            if _TROUBLE.search(line) and not _NOISE.search(line):
-                count += 1
-                if len(lines) < limit:
-                    lines.append(f"{path.name}: {line[:300]}")
+        with handle:
+            for line in handle:
+                line = line.rstrip("\n")
+                record = _json_record(line)
+                bad = (_record_trouble(record) if record is not None
+                       else bool(_TROUBLE.search(line)) and not _NOISE.search(line))
+                if bad:
+                    count += 1
+                    if len(lines) < limit:
+                        lines.append(f"{path.name}: {line[:300]}")
     return {"lines": count, "excerpt": lines}
 
 
+def access_log_lines(paths: list[Path]) -> dict[str, int]:
+    """Lines the gateway wrote on stdout (its access log): all, and those that are JSON."""
+    total = records = 0
+    for path in paths:
+        try:
+            with path.open(errors="replace") as handle:
+                for line in handle:
+                    total += 1
+                    records += _json_record(line.strip()) is not None
+        except OSError:
+            continue
+    return {"lines": total, "json_lines": records}
+
+
+def metrics_probe(addr: tuple[str, int]) -> dict[str, Any]:
+    """GET /metrics on the gateway: status and how many sample lines it exposed."""
+    conn = load.HttpConn(addr)
+    try:
+        resp = conn.roundtrip(load.build_get(addr[0], addr[1], "/metrics"))
+    except (OSError, ValueError) as exc:
+        return {"status": None, "error": str(exc)}
+    finally:
+        conn.close()
+    text = resp.body.decode(errors="replace")
+    samples = [x for x in text.splitlines() if x and not x.startswith("#")]
+    return {"status": resp.status, "samples": len(samples) if resp.status == 200 else 0}
+
+
 PARTS = ("latency", "throughput", "streams", "hot")
+SIDES = ("gateway", "passthrough", "direct")
+
+
+def _median_side(rounds: list[dict[str, Any]], side: str) -> dict[str, Any]:
+    runs = [r[side] for r in rounds]
+    kinds: dict[str, int] = {}
+    for run_ in runs:
+        for kind, n in run_["error_kinds"].items():
+            kinds[kind] = kinds.get(kind, 0) + n
+    cpu_keys = list(dict.fromkeys(k for run_ in runs for k in run_["cpu_percent"]))
+    return {
+        "rps": round(statistics.median(x["rps"] for x in runs), 1),
+        "rps_rounds": [x["rps"] for x in runs],
+        "ok": sum(x["ok"] for x in runs), "errors": sum(x["errors"] for x in runs),
+        "error_kinds": kinds,
+        "error_samples": [s for x in runs for s in x["error_samples"]][:5],
+        "seconds": round(statistics.fmean(x["seconds"] for x in runs), 2),
+        "p50_ms": round(statistics.median(x["p50_ms"] for x in runs), 3),
+        "p99_ms": round(statistics.median(x["p99_ms"] for x in runs), 3),
+        "cpu_percent": {k: round(statistics.fmean(x["cpu_percent"].get(k, 0.0)
+                                                  for x in runs), 1) for k in cpu_keys},
+    }
+
+
+def _ratio(a: float, b: float) -> float:
+    return round(a / b, 3) if b else 0.0
+
+
+def throughput_phase(opts: Options, targets: dict[str, tuple[tuple[str, int], bytes, dict]],
+                     say: Any) -> dict[str, Any]:
+    """Interleaved rounds: each round runs every side in SIDES order for opts.duration s."""
+    rounds: list[dict[str, Any]] = []
+    for i in range(max(1, opts.rounds)):
+        say(f"throughput round {i + 1}/{opts.rounds}: " + ", ".join(SIDES)
+            + f", {opts.duration:g} s each at concurrency {opts.concurrency} ...")
+        one: dict[str, Any] = {}
+        for side in SIDES:
+            addr, request, pids = targets[side]
+            result, cpu = _cpu_share(pids, lambda a=addr, r=request: load.concurrent(
+                a, r, opts.concurrency, opts.duration))
+            one[side] = {**_throughput(result), "cpu_percent": cpu}
+        one["ratio_to_passthrough"] = _ratio(one["gateway"]["rps"], one["passthrough"]["rps"])
+        one["ratio_to_direct"] = _ratio(one["gateway"]["rps"], one["direct"]["rps"])
+        rounds.append(one)
+    tp: dict[str, Any] = {"concurrency": opts.concurrency, "workers": opts.workers,
+                          "rounds": len(rounds), "order": list(SIDES)}
+    for side in SIDES:
+        tp[side] = _median_side(rounds, side)
+    tp["ratio_to_passthrough"] = round(statistics.median(
+        r["ratio_to_passthrough"] for r in rounds), 3)
+    tp["ratio_to_passthrough_rounds"] = [r["ratio_to_passthrough"] for r in rounds]
+    tp["ratio_to_direct"] = round(statistics.median(r["ratio_to_direct"] for r in rounds), 3)
+    tp["per_round"] = [{side: {k: r[side][k] for k in ("rps", "errors", "p50_ms", "p99_ms",
+                                                        "cpu_percent")} for side in SIDES}
+                       for r in rounds]
+    return tp
 
 
 def run(opts: Options, workdir: Path, procs: Procs, say: Any = print) -> dict[str, Any]:
@@ -242,41 +410,46 @@ def run(opts: Options, workdir: Path, procs: Procs, say: Any = print) -> dict[st
         bench.make_key()
         say(f"upstream on {upstream[1]} ({opts.upstream_workers} process(es))")
     if {"latency", "throughput"} & set(parts):
-        say(f"starting the gateway with {opts.workers} workers")
+        say(f"starting the gateway and the bare passthrough, {opts.workers} workers each")
         gateway, gw_addr, worker_pids = bench.start_gateway(opts.workers)
-        direct_req, gw_req = bench.chat(upstream), bench.chat(gw_addr)
+        passthrough, pt_addr, pt_pids = bench.start_passthrough(opts.workers)
+        out["gunicorn_settings"] = bench.passthrough_settings()
+        direct_req, gw_req, pt_req = bench.chat(upstream), bench.chat(gw_addr), \
+            bench.chat(pt_addr)
         load.concurrent(gw_addr, gw_req, opts.concurrency, 1.5)  # warm every worker
+        load.concurrent(pt_addr, pt_req, opts.concurrency, 1.5)
         up_pids = {"upstream": bench.upstream_pid}
         pids = {**up_pids, "gateway master": gateway.pid,
                 **{f"gateway worker {i + 1}": pid for i, pid in enumerate(worker_pids)}}
+        pt_all = {**up_pids, "passthrough master": passthrough.pid,
+                  **{f"passthrough worker {i + 1}": pid for i, pid in enumerate(pt_pids)}}
+        targets = {"gateway": (gw_addr, gw_req, pids),
+                   "passthrough": (pt_addr, pt_req, pt_all),
+                   "direct": (upstream, direct_req, up_pids)}
 
     if "latency" in parts:  # 1. latency at concurrency 1
-        say("latency at concurrency 1 ...")
-        direct, direct_cpu = _cpu_share(up_pids, lambda: load.sequential(
-            upstream, direct_req, opts.requests, opts.warmup))
-        through, gw_cpu = _cpu_share(pids, lambda: load.sequential(
-            gw_addr, gw_req, opts.requests, opts.warmup))
-        lat = {"direct": {**_latency(direct), "cpu_percent": direct_cpu},
-               "gateway": {**_latency(through), "cpu_percent": gw_cpu}}
-        lat["added_p50_ms"] = round(lat["gateway"]["p50_ms"] - lat["direct"]["p50_ms"], 3)
-        lat["added_p99_ms"] = round(lat["gateway"]["p99_ms"] - lat["direct"]["p99_ms"], 3)
+        say("latency at concurrency 1: " + ", ".join(SIDES) + " ...")
+        lat: dict[str, Any] = {}
+        for side in SIDES:
+            addr, request, side_pids = targets[side]
+            result, cpu = _cpu_share(side_pids, lambda a=addr, r=request: load.sequential(
+                a, r, opts.requests, opts.warmup))
+            lat[side] = {**_latency(result), "cpu_percent": cpu}
+        for base in ("direct", "passthrough"):
+            for q in ("p50", "p99"):
+                lat[f"added_{q}_ms" + ("" if base == "direct" else "_vs_passthrough")] = round(
+                    lat["gateway"][f"{q}_ms"] - lat[base][f"{q}_ms"], 3)
         out["latency"] = lat
 
-    if "throughput" in parts:  # 2. throughput at concurrency N
-        say(f"throughput at concurrency {opts.concurrency}, {opts.duration:g} s each ...")
-        direct, direct_cpu = _cpu_share(up_pids, lambda: load.concurrent(
-            upstream, direct_req, opts.concurrency, opts.duration))
-        through, gw_cpu = _cpu_share(pids, lambda: load.concurrent(
-            gw_addr, gw_req, opts.concurrency, opts.duration))
-        tp = {"concurrency": opts.concurrency, "workers": opts.workers,
-              "direct": {**_throughput(direct), "cpu_percent": direct_cpu},
-              "gateway": {**_throughput(through), "cpu_percent": gw_cpu}}
-        d_rps, g_rps = tp["direct"]["rps"], tp["gateway"]["rps"]
-        tp["ratio"] = round(g_rps / d_rps, 3) if d_rps else 0.0
-        out["throughput"] = tp
+    if "throughput" in parts:  # 2. throughput at concurrency N, interleaved rounds
+        out["throughput"] = throughput_phase(opts, targets, say)
 
     if {"latency", "throughput"} & set(parts):
+        out["metrics_endpoint"] = metrics_probe(gw_addr)
         out["workers_restarted"] = sorted(set(worker_pids) - set(children(gateway.pid)))
+        out["passthrough_workers_restarted"] = sorted(set(pt_pids)
+                                                      - set(children(passthrough.pid)))
+        procs.stop(passthrough)
         procs.stop(gateway)
 
     if "streams" in parts:  # 3. concurrent slow streams on one worker
@@ -285,12 +458,17 @@ def run(opts: Options, workdir: Path, procs: Procs, say: Any = print) -> dict[st
 
     if bench.logs:
         out["ledger"] = ledger(bench.db_path)
-        out["gateway_log"] = log_trouble(bench.logs)
+        out["gateway_log"] = log_trouble(bench.logs + bench.access_logs)
+        out["access_log"] = access_log_lines(bench.access_logs)
     procs.stop_all()
 
     if "hot" in parts:  # 4. hot path, with nothing else running
         say("hot-path costs in-process ...")
-        out["hot_path_us"] = hot.measure(workdir, opts.hot_iterations)
+        try:
+            out["hot_path_us"] = hot.measure(workdir, opts.hot_iterations)
+        except Exception as exc:  # in-process internals may move: report, do not abort
+            out["hot_path_error"] = f"{type(exc).__name__}: {exc}"
+            say(f"hot-path part failed: {out['hot_path_error']}")
     return out
 
 
