@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 WORKERS ?= 2
 
-.PHONY: install generate check-generated run test lint bench clean
+.PHONY: install generate check-generated run test lint bench bench-profile clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or make PYTHON=python3)"; exit 1; }
@@ -34,8 +34,13 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check codegen runtime tests
 
+# make bench BENCH_ARGS=--quick: a short sanity run (python -m tests.bench --help)
 bench: $(STAMP)
-	$(BIN)/python -m tests.bench
+	$(BIN)/python -m tests.bench $(BENCH_ARGS)
+
+# per-request CPU of the gateway by component (in-process, sampled)
+bench-profile: $(STAMP)
+	$(BIN)/python -m tests.bench.profile $(PROFILE_ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache
