@@ -8,13 +8,15 @@
 | TOKMODEL_UPSTREAM_READ_TIMEOUT | 600 seconds (between two bytes of an answer) |
 | TOKMODEL_IMAGE_FETCH_MAX_BYTES | 20971520 (20 MiB), for providers that need image bytes |
 | TOKMODEL_IMAGE_FETCH_ALLOW_PRIVATE | unset: image URLs on private/loopback addresses refused |
+| TOKMODEL_METRICS_TOKEN | unset: GET /metrics is open; set: `Authorization: Bearer <it>` needed |
+| TOKMODEL_SHUTDOWN_TIMEOUT | 30 seconds: after SIGTERM, the time open requests and streams get |
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +28,8 @@ class Settings:
     read_timeout: float = 600.0
     image_fetch_max_bytes: int = 20 * 1024 * 1024
     image_fetch_allow_private: bool = False
+    metrics_token: str | None = field(default=None, repr=False)  # a secret: not in reprs
+    shutdown_timeout: float = 30.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -42,4 +46,6 @@ class Settings:
                                       or base.image_fetch_max_bytes),
             image_fetch_allow_private=env.get("TOKMODEL_IMAGE_FETCH_ALLOW_PRIVATE", "").lower()
             in ("1", "true", "yes"),
+            metrics_token=env.get("TOKMODEL_METRICS_TOKEN") or None,
+            shutdown_timeout=float(env.get("TOKMODEL_SHUTDOWN_TIMEOUT") or base.shutdown_timeout),
         )
