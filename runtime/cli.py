@@ -1,6 +1,6 @@
 """The `tokmodel` command: serve the gateway, and manage accounts, keys and the catalogue.
 
-  tokmodel serve [--host H] [--port P] [--workers N]
+  tokmodel serve [--host H] [--port P] [--workers N] [--shutdown-timeout SECONDS]
   tokmodel accounts create NAME [--credits AMOUNT] | topup NAME AMOUNT | show NAME [--json]
                     | list [--json]
   tokmodel keys create --account NAME [--name LABEL] | list --account NAME [--json]
@@ -56,8 +56,12 @@ def _fail(message: str) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from runtime.serve import serve
+    from runtime.settings import Settings
 
-    serve(args.host, args.port, args.workers, args.worker_class)
+    timeout = args.shutdown_timeout
+    if timeout is None:
+        timeout = Settings.from_env().shutdown_timeout
+    serve(args.host, args.port, args.workers, args.worker_class, shutdown_timeout=timeout)
     return 0
 
 
@@ -196,6 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=int(os.environ.get("TOKMODEL_PORT", 8080)))
     serve.add_argument("--workers", type=int, default=int(os.environ.get("TOKMODEL_WORKERS", 2)))
     serve.add_argument("--worker-class", default="gevent", choices=["gevent", "gthread", "sync"])
+    serve.add_argument("--shutdown-timeout", type=float, default=None,
+                       help="seconds open requests and streams get after SIGTERM "
+                            "(default: TOKMODEL_SHUTDOWN_TIMEOUT or 30)")
     serve.set_defaults(func=cmd_serve)
 
     accounts = sub.add_parser("accounts", help="accounts and their credits")
