@@ -18,8 +18,11 @@ from runtime.catalogue import Catalogue, load_catalogue
 from runtime.console import add_console_routes
 from runtime.errors import OPENAI, GatewayError, render_error
 from runtime.gateway import Gateway
-from runtime.resources import RESOURCES
+from runtime.observability.middleware import RequestRecords
+from runtime.pipeline.run import Pipeline
+from runtime.resources import RESOURCES, ROUTES, PricedResource
 from runtime.resources.health import Health, Ready
+from runtime.resources.metrics_endpoint import MetricsEndpoint
 from runtime.settings import Settings
 from runtime.store import Store, open_store
 from runtime.upstream import Upstream
@@ -78,17 +81,22 @@ def create_app(settings: Settings, registry: ModuleType, store: Store, upstream:
     gateway = Gateway(settings=settings, catalogue=catalogue, store=store, upstream=upstream,
                       validator=Validator(registry.MODEL_MODULES),
                       endpoints=registry.ENDPOINTS)
-    app = falcon.App(media_type=falcon.MEDIA_JSON)
+    pipeline = Pipeline(gateway)
+    app = falcon.App(media_type=falcon.MEDIA_JSON, middleware=[RequestRecords()])
     app.req_options.strip_url_path_trailing_slash = True
     for kind, endpoint in registry.ENDPOINTS.items():
-        resource_class = RESOURCES.get(kind)
-        if resource_class is None:
-            continue
-        resource = resource_class(gateway)
-        for route in endpoint.routes:
-            app.add_route(route, resource)
+        if kind in ROUTES:
+            resource: object = PricedResource(pipeline, ROUTES[kind])
+        elif kind in RESOURCES:
+            resource = RESOURCES[kind](gateway)
+        else:
+            raise RuntimeError(f"specs/endpoints.yaml declares '{kind}', which no resource "
+                               "serves (runtime/resources/__init__.py)")
+        for path in endpoint.routes:
+            app.add_route(path, resource)
     app.add_route("/healthz", Health())
     app.add_route("/readyz", Ready(gateway))
+    app.add_route("/metrics", MetricsEndpoint(settings.metrics_token))
     add_console_routes(app, store, settings)
     app.add_error_handler(Exception, _on_unexpected)
     app.add_error_handler(falcon.HTTPError, _on_http_error)

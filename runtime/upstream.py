@@ -32,6 +32,14 @@ class UpstreamResponse:
         self.status_code = raw.status
         self.headers = raw.headers  # case-insensitive
 
+    def set_read_timeout(self, seconds: float) -> None:
+        """From now on, wait at most `seconds` between two reads of this answer (the idle
+        timeout of a stream, after its first byte came under the first-byte timeout)."""
+        conn = getattr(self._raw, "connection", None)
+        sock = getattr(conn, "sock", None)
+        if sock is not None:
+            sock.settimeout(seconds)
+
     def iter_content(self, chunk_size: int | None = None) -> Iterator[bytes]:
         """The body in pieces as they arrive (never waiting to fill a buffer)."""
         read1 = self._raw.read1
@@ -58,9 +66,11 @@ class Upstream:
 
     def send(self, method: str, url: str, *, headers: Mapping[str, str],
              body: bytes | Iterable[bytes] | None = None,
-             params: Mapping[str, str] | None = None) -> UpstreamResponse:
+             params: Mapping[str, str] | None = None,
+             timeout: urllib3.Timeout | None = None) -> UpstreamResponse:
         """Open a response (headers read, body not yet); raises UpstreamError. `body` is
-        bytes or an iterable of byte chunks with a len() (sent as it is produced)."""
+        bytes or an iterable of byte chunks with a len() (sent as it is produced);
+        `timeout` (connect, read until the first byte) overrides the pool's."""
         headers = dict(headers)
         if body is not None and not isinstance(body, bytes) and hasattr(body, "__len__"):
             headers["Content-Length"] = str(len(body))  # type: ignore[arg-type]
@@ -69,7 +79,7 @@ class Upstream:
         try:
             raw = self.pool.urlopen(method, url, body=body, headers=headers,
                                     preload_content=False, redirect=False, retries=False,
-                                    decode_content=True)
+                                    decode_content=True, timeout=timeout or self.timeout)
         except NewConnectionError as exc:  # a TimeoutError subclass, but a refusal
             raise UpstreamError("The upstream provider could not be reached.") from exc
         except TimeoutError as exc:

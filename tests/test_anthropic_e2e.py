@@ -266,7 +266,8 @@ def test_neutral_values_and_hints_pass(gw, up, acct):
     (400, "invalid_request_error", openai.BadRequestError)])
 def test_upstream_errors_are_mapped(gw, up, acct, status, kind, expected):
     account, client = acct
-    up.fail_next(status, {"type": "error", "error": {"type": kind, "message": "upstream said"}})
+    for _ in range(3):  # every attempt (retryable statuses are tried three times)
+        up.fail_next(status, {"type": "error", "error": {"type": kind, "message": "upstream said"}})
     with pytest.raises(expected) as info:
         client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}])
     assert info.value.status_code == (503 if status == 529 else 400)

@@ -47,7 +47,8 @@ def gw(fakes, tmp_path_factory):
            "TOGETHER_BASE_URL": fakes["together"].base_url, "TOGETHER_API_KEY": "together-up",
            # a closed port: the provider is configured but unreachable
            "DEEPSEEK_BASE_URL": f"http://127.0.0.1:{free_port()}/v1", "DEEPSEEK_API_KEY": "x",
-           "TOKMODEL_UPSTREAM_READ_TIMEOUT": "1.5", "TOKMODEL_MAX_BODY_BYTES": "200000"}
+           "TOKMODEL_FIRST_BYTE_TIMEOUT": "1.5", "TOKMODEL_IDLE_TIMEOUT": "1.5",
+           "TOKMODEL_MAX_BODY_BYTES": "200000"}
     gateway = start_gateway(tmp_path_factory.mktemp("gw"), env, workers=2)
     yield gateway
     gateway.stop()
@@ -345,11 +346,11 @@ def test_unknown_model_and_path(gw, fresh):
 def test_upstream_429_keeps_status_and_retry_after_and_is_free(gw, fresh):
     account, secret = gw.account()
     before = gw.balance(account)
-    fresh["openai"].fail_next(429, headers={"Retry-After": "7"})
+    fresh["openai"].fail_next(429, headers={"Retry-After": "60"})
     with pytest.raises(openai.RateLimitError) as err:
         client(gw, secret).chat.completions.create(
             model="openai/gpt-4o", messages=[{"role": "user", "content": "x"}])
-    assert err.value.response.headers["retry-after"] == "7"
+    assert err.value.response.headers["retry-after"] == "60"
     assert gw.balance(account) == before
     assert [r.status for r in usage_rows(gw, account)] == [429]
 
@@ -386,7 +387,8 @@ def test_unreachable_timeout_and_invalid_upstream(gw, fresh):
         c.chat.completions.create(model="deepseek/deepseek-chat",
                                   messages=[{"role": "user", "content": "x"}])
     assert err.value.status_code == 502
-    fresh["openai"].hang_next(3)
+    for _ in range(3):  # every attempt times out before its first byte
+        fresh["openai"].hang_next(3)
     with pytest.raises(openai.APIStatusError) as err:
         c.chat.completions.create(model="openai/gpt-4o",
                                   messages=[{"role": "user", "content": "x"}])

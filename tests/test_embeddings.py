@@ -166,11 +166,12 @@ def test_refusals_are_4xx_without_charge_or_upstream_call(stack, account):
 
 def test_upstream_error_keeps_status_and_charges_nothing(stack, account):
     account_id, _secret, client = account
-    stack.openai.fail_next(429, headers={"Retry-After": "7"})
+    stack.openai.fail_next(429, headers={"Retry-After": "60"})
     with pytest.raises(openai.RateLimitError) as err:
         client.embeddings.create(model="openai/text-embedding-3-small", input="x")
-    assert err.value.response.headers["Retry-After"] == "7"
-    stack.gemini.fail_next(503)
+    assert err.value.response.headers["Retry-After"] == "60"
+    for _ in range(3):  # every attempt
+        stack.gemini.fail_next(503)
     with pytest.raises(openai.InternalServerError):
         client.embeddings.create(model="google/gemini-embedding-001", input="x")
     assert stack.gateway.balance(account_id) == 5_000_000

@@ -21,7 +21,7 @@ import requests
 from anthropic import Anthropic
 
 from runtime.billing.pricing import Usage
-from runtime.clients import anthropic_messages as inbound
+from runtime.clients import messages_translation as inbound
 from runtime.errors import BadRequest
 from runtime.sse import iter_events
 from tests.fakes import FakeOpenAI
@@ -388,7 +388,8 @@ def test_upstream_rate_limit_keeps_retry_after(gw, up, acct, model):
 @pytest.mark.parametrize("model, status", [(CLAUDE, 529), (GPT, 503)])
 def test_upstream_overload_is_internal_server_error(gw, up, acct, model, status):
     account, client = acct
-    upstream_of(up, model).fail_next(status)
+    for _ in range(3):  # every attempt
+        upstream_of(up, model).fail_next(status)
     with pytest.raises(anthropic.InternalServerError) as info:
         client.messages.create(model=model, max_tokens=10,
                                messages=[{"role": "user", "content": "x"}])

@@ -120,9 +120,9 @@ def test_refusals(stack, account):
                      top_n="2")
     assert bad_top.status_code == 400 and bad_top.json()["error"]["param"] == "top_n"
     assert stack.cohere.requests == []
-    stack.cohere.fail_next(429, headers={"Retry-After": "3"})
+    stack.cohere.fail_next(429, headers={"Retry-After": "30"})
     limited = rerank(stack, secret, model="cohere/rerank-v3.5", query="q", documents=["a"])
-    assert limited.status_code == 429 and limited.headers["Retry-After"] == "3"
+    assert limited.status_code == 429 and limited.headers["Retry-After"] == "30"
     assert limited.json()["error"]["message"] == "Scripted failure 429."
     assert stack.gateway.balance(account_id) == START
 

@@ -14,7 +14,7 @@ import pytest
 import requests
 from openai import OpenAI
 
-from runtime.clients.responses import decode_summary
+from runtime.clients.responses_translation import decode_summary
 from tests.fakes import FakeOpenAI
 from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.fakes.gemini_upstream import FakeGemini
@@ -327,10 +327,10 @@ def test_invalid_body_names_the_field(gw, up):
 @pytest.mark.parametrize("model", [NATIVE, TRANSLATED[0], TRANSLATED[2]])
 def test_upstream_429_keeps_status_and_costs_nothing(gw, up, model):
     acct, c = account(gw)
-    up[UPSTREAM[model]].fail_next(429, headers={"Retry-After": "3"})
+    up[UPSTREAM[model]].fail_next(429, headers={"Retry-After": "30"})
     with pytest.raises(openai.RateLimitError) as err:
         c.responses.create(model=model, input="hi")
-    assert err.value.response.headers.get("retry-after") == "3"
+    assert err.value.response.headers.get("retry-after") == "30"
     assert spent(gw, acct) == 0
 
 

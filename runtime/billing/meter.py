@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from decimal import Decimal
 
@@ -36,6 +36,8 @@ class Meter:
         self.held = 0
         self.settled = False
         self.charged = 0
+        # Called once settled, with (status, usage, charged): the request's record.
+        self.on_settled: Callable[[int, Usage, int], None] | None = None
 
     def reserve(self, amount_micro: int) -> None:
         if not self.store.hold(self.request_id, self.key.account_id, amount_micro):
@@ -56,6 +58,8 @@ class Meter:
             cached_tokens=usage.cached_tokens, details=dict(usage.units),
             cost_micro=cost, latency_ms=int((time.monotonic() - self.started) * 1000))
         self.charged = self.store.settle(self.request_id, cost, record)
+        if self.on_settled is not None:
+            self.on_settled(status, usage, self.charged)
         return self.charged
 
     @contextmanager

@@ -1,9 +1,8 @@
-"""Forwarding one chat stream to an OpenAI-format client, chunk by chunk, and charging it.
+"""Charging a chat stream, whatever format the client reads it in.
 
-`ChatStream` is the WSGI body iterable: it pulls OpenAI chunks from an adapter as the
-upstream sends them, rewrites `model` to the id the client used, keeps the upstream's usage,
-adds `cost` to the usage chunk when the client asked for usage (and strips usage when it did
-not), and ends with `data: [DONE]`. It settles exactly once, in every outcome:
+`MeteredStream` is the base of every chat stream body (OpenAI chat, Anthropic Messages and
+Responses clients): it counts what OpenAI chunks produced, keeps the upstream's usage, and
+settles exactly once, in every outcome:
 - normal end: the upstream's usage at catalogue prices;
 - upstream error mid-stream: an error event is sent, and what was produced is charged;
 - client gone (close() before the end): the upstream is closed at once and what was
@@ -14,20 +13,16 @@ prompt text and the text actually produced; a stream that produced nothing costs
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
 from runtime.billing.meter import Meter
-from runtime.billing.pricing import Usage, charge_micro, micro_to_credits, token_cost
+from runtime.billing.pricing import Usage, token_cost
 from runtime.billing.settling_body import SettlingBody
 from runtime.catalogue import Model
-from runtime.errors import GatewayError
-from runtime.providers.base import StreamBroken
-from runtime.upstream import broken_off
 
 log = logging.getLogger("tokmodel.stream")
 
@@ -65,60 +60,13 @@ class MeteredStream(SettlingBody):
     def _finish(self) -> None:
         if self._meter.settled:
             return
+        self._note_interruption()
         try:
             self._on_close()
         finally:
             self.charged_usage = settle_produced(self._meter, self._model, self._usage,
                                                  self._prompt_chars, self._produced_chars,
                                                  self._status)
-
-
-class ChatStream(MeteredStream):
-    def __init__(self, chunks: Iterator[dict[str, Any]], *, model: Model, client_model: str,
-                 meter: Meter, include_usage: bool, prompt_chars: int,
-                 on_close: Callable[[], None]) -> None:
-        self._chunks = chunks
-        self._client_model = client_model
-        self._include_usage = include_usage
-        super().__init__(model=model, meter=meter, prompt_chars=prompt_chars,
-                         on_close=on_close)
-
-    def _run(self) -> Iterator[bytes]:
-        # Settle before the last bytes go out, so a client that has seen the end of its
-        # stream also sees the charge; `finally` covers a client that left early.
-        try:
-            for chunk in self._chunks:
-                out = self._forward(chunk)
-                if out is not None:
-                    yield out
-        except StreamBroken as exc:
-            self._status = 502
-            self._finish()
-            yield _error_event(exc.message, exc.type)
-        except GatewayError as exc:
-            self._status = exc.status
-            self._finish()
-            yield _error_event(exc.message, exc.type)
-        else:
-            self._finish()
-            yield DONE
-        finally:
-            self._finish()
-
-    def _forward(self, chunk: dict[str, Any]) -> bytes | None:
-        chunk["model"] = self._client_model
-        self._observe(chunk)
-        choices = chunk.get("choices") or []
-        usage = chunk.get("usage")
-        if isinstance(usage, dict):
-            if self._include_usage:
-                cost = token_cost(self._model, self._usage)
-                usage["cost"] = micro_to_credits(charge_micro(cost))
-            elif not choices:
-                return None
-            else:
-                chunk["usage"] = None
-        return b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
 
 
 def settle_produced(meter: Meter, model: Model, usage: Usage | None, prompt_chars: int,
@@ -139,15 +87,6 @@ def settle_produced(meter: Meter, model: Model, usage: Usage | None, prompt_char
     return usage
 
 
-def body_chunks(upstream: Any) -> Iterator[bytes]:
-    """The upstream body as it arrives; read failures become a broken stream."""
-    try:
-        yield from upstream.iter_content(chunk_size=None)
-    except Exception as exc:
-        err = broken_off(exc)
-        raise StreamBroken(err.message, err.type) from exc
-
-
 def delta_chars(delta: dict[str, Any]) -> int:
     n = 0
     for key in ("content", "reasoning_content", "refusal"):
@@ -159,8 +98,3 @@ def delta_chars(delta: dict[str, Any]) -> int:
         if isinstance(fn, dict):
             n += len(fn.get("arguments") or "") + len(fn.get("name") or "")
     return n
-
-
-def _error_event(message: str, type: str) -> bytes:
-    payload = {"error": {"message": message, "type": type, "param": None, "code": None}}
-    return b"data: " + json.dumps(payload).encode() + b"\n\n"

@@ -9,12 +9,15 @@ was never started (a generator's own `finally` would not run then).
 from __future__ import annotations
 
 import inspect
+import sys
 from collections.abc import Iterator
 
 from runtime.billing.meter import Meter
 
 
 class SettlingBody:
+    content_type = "text/event-stream"
+
     def __init__(self, meter: Meter) -> None:
         self._meter = meter
         self._status = 200
@@ -28,6 +31,13 @@ class SettlingBody:
 
     def _finish(self) -> None:
         raise NotImplementedError
+
+    def _note_interruption(self) -> None:
+        """Called first in `_finish`: a body torn down by the server (GreenletExit when a
+        worker stops at its shutdown deadline, GeneratorExit) is settled as 499, cut."""
+        exc = sys.exc_info()[1]
+        if exc is not None and not isinstance(exc, Exception) and not self._meter.settled:
+            self._status = 499
 
     def close(self) -> None:
         if inspect.getgeneratorstate(self._gen) == inspect.GEN_CREATED:

@@ -1,623 +1,299 @@
-"""The OpenAI Responses API spoken by clients, translated to and from OpenAI chat (the hub form)
-for providers that do not serve Responses natively.
+"""POST /v1/responses and POST /v1/responses/compact (OpenAI Responses API) for every chat model.
 
-Request (`to_chat`): `instructions` becomes a leading system message; `input` (a string, or
-items) becomes chat messages: message items (roles user/assistant/system/developer; parts
-input_text/output_text/refusal, input_image with a URL, input_file with file_data or file_id,
-input_audio), `function_call` items (joined into the preceding assistant turn as tool_calls,
-keyed by `call_id`) and `function_call_output` items (one `tool` message each). Reasoning
-items carry opaque state for another provider and are dropped. A compaction item made by this
-gateway (see `compaction_item`) becomes a system message with its summary; one made by another
-provider, `item_reference` and hosted-tool items are 400s naming the item. Function tools are
-flat in Responses and nested in chat; hosted tools are a 400. `text.format` json_schema /
-json_object becomes `response_format`; `max_output_tokens`, `temperature`, `top_p`,
-`reasoning.effort`, `parallel_tool_calls`, `user`, `safety_identifier`, `prompt_cache_key`
-map one to one; `store`, `include`, `truncation`, `metadata`, `text.verbosity`,
-`max_tool_calls` and `service_tier` are dropped (the gateway keeps no state; the rest has no
-chat equivalent that changes the answer); `background`, `conversation` and `prompt` need
-server-side state and are 400s.
+Order of work, as for chat: authenticate (401), read and validate the body (400/413), resolve
+the model as a chat model (404/400), prepare the upstream call (400 for what cannot be
+served), hold the worst case (403), call the upstream, answer whole or stream, and settle
+exactly once from usage (upstream usage at catalogue prices; a stream without usage is
+estimated from the text, one that produced nothing costs nothing).
 
-Answer (`from_chat`): a `chat.completion` becomes a Response object: a reasoning item (from
-`reasoning_content`), a message item with `output_text` (and `refusal`) parts, and one
-`function_call` item per tool call; `finish_reason` length/content_filter make the status
-`incomplete` with `incomplete_details.reason` max_output_tokens/content_filter; usage is
-renamed (input/output tokens, `input_tokens_details.{cached_tokens,cache_write_tokens}`,
-`output_tokens_details.reasoning_tokens`).
+Native: when the provider's descriptor lists a `responses` endpoint, the body is passed through
+with the upstream model name (the gateway's own compaction items become developer messages);
+stream events are forwarded one by one as they arrive, parsed only to put back the client's
+model id and to read usage from response.completed / response.incomplete / response.failed
+(input tokens include cached ones; output tokens include reasoning). `usage.cost` (credits)
+is added to the answer and the terminal event.
 
-Streams (`ResponseEvents`): an explicit state machine from chat chunks to Responses events,
-each `{"type", "sequence_number", ...}` with sequence numbers from 0: response.created,
-response.in_progress, then per output item output_item.added, its content events
-(content_part.added / output_text.delta / output_text.done / content_part.done for text,
-reasoning_text.delta/done for reasoning, function_call_arguments.delta/done for tool calls),
-output_item.done; a text or reasoning item is closed when another kind of output starts, tool
-calls at the end; finally response.completed (or response.incomplete) with the whole response
-and usage. `fail` ends a broken stream with an `error` event (carrying both the flat fields of
-the SDK type and a nested `error` object, on which the Python SDK raises) and response.failed.
+Translated: any other provider gets the request as OpenAI chat through its chat adapter
+(runtime/clients/responses_translation.py), and the answer or stream comes back as Responses.
+`previous_response_id` is a 400 there (it needs stored responses; the gateway is stateless)
+and `store` is dropped.
 
-Compaction (`compact_request`, `compacted`): the conversation is rendered as a transcript and
-summarised by the chat model; the answer keeps every user message verbatim, followed by one
-`compaction` item whose `encrypted_content` is this gateway's own encoding of the summary
-(`tmc1.` + base64url UTF-8; readable, not encrypted) that later requests turn back into context.
+Compact: the answer is OpenAI's `response.compaction` object, which the openai SDK's
+`client.responses.compact` expects (kept user messages, then one `compaction` item). A provider
+whose descriptor lists `responses.compact` compacts natively; for the others the chat model
+writes a summary, carried in the gateway's own compaction item, which /v1/responses turns back
+into context for any model. It is charged from the usage of that call like any chat call.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
-import time
-import uuid
+import logging
 from collections.abc import Iterator
 from typing import Any
 
-from runtime.errors import BadRequest
+from runtime.billing.meter import Meter
+from runtime.billing.metered_stream import MeteredStream
+from runtime.billing.pricing import Usage, chat_worst_case, micro_to_credits, token_cost
+from runtime.billing.prompt_bound import prompt_token_bound
+from runtime.catalogue import Model
+from runtime.clients import responses_translation as ri
+from runtime.clients.chat import chat_adapter, is_sse, max_output
+from runtime.errors import BadRequest, GatewayError
+from runtime.gateway import provider_body
+from runtime.pipeline.route import Answer, Request
+from runtime.providers import CHAT_ADAPTERS
+from runtime.providers.base import StreamBroken, UpstreamCall, json_headers, query_auth
+from runtime.sse import iter_events
+from runtime.upstream import UpstreamResponse, read_json
 
-COMPACTION_PREFIX = "tmc1."
-SUMMARY_HEADER = "Summary of the earlier part of this conversation:\n"
-COMPACT_INSTRUCTIONS = (
-    "You compact conversations. Write a concise but complete summary of the conversation "
-    "transcript you are given, so that an assistant can continue the work from the summary "
-    "alone: the user's goals and constraints, decisions made, facts learned, tool calls and "
-    "their results that still matter, and open questions. Answer with the summary only.")
-_DROPPED_ITEMS = ("reasoning",)
-_STATEFUL = {"background": "runs a response in the background and stores it",
-             "conversation": "reads and writes a stored conversation",
-             "prompt": "reads a stored prompt template"}
+log = logging.getLogger("tokmodel.responses")
 
-
-def new_id(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex}"
-
-
-# -- compaction items ------------------------------------------------------------------------
-
-def encode_summary(summary: str) -> str:
-    return COMPACTION_PREFIX + base64.urlsafe_b64encode(summary.encode()).decode()
+TERMINAL = ("response.completed", "response.incomplete", "response.failed")
+COMPACT_MAX_OUTPUT = 4096
 
 
-def decode_summary(content: Any) -> str | None:
-    """The summary of a compaction item this gateway made, or None for any other."""
-    if not isinstance(content, str) or not content.startswith(COMPACTION_PREFIX):
-        return None
-    try:
-        return base64.urlsafe_b64decode(content[len(COMPACTION_PREFIX):]).decode()
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        return None
+def usage_of(raw: Any) -> Usage:
+    """Responses usage -> Usage (input includes cached and cache-write tokens)."""
+    if not isinstance(raw, dict):
+        return Usage()
+    details = raw.get("input_tokens_details") or {}
+    return Usage.from_openai({"prompt_tokens": raw.get("input_tokens"),
+                              "completion_tokens": raw.get("output_tokens"),
+                              "prompt_tokens_details": {
+                                  "cached_tokens": details.get("cached_tokens"),
+                                  "cache_write_tokens": details.get("cache_write_tokens")}})
 
 
-def compaction_item(summary: str) -> dict[str, Any]:
-    return {"type": "compaction", "id": new_id("cmp"), "encrypted_content": encode_summary(summary),
-            "created_by": "tokmodel"}
+def hold(request: Request, model: Model) -> int:
+    limit = max_output({"max_completion_tokens": request.body.get("max_output_tokens")},
+                       model.max_output_tokens)
+    return chat_worst_case(model, prompt_token_bound(request.raw, request.body), limit)
 
 
-def own_compactions_to_messages(items: Any) -> Any:
-    """For a native Responses provider: this gateway's compaction items (which the provider
-    cannot read) become developer messages carrying their summary; all else is unchanged."""
-    if not isinstance(items, list):
-        return items
-    out = []
-    for item in items:
-        summary = (decode_summary(item.get("encrypted_content"))
-                   if isinstance(item, dict) and item.get("type") == "compaction" else None)
-        out.append(item if summary is None else
-                   {"type": "message", "role": "developer", "content": SUMMARY_HEADER + summary})
-    return out
+def compact_hold(request: Request, model: Model) -> int:
+    prompt = prompt_token_bound(request.raw, request.body) + len(ri.COMPACT_INSTRUCTIONS)
+    return chat_worst_case(model, prompt, max_output({}, model.max_output_tokens))
 
 
-# -- request ---------------------------------------------------------------------------------
-
-def to_chat(body: dict[str, Any]) -> dict[str, Any]:
-    """The OpenAI chat request for a Responses request (see the module docstring)."""
-    for name, why in _STATEFUL.items():
-        if body.get(name) not in (None, False):
-            raise BadRequest(f"'{name}' is not supported for this model: it {why}, and this "
-                             "gateway keeps no state.", param=name)
-    chat: dict[str, Any] = {"model": body.get("model"),
-                            "messages": chat_messages(body.get("input"), body.get("instructions"))}
-    if not chat["messages"]:
-        raise BadRequest("'input' is required: a string or a non-empty list of input items.",
-                         param="input")
-    tools = _tools(body.get("tools"))
-    if tools:
-        chat["tools"] = tools
-        if isinstance(body.get("parallel_tool_calls"), bool):
-            chat["parallel_tool_calls"] = body["parallel_tool_calls"]
-    choice = _tool_choice(body.get("tool_choice"))
-    if choice is not None and (tools or choice == "none"):
-        chat["tool_choice"] = choice
-    fmt = _response_format(body.get("text"))
-    if fmt is not None:
-        chat["response_format"] = fmt
-    if body.get("max_output_tokens") is not None:
-        chat["max_completion_tokens"] = body["max_output_tokens"]
-    for name in ("temperature", "top_p", "user", "safety_identifier", "prompt_cache_key"):
-        if body.get(name) is not None:
-            chat[name] = body[name]
-    reasoning = body.get("reasoning")
-    if isinstance(reasoning, dict) and reasoning.get("effort") is not None:
-        chat["reasoning_effort"] = reasoning["effort"]
-    return chat
+def _no_stored_responses(request: Request, shown: str) -> None:
+    if request.body.get("previous_response_id"):
+        raise BadRequest(
+            f"'previous_response_id' is not supported with '{shown}': it needs responses "
+            "stored on the server, and this gateway keeps no state for models whose provider "
+            "does not serve the Responses API natively. Send the whole conversation in "
+            "'input' instead.", param="previous_response_id")
 
 
-def chat_messages(items: Any, instructions: Any = None) -> list[dict[str, Any]]:
-    messages: list[dict[str, Any]] = []
-    if isinstance(instructions, str) and instructions:
-        messages.append({"role": "system", "content": instructions})
-    if isinstance(items, str):
-        messages.append({"role": "user", "content": items})
-        return messages
-    for i, item in enumerate(items or ()):
-        where = f"input[{i}]"
-        kind = item.get("type") or ("message" if "role" in item else None)
-        if kind == "message":
-            messages.append(_message(item, where))
-        elif kind == "function_call":
-            call = {"id": _str(item, "call_id", where), "type": "function",
-                    "function": {"name": _str(item, "name", where),
-                                 "arguments": item.get("arguments") or "{}"}}
-            last = messages[-1] if messages else None
-            if last is not None and last["role"] == "assistant":
-                last.setdefault("tool_calls", []).append(call)
-                if last.get("content") == "":
-                    last["content"] = None
-            else:
-                messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
-        elif kind == "function_call_output":
-            messages.append({"role": "tool", "tool_call_id": _str(item, "call_id", where),
-                             "content": _text(item.get("output"), f"{where}.output")})
-        elif kind == "compaction":
-            summary = decode_summary(item.get("encrypted_content"))
-            if summary is None:
-                raise BadRequest(f"{where}: this compaction item was made by another provider "
-                                 "and only that provider can read it; compact the conversation "
-                                 "again with this model.", param=where)
-            messages.append({"role": "system", "content": SUMMARY_HEADER + summary})
-        elif kind in _DROPPED_ITEMS:
-            continue
-        elif kind == "item_reference":
-            raise BadRequest(f"{where}: item references need stored responses, which this "
-                             "gateway does not keep for this model; send the item itself.",
-                             param=where)
+def _native_call(model: Model, kind: str, body: Any, stream: bool) -> UpstreamCall:
+    sent = provider_body(model, kind, body)
+    if "input" in sent:
+        sent["input"] = ri.own_compactions_to_messages(sent["input"])
+    headers = json_headers(model)
+    if stream:
+        headers["Accept"] = "text/event-stream"
+    return UpstreamCall("POST", model.provider.url(kind, model.upstream), headers,
+                        json.dumps(sent).encode(), query_auth(model))
+
+
+def _answer(payload: dict[str, Any], model: Model) -> Answer:
+    usage = usage_of(payload.get("usage"))
+
+    def render(charged: int) -> bytes:
+        if isinstance(payload.get("usage"), dict):
+            payload["usage"]["cost"] = micro_to_credits(charged)
+        return json.dumps(payload).encode()
+
+    return Answer(usage, token_cost(model, usage), render)
+
+
+def _checked(payload: Any) -> dict[str, Any]:
+    if not isinstance(payload, dict):
+        raise GatewayError("The upstream provider answered with an invalid response.",
+                           status=502, type="upstream_error")
+    return payload
+
+
+class ResponsesExchange:
+    """`POST /v1/responses`: native passthrough or translated through chat."""
+
+    def __init__(self, request: Request, model: Model, shown: str) -> None:
+        self.model = model
+        self.shown = shown
+        self.body = request.body
+        self.stream = request.stream
+        self.native = "responses" in model.provider.descriptor.endpoints
+        if self.native:
+            self.call = _native_call(model, "responses", request.body, self.stream)
+            self.error = CHAT_ADAPTERS["openai"].error
+            return
+        _no_stored_responses(request, shown)
+        self.adapter = chat_adapter(model, "The Responses API", shown)
+        chat = ri.to_chat(request.body)
+        if self.stream:
+            chat["stream"] = True
+        self.call = self.adapter.build(chat, model, self.stream)
+        self.error = self.adapter.error
+
+    def is_stream(self, upstream: UpstreamResponse) -> bool:
+        return self.stream and is_sse(upstream)
+
+    def whole(self, upstream: UpstreamResponse) -> Answer:
+        payload = read_json(upstream)
+        if self.native:
+            payload = _checked(payload)
+            payload["model"] = self.shown
         else:
-            raise BadRequest(f"{where}: input items of type '{kind}' are only supported by "
-                             "models whose provider serves the Responses API natively.",
-                             param=f"{where}.type")
-    return messages
+            completion = self.adapter.parse(payload, self.model)
+            payload = ri.from_chat(completion, ri.skeleton(self.body, self.shown,
+                                                           ri.new_id("resp")))
+        return _answer(payload, self.model)
+
+    def stream_body(self, chunks: Iterator[bytes], upstream: UpstreamResponse,
+                    meter: Meter) -> MeteredStream:
+        chars = ri.prompt_chars(self.body)
+        if self.native:
+            return NativeStream(iter_events(chunks), model=self.model,
+                                client_model=self.shown, meter=meter, prompt_chars=chars,
+                                on_close=upstream.close)
+        response = ri.skeleton(self.body, self.shown, ri.new_id("resp"))
+        return TranslatedStream(self.adapter.stream(chunks, self.model),
+                                ri.ResponseEvents(response), model=self.model, meter=meter,
+                                prompt_chars=chars, on_close=upstream.close)
 
 
-def _str(item: dict[str, Any], key: str, where: str) -> str:
-    value = item.get(key)
-    if not isinstance(value, str) or not value:
-        raise BadRequest(f"{where}.{key}: a non-empty string is required.", param=f"{where}.{key}")
-    return value
+class CompactExchange:
+    """`POST /v1/responses/compact`: native, or a summary written by the chat model."""
 
+    stream = False
 
-def _message(item: dict[str, Any], where: str) -> dict[str, Any]:
-    role = item.get("role")
-    if role not in ("user", "assistant", "system", "developer"):
-        raise BadRequest(f"{where}.role: expected user, assistant, system or developer.",
-                         param=f"{where}.role")
-    content = item.get("content")
-    if role != "user":
-        # chat takes text only from these roles; developer is system for non-OpenAI providers
-        return {"role": "system" if role == "developer" else role,
-                "content": _text(content, f"{where}.content")}
-    if isinstance(content, str):
-        return {"role": "user", "content": content}
-    if not isinstance(content, list):
-        raise BadRequest(f"{where}.content: a string or a list of content parts is required.",
-                         param=f"{where}.content")
-    return {"role": "user", "content": [_part(p, f"{where}.content[{k}]")
-                                        for k, p in enumerate(content)]}
+    def __init__(self, request: Request, model: Model, shown: str) -> None:
+        self.model = model
+        self.body = request.body
+        self.native = "responses.compact" in model.provider.descriptor.endpoints
+        if self.native:
+            self.call = _native_call(model, "responses.compact", request.body, False)
+            self.error = CHAT_ADAPTERS["openai"].error
+            return
+        _no_stored_responses(request, shown)
+        self.adapter = chat_adapter(model, "The Responses API", shown)
+        chat = ri.compact_request(request.body)
+        chat["max_completion_tokens"] = min(max_output({}, model.max_output_tokens),
+                                            COMPACT_MAX_OUTPUT)
+        self.call = self.adapter.build(chat, model, False)
+        self.error = self.adapter.error
 
+    def is_stream(self, upstream: UpstreamResponse) -> bool:
+        return False
 
-def _part(part: Any, where: str) -> dict[str, Any]:
-    kind = part.get("type") if isinstance(part, dict) else None
-    if kind in ("input_text", "output_text", "text"):
-        return {"type": "text", "text": part.get("text") or ""}
-    if kind == "input_image":
-        url = part.get("image_url")
-        if not isinstance(url, str) or not url:
-            raise BadRequest(f"{where}: images by file_id need OpenAI's file storage; send an "
-                             "image_url (https or data URL).", param=f"{where}.image_url")
-        image = {"url": url}
-        if part.get("detail"):
-            image["detail"] = part["detail"]
-        return {"type": "image_url", "image_url": image}
-    if kind == "input_file":
-        file = {k: part[k] for k in ("file_data", "file_id", "filename") if part.get(k)}
-        if not ("file_data" in file or "file_id" in file):
-            raise BadRequest(f"{where}: a file needs file_data (or file_id); file_url is only "
-                             "supported by providers that serve the Responses API natively.",
-                             param=where)
-        return {"type": "file", "file": file}
-    if kind == "input_audio":
-        return {"type": "input_audio", "input_audio": part.get("input_audio")}
-    raise BadRequest(f"{where}.type: unsupported content part '{kind}'.", param=f"{where}.type")
-
-
-def _text(content: Any, where: str) -> str:
-    """Text of a string or a list of text-bearing parts (input_text, output_text, refusal)."""
-    if isinstance(content, str):
-        return content
-    if content is None:
-        return ""
-    if isinstance(content, list):
-        texts = []
-        for part in content:
-            if isinstance(part, dict):
-                value = part.get("text", part.get("refusal"))
-                if isinstance(value, str):
-                    texts.append(value)
-        return "".join(texts)
-    raise BadRequest(f"{where}: a string or a list of text parts is required.", param=where)
-
-
-def _tools(tools: Any) -> list[dict[str, Any]]:
-    out = []
-    for i, tool in enumerate(tools or ()):
-        if tool.get("type") != "function":
-            raise BadRequest(f"tools[{i}]: the hosted tool '{tool.get('type')}' is only "
-                             "available with providers that serve the Responses API natively; "
-                             "use function tools.", param=f"tools[{i}].type")
-        fn: dict[str, Any] = {"name": tool.get("name")}
-        for key in ("description", "parameters", "strict"):
-            if tool.get(key) is not None:
-                fn[key] = tool[key]
-        if not isinstance(fn["name"], str) or not fn["name"]:
-            raise BadRequest(f"tools[{i}].name: a function tool needs a name.",
-                             param=f"tools[{i}].name")
-        out.append({"type": "function", "function": fn})
-    return out
-
-
-def _tool_choice(choice: Any) -> Any:
-    if choice is None or isinstance(choice, str):
-        return choice
-    if choice.get("type") == "function" and isinstance(choice.get("name"), str):
-        return {"type": "function", "function": {"name": choice["name"]}}
-    raise BadRequest(f"tool_choice: '{choice.get('type')}' is only supported by providers "
-                     "that serve the Responses API natively.", param="tool_choice")
-
-
-def _response_format(text: Any) -> dict[str, Any] | None:
-    fmt = text.get("format") if isinstance(text, dict) else None
-    if not isinstance(fmt, dict) or fmt.get("type") in (None, "text"):
-        return None
-    if fmt["type"] == "json_object":
-        return {"type": "json_object"}
-    if fmt["type"] == "json_schema":
-        schema = {k: fmt[k] for k in ("name", "schema", "strict", "description")
-                  if fmt.get(k) is not None}
-        if "name" not in schema or "schema" not in schema:
-            raise BadRequest("text.format: json_schema needs 'name' and 'schema'.",
-                             param="text.format")
-        return {"type": "json_schema", "json_schema": schema}
-    raise BadRequest(f"text.format.type: unsupported format '{fmt['type']}'.",
-                     param="text.format.type")
-
-
-def prompt_chars(body: dict[str, Any]) -> int:
-    """Characters of text in instructions and input: the prompt estimate's basis."""
-    total = len(body.get("instructions") or "") if isinstance(body.get("instructions"),
-                                                              str) else 0
-    items = body.get("input")
-    if isinstance(items, str):
-        return total + len(items)
-    for item in items if isinstance(items, list) else ():
-        if not isinstance(item, dict):
-            continue
-        for key in ("content", "output", "arguments"):
-            value = item.get(key)
-            if isinstance(value, str):
-                total += len(value)
-            elif isinstance(value, list):
-                total += sum(len(p["text"]) for p in value
-                             if isinstance(p, dict) and isinstance(p.get("text"), str))
-    return total
-
-
-# -- answer ----------------------------------------------------------------------------------
-
-def response_usage(chat_usage: Any) -> dict[str, Any]:
-    """Chat usage (prompt/completion tokens) in the Responses API's names."""
-    usage = chat_usage if isinstance(chat_usage, dict) else {}
-    prompt = _n(usage.get("prompt_tokens"))
-    completion = _n(usage.get("completion_tokens"))
-    pdet = usage.get("prompt_tokens_details") or {}
-    cdet = usage.get("completion_tokens_details") or {}
-    return {"input_tokens": prompt,
-            "input_tokens_details": {"cached_tokens": _n(pdet.get("cached_tokens")),
-                                     "cache_write_tokens": _n(pdet.get("cache_write_tokens"))},
-            "output_tokens": completion,
-            "output_tokens_details": {"reasoning_tokens": _n(cdet.get("reasoning_tokens"))},
-            "total_tokens": prompt + completion}
-
-
-def _n(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
-def skeleton(body: dict[str, Any], client_model: str, response_id: str) -> dict[str, Any]:
-    """The Response object's fields that echo the request, status in_progress."""
-    text = body.get("text") if isinstance(body.get("text"), dict) else {}
-    return {"id": response_id, "object": "response", "created_at": int(time.time()),
-            "status": "in_progress", "error": None, "incomplete_details": None,
-            "instructions": body.get("instructions"), "max_output_tokens":
-            body.get("max_output_tokens"), "model": client_model, "output": [],
-            "parallel_tool_calls": body.get("parallel_tool_calls") is not False,
-            "previous_response_id": None, "reasoning": body.get("reasoning") or {},
-            "store": False, "temperature": body.get("temperature"),
-            "text": {"format": {"type": "text"}, **text},
-            "tool_choice": body.get("tool_choice") or "auto", "tools": body.get("tools") or [],
-            "top_p": body.get("top_p"), "truncation": "disabled", "usage": None,
-            "user": body.get("user"), "metadata": body.get("metadata") or {}}
-
-
-def _status(finish: Any) -> tuple[str, dict[str, str] | None]:
-    if finish == "length":
-        return "incomplete", {"reason": "max_output_tokens"}
-    if finish == "content_filter":
-        return "incomplete", {"reason": "content_filter"}
-    return "completed", None
-
-
-def _text_part(text: str) -> dict[str, Any]:
-    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
-
-
-def from_chat(completion: dict[str, Any], response: dict[str, Any]) -> dict[str, Any]:
-    """Fill `response` (from `skeleton`) with the output and usage of a chat.completion."""
-    choices = completion.get("choices") or [{}]
-    choice = choices[0] if isinstance(choices[0], dict) else {}
-    message = choice.get("message") or {}
-    output: list[dict[str, Any]] = []
-    if message.get("reasoning_content"):
-        output.append({"type": "reasoning", "id": new_id("rs"), "summary": [], "content": [
-            {"type": "reasoning_text", "text": message["reasoning_content"]}]})
-    parts = []
-    if message.get("content"):
-        parts.append(_text_part(message["content"]))
-    if message.get("refusal"):
-        parts.append({"type": "refusal", "refusal": message["refusal"]})
-    if parts:
-        output.append({"type": "message", "id": new_id("msg"), "role": "assistant",
-                       "status": "completed", "content": parts})
-    for call in message.get("tool_calls") or ():
-        fn = call.get("function") or {}
-        output.append({"type": "function_call", "id": new_id("fc"),
-                       "call_id": call.get("id") or new_id("call"), "name": fn.get("name"),
-                       "arguments": fn.get("arguments") or "{}", "status": "completed"})
-    status, details = _status(choice.get("finish_reason"))
-    response.update(output=output, status=status, incomplete_details=details,
-                    usage=response_usage(completion.get("usage")))
-    return response
-
-
-# -- streams ---------------------------------------------------------------------------------
-
-class ResponseEvents:
-    """Chat chunks in, Responses stream events out (see the module docstring). Each call
-    returns the events to send now, in order."""
-
-    def __init__(self, response: dict[str, Any]) -> None:
-        self.response = response
-        self._seq = 0
-        self._items: dict[int, dict[str, Any]] = {}   # output_index -> item (all, in order)
-        self._open: int | None = None                 # the open text or reasoning item
-        self._calls: dict[int, int] = {}              # chat tool index -> output_index
-        self._finish: Any = None
-
-    def _event(self, type: str, **fields: Any) -> dict[str, Any]:
-        event = {"type": type, "sequence_number": self._seq, **fields}
-        self._seq += 1
-        return event
-
-    def _snapshot(self) -> dict[str, Any]:
-        return json.loads(json.dumps(self.response))
-
-    def start(self) -> list[dict[str, Any]]:
-        return [self._event("response.created", response=self._snapshot()),
-                self._event("response.in_progress", response=self._snapshot())]
-
-    def feed(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        for choice in chunk.get("choices") or ():
-            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
-                continue
-            delta = choice.get("delta") or {}
-            if delta.get("reasoning_content"):
-                out += self._reasoning(delta["reasoning_content"])
-            if delta.get("content"):
-                out += self._text("output_text", delta["content"])
-            if delta.get("refusal"):
-                out += self._text("refusal", delta["refusal"])
-            for call in delta.get("tool_calls") or ():
-                out += self._call(call)
-            if choice.get("finish_reason"):
-                self._finish = choice["finish_reason"]
-        return out
-
-    def finish(self, usage: dict[str, Any]) -> list[dict[str, Any]]:
-        out = self._close_open()
-        for index in sorted(self._calls.values()):
-            out += self._close_call(index)
-        status, details = _status(self._finish)
-        self.response.update(status=status, incomplete_details=details, usage=usage,
-                             output=[self._items[i] for i in sorted(self._items)])
-        kind = "response.completed" if status == "completed" else "response.incomplete"
-        return out + [self._event(kind, response=self._snapshot())]
-
-    def fail(self, message: str, code: str, usage: dict[str, Any] | None) -> list[dict[str, Any]]:
-        error = {"code": code, "message": message}
-        self.response.update(status="failed", error=error, usage=usage,
-                             output=[self._items[i] for i in sorted(self._items)])
-        return [self._event("error", code=code, message=message, param=None,
-                            error={**error, "type": code, "param": None}),
-                self._event("response.failed", response=self._snapshot())]
-
-    # -- items --
-
-    def _add(self, item: dict[str, Any]) -> tuple[int, list[dict[str, Any]]]:
-        index = len(self._items)
-        self._items[index] = item
-        return index, [self._event("response.output_item.added", output_index=index,
-                                   item=json.loads(json.dumps(item)))]
-
-    def _reasoning(self, text: str) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        if self._open is None or self._items[self._open]["type"] != "reasoning":
-            out += self._close_open()
-            self._open, added = self._add({"type": "reasoning", "id": new_id("rs"),
-                                           "summary": [], "content": [], "status": "in_progress"})
-            out += added
-            self._items[self._open]["content"].append({"type": "reasoning_text", "text": ""})
-        item = self._items[self._open]
-        item["content"][0]["text"] += text
-        return out + [self._event("response.reasoning_text.delta", item_id=item["id"],
-                                  output_index=self._open, content_index=0, delta=text)]
-
-    def _text(self, kind: str, text: str) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        if self._open is None or self._items[self._open]["type"] != "message":
-            out += self._close_open()
-            self._open, added = self._add({"type": "message", "id": new_id("msg"),
-                                           "role": "assistant", "status": "in_progress",
-                                           "content": []})
-            out += added
-        index = self._open
-        item = self._items[index]
-        parts = item["content"]
-        if not parts or parts[-1]["type"] != kind:
-            part = _text_part("") if kind == "output_text" else {"type": "refusal",
-                                                                  "refusal": ""}
-            if parts:
-                out += self._close_part(index, len(parts) - 1)
-            parts.append(part)
-            out.append(self._event("response.content_part.added", item_id=item["id"],
-                                   output_index=index, content_index=len(parts) - 1,
-                                   part=dict(part)))
-        key = "text" if kind == "output_text" else "refusal"
-        parts[-1][key] += text
-        name = "response.output_text.delta" if kind == "output_text" else "response.refusal.delta"
-        extra = {"logprobs": []} if kind == "output_text" else {}
-        return out + [self._event(name, item_id=item["id"], output_index=index,
-                                  content_index=len(parts) - 1, delta=text, **extra)]
-
-    def _close_part(self, index: int, k: int) -> list[dict[str, Any]]:
-        item = self._items[index]
-        part = item["content"][k]
-        common = {"item_id": item["id"], "output_index": index, "content_index": k}
-        if part["type"] == "output_text":
-            done = self._event("response.output_text.done", text=part["text"], logprobs=[],
-                               **common)
+    def whole(self, upstream: UpstreamResponse) -> Answer:
+        payload = read_json(upstream)
+        if self.native:
+            payload = _checked(payload)
         else:
-            done = self._event("response.refusal.done", refusal=part["refusal"], **common)
-        return [done, self._event("response.content_part.done", part=dict(part), **common)]
+            payload = ri.compacted(self.body, self.adapter.parse(payload, self.model))
+        return _answer(payload, self.model)
 
-    def _close_open(self) -> list[dict[str, Any]]:
-        index, self._open = self._open, None
-        if index is None:
-            return []
-        item = self._items[index]
-        out: list[dict[str, Any]] = []
-        if item["type"] == "message":
-            out += self._close_part(index, len(item["content"]) - 1)
+    def stream_body(self, chunks: Iterator[bytes], upstream: UpstreamResponse,
+                    meter: Meter) -> MeteredStream:
+        raise AssertionError("compaction is never streamed")
+
+
+class NativeStream(MeteredStream):
+    """A native Responses stream forwarded event by event."""
+
+    def __init__(self, events: Iterator[Any], *, client_model: str, **kw: Any) -> None:
+        self._events = events
+        self._client_model = client_model
+        super().__init__(**kw)
+
+    def _run(self) -> Iterator[bytes]:
+        try:
+            for event in self._events:
+                try:
+                    data = json.loads(event.data)
+                except ValueError:
+                    continue
+                if not isinstance(data, dict):
+                    continue
+                kind = data.get("type") or event.event
+                response = data.get("response")
+                if isinstance(response, dict) and "model" in response:
+                    response["model"] = self._client_model
+                if isinstance(data.get("delta"), str):
+                    self._produced_chars += len(data["delta"])
+                if kind == "error":  # the end of the stream: charge before it goes out
+                    self._status = 502
+                    self._finish()
+                    yield ri.sse(data, kind)
+                    return
+                if kind in TERMINAL and isinstance(response, dict):
+                    if kind == "response.failed":
+                        self._status = 502
+                    usage = usage_of(response.get("usage"))
+                    if not usage.empty:
+                        self._usage = usage
+                    self._finish()
+                    if isinstance(response.get("usage"), dict):
+                        response["usage"]["cost"] = micro_to_credits(self._meter.charged)
+                yield ri.sse(data, kind)
+                if kind in TERMINAL:
+                    return  # the upstream is closed: nothing follows a terminal event
+        except (StreamBroken, GatewayError) as exc:
+            self._status = exc.status
+            self._finish()
+            yield ri.sse(_error_data(exc.message, "upstream_error"))
+        finally:
+            self._finish()
+
+
+class TranslatedStream(MeteredStream):
+    """Chat chunks from a chat adapter, sent as Responses events."""
+
+    def __init__(self, chunks: Iterator[dict[str, Any]], machine: ri.ResponseEvents,
+                 **kw: Any) -> None:
+        self._chunks = chunks
+        self._machine = machine
+        self._reasoning = 0
+        super().__init__(**kw)
+
+    def _run(self) -> Iterator[bytes]:
+        machine = self._machine
+        try:
+            for event in machine.start():
+                yield ri.sse(event)
+            for chunk in self._chunks:
+                self._observe(chunk)
+                if isinstance(chunk.get("usage"), dict):
+                    self._reasoning = ri.response_usage(chunk["usage"])[
+                        "output_tokens_details"]["reasoning_tokens"]
+                for event in machine.feed(chunk):
+                    yield ri.sse(event)
+        except (StreamBroken, GatewayError) as exc:
+            self._status = exc.status
+            self._finish()
+            code = getattr(exc, "type", None) or "upstream_error"
+            for event in machine.fail(exc.message, code, self._usage_out()):
+                yield ri.sse(event)
         else:
-            out.append(self._event("response.reasoning_text.done", item_id=item["id"],
-                                   output_index=index, content_index=0,
-                                   text=item["content"][0]["text"]))
-        item["status"] = "completed"
-        return out + [self._event("response.output_item.done", output_index=index,
-                                  item=json.loads(json.dumps(item)))]
+            self._finish()
+            for event in machine.finish(self._usage_out()):
+                yield ri.sse(event)
+        finally:
+            self._finish()
 
-    def _call(self, call: dict[str, Any]) -> list[dict[str, Any]]:
-        tool_index = call.get("index", 0)
-        fn = call.get("function") or {}
-        out: list[dict[str, Any]] = []
-        index = self._calls.get(tool_index)
-        if index is None:
-            out += self._close_open()
-            index, added = self._add({"type": "function_call", "id": new_id("fc"),
-                                      "call_id": call.get("id") or new_id("call"),
-                                      "name": fn.get("name") or "", "arguments": "",
-                                      "status": "in_progress"})
-            self._calls[tool_index] = index
-            out += added
-        item = self._items[index]
-        fragment = fn.get("arguments") or ""
-        if fragment:
-            item["arguments"] += fragment
-            out.append(self._event("response.function_call_arguments.delta",
-                                   item_id=item["id"], output_index=index, delta=fragment))
-        return out
-
-    def _close_call(self, index: int) -> list[dict[str, Any]]:
-        item = self._items[index]
-        item["arguments"] = item["arguments"] or "{}"
-        item["status"] = "completed"
-        return [self._event("response.function_call_arguments.done", item_id=item["id"],
-                            output_index=index, name=item["name"],
-                            arguments=item["arguments"]),
-                self._event("response.output_item.done", output_index=index,
-                            item=dict(item))]
+    def _usage_out(self) -> dict[str, Any]:
+        u = self.charged_usage
+        usage = ri.response_usage({
+            "prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": u.cached_tokens,
+                                      "cache_write_tokens": u.cache_write_tokens}})
+        usage["output_tokens_details"]["reasoning_tokens"] = self._reasoning
+        usage["cost"] = micro_to_credits(self._meter.charged)
+        return usage
 
 
-def sse(event: dict[str, Any], name: str | None = None) -> bytes:
-    """One Responses SSE frame: `event: <type>` and the JSON data."""
-    return (f"event: {name or event['type']}\ndata: ".encode()
-            + json.dumps(event, separators=(",", ":")).encode() + b"\n\n")
+def _error_data(message: str, code: str) -> dict[str, Any]:
+    return {"type": "error", "code": code, "message": message, "param": None,
+            "error": {"type": code, "code": code, "message": message, "param": None}}
 
-
-# -- compaction ------------------------------------------------------------------------------
-
-def compact_request(body: dict[str, Any]) -> dict[str, Any]:
-    """The chat request that summarises the conversation of a compact request."""
-    messages = chat_messages(body.get("input"), body.get("instructions"))
-    if not messages:
-        raise BadRequest("'input' is required: the conversation to compact.", param="input")
-    return {"model": body.get("model"),
-            "messages": [{"role": "system", "content": COMPACT_INSTRUCTIONS},
-                         {"role": "user", "content": transcript(messages)}]}
-
-
-def transcript(messages: list[dict[str, Any]]) -> str:
-    lines = []
-    for m in messages:
-        content = m.get("content")
-        if isinstance(content, list):
-            content = " ".join(p.get("text") or f"[{p.get('type')}]" for p in content)
-        if m["role"] == "tool":
-            lines.append(f"tool result ({m.get('tool_call_id')}): {content}")
-            continue
-        if content:
-            lines.append(f"{m['role']}: {content}")
-        for call in m.get("tool_calls") or ():
-            fn = call["function"]
-            lines.append(f"assistant called {fn['name']}({fn['arguments']}) "
-                         f"[{call['id']}]")
-    return "\n".join(lines)
-
-
-def kept_user_messages(items: Any) -> Iterator[dict[str, Any]]:
-    """The user messages of a compact request's input, verbatim, as output message items."""
-    if isinstance(items, str):
-        items = [{"role": "user", "content": items}]
-    for item in items or ():
-        if item.get("role") != "user" or item.get("type") not in (None, "message"):
-            continue
-        content = item.get("content")
-        parts = ([{"type": "input_text", "text": content}] if isinstance(content, str)
-                 else content)
-        yield {"type": "message", "id": item.get("id") or new_id("msg"), "role": "user",
-               "status": "completed", "content": parts}
-
-
-def compacted(body: dict[str, Any], completion: dict[str, Any]) -> dict[str, Any]:
-    """The `response.compaction` object for a compact request and the summary's completion."""
-    choices = completion.get("choices") or [{}]
-    summary = ((choices[0] or {}).get("message") or {}).get("content") or ""
-    return {"id": new_id("cmp"), "object": "response.compaction",
-            "created_at": int(time.time()),
-            "output": [*kept_user_messages(body.get("input")), compaction_item(summary)],
-            "usage": response_usage(completion.get("usage"))}

@@ -1,16 +1,21 @@
-"""Chat adapters by provider dialect: how to reach a provider's chat API from an OpenAI chat
-request and turn its answers (whole, streamed, or errors) back into OpenAI chat shapes.
+"""Provider adapters by dialect: how providers are spoken to.
 
-A provider with a new wire shape adds one module here and one entry in CHAT_ADAPTERS; the
-descriptor's `dialect` picks the adapter, never the provider's name.
+A provider with a new wire shape adds its modules here and its entries in the tables below;
+the descriptor's `dialect` picks the adapter, never the provider's name. `SERVED` says which
+endpoint kinds each dialect is spoken to natively (chat, embeddings and rerank through the
+adapter tables; the other kinds are passed through in the provider's own format, which for
+Messages is Anthropic's and for Responses, images and audio OpenAI's). A completeness test
+holds it against specs/dialects.yaml and every descriptor.
 """
 
 from __future__ import annotations
 
 from runtime.providers.anthropic_chat import AnthropicChat
 from runtime.providers.base import ChatAdapter, UpstreamCall
+from runtime.providers.embeddings import EMBED_ADAPTERS
 from runtime.providers.gemini_chat import GeminiChat
 from runtime.providers.openai_chat import OpenAIChat
+from runtime.providers.rerank import RERANK_ADAPTERS
 
 CHAT_ADAPTERS: dict[str, ChatAdapter] = {
     "openai": OpenAIChat(),
@@ -18,4 +23,22 @@ CHAT_ADAPTERS: dict[str, ChatAdapter] = {
     "gemini": GeminiChat(),
 }
 
-__all__ = ["CHAT_ADAPTERS", "ChatAdapter", "UpstreamCall"]
+_PASSTHROUGH = {
+    "messages": ("anthropic",),
+    "responses": ("openai",),
+    "responses.compact": ("openai",),
+    "images.generations": ("openai",),
+    "images.edits": ("openai",),
+    "images.variations": ("openai",),
+    "audio.speech": ("openai",),
+    "audio.transcriptions": ("openai",),
+    "audio.translations": ("openai",),
+}
+
+SERVED: dict[str, frozenset[str]] = {}
+for _kind, _dialects in [("chat", CHAT_ADAPTERS), ("embeddings", EMBED_ADAPTERS),
+                         ("rerank", RERANK_ADAPTERS), *_PASSTHROUGH.items()]:
+    for _dialect in _dialects:
+        SERVED[_dialect] = SERVED.get(_dialect, frozenset()) | {_kind}
+
+__all__ = ["CHAT_ADAPTERS", "SERVED", "ChatAdapter", "UpstreamCall"]

@@ -40,6 +40,7 @@ from runtime.catalogue import Model
 from runtime.errors import BadRequest, GatewayError, UpstreamError
 from runtime.providers import chat_parts as cp
 from runtime.providers.base import (
+    SSEFraming,
     StreamBroken,
     UpstreamCall,
     credential_error,
@@ -60,8 +61,9 @@ _IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
 _EXPLICIT_MAX = ("max_completion_tokens", "max_tokens")
 
 
-class AnthropicChat:
-    def build(self, body: dict[str, Any], model: Model, stream: bool) -> UpstreamCall:
+class AnthropicChat(SSEFraming):
+    def build(self, body: Mapping[str, Any], model: Model, stream: bool) -> UpstreamCall:
+        body = dict(body)  # the client's request stays as received
         shape = cp.take_structural(body)
         cp.check_modalities(shape)
         explicit_max = next((k for k in _EXPLICIT_MAX if body.get(k) is not None), None)

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from runtime.catalogue import Model
 from runtime.errors import GatewayError, UpstreamError
-from runtime.sse import Event
+from runtime.sse import Event, iter_events
 
 
 @dataclass(slots=True)
@@ -32,14 +32,34 @@ class UpstreamCall:
 class StreamBroken(Exception):
     """The upstream reported an error in the middle of a stream."""
 
-    def __init__(self, message: str, type: str = "upstream_error") -> None:
+    def __init__(self, message: str, type: str = "upstream_error", status: int = 502) -> None:
         super().__init__(message)
         self.message = message
         self.type = type
+        self.status = status
+
+
+class SSEFraming:
+    """Stream framing of providers that stream Server-Sent Events. A provider with another
+    framing (AWS event-stream, JSON lines) overrides `events` in its adapter, and nothing
+    outside the adapter changes."""
+
+    def events(self, chunks: Iterator[bytes]) -> Iterator[Event]:
+        return iter_events(chunks)
+
+    def stream(self, chunks: Iterator[bytes], model: Model) -> Iterator[dict[str, Any]]:
+        """The upstream's stream bytes -> OpenAI chat chunks."""
+        return self.chunks(self.events(chunks), model)  # type: ignore[attr-defined]
 
 
 class ChatAdapter(Protocol):
-    def build(self, body: dict[str, Any], model: Model, stream: bool) -> UpstreamCall: ...
+    def build(self, body: Mapping[str, Any], model: Model, stream: bool) -> UpstreamCall:
+        """The upstream call for a validated OpenAI chat request; never changes `body`."""
+        ...
+
+    def events(self, chunks: Iterator[bytes]) -> Iterator[Event]: ...
+
+    def stream(self, chunks: Iterator[bytes], model: Model) -> Iterator[dict[str, Any]]: ...
 
     def parse(self, payload: Any, model: Model) -> dict[str, Any]: ...
 

@@ -40,6 +40,7 @@ from runtime.catalogue import Model
 from runtime.errors import BadRequest, GatewayError, UpstreamError
 from runtime.providers import chat_parts as cp
 from runtime.providers.base import (
+    SSEFraming,
     StreamBroken,
     UpstreamCall,
     credential_error,
@@ -57,8 +58,9 @@ _AUDIO_TYPES = {"wav": "audio/wav", "mp3": "audio/mp3", "aac": "audio/aac",
 _CREDENTIAL_REASONS = ("API_KEY_INVALID", "API_KEY_EXPIRED", "API_KEY_SERVICE_BLOCKED")
 
 
-class GeminiChat:
-    def build(self, body: dict[str, Any], model: Model, stream: bool) -> UpstreamCall:
+class GeminiChat(SSEFraming):
+    def build(self, body: Mapping[str, Any], model: Model, stream: bool) -> UpstreamCall:
+        body = dict(body)  # the client's request stays as received
         shape = cp.take_structural(body)
         cp.check_modalities(shape)
         cp.prepare_scalars(body)

@@ -11,6 +11,7 @@ from typing import Any
 from runtime.catalogue import Model
 from runtime.errors import GatewayError, UpstreamError
 from runtime.providers.base import (
+    SSEFraming,
     StreamBroken,
     UpstreamCall,
     credential_error,
@@ -23,9 +24,9 @@ from runtime.providers.base import (
 from runtime.sse import Event
 
 
-class OpenAIChat:
-    def build(self, body: dict[str, Any], model: Model, stream: bool) -> UpstreamCall:
-        body["model"] = model.upstream
+class OpenAIChat(SSEFraming):
+    def build(self, body: Mapping[str, Any], model: Model, stream: bool) -> UpstreamCall:
+        body = dict(body, model=model.upstream)  # the client's request stays as received
         if stream and model.provider.descriptor.stream_usage:
             options = body.get("stream_options")
             body["stream_options"] = {**(options if isinstance(options, dict) else {}),

@@ -1,5 +1,5 @@
-"""POST /v1/rerank: rank documents against a query with Cohere, Jina, Voyage or an
-OpenAI-compatible rerank server (vLLM style).
+"""Rerank clients (`POST /v1/rerank`): rank documents against a query with Cohere, Jina,
+Voyage or an OpenAI-compatible rerank server (vLLM style).
 
 Request (gateway style): `{model, query, documents: [str | {"text"}], top_n?,
 return_documents?}`. Answer: `{"id", "model", "results": [{"index", "relevance_score",
@@ -16,19 +16,16 @@ from __future__ import annotations
 
 import json
 import math
+import secrets
 from typing import Any
 
-import falcon
-
-from runtime.billing.meter import Meter
 from runtime.billing.pricing import Usage, hold_micro, micro_to_credits
 from runtime.billing.unit_pricing import input_tokens_cost, search_cost
 from runtime.catalogue import Model
-from runtime.errors import BadRequest, GatewayError
-from runtime.gateway import Gateway
-from runtime.ops import MappingError
+from runtime.errors import GatewayError
+from runtime.pipeline.route import Answer, Request
 from runtime.providers.rerank import RERANK_ADAPTERS
-from runtime.upstream import read_json
+from runtime.upstream import UpstreamResponse, read_json
 
 DOCUMENTS_PER_SEARCH = 100
 CHARS_PER_TOKEN = 4
@@ -60,6 +57,14 @@ def cost_of(model: Model, billed: dict[str, int], query: str, texts: list[str]
     return input_tokens_cost(model, tokens), usage
 
 
+def texts_of(body: Any) -> list[str]:
+    return [d if isinstance(d, str) else d["text"] for d in body["documents"]]
+
+
+def hold(request: Request, model: Model) -> int:
+    return hold_for(model, request.body["query"], texts_of(request.body))
+
+
 def hold_for(model: Model, query: str, texts: list[str]) -> int:
     """Covers chunked documents (Cohere bills a long document as several) and one token per
     character of every query-document pair."""
@@ -68,42 +73,32 @@ def hold_for(model: Model, query: str, texts: list[str]) -> int:
     return hold_micro(input_tokens_cost(model, len(query) * len(texts) + sum(map(len, texts))))
 
 
-class Rerank:
-    kind = "rerank"
+class RerankExchange:
+    stream = False
 
-    def __init__(self, gateway: Gateway) -> None:
-        self.gw = gateway
-
-    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        gw = self.gw
-        key = gw.authenticate(req)
-        _raw, body = gw.json_body(req, self.kind)
-        client_model = body["model"]
-        model = gw.model_for(client_model, self.kind)
+    def __init__(self, request: Request, model: Model, shown: str) -> None:
         adapter = RERANK_ADAPTERS.get(model.provider.descriptor.dialect)
         if adapter is None:
-            raise GatewayError(f"Rerank with '{client_model}' is not available: this gateway "
+            raise GatewayError(f"Rerank with '{shown}' is not available: this gateway "
                                "cannot speak the provider's rerank format.", status=501,
                                type="not_implemented")
-        query = body["query"]
-        texts = [d if isinstance(d, str) else d["text"] for d in body["documents"]]
-        top_n = body.get("top_n")
-        native = {k: v for k, v in body.items() if k not in ("documents", "return_documents")}
-        native["documents"] = texts
-        try:
-            call = adapter.build(native, model)
-        except MappingError as exc:
-            raise BadRequest(exc.message, param=exc.param) from None
+        self.adapter, self.model, self.shown, self.body = adapter, model, shown, request.body
+        self.texts = texts_of(request.body)
+        native = {k: v for k, v in request.body.items()
+                  if k not in ("documents", "return_documents")}
+        native["documents"] = self.texts
+        self.call = adapter.build(native, model)
+        self.error = adapter.error
 
-        meter = Meter(gw.store, key, self.kind, client_model, model.provider.id)
-        meter.reserve(hold_for(model, query, texts))
-        resp.set_header("X-Request-Id", meter.request_id)
-        with meter.releasing_on_failure():
-            upstream = gw.forward(call, model, adapter.error)
-            scores, billed = adapter.parse(read_json(upstream), len(texts))
-        cost, usage = cost_of(model, billed, query, texts)
-        meter.settle(usage, cost, 200)
+    def is_stream(self, upstream: UpstreamResponse) -> bool:
+        return False
+
+    def whole(self, upstream: UpstreamResponse) -> Answer:
+        body, texts = self.body, self.texts
+        scores, billed = self.adapter.parse(read_json(upstream), len(texts))
+        cost, usage = cost_of(self.model, billed, body["query"], texts)
         scores.sort(key=lambda s: s[1], reverse=True)
+        top_n = body.get("top_n")
         if isinstance(top_n, int):
             scores = scores[:top_n]
         results = []
@@ -112,9 +107,15 @@ class Rerank:
             if body.get("return_documents") is True:
                 item["document"] = {"text": texts[index]}
             results.append(item)
-        resp.data = json.dumps({
-            "id": "rerank-" + meter.request_id.removeprefix("req_"),
-            "model": client_model, "results": results,
-            "usage": {**billed, "cost": micro_to_credits(meter.charged)},
-        }).encode()
-        resp.content_type = falcon.MEDIA_JSON
+
+        def render(charged: int) -> bytes:
+            return json.dumps({
+                "id": "rerank-" + secrets.token_hex(16), "model": self.shown,
+                "results": results,
+                "usage": {**billed, "cost": micro_to_credits(charged)},
+            }).encode()
+
+        return Answer(usage, cost, render)
+
+    def stream_body(self, *args: object) -> None:
+        raise AssertionError("rerank is never streamed")

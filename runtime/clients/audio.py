@@ -1,4 +1,5 @@
-"""POST /v1/audio/speech, /v1/audio/transcriptions and /v1/audio/translations.
+"""OpenAI audio clients: `POST /v1/audio/speech`, `/v1/audio/transcriptions` and
+`/v1/audio/translations`.
 
 Speech: JSON in; the provider's audio (or, with `stream_format: "sse"`, its event stream) is
 forwarded to the client chunk by chunk as it arrives, with the provider's Content-Type. It is
@@ -27,8 +28,6 @@ from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import IO, Any
 
-import falcon
-
 from runtime import multipart
 from runtime.billing.meter import Meter
 from runtime.billing.pricing import Usage, hold_micro, micro_to_credits, token_cost
@@ -36,9 +35,11 @@ from runtime.billing.settling_body import SettlingBody
 from runtime.billing.unit_pricing import audio_seconds_cost, speech_cost
 from runtime.catalogue import Model
 from runtime.errors import BadRequest, UpstreamError
-from runtime.gateway import Gateway, provider_body
+from runtime.gateway import provider_body
+from runtime.pipeline.route import JSON, Answer, Request
 from runtime.providers.base import UpstreamCall, json_headers, query_auth
-from runtime.upstream import broken_off, read_body
+from runtime.providers.openai_chat import openai_error
+from runtime.upstream import UpstreamResponse, broken_off, read_body
 
 log = logging.getLogger("tokmodel.audio")
 
@@ -48,9 +49,9 @@ BYTES_PER_SECOND_HOLD = 4_000
 _CUE_END = re.compile(r"-->\s*(?:(\d+):)?(\d{1,2}):(\d{2})[.,](\d{1,3})")
 
 
-def _call(gw: Gateway, model: Model, kind: str, headers: dict[str, str], body: Any) -> Any:
-    return gw.forward(UpstreamCall("POST", model.provider.url(kind, model.upstream), headers,
-                                   body, query_auth(model)), model)
+def _call(model: Model, kind: str, headers: dict[str, str], body: Any) -> UpstreamCall:
+    return UpstreamCall("POST", model.provider.url(kind, model.upstream), headers, body,
+                        query_auth(model))
 
 
 # -- speech ----------------------------------------------------------------------------------
@@ -61,8 +62,10 @@ class AudioStream(SettlingBody):
     (charged when at least one byte reached the client)."""
 
     def __init__(self, chunks: Iterator[bytes], *, meter: Meter, cost: Decimal,
-                 units: dict[str, int | float], on_close: Callable[[], None]) -> None:
+                 units: dict[str, int | float], on_close: Callable[[], None],
+                 content_type: str) -> None:
         self._chunks = chunks
+        self.content_type = content_type
         self._cost = cost
         self._units = units
         self._on_close = on_close
@@ -76,12 +79,13 @@ class AudioStream(SettlingBody):
                     self._sent += len(chunk)
                     yield chunk
         except Exception as exc:  # the status line is gone: the client sees a cut body
-            self._status = broken_off(exc).status
+            self._status = getattr(exc, "status", broken_off(exc).status)
             log.warning("speech stream %s broke off: %s", self._meter.request_id, exc)
         finally:
             self._finish()
 
     def _finish(self) -> None:
+        self._note_interruption()
         try:
             self._on_close()
         finally:
@@ -93,35 +97,36 @@ class AudioStream(SettlingBody):
 
 
 
-class AudioSpeech:
-    kind = "audio.speech"
+def speech_hold(request: Request, model: Model) -> int:
+    return hold_micro(speech_cost(model, len(request.body["input"])))
 
-    def __init__(self, gateway: Gateway) -> None:
-        self.gw = gateway
 
-    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        gw = self.gw
-        key = gw.authenticate(req)
-        _raw, body = gw.json_body(req, self.kind)
-        client_model = body["model"]
-        model = gw.model_for(client_model, self.kind)
-        chars = len(body["input"])
-        cost = speech_cost(model, chars)
-        native = provider_body(model, self.kind, body)
+class SpeechExchange:
+    """The provider's audio (or its event stream) forwarded as it arrives."""
+
+    stream = True
+    error = staticmethod(openai_error)
+
+    def __init__(self, request: Request, model: Model, shown: str) -> None:
+        self.chars = len(request.body["input"])
+        self.cost = speech_cost(model, self.chars)
         headers = json_headers(model)
         headers["Accept"] = "*/*"
+        self.call = _call(model, "audio.speech", headers,
+                          json.dumps(provider_body(model, "audio.speech", request.body)).encode())
 
-        meter = Meter(gw.store, key, self.kind, client_model, model.provider.id)
-        meter.reserve(hold_micro(cost))
-        resp.set_header("X-Request-Id", meter.request_id)
-        with meter.releasing_on_failure():
-            upstream = _call(gw, model, self.kind, headers, json.dumps(native).encode())
-        resp.content_type = upstream.headers.get("Content-Type") or "application/octet-stream"
-        resp.set_header("Cache-Control", "no-cache")
-        resp.set_header("X-Accel-Buffering", "no")
-        stream = AudioStream(upstream.iter_content(chunk_size=None), meter=meter, cost=cost,
-                             units={"characters": chars}, on_close=upstream.close)
-        resp.stream = stream
+    def is_stream(self, upstream: UpstreamResponse) -> bool:
+        return True
+
+    def whole(self, upstream: UpstreamResponse) -> Answer:
+        raise AssertionError("speech is always streamed")
+
+    def stream_body(self, chunks: Iterator[bytes], upstream: UpstreamResponse,
+                    meter: Meter) -> AudioStream:
+        return AudioStream(chunks, meter=meter, cost=self.cost,
+                           units={"characters": self.chars}, on_close=upstream.close,
+                           content_type=upstream.headers.get("Content-Type")
+                           or "application/octet-stream")
 
 
 # -- transcriptions and translations ---------------------------------------------------------
@@ -168,64 +173,64 @@ def _seconds(value: Any) -> Decimal | None:
     return Decimal(str(value))
 
 
-class _Transcribe:
-    kind = ""
+def upload(request: Request) -> multipart.Part:
+    """The one audio file of the form (400 naming what is missing)."""
+    assert request.form is not None
+    multipart.require(request.form, files=("file",), text=("model",))
+    audio = request.form.files("file")
+    if len(audio) != 1:
+        raise BadRequest("Send exactly one 'file' part.", param="file")
+    return audio[0]
 
-    def __init__(self, gateway: Gateway) -> None:
-        self.gw = gateway
 
-    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        key = self.gw.authenticate(req)
-        with self.gw.form_body(req) as form:
-            self._serve(form, key, resp)
+def transcription_hold(request: Request, model: Model) -> int:
+    seconds = Decimal(math.ceil(upload(request).size / BYTES_PER_SECOND_HOLD))
+    return hold_micro(audio_seconds_cost(model, seconds))
 
-    def _serve(self, form: multipart.Form, key: Any, resp: falcon.Response) -> None:
-        gw = self.gw
-        multipart.require(form, files=("file",), text=("model",))
-        fields = form.text_fields()
-        client_model = fields["model"]
-        if isinstance(client_model, list):
-            raise BadRequest("'model' must be sent once.", param="model")
-        model = gw.model_for(client_model, self.kind)
-        audio = form.files("file")
-        if len(audio) != 1:
-            raise BadRequest("Send exactly one 'file' part.", param="file")
-        upload = audio[0]
-        native = provider_body(model, self.kind, fields)
-        body = multipart.MultipartBody(multipart.resend_fields(form, native))
+
+class TranscriptionExchange:
+    stream = False
+    error = staticmethod(openai_error)
+
+    def __init__(self, kind: str, request: Request, model: Model) -> None:
+        self.model = model
+        self.upload = upload(request)
+        native = provider_body(model, kind, request.fields)
+        body = multipart.MultipartBody(multipart.resend_fields(request.form, native))
         headers = json_headers(model)
         headers["Content-Type"] = body.content_type
         headers["Accept"] = "*/*"
-        hold_seconds = Decimal(math.ceil(upload.size / BYTES_PER_SECOND_HOLD))
+        self.call = _call(model, kind, headers, body)
 
-        meter = Meter(gw.store, key, self.kind, client_model, model.provider.id)
-        meter.reserve(hold_micro(audio_seconds_cost(model, hold_seconds)))
-        resp.set_header("X-Request-Id", meter.request_id)
-        with meter.releasing_on_failure():
-            upstream = _call(gw, model, self.kind, headers, body)
-            content_type = upstream.headers.get("Content-Type") or "text/plain; charset=utf-8"
-            raw = read_body(upstream)
+    def is_stream(self, upstream: UpstreamResponse) -> bool:
+        return False
+
+    def whole(self, upstream: UpstreamResponse) -> Answer:
+        content_type = upstream.headers.get("Content-Type") or "text/plain; charset=utf-8"
+        raw = read_body(upstream)
         payload = None
         if content_type.startswith("application/json"):
             try:
                 payload = json.loads(raw)
             except ValueError:
-                meter.fail(502)
                 raise UpstreamError("The upstream provider answered with invalid JSON.") from None
             if not isinstance(payload, dict):
-                meter.fail(502)
                 raise UpstreamError("The upstream provider answered without a transcript.")
-        usage, cost = self._cost(model, payload, raw, upload)
-        meter.settle(usage, cost, 200)
+        usage, cost = self._cost(self.model, payload, raw, self.upload)
         if payload is None:
-            resp.data = raw
-            resp.content_type = content_type
-            return
-        if not isinstance(payload.get("usage"), dict):
-            payload["usage"] = {"type": "duration", "seconds": float(usage.units["seconds"])}
-        payload["usage"]["cost"] = micro_to_credits(meter.charged)
-        resp.data = json.dumps(payload).encode()
-        resp.content_type = falcon.MEDIA_JSON
+            return Answer(usage, cost, lambda charged: raw, content_type=content_type)
+
+        def render(charged: int) -> bytes:
+            if not isinstance(payload.get("usage"), dict):
+                payload["usage"] = {"type": "duration",
+                                    "seconds": float(usage.units["seconds"])}
+            payload["usage"]["cost"] = micro_to_credits(charged)
+            return json.dumps(payload).encode()
+
+        return Answer(usage, cost, render, content_type=JSON)
+
+    def stream_body(self, *args: object) -> None:
+        raise AssertionError("transcripts are answered whole")
 
     def _cost(self, model: Model, payload: dict[str, Any] | None, raw: bytes,
               upload: multipart.Part) -> tuple[Usage, Decimal]:
@@ -250,9 +255,11 @@ class _Transcribe:
         return logged, audio_seconds_cost(model, seconds)
 
 
-class AudioTranscriptions(_Transcribe):
-    kind = "audio.transcriptions"
 
 
-class AudioTranslations(_Transcribe):
-    kind = "audio.translations"
+def transcriptions(request: Request, model: Model, shown: str) -> TranscriptionExchange:
+    return TranscriptionExchange("audio.transcriptions", request, model)
+
+
+def translations(request: Request, model: Model, shown: str) -> TranscriptionExchange:
+    return TranscriptionExchange("audio.translations", request, model)

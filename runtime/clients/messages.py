@@ -1,22 +1,21 @@
-"""POST /v1/messages: Anthropic Messages clients to every chat model of the catalogue.
+"""Anthropic Messages clients (`POST /v1/messages`) to every chat model of the catalogue.
 
-Order of work, as for chat: authenticate (401), read and validate the body against
-`CreateMessageRequest` (400/413), resolve the model among chat models (404/400), shape the
-request (400), hold the worst case (403), call the upstream, answer whole or stream, settle
-exactly once from usage. Every error is answered in Anthropic's envelope
-`{"type":"error","error":{"type","message"}}` (the handler reads `req.context.dialect`).
+Every error is answered in Anthropic's envelope `{"type":"error","error":{"type","message"}}`.
 
-- Provider of the anthropic dialect: the body passes through with the upstream model name and
-  the provider's own credentials and `anthropic-version` (the client's `anthropic-beta` is
-  forwarded); the answer comes back as sent, with `model` set to the id the client used and
-  `usage.cost` added. Stream events are forwarded one by one as they arrive; only
-  message_start (model, usage), content_block_delta (what was produced, for a cut stream),
-  message_delta (cumulative usage; `cost` added) and error are read. Upstream error answers
-  keep their status and Anthropic body; a refused gateway key is a 502 for the operator.
-- Any other provider: the request goes through runtime/clients/anthropic_messages.py to the
-  OpenAI chat form, then the provider's chat adapter; answers, streams and errors come back
-  the same way. Mid-stream failures end the stream with an Anthropic `error` event.
+- Provider of the anthropic dialect (`PassthroughExchange`): the body passes through with the
+  upstream model name and the provider's own credentials and `anthropic-version` (the client's
+  `anthropic-beta` is forwarded); the answer comes back as sent, with `model` set to the id
+  shown to the client and `usage.cost` added. Stream events are forwarded one by one as they
+  arrive; only message_start (model, usage), content_block_delta (what was produced, for a cut
+  stream), message_delta (cumulative usage; `cost` added) and error are read. Upstream error
+  answers keep their status and Anthropic body; a refused gateway key is a 502 for the
+  operator.
+- Any other provider (`TranslatedExchange`): the request goes through
+  runtime/clients/messages_translation.py to the OpenAI chat form, then the provider's chat
+  adapter; answers, streams and errors come back the same way. Mid-stream failures end the
+  stream with an Anthropic `error` event.
 
+Hold: as for chat, from the request as received (`max_tokens` is required by the format).
 Charging: prompt = input + cache reads + cache writes at the catalogue's cache prices,
 completion = output tokens. A stream cut by the upstream or the client is charged for what
 was produced (usage reported so far; missing output estimated at 4 characters a token).
@@ -28,30 +27,16 @@ import json
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-import falcon
-
 from runtime.billing.meter import Meter
-from runtime.billing.metered_stream import (
-    MeteredStream,
-    body_chunks,
-    estimate_tokens,
-    settle_produced,
-)
-from runtime.billing.pricing import (
-    Usage,
-    charge_micro,
-    chat_worst_case,
-    micro_to_credits,
-    token_cost,
-)
-from runtime.billing.prompt_bound import prompt_token_bound
+from runtime.billing.metered_stream import MeteredStream, estimate_tokens, settle_produced
+from runtime.billing.pricing import Usage, charge_micro, micro_to_credits, token_cost
 from runtime.billing.settling_body import SettlingBody
 from runtime.catalogue import Model
-from runtime.clients import anthropic_messages as inbound
-from runtime.errors import ANTHROPIC, BadRequest, GatewayError, UpstreamError
-from runtime.gateway import ErrorMapper, Gateway, provider_body
-from runtime.ops import MappingError
-from runtime.providers import CHAT_ADAPTERS
+from runtime.clients import messages_translation as inbound
+from runtime.clients.chat import chat_adapter, is_sse, prompt_chars
+from runtime.errors import GatewayError, UpstreamError
+from runtime.gateway import ErrorMapper, provider_body
+from runtime.pipeline.route import Answer, Request
 from runtime.providers.anthropic_chat import error_of, openai_usage
 from runtime.providers.base import (
     StreamBroken,
@@ -61,128 +46,93 @@ from runtime.providers.base import (
     message_from,
     retry_headers,
 )
-from runtime.resources.chat import max_output, prompt_chars
 from runtime.sse import Event, encode, iter_events
-from runtime.upstream import read_json
+from runtime.upstream import UpstreamResponse, read_json
 
 PASSTHROUGH_DIALECT = "anthropic"
 
 
-class Messages:
-    kind = "messages"
+def exchange(request: Request, model: Model,
+             shown: str) -> PassthroughExchange | TranslatedExchange:
+    descriptor = model.provider.descriptor
+    if descriptor.dialect == PASSTHROUGH_DIALECT and "messages" in descriptor.endpoints:
+        return PassthroughExchange(request, model, shown)
+    return TranslatedExchange(request, model, shown)
 
-    def __init__(self, gateway: Gateway) -> None:
-        self.gw = gateway
 
-    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        req.context.dialect = ANTHROPIC
-        gw = self.gw
-        key = gw.authenticate(req)
-        raw, body = gw.json_body(req, self.kind)
-        client_model = body["model"]
-        model = gw.model_for(client_model, "chat")
-        descriptor = model.provider.descriptor
-        stream = body.get("stream") is True
-        meter = Meter(gw.store, key, self.kind, client_model, model.provider.id)
-        if descriptor.dialect == PASSTHROUGH_DIALECT and "messages" in descriptor.endpoints:
-            self._passthrough(req, resp, raw, body, model, meter, stream)
-        else:
-            self._translated(resp, raw, body, model, meter, stream)
+def _answer(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload, ensure_ascii=False).encode()
 
-    # -- same dialect: pass through -----------------------------------------------------------
 
-    def _passthrough(self, req: falcon.Request, resp: falcon.Response, raw: bytes,
-                     body: dict[str, Any], model: Model, meter: Meter, stream: bool) -> None:
-        gw = self.gw
-        client_model = body["model"]
-        native = provider_body(model, self.kind, body)
+class PassthroughExchange:
+    """Same dialect: the body passes through."""
+
+    def __init__(self, request: Request, model: Model, shown: str) -> None:
+        self.model = model
+        self.shown = shown
+        self.stream = request.stream
+        native = provider_body(model, "messages", request.body)
         headers = json_headers(model)
-        beta = req.get_header("anthropic-beta")
+        beta = request.headers.get("anthropic-beta")
         if beta:
             headers["anthropic-beta"] = beta
-        if stream:
+        if self.stream:
             headers["Accept"] = "text/event-stream"
-        call = UpstreamCall("POST", model.provider.url(self.kind, model.upstream), headers,
-                            json.dumps(native, ensure_ascii=False).encode())
-        _reserve(resp, meter, model, prompt_token_bound(raw, body),
-                 max_output(body, model.max_output_tokens))
-        with meter.releasing_on_failure():
-            upstream = gw.forward(call, model, passthrough_error)
-            if stream and _is_sse(upstream):
-                _start_sse(resp)
-                resp.stream = PassthroughStream(
-                    iter_events(body_chunks(upstream)), model=model, client_model=client_model,
-                    meter=meter, on_close=upstream.close)
-                return
-            payload = read_json(upstream)
-            if not isinstance(payload, dict) or not isinstance(payload.get("content"), list):
-                raise UpstreamError("The upstream provider answered without content.")
-        payload["model"] = client_model
+        self.call = UpstreamCall("POST", model.provider.url("messages", model.upstream), headers,
+                                 json.dumps(native, ensure_ascii=False).encode())
+        self.error = passthrough_error
+
+    def is_stream(self, upstream: UpstreamResponse) -> bool:
+        return self.stream and is_sse(upstream)
+
+    def whole(self, upstream: UpstreamResponse) -> Answer:
+        payload = read_json(upstream)
+        if not isinstance(payload, dict) or not isinstance(payload.get("content"), list):
+            raise UpstreamError("The upstream provider answered without content.")
+        payload["model"] = self.shown
         raw_usage = payload.get("usage") if isinstance(payload.get("usage"), dict) else {}
         usage = Usage.from_openai(openai_usage(raw_usage))
-        meter.settle(usage, token_cost(model, usage), 200)
-        if isinstance(payload.get("usage"), dict):
-            payload["usage"]["cost"] = micro_to_credits(meter.charged)
-        _answer(resp, payload)
 
-    # -- other dialects: translate through OpenAI chat ----------------------------------------
+        def render(charged: int) -> bytes:
+            if isinstance(payload.get("usage"), dict):
+                payload["usage"]["cost"] = micro_to_credits(charged)
+            return _answer(payload)
 
-    def _translated(self, resp: falcon.Response, raw: bytes, body: dict[str, Any],
-                    model: Model, meter: Meter, stream: bool) -> None:
-        gw = self.gw
-        client_model = body["model"]
-        adapter = CHAT_ADAPTERS.get(model.provider.descriptor.dialect)
-        if adapter is None:
-            raise GatewayError(f"Messages with '{client_model}' are not available: this "
-                               "gateway cannot translate to the "
-                               f"'{model.provider.descriptor.dialect}' format yet.",
-                               status=501, type="not_implemented")
-        prompt_bound = prompt_token_bound(raw, body)
-        chat_body = inbound.to_openai(body)
-        chars = prompt_chars(chat_body)
-        limit = max_output(chat_body, model.max_output_tokens)
-        try:
-            call = adapter.build(chat_body, model, stream)
-        except MappingError as exc:
-            raise BadRequest(exc.message, param=exc.param) from None
-        _reserve(resp, meter, model, prompt_bound, limit)
-        with meter.releasing_on_failure():
-            upstream = gw.forward(call, model, anthropic_facing(adapter.error))
-            if stream and _is_sse(upstream):
-                _start_sse(resp)
-                resp.stream = TranslatedStream(
-                    adapter.chunks(iter_events(body_chunks(upstream)), model),
-                    model=model, client_model=client_model, meter=meter, prompt_chars=chars,
-                    on_close=upstream.close)
-                return
-            completion = adapter.parse(read_json(upstream), model)
+        return Answer(usage, token_cost(self.model, usage), render)
+
+    def stream_body(self, chunks: Iterator[bytes], upstream: UpstreamResponse,
+                    meter: Meter) -> PassthroughStream:
+        return PassthroughStream(iter_events(chunks), model=self.model, client_model=self.shown,
+                                 meter=meter, on_close=upstream.close)
+
+
+class TranslatedExchange:
+    """Other dialects: translate through OpenAI chat."""
+
+    def __init__(self, request: Request, model: Model, shown: str) -> None:
+        self.adapter = chat_adapter(model, "Messages", shown)
+        self.model = model
+        self.shown = shown
+        self.stream = request.stream
+        self.chat_body = inbound.to_openai(request.body)
+        self.call = self.adapter.build(self.chat_body, model, self.stream)
+        self.error = anthropic_facing(self.adapter.error)
+
+    def is_stream(self, upstream: UpstreamResponse) -> bool:
+        return self.stream and is_sse(upstream)
+
+    def whole(self, upstream: UpstreamResponse) -> Answer:
+        completion = self.adapter.parse(read_json(upstream), self.model)
         usage = Usage.from_openai(completion.get("usage"))
-        meter.settle(usage, token_cost(model, usage), 200)
-        _answer(resp, inbound.to_message(completion, client_model, usage,
-                                         micro_to_credits(meter.charged)))
+        return Answer(usage, token_cost(self.model, usage), lambda charged: _answer(
+            inbound.to_message(completion, self.shown, usage, micro_to_credits(charged))))
 
-
-def _reserve(resp: falcon.Response, meter: Meter, model: Model, prompt_bound: int,
-             output_bound: int) -> None:
-    """Hold the worst case (403 when the balance cannot cover it) and name the request."""
-    meter.reserve(chat_worst_case(model, prompt_bound, output_bound))
-    resp.set_header("X-Request-Id", meter.request_id)
-    resp.set_header("request-id", meter.request_id)
-
-
-def _answer(resp: falcon.Response, payload: dict[str, Any]) -> None:
-    resp.data = json.dumps(payload, ensure_ascii=False).encode()
-    resp.content_type = falcon.MEDIA_JSON
-
-
-def _is_sse(upstream: Any) -> bool:
-    return upstream.headers.get("Content-Type", "").startswith("text/event-stream")
-
-
-def _start_sse(resp: falcon.Response) -> None:
-    resp.content_type = "text/event-stream"
-    resp.set_header("Cache-Control", "no-cache")
-    resp.set_header("X-Accel-Buffering", "no")
+    def stream_body(self, chunks: Iterator[bytes], upstream: UpstreamResponse,
+                    meter: Meter) -> TranslatedStream:
+        return TranslatedStream(self.adapter.stream(chunks, self.model), model=self.model,
+                                client_model=self.shown, meter=meter,
+                                prompt_chars=prompt_chars(self.chat_body),
+                                on_close=upstream.close)
 
 
 # -- errors -----------------------------------------------------------------------------------
@@ -236,11 +186,7 @@ class TranslatedStream(MeteredStream):
                 out = self._writer.chunk(chunk)
                 if out:
                     yield b"".join(out)
-        except StreamBroken as exc:
-            self._status = 502
-            self._finish()
-            yield inbound.error_event(502, exc.message, exc.type)
-        except GatewayError as exc:
+        except (StreamBroken, GatewayError) as exc:
             self._status = exc.status
             self._finish()
             yield inbound.error_event(exc.status, exc.message, exc.type)
@@ -276,9 +222,9 @@ class PassthroughStream(SettlingBody):
                 if self._ended:
                     return
         except StreamBroken as exc:
-            self._status = 502
+            self._status = exc.status
             self._finish()
-            yield inbound.error_event(502, exc.message, exc.type)
+            yield inbound.error_event(exc.status, exc.message, exc.type)
         else:
             if not self._ended:
                 self._status = 502
@@ -337,6 +283,7 @@ class PassthroughStream(SettlingBody):
     def _finish(self) -> None:
         if self._meter.settled:
             return
+        self._note_interruption()
         try:
             self._on_close()
         finally:

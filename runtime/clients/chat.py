@@ -1,0 +1,166 @@
+"""OpenAI chat clients (`POST /v1/chat/completions`) to any chat model: the route's hold
+policy, its exchange with a provider's chat adapter, and the stream in OpenAI's framing.
+
+Hold: every prompt token (bounded by the request body, runtime/billing/prompt_bound.py) at
+the input price plus `n` times the allowed output (`max_completion_tokens`, else
+`max_tokens`, else the model's limit) at the output price, all read from the request as the
+client sent it.
+
+The answer's `model` is the id the client used (or the fallback's id when a fallback
+answered); `usage.cost` is the charge in credits. A stream forwards the adapter's chunks as
+they arrive, strips usage unless the client asked for it (`stream_options.include_usage`),
+adds `cost` when it did, ends with `data: [DONE]`, and settles once in every outcome
+(runtime/billing/metered_stream.py).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from runtime.billing.meter import Meter
+from runtime.billing.metered_stream import MeteredStream
+from runtime.billing.pricing import (
+    Usage,
+    charge_micro,
+    chat_worst_case,
+    micro_to_credits,
+    token_cost,
+)
+from runtime.billing.prompt_bound import prompt_token_bound
+from runtime.catalogue import Model
+from runtime.errors import GatewayError
+from runtime.pipeline.route import Answer, Request
+from runtime.providers import CHAT_ADAPTERS, ChatAdapter
+from runtime.providers.base import StreamBroken
+from runtime.upstream import UpstreamResponse, read_json
+
+DEFAULT_MAX_OUTPUT = 4096
+DONE = b"data: [DONE]\n\n"
+
+
+def prompt_chars(body: Mapping[str, Any]) -> int:
+    """Characters of text in the messages: the basis of the prompt estimate for a stream
+    that ends without usage."""
+    total = 0
+    for message in body.get("messages") or ():
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, str):
+            total += len(content)
+        elif isinstance(content, list):
+            total += sum(len(p["text"]) for p in content
+                         if isinstance(p, dict) and isinstance(p.get("text"), str))
+    return total
+
+
+def max_output(body: Mapping[str, Any], model_max: int | None) -> int:
+    """Output tokens the request allows in all: per choice (its own limit, at most the
+    model's) times `n`."""
+    asked = body.get("max_completion_tokens") or body.get("max_tokens")
+    limit = model_max or DEFAULT_MAX_OUTPUT
+    per_choice = min(asked, limit) if isinstance(asked, int) and asked > 0 else limit
+    n = body.get("n")
+    return per_choice * (n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1)
+
+
+def hold(request: Request, model: Model) -> int:
+    return chat_worst_case(model, prompt_token_bound(request.raw, request.body),
+                           max_output(request.body, model.max_output_tokens))
+
+
+def chat_adapter(model: Model, what: str, client_model: str) -> ChatAdapter:
+    adapter = CHAT_ADAPTERS.get(model.provider.descriptor.dialect)
+    if adapter is None:
+        raise GatewayError(f"{what} with '{client_model}' is not available: this gateway "
+                           f"cannot translate to the '{model.provider.descriptor.dialect}' "
+                           "format yet.", status=501, type="not_implemented")
+    return adapter
+
+
+def is_sse(upstream: UpstreamResponse) -> bool:
+    return upstream.headers.get("Content-Type", "").startswith("text/event-stream")
+
+
+class ChatExchange:
+    def __init__(self, request: Request, model: Model, shown: str) -> None:
+        self.adapter = chat_adapter(model, "Chat", shown)
+        self.model = model
+        self.shown = shown
+        self.body = request.body
+        self.stream = request.stream
+        self.call = self.adapter.build(request.body, model, self.stream)
+        self.error = self.adapter.error
+
+    def is_stream(self, upstream: UpstreamResponse) -> bool:
+        return self.stream and is_sse(upstream)
+
+    def whole(self, upstream: UpstreamResponse) -> Answer:
+        payload = self.adapter.parse(read_json(upstream), self.model)
+        payload["model"] = self.shown
+        usage = Usage.from_openai(payload.get("usage"))
+
+        def render(charged: int) -> bytes:
+            if isinstance(payload.get("usage"), dict):
+                payload["usage"]["cost"] = micro_to_credits(charged)
+            return json.dumps(payload).encode()
+
+        return Answer(usage, token_cost(self.model, usage), render)
+
+    def stream_body(self, chunks: Iterator[bytes], upstream: UpstreamResponse,
+                    meter: Meter) -> ChatStream:
+        options = self.body.get("stream_options")
+        return ChatStream(self.adapter.stream(chunks, self.model), model=self.model,
+                          client_model=self.shown, meter=meter,
+                          include_usage=isinstance(options, dict)
+                          and bool(options.get("include_usage")),
+                          prompt_chars=prompt_chars(self.body), on_close=upstream.close)
+
+
+class ChatStream(MeteredStream):
+    def __init__(self, chunks: Iterator[dict[str, Any]], *, model: Model, client_model: str,
+                 meter: Meter, include_usage: bool, prompt_chars: int,
+                 on_close: Any) -> None:
+        self._chunks = chunks
+        self._client_model = client_model
+        self._include_usage = include_usage
+        super().__init__(model=model, meter=meter, prompt_chars=prompt_chars,
+                         on_close=on_close)
+
+    def _run(self) -> Iterator[bytes]:
+        # Settle before the last bytes go out, so a client that has seen the end of its
+        # stream also sees the charge; `finally` covers a client that left early.
+        try:
+            for chunk in self._chunks:
+                out = self._forward(chunk)
+                if out is not None:
+                    yield out
+        except (StreamBroken, GatewayError) as exc:
+            self._status = exc.status
+            self._finish()
+            yield error_event(exc.message, exc.type)
+        else:
+            self._finish()
+            yield DONE
+        finally:
+            self._finish()
+
+    def _forward(self, chunk: dict[str, Any]) -> bytes | None:
+        chunk["model"] = self._client_model
+        self._observe(chunk)
+        choices = chunk.get("choices") or []
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):
+            if self._include_usage:
+                cost = token_cost(self._model, self._usage)
+                usage["cost"] = micro_to_credits(charge_micro(cost))
+            elif not choices:
+                return None
+            else:
+                chunk["usage"] = None
+        return b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
+
+
+def error_event(message: str, type: str) -> bytes:
+    payload = {"error": {"message": message, "type": type, "param": None, "code": None}}
+    return b"data: " + json.dumps(payload).encode() + b"\n\n"

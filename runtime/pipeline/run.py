@@ -1,0 +1,235 @@
+"""The request pipeline: the one place a priced request goes from start to finish.
+
+    authenticate -> read + validate -> resolve the model and its fallbacks -> admission
+      -> hold (from the client's request as received; covers the dearest candidate)
+      -> attempts (deployments, retries, fallbacks; runtime/pipeline/attempts.py)
+      -> answer whole or stream -> settle exactly once -> metrics and access log
+
+Endpoints declare a `Route` (runtime/pipeline/route.py); `Pipeline.handle` runs it. Every
+failure is a GatewayError rendered in the route's error envelope; any failure after the hold
+settles at zero (nothing produced, nothing charged). A whole answer is settled here; a stream
+settles itself when it ends, is cut, or the client leaves (runtime/billing/settling_body.py),
+and finishes the request's record then.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import falcon
+
+from runtime.billing.meter import Meter
+from runtime.billing.pricing import Usage
+from runtime.catalogue import Model
+from runtime.errors import BadRequest, GatewayError
+from runtime.gateway import Gateway
+from runtime.observability import record as observe
+from runtime.ops import MappingError
+from runtime.pipeline.attempts import Answered, Attempts, chunks_after
+from runtime.pipeline.health import DeploymentHealth
+from runtime.pipeline.route import Exchange, Request, Route
+from runtime.providers.base import StreamBroken
+from runtime.store import KeyRecord
+from runtime.upstream import broken_off
+
+MAX_FALLBACKS = 5
+
+
+class Pipeline:
+    def __init__(self, gateway: Gateway, health: DeploymentHealth | None = None) -> None:
+        self.gw = gateway
+        self.health = health or DeploymentHealth()
+        self.health.on_change(lambda d, up: observe.deployment_up(d.provider_id, d.name, up))
+        for provider in gateway.catalogue.providers.values():
+            for deployment in provider.deployments:
+                if deployment.usable:
+                    observe.deployment_up(provider.id, deployment.name, True)
+        self.attempts = Attempts(gateway.upstream, self.health)
+
+    # -- the sequence ---------------------------------------------------------------------
+
+    def handle(self, req: falcon.Request, resp: falcon.Response, route: Route) -> None:
+        req.context.dialect = route.errors
+        record = _record(req, route)
+        key = self.gw.authenticate(req)
+        record.account_id, record.key_id = key.account_id, key.id
+        with self._read(req, route) as request:
+            if route.check is not None:
+                route.check(request)
+            candidates = self.candidates(request, route)
+            record.model, record.provider = candidates[0].id, candidates[0].provider.id
+            self.admit(key, request, candidates)
+            shown = request.model_id if isinstance(request.model_id, str) else candidates[0].id
+            primary = _exchange(route, request, candidates[0], shown)
+            record.stream = primary.stream
+            meter = Meter(self.gw.store, key, route.kind, shown, candidates[0].provider.id,
+                          request_id=record.request_id)
+            meter.on_settled = lambda status, usage, charged: _settled(
+                record, status, usage, charged)
+            meter.reserve(max(route.hold(request, m) for m in candidates))
+            for name in route.response_headers[1:]:
+                resp.set_header(name, record.request_id)
+            with meter.releasing_on_failure():
+                self._answer(resp, route, request, candidates, primary, shown, meter, record)
+
+    def candidates(self, request: Request, route: Route) -> list[Model]:
+        """The asked model, then its fallbacks (the request's `models`, else the catalogue's);
+        fallbacks that do not exist, are not usable or do not serve the route are skipped."""
+        model_id = request.model_id
+        if model_id in (None, "") and route.default_model:
+            defaults = self.gw.catalogue.defaults
+            model_id = defaults.get(route.kind) or defaults.get("images.generations")
+            request.model_id = model_id
+            if model_id is None:
+                raise BadRequest("'model' is required: this gateway has no default model for "
+                                 "this endpoint.", param="model")
+        first = self.gw.model_for(model_id, route.catalogue_kind)
+        if not route.fallbacks:
+            return [first]
+        names = request.fallbacks if request.fallbacks is not None else first.fallbacks
+        found = [first]
+        for name in names:
+            model = self.gw.catalogue.get(name)
+            if (model is not None and model.provider.usable and model not in found
+                    and route.catalogue_kind in model.endpoints):
+                found.append(model)
+        return found[:MAX_FALLBACKS + 1]
+
+    def admit(self, key: KeyRecord, request: Request, candidates: list[Model]) -> None:
+        """Admission: where per-key limits (models, rates, spend caps, expiry) are checked,
+        before anything is held or sent. Nothing is limited yet."""
+
+    # -- attempts and the answer ----------------------------------------------------------
+
+    def _answer(self, resp: falcon.Response, route: Route, request: Request,
+                candidates: list[Model], primary: Exchange, shown: str, meter: Meter,
+                record: observe.RequestRecord) -> None:
+        failure: GatewayError | None = None
+        for index, model in enumerate(candidates):
+            if index == 0:
+                exchange = primary
+            else:
+                try:
+                    exchange = _exchange(route, request, model, model.id)
+                except GatewayError:
+                    continue   # this fallback cannot take the request as sent
+                observe.fallback(candidates[0].id, model.id)
+            outcome = self.attempts.try_model(exchange, model, record)
+            if isinstance(outcome, Answered):
+                if index:
+                    meter.model = model.id
+                meter.provider = model.provider.id
+                record.model, record.provider = meter.model, model.provider.id
+                record.deployment = outcome.deployment.name
+                self._deliver(resp, exchange, outcome, meter, record)
+                return
+            failure = outcome.error
+            if not outcome.fall_back:
+                break
+        raise failure  # type: ignore[misc]
+
+    def _deliver(self, resp: falcon.Response, exchange: Exchange, answered: Answered,
+                 meter: Meter, record: observe.RequestRecord) -> None:
+        upstream = answered.upstream
+        if answered.first is not None:
+            record.mark_first_byte()
+            body = exchange.stream_body(_chunks(answered.first, upstream), upstream, meter)
+            record.deferred = True
+            observe.stream_opened()
+            resp.content_type = body.content_type
+            resp.set_header("Cache-Control", "no-cache")
+            resp.set_header("X-Accel-Buffering", "no")
+            resp.stream = body
+            return
+        answer = exchange.whole(upstream)
+        record.mark_first_byte()
+        meter.settle(answer.usage, answer.cost, 200)
+        resp.data = answer.render(meter.charged)
+        resp.content_type = answer.content_type
+        for name, value in answer.headers.items():
+            resp.set_header(name, value)
+
+    # -- reading the request --------------------------------------------------------------
+
+    @contextmanager
+    def _read(self, req: falcon.Request, route: Route) -> Iterator[Request]:
+        headers = {name: value for name in route.forward_headers
+                   if (value := req.get_header(name))}
+        if route.form:
+            with self.gw.form_body(req) as form:
+                fields = form.text_fields()
+                yield Request(model_id=_single(fields, "model"), form=form, fields=fields,
+                              headers=headers)
+            return
+        raw, body = self.gw.json_body(req, route.kind)
+        fallbacks = None
+        if route.fallbacks and "models" in body:
+            fallbacks = _models_field(body)
+            body = {k: v for k, v in body.items() if k != "models"}
+            if body.get("model") is None and fallbacks:
+                body["model"], fallbacks = fallbacks[0], fallbacks[1:]
+        yield Request(model_id=body.get("model"), raw=raw, body=body, headers=headers,
+                      fallbacks=fallbacks)
+
+
+def _exchange(route: Route, request: Request, model: Model, shown: str) -> Exchange:
+    try:
+        return route.exchange(request, model, shown)
+    except MappingError as exc:
+        raise BadRequest(exc.message, param=exc.param) from None
+
+
+def _chunks(first: bytes, upstream: Any) -> Iterator[bytes]:
+    """The stream's bytes as they arrive; a read failure becomes a broken stream."""
+    try:
+        yield from chunks_after(first, upstream)
+    except Exception as exc:
+        err = broken_off(exc)
+        raise StreamBroken(err.message, err.type, err.status) from exc
+
+
+def _record(req: falcon.Request, route: Route) -> observe.RequestRecord:
+    record = getattr(req.context, "record", None)
+    if record is None:   # an app without the RequestRecords middleware
+        record = req.context.record = observe.RequestRecord(
+            request_id="req_" + uuid.uuid4().hex, client_request_id=None, endpoint=route.kind,
+            started=time.monotonic(), time=time.time())
+    record.endpoint = route.kind
+    return record
+
+
+def _settled(record: observe.RequestRecord, status: int, usage: Usage, charged: int) -> None:
+    record.prompt_tokens = usage.prompt_tokens
+    record.completion_tokens = usage.completion_tokens
+    record.cached_tokens = usage.cached_tokens
+    record.cost_micro = charged
+    if record.deferred:
+        observe.stream_closed()
+        record.finish(status)
+
+
+def _single(fields: Any, name: str) -> Any:
+    value = fields.get(name)
+    if isinstance(value, list):
+        raise BadRequest(f"'{name}' must be sent once.", param=name)
+    return value
+
+
+def _models_field(body: Any) -> tuple[str, ...] | None:
+    """The request's `models` (OpenRouter's fallback list; first = preferred): the fallbacks
+    after `model`. Never forwarded."""
+    models = body.get("models")
+    if models is None:
+        return None
+    if not isinstance(models, list) or not all(isinstance(m, str) and m for m in models):
+        raise BadRequest("'models' must be a list of model ids.", param="models")
+    if len(models) > MAX_FALLBACKS + 1:
+        raise BadRequest(f"'models' may list at most {MAX_FALLBACKS + 1} models.",
+                         param="models")
+    model = body.get("model")
+    return tuple(m for m in models if m != model)
+
