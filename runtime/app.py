@@ -110,5 +110,5 @@ def get_app() -> falcon.App:
 
     settings = Settings.from_env()
     return create_app(settings, registry, open_store(settings.database_url),
-                      Upstream(settings.connect_timeout, settings.read_timeout),
+                      Upstream(),
                       load_catalogue(settings.providers_file, registry=registry))

@@ -12,17 +12,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import falcon
-import requests
 
 from runtime import inbound, multipart
 from runtime.catalogue import Catalogue, Model
 from runtime.errors import BadRequest, GatewayError, NotFound, Unauthorized
 from runtime.ops import MappingError
-from runtime.providers.base import UpstreamCall
-from runtime.providers.openai_chat import openai_error
 from runtime.settings import Settings
 from runtime.store import KeyRecord, Store
-from runtime.upstream import Upstream, read_body
+from runtime.upstream import Upstream
 from runtime.validation import Validator
 
 ErrorMapper = Callable[[int, bytes, Mapping[str, str], Model], GatewayError]
@@ -70,15 +67,6 @@ class Gateway:
             yield form
         finally:
             form.close()
-
-    def forward(self, call: UpstreamCall, model: Model,
-                error: ErrorMapper = openai_error) -> requests.Response:
-        """Send the call; an error answer is read and raised in the client's terms."""
-        upstream = self.upstream.send(call.method, call.url, headers=call.headers,
-                                      body=call.body, params=call.params or None)
-        if upstream.status_code >= 400:
-            raise error(upstream.status_code, read_body(upstream), upstream.headers, model)
-        return upstream
 
     def model_for(self, model_id: Any, kind: str) -> Model:
         if not isinstance(model_id, str) or not model_id:

@@ -4,8 +4,6 @@
 | TOKMODEL_DATABASE_URL | sqlite:///var/tokmodel.db |
 | TOKMODEL_PROVIDERS | unset: the compiled default catalogue (providers.yaml) |
 | TOKMODEL_MAX_BODY_BYTES | 26214400 (25 MiB) |
-| TOKMODEL_UPSTREAM_CONNECT_TIMEOUT | 10 seconds |
-| TOKMODEL_UPSTREAM_READ_TIMEOUT | 600 seconds (between two bytes of an answer) |
 | TOKMODEL_IMAGE_FETCH_MAX_BYTES | 20971520 (20 MiB), for providers that need image bytes |
 | TOKMODEL_IMAGE_FETCH_ALLOW_PRIVATE | unset: image URLs on private/loopback addresses refused |
 | TOKMODEL_METRICS_TOKEN | unset: GET /metrics is open; set: `Authorization: Bearer <it>` needed |
@@ -24,8 +22,6 @@ class Settings:
     database_url: str = "sqlite:///var/tokmodel.db"
     providers_file: str | None = None
     max_body_bytes: int = 25 * 1024 * 1024
-    connect_timeout: float = 10.0
-    read_timeout: float = 600.0
     image_fetch_max_bytes: int = 20 * 1024 * 1024
     image_fetch_allow_private: bool = False
     metrics_token: str | None = field(default=None, repr=False)  # a secret: not in reprs
@@ -39,9 +35,6 @@ class Settings:
             database_url=env.get("TOKMODEL_DATABASE_URL") or base.database_url,
             providers_file=env.get("TOKMODEL_PROVIDERS") or None,
             max_body_bytes=int(env.get("TOKMODEL_MAX_BODY_BYTES") or base.max_body_bytes),
-            connect_timeout=float(env.get("TOKMODEL_UPSTREAM_CONNECT_TIMEOUT")
-                                  or base.connect_timeout),
-            read_timeout=float(env.get("TOKMODEL_UPSTREAM_READ_TIMEOUT") or base.read_timeout),
             image_fetch_max_bytes=int(env.get("TOKMODEL_IMAGE_FETCH_MAX_BYTES")
                                       or base.image_fetch_max_bytes),
             image_fetch_allow_private=env.get("TOKMODEL_IMAGE_FETCH_ALLOW_PRIVATE", "").lower()

@@ -1,10 +1,7 @@
 """POST /v1/responses and POST /v1/responses/compact (OpenAI Responses API) for every chat model.
 
-Order of work, as for chat: authenticate (401), read and validate the body (400/413), resolve
-the model as a chat model (404/400), prepare the upstream call (400 for what cannot be
-served), hold the worst case (403), call the upstream, answer whole or stream, and settle
-exactly once from usage (upstream usage at catalogue prices; a stream without usage is
-estimated from the text, one that produced nothing costs nothing).
+The pipeline (runtime/pipeline/run.py) runs the request; this module says how Responses
+clients are held, translated and answered.
 
 Native: when the provider's descriptor lists a `responses` endpoint, the body is passed through
 with the upstream model name (the gateway's own compaction items become developer messages);

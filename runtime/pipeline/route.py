@@ -92,7 +92,8 @@ class Route:
     forward_headers: tuple[str, ...] = ()   # client headers an exchange may pass on
     default_model: bool = False             # `model` may be omitted: the catalogue default
     check: Callable[[Request], None] | None = None  # before the model: required parts
-    response_headers: tuple[str, ...] = ("x-request-id",)  # headers naming the request
+    # headers naming the request besides x-request-id (Anthropic's SDKs read request-id)
+    id_headers: tuple[str, ...] = ()
 
     @property
     def catalogue_kind(self) -> str:

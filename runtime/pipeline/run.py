@@ -71,7 +71,7 @@ class Pipeline:
             meter.on_settled = lambda status, usage, charged: _settled(
                 record, status, usage, charged)
             meter.reserve(max(route.hold(request, m) for m in candidates))
-            for name in route.response_headers[1:]:
+            for name in route.id_headers:
                 resp.set_header(name, record.request_id)
             with meter.releasing_on_failure():
                 self._answer(resp, route, request, candidates, primary, shown, meter, record)

@@ -17,7 +17,7 @@ ROUTES: dict[str, Route] = {route.kind: route for route in (
     Route("chat", chat.hold, chat.ChatExchange, fallbacks=True),
     Route("messages", chat.hold, messages.exchange, serves="chat", errors="anthropic",
           fallbacks=True, forward_headers=("anthropic-beta",),
-          response_headers=("x-request-id", "request-id")),
+          id_headers=("request-id",)),
     Route("responses", responses.hold, responses.ResponsesExchange, serves="chat",
           fallbacks=True),
     Route("responses.compact", responses.compact_hold, responses.CompactExchange,

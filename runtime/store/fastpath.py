@@ -3,7 +3,8 @@ connections taken from the store's SQLAlchemy pools.
 
 They are the gateway's hot path: SQLAlchemy Core's execution machinery costs about 50 µs per
 statement, several times the work SQLite itself does, so these run the same SQL as ledger.py
-directly on the driver's cursor. Semantics are identical to the Core versions; any driver
+directly on the driver's cursor; settlement runs the one algorithm of ledger.settle_with on
+that cursor. Semantics are identical to the Core versions; any driver
 error rolls back and returns `None`, and the Store then repeats the call on the Core path,
 which owns every corner case (duplicate request ids, error mapping).
 
@@ -27,6 +28,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from .ledger import settle_with
 from .records import UsageRecord
 
 _AUTH = ("SELECT k.id, k.account_id, a.name, k.name, k.display_prefix, k.created_at, "
@@ -177,34 +179,43 @@ class FastPath:
 
     def settle(self, request_id: str, cost: int, usage: UsageRecord,
                now: datetime) -> int | None:
-        sql = self._sql
+        when = self._time(usage.created_at or now)
+        return self._write(lambda cur: settle_with(
+            _CursorStatements(cur, self._sql, usage, request_id, when), request_id, cost,
+            usage.account_id))
 
-        def work(cur) -> int:
-            cur.execute(sql["take_hold"], {"rid": request_id})
-            row = cur.fetchone()
-            if row is None:
-                cur.execute(sql["logged"], {"rid": request_id})
-                if cur.fetchone() is not None:
-                    return 0
-                account_id, held = usage.account_id, 0
-            else:
-                account_id, held = row
-            if cost <= held:
-                charged = cost
-                if held > cost:
-                    cur.execute(sql["credit"], {"amount": held - cost, "account": account_id})
-            else:
-                cur.execute(sql["balance"], {"account": account_id})
-                found = cur.fetchone()
-                extra = min(cost - held, found[0] if found else 0)
-                if extra:
-                    cur.execute(sql["debit"], {"amount": extra, "account": account_id})
-                charged = held + extra
-            cur.execute(sql["usage"], _usage_params(usage, request_id, account_id, charged,
-                                                    self._time(usage.created_at or now)))
-            return charged
 
-        return self._write(work)
+class _CursorStatements:
+    """ledger.SettleStatements on a raw driver cursor."""
+
+    def __init__(self, cur: Any, sql: Mapping[str, str], usage: UsageRecord, request_id: str,
+                 when: Any) -> None:
+        self.cur, self.sql, self.usage, self.request_id, self.when = (
+            cur, sql, usage, request_id, when)
+
+    def take_hold(self, request_id: str) -> tuple[int, int] | None:
+        self.cur.execute(self.sql["take_hold"], {"rid": request_id})
+        row = self.cur.fetchone()
+        return None if row is None else (row[0], row[1])
+
+    def is_logged(self, request_id: str) -> bool:
+        self.cur.execute(self.sql["logged"], {"rid": request_id})
+        return self.cur.fetchone() is not None
+
+    def credit(self, account_id: int, amount: int) -> None:
+        self.cur.execute(self.sql["credit"], {"amount": amount, "account": account_id})
+
+    def debit(self, account_id: int, amount: int) -> None:
+        self.cur.execute(self.sql["debit"], {"amount": amount, "account": account_id})
+
+    def balance_for_update(self, account_id: int) -> int:
+        self.cur.execute(self.sql["balance"], {"account": account_id})
+        found = self.cur.fetchone()
+        return found[0] if found else 0
+
+    def log(self, account_id: int, charged: int) -> None:
+        self.cur.execute(self.sql["usage"], _usage_params(self.usage, self.request_id,
+                                                          account_id, charged, self.when))
 
 
 def _usage_params(usage: UsageRecord, request_id: str, account_id: int, charged: int,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Connection, bindparam, delete, insert, select, update
 
@@ -96,31 +96,80 @@ def hold(conn: Connection, request_id: str, account_id: int, amount: int, now: d
     return True
 
 
-def settle(conn: Connection, request_id: str, cost: int, usage: UsageRecord, now: datetime) -> int:
+class SettleStatements(Protocol):
+    """The statements settlement needs, run inside one write transaction. Two executors
+    implement them: SQLAlchemy Core here, raw driver cursors in fastpath.py (the hot path);
+    `settle_with` is the one algorithm both run."""
+
+    def take_hold(self, request_id: str) -> tuple[int, int] | None: ...
+
+    def is_logged(self, request_id: str) -> bool: ...
+
+    def credit(self, account_id: int, amount: int) -> None: ...
+
+    def debit(self, account_id: int, amount: int) -> None: ...
+
+    def balance_for_update(self, account_id: int) -> int: ...
+
+    def log(self, account_id: int, charged: int) -> None: ...
+
+
+def settle_with(db: SettleStatements, request_id: str, cost: int, default_account: int) -> int:
     """Turn the hold into a charge and log the request; return micro-credits charged.
 
     Without a hold (settled already, or released by `release_stale`): 0 when the request is
     already logged, otherwise the cost is taken from the balance as far as it goes.
     """
-    row = conn.execute(_take_hold, {"b_request_id": request_id}).first()
+    row = db.take_hold(request_id)
     if row is None:
-        if is_logged(conn, request_id):
+        if db.is_logged(request_id):
             return 0
-        account_id, held = usage.account_id, 0
+        account_id, held = default_account, 0
     else:
         account_id, held = row
     if cost <= held:
         charged = cost
         if held > cost:
-            conn.execute(_credit, {"b_account_id": account_id, "b_amount": held - cost})
+            db.credit(account_id, held - cost)
     else:
-        balance = conn.execute(_balance_for_update, {"b_account_id": account_id}).scalar()
-        extra = min(cost - held, balance or 0)
+        extra = min(cost - held, db.balance_for_update(account_id))
         if extra:
-            conn.execute(_debit, {"b_account_id": account_id, "b_amount": extra})
+            db.debit(account_id, extra)
         charged = held + extra
-    conn.execute(_insert_usage, usage_row(usage, request_id, account_id, charged, now))
+    db.log(account_id, charged)
     return charged
+
+
+class _CoreStatements:
+    def __init__(self, conn: Connection, request_id: str, usage: UsageRecord,
+                 now: datetime) -> None:
+        self.conn, self.request_id, self.usage, self.now = conn, request_id, usage, now
+
+    def take_hold(self, request_id: str) -> tuple[int, int] | None:
+        row = self.conn.execute(_take_hold, {"b_request_id": request_id}).first()
+        return None if row is None else (row[0], row[1])
+
+    def is_logged(self, request_id: str) -> bool:
+        return is_logged(self.conn, request_id)
+
+    def credit(self, account_id: int, amount: int) -> None:
+        self.conn.execute(_credit, {"b_account_id": account_id, "b_amount": amount})
+
+    def debit(self, account_id: int, amount: int) -> None:
+        self.conn.execute(_debit, {"b_account_id": account_id, "b_amount": amount})
+
+    def balance_for_update(self, account_id: int) -> int:
+        return self.conn.execute(_balance_for_update, {"b_account_id": account_id}).scalar() or 0
+
+    def log(self, account_id: int, charged: int) -> None:
+        self.conn.execute(_insert_usage, usage_row(self.usage, self.request_id, account_id,
+                                                   charged, self.now))
+
+
+def settle(conn: Connection, request_id: str, cost: int, usage: UsageRecord, now: datetime) -> int:
+    """`settle_with` on SQLAlchemy Core, in the caller's transaction."""
+    return settle_with(_CoreStatements(conn, request_id, usage, now), request_id, cost,
+                       usage.account_id)
 
 
 def is_logged(conn: Connection, request_id: str) -> bool:
