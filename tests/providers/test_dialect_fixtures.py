@@ -30,7 +30,7 @@ from runtime.providers import CHAT_ADAPTERS
 from runtime.providers.base import StreamBroken
 from runtime.sse import iter_events
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 FILES = sorted([*FIXTURES.glob("anthropic/*.json"), *FIXTURES.glob("gemini/*.json")])
 NATIVE_REQUEST = {"anthropic": anthropic_models.CreateMessageRequest,
                   "gemini": gemini_models.GenerateContentRequest}

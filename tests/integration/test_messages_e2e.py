@@ -40,7 +40,7 @@ TOOL = {"name": "get_weather", "description": "Current weather in a city",
         "input_schema": {"type": "object", "properties": {"city": {"type": "string"}},
                          "required": ["city"]}}
 START = 5_000_000
-FIXTURES = Path(__file__).parent / "fixtures" / "messages"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "messages"
 
 
 @pytest.fixture(scope="module")
