@@ -27,7 +27,7 @@ from runtime.sse import iter_events
 from tests.fakes import FakeOpenAI
 from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.fakes.gemini_upstream import FakeGemini
-from tests.harness import start_gateway
+from tests.harness import START_CREDITS, anthropic_client, charged
 from tests.pricing_oracle import chat_cost_micro, credits
 
 CLAUDE = "anthropic/claude-sonnet-4-5"
@@ -39,47 +39,31 @@ PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + bytes(24)).decode()
 TOOL = {"name": "get_weather", "description": "Current weather in a city",
         "input_schema": {"type": "object", "properties": {"city": {"type": "string"}},
                          "required": ["city"]}}
-START = 5_000_000
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "messages"
 
 
 @pytest.fixture(scope="module")
-def fakes():
-    up = {"anthropic": FakeAnthropic(api_key=KEYS["anthropic"],
-                                     models=("claude-sonnet-4-5",)).start(),
-          "openai": FakeOpenAI(api_key=KEYS["openai"]).start(),
-          "gemini": FakeGemini(api_key=KEYS["gemini"], models=("gemini-2.0-flash",)).start()}
-    yield up
-    for fake in up.values():
-        fake.stop()
+def fakes(start_fakes):
+    return start_fakes(anthropic=FakeAnthropic(api_key=KEYS["anthropic"],
+                                               models=("claude-sonnet-4-5",)),
+                       openai=FakeOpenAI(api_key=KEYS["openai"]),
+                       gemini=FakeGemini(api_key=KEYS["gemini"], models=("gemini-2.0-flash",)))
 
 
 @pytest.fixture(scope="module")
-def gw(fakes, tmp_path_factory):
-    gateway = start_gateway(tmp_path_factory.mktemp("gw-messages"), {
+def gw(fakes, gateway_factory):
+    return gateway_factory("gw-messages", {
         "ANTHROPIC_BASE_URL": fakes["anthropic"].base_url,
         "ANTHROPIC_API_KEY": KEYS["anthropic"],
         "OPENAI_BASE_URL": fakes["openai"].base_url, "OPENAI_API_KEY": KEYS["openai"],
         "GOOGLE_BASE_URL": fakes["gemini"].base_url, "GOOGLE_API_KEY": KEYS["gemini"]})
-    yield gateway
-    gateway.stop()
-
-
-@pytest.fixture
-def up(fakes):
-    for fake in fakes.values():
-        fake.reset()
-    return fakes
 
 
 @pytest.fixture
 def acct(gw):
-    account, secret = gw.account(START)
-    return account, Anthropic(base_url=gw.url, api_key=secret, max_retries=0, timeout=20)
-
-
-def charged(gw, account: int) -> int:
-    return START - gw.balance(account)
+    """Like the shared `acct`, with the anthropic SDK: (account id, client)."""
+    account, secret = gw.account(START_CREDITS)
+    return account, anthropic_client(gw, secret)
 
 
 def upstream_of(up: dict[str, Any], model: str):
