@@ -19,10 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
+from anthropic import Anthropic
+from openai import OpenAI
 
 from runtime.store import Store, open_store
 
 ROOT = Path(__file__).resolve().parent.parent
+START_CREDITS = 5_000_000  # what the end-to-end tests' accounts start with
 
 
 def free_port() -> int:
@@ -106,3 +109,33 @@ def start_gateway(workdir: Path, env: dict[str, str], workers: int = 1,
         time.sleep(0.1)
     process.kill()
     raise RuntimeError("gateway did not become ready:\n" + log_path.read_text(errors="replace"))
+
+
+# -- helpers the end-to-end tests share --------------------------------------------------------
+
+def openai_client(gw: Gateway, secret: str, **kw: object) -> OpenAI:
+    """The official openai SDK on the gateway: no retries, so every call is one request."""
+    kw.setdefault("timeout", 20)
+    return OpenAI(base_url=gw.base_url, api_key=secret, max_retries=0, **kw)
+
+
+def anthropic_client(gw: Gateway, secret: str) -> Anthropic:
+    """The official anthropic SDK on the gateway (it adds /v1 itself), no retries."""
+    return Anthropic(base_url=gw.url, api_key=secret, max_retries=0, timeout=20)
+
+
+def charged(gw: Gateway, account: int, start: int = START_CREDITS) -> int:
+    """What the account has been charged since it was created with `start` micro-credits."""
+    return start - gw.balance(account)
+
+
+def usage_rows(gw: Gateway, account: int):
+    """The account's usage rows, as the store lists them."""
+    return gw.store.usage(gw.store.get_account_by_id(account).name)
+
+
+def reset_fakes(fakes):
+    """Reset one fake upstream or every fake in a dict of them; returns what it was given."""
+    for fake in (fakes.values() if isinstance(fakes, dict) else [fakes]):
+        fake.reset()
+    return fakes

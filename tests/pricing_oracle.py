@@ -24,6 +24,11 @@ def chat_cost_micro(model: str, prompt: int, completion: int, cached: int = 0,
     p_out = price(model, "output_per_mtok")
     exact = ((prompt - cached - cache_write) * p_in + cached * p_cached
              + cache_write * p_write + completion * p_out)
+    return micro(exact)
+
+
+def micro(exact: Decimal) -> int:
+    """An exact amount of micro-credits, rounded half up once."""
     return int(exact.quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 

@@ -4,7 +4,7 @@ APIs. Anthropic models get the body passed through (only the model name changes)
 get it translated through OpenAI chat. Checks what reached the upstream, what the client got,
 the Anthropic error classes, and the exact charge (usage x catalogue prices, computed
 independently). The translation functions themselves are checked against the fixture files in
-tests/fixtures/messages/ (see `test_translation_fixture`).
+tests/fixtures/messages/ by tests/clients/test_messages_fixtures.py.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import json
 import math
-from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -20,14 +19,11 @@ import pytest
 import requests
 from anthropic import Anthropic
 
-from runtime.billing.pricing import Usage
-from runtime.clients import messages_translation as inbound
-from runtime.errors import BadRequest
 from runtime.sse import iter_events
 from tests.fakes import FakeOpenAI
 from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.fakes.gemini_upstream import FakeGemini
-from tests.harness import start_gateway
+from tests.harness import START_CREDITS, anthropic_client, charged
 from tests.pricing_oracle import chat_cost_micro, credits
 
 CLAUDE = "anthropic/claude-sonnet-4-5"
@@ -39,47 +35,30 @@ PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + bytes(24)).decode()
 TOOL = {"name": "get_weather", "description": "Current weather in a city",
         "input_schema": {"type": "object", "properties": {"city": {"type": "string"}},
                          "required": ["city"]}}
-START = 5_000_000
-FIXTURES = Path(__file__).parent / "fixtures" / "messages"
 
 
 @pytest.fixture(scope="module")
-def fakes():
-    up = {"anthropic": FakeAnthropic(api_key=KEYS["anthropic"],
-                                     models=("claude-sonnet-4-5",)).start(),
-          "openai": FakeOpenAI(api_key=KEYS["openai"]).start(),
-          "gemini": FakeGemini(api_key=KEYS["gemini"], models=("gemini-2.0-flash",)).start()}
-    yield up
-    for fake in up.values():
-        fake.stop()
+def fakes(start_fakes):
+    return start_fakes(anthropic=FakeAnthropic(api_key=KEYS["anthropic"],
+                                               models=("claude-sonnet-4-5",)),
+                       openai=FakeOpenAI(api_key=KEYS["openai"]),
+                       gemini=FakeGemini(api_key=KEYS["gemini"], models=("gemini-2.0-flash",)))
 
 
 @pytest.fixture(scope="module")
-def gw(fakes, tmp_path_factory):
-    gateway = start_gateway(tmp_path_factory.mktemp("gw-messages"), {
+def gw(fakes, gateway_factory):
+    return gateway_factory("gw-messages", {
         "ANTHROPIC_BASE_URL": fakes["anthropic"].base_url,
         "ANTHROPIC_API_KEY": KEYS["anthropic"],
         "OPENAI_BASE_URL": fakes["openai"].base_url, "OPENAI_API_KEY": KEYS["openai"],
         "GOOGLE_BASE_URL": fakes["gemini"].base_url, "GOOGLE_API_KEY": KEYS["gemini"]})
-    yield gateway
-    gateway.stop()
-
-
-@pytest.fixture
-def up(fakes):
-    for fake in fakes.values():
-        fake.reset()
-    return fakes
 
 
 @pytest.fixture
 def acct(gw):
-    account, secret = gw.account(START)
-    return account, Anthropic(base_url=gw.url, api_key=secret, max_retries=0, timeout=20)
-
-
-def charged(gw, account: int) -> int:
-    return START - gw.balance(account)
+    """Like the shared `acct`, with the anthropic SDK: (account id, client)."""
+    account, secret = gw.account(START_CREDITS)
+    return account, anthropic_client(gw, secret)
 
 
 def upstream_of(up: dict[str, Any], model: str):
@@ -429,46 +408,3 @@ def test_mid_stream_error_raises_and_charges_what_was_produced(gw, up, acct, mod
     else:                 # no usage at all: the prompt is estimated too
         expected = chat_cost_micro(model, math.ceil(len(words) / 4), produced)
     assert charged(gw, account) == expected
-
-
-# -- translation fixtures ---------------------------------------------------------------------
-
-def _without_ids(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: ("*" if k == "id" and isinstance(v, str) and v.startswith("msg_")
-                    else _without_ids(v)) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_without_ids(v) for v in obj]
-    return obj
-
-
-@pytest.mark.parametrize("path", sorted(FIXTURES.glob("*.json")), ids=lambda p: p.stem)
-def test_translation_fixture(path: Path) -> None:
-    """Each file says what it shows in `about`. kind request: an Anthropic `request` -> the
-    OpenAI chat `openai` body, or `error` {param}; response: an OpenAI `completion` (with
-    `cost`) -> the Anthropic `message`; stream: OpenAI `chunks` (then `cost`) -> the Anthropic
-    `events` as [name, data] pairs. Message ids (`msg_...`) are written `*`."""
-    fx = json.loads(path.read_text())
-    if fx["kind"] == "request":
-        if "error" in fx:
-            with pytest.raises(BadRequest) as info:
-                inbound.to_openai(fx["request"])
-            assert info.value.param == fx["error"]["param"]
-        else:
-            assert inbound.to_openai(fx["request"]) == fx["openai"]
-    elif fx["kind"] == "response":
-        completion = fx["completion"]
-        usage = Usage.from_openai(completion["usage"])
-        message = inbound.to_message(completion, fx["model"], usage, fx["cost"])
-        assert _without_ids(message) == fx["message"]
-    else:
-        writer = inbound.EventWriter(fx["model"])
-        out: list[bytes] = []
-        usage = Usage()
-        for chunk in fx["chunks"]:
-            out.extend(writer.chunk(chunk))
-            if isinstance(chunk.get("usage"), dict):
-                usage = Usage.from_openai(chunk["usage"])
-        out.extend(writer.end(usage, fx["cost"]))
-        events = [[name, data] for name, data in frames(b"".join(out).decode())]
-        assert _without_ids(events) == fx["events"]

@@ -25,7 +25,7 @@ from runtime.observability.record import credits_text, iso_utc
 from runtime.resources.metrics_endpoint import MetricsEndpoint
 from runtime.settings import Settings
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 LOG_FIELDS = ["time", "request_id", "client_request_id", "account", "key_id", "endpoint",
               "model", "provider", "deployment", "attempts", "status", "latency_ms", "ttfb_ms",

@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import math
 import struct
-from decimal import ROUND_HALF_UP, Decimal
 
 import openai
 import pytest
@@ -15,15 +14,12 @@ import requests
 
 from tests.fakes.media_stack import media_stack
 from tests.fakes.media_upstream import vector_value
-from tests.pricing_oracle import price
+from tests.harness import openai_client
+from tests.pricing_oracle import micro, price
 
 pytestmark = pytest.mark.integration
 
 LONG = " ".join(f"word{i}" for i in range(600))  # 600 words: a charge of whole micro-credits
-
-
-def micro(exact: Decimal) -> int:
-    return int(exact.quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +33,7 @@ def stack(tmp_path_factory):
 def account(stack):
     stack.reset()
     account_id, secret = stack.gateway.account(5_000_000)
-    client = openai.OpenAI(base_url=stack.gateway.base_url, api_key=secret, max_retries=0)
+    client = openai_client(stack.gateway, secret)
     return account_id, secret, client
 
 

@@ -19,7 +19,7 @@ from tests.fakes import FakeOpenAI
 from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.fakes.gemini_upstream import FakeGemini
 from tests.fakes.responses_upstream import FakeResponses
-from tests.harness import start_gateway
+from tests.harness import START_CREDITS, charged, openai_client, reset_fakes
 from tests.pricing_oracle import chat_cost_micro, credits
 
 pytestmark = pytest.mark.integration
@@ -43,48 +43,34 @@ MISTRAL_FIELDS = {"model", "messages", "temperature", "top_p", "max_tokens", "st
 
 
 @pytest.fixture(scope="module")
-def fakes():
-    up = {"openai": FakeResponses(api_key="sk-openai-upstream").start(),
-          "anthropic": FakeAnthropic(api_key="anthropic-up").start(),
-          "google": FakeGemini(api_key="gemini-up").start(),
-          "mistral": FakeOpenAI(api_key="mistral-up", models=["mistral-large-latest"],
-                                known_fields=MISTRAL_FIELDS).start()}
-    yield up
-    for fake in up.values():
-        fake.stop()
+def fakes(start_fakes):
+    return start_fakes(openai=FakeResponses(api_key="sk-openai-upstream"),
+                       anthropic=FakeAnthropic(api_key="anthropic-up"),
+                       google=FakeGemini(api_key="gemini-up"),
+                       mistral=FakeOpenAI(api_key="mistral-up", models=["mistral-large-latest"],
+                                          known_fields=MISTRAL_FIELDS))
 
 
 @pytest.fixture(scope="module")
-def gw(fakes, tmp_path_factory):
+def gw(fakes, gateway_factory):
     env = {"OPENAI_BASE_URL": fakes["openai"].base_url, "OPENAI_API_KEY": "sk-openai-upstream",
            "ANTHROPIC_BASE_URL": fakes["anthropic"].base_url, "ANTHROPIC_API_KEY": "anthropic-up",
            "GOOGLE_BASE_URL": fakes["google"].base_url, "GOOGLE_API_KEY": "gemini-up",
            "MISTRAL_BASE_URL": fakes["mistral"].base_url, "MISTRAL_API_KEY": "mistral-up"}
-    gateway = start_gateway(tmp_path_factory.mktemp("gw-responses"), env, workers=2)
-    yield gateway
-    gateway.stop()
+    return gateway_factory("gw-responses", env, workers=2)
 
 
 @pytest.fixture
 def up(fakes):
-    for fake in fakes.values():
-        fake.reset()
-    yield fakes
+    """The shared reset, and afterwards: no fake saw a request it had to refuse."""
+    yield reset_fakes(fakes)
     for fake in fakes.values():
         assert not fake.errors
 
 
-def client(gw, secret: str) -> OpenAI:
-    return OpenAI(base_url=gw.base_url, api_key=secret, max_retries=0, timeout=20)
-
-
-def account(gw, micro: int = 5_000_000) -> tuple[int, OpenAI]:
+def account(gw, micro: int = START_CREDITS) -> tuple[int, OpenAI]:
     acct, secret = gw.account(micro)
-    return acct, client(gw, secret)
-
-
-def spent(gw, acct: int, start: int = 5_000_000) -> int:
-    return start - gw.balance(acct)
+    return acct, openai_client(gw, secret)
 
 
 def settled(gw, acct: int, timeout: float = 5.0) -> None:
@@ -104,7 +90,7 @@ def assert_usage_charged(gw, acct: int, model: str, usage) -> None:
     expected = chat_cost_micro(model, usage.input_tokens, usage.output_tokens,
                                cached=usage.input_tokens_details.cached_tokens)
     assert expected > 0
-    assert spent(gw, acct) == expected
+    assert charged(gw, acct) == expected
     assert usage.model_extra["cost"] == pytest.approx(credits(expected))
     assert usage.total_tokens == usage.input_tokens + usage.output_tokens
 
@@ -188,7 +174,7 @@ def test_function_call_round_trip(gw, up, model, stream):
     assert not [i for i in second.output if i.type == "function_call"]
     total = sum(chat_cost_micro(model, r.usage.input_tokens, r.usage.output_tokens)
                 for r in (first, second))
-    assert spent(gw, acct) == total
+    assert charged(gw, acct) == total
     if model.startswith("mistral"):
         sent = up["mistral"].last.body
         assert sent["tools"][0] == {"type": "function", "function": {
@@ -216,7 +202,7 @@ def test_previous_response_id_on_translated_model_is_400(gw, up):
         c.responses.create(model=TRANSLATED[0], input="hi", previous_response_id="resp_1")
     assert err.value.body["param"] == "previous_response_id"
     assert "stateless" in err.value.message or "keeps no state" in err.value.message
-    assert not up["anthropic"].requests and spent(gw, acct) == 0
+    assert not up["anthropic"].requests and charged(gw, acct) == 0
 
 
 def test_previous_response_id_and_store_pass_through_natively(gw, up):
@@ -242,7 +228,7 @@ def test_cached_tokens_are_priced_natively(gw, up):
     up["openai"].cached_tokens = 2
     resp = c.responses.create(model=NATIVE, input="one two three four five six")
     assert resp.usage.input_tokens_details.cached_tokens == 2
-    assert spent(gw, acct) == chat_cost_micro(NATIVE, resp.usage.input_tokens,
+    assert charged(gw, acct) == chat_cost_micro(NATIVE, resp.usage.input_tokens,
                                               resp.usage.output_tokens, cached=2)
 
 
@@ -259,7 +245,7 @@ def test_compact_then_continue(gw, up, model):
     assert kinds == [("user", "message"), ("user", "message"), (None, "compaction")]
     assert compacted.output[0].content[0].text == "My name is Ada."
     usage = compacted.usage
-    assert spent(gw, acct) == chat_cost_micro(model, usage.input_tokens, usage.output_tokens)
+    assert charged(gw, acct) == chat_cost_micro(model, usage.input_tokens, usage.output_tokens)
     assert usage.model_extra["cost"] > 0
     item = compacted.output[-1]
     if model != NATIVE:
@@ -296,7 +282,7 @@ def test_own_compaction_item_reaches_native_provider_as_a_message(gw, up):
 
 def test_bad_key_unknown_model_and_insufficient_credits(gw, up):
     with pytest.raises(openai.AuthenticationError):
-        client(gw, "tm-wrong").responses.create(model=NATIVE, input="hi")
+        openai_client(gw, "tm-wrong").responses.create(model=NATIVE, input="hi")
     acct, c = account(gw)
     with pytest.raises(openai.NotFoundError) as err:
         c.responses.create(model="nope/missing", input="hi")
@@ -304,7 +290,7 @@ def test_bad_key_unknown_model_and_insufficient_credits(gw, up):
     poor, secret = gw.account(1)
     for model in (NATIVE, TRANSLATED[0]):
         with pytest.raises(openai.PermissionDeniedError) as err:
-            client(gw, secret).responses.create(model=model, input="hi")
+            openai_client(gw, secret).responses.create(model=model, input="hi")
         assert "Insufficient credits" in err.value.message
     assert gw.balance(poor) == 1
     assert not any(f.requests for f in up.values())
@@ -321,7 +307,7 @@ def test_invalid_body_names_the_field(gw, up):
                                                     "tools": [{"type": "web_search"}]},
         timeout=10)
     assert resp.status_code == 400 and resp.json()["error"]["param"] == "tools[0].type"
-    assert spent(gw, acct) == 0
+    assert charged(gw, acct) == 0
 
 
 @pytest.mark.parametrize("model", [NATIVE, TRANSLATED[0], TRANSLATED[2]])
@@ -331,7 +317,7 @@ def test_upstream_429_keeps_status_and_costs_nothing(gw, up, model):
     with pytest.raises(openai.RateLimitError) as err:
         c.responses.create(model=model, input="hi")
     assert err.value.response.headers.get("retry-after") == "30"
-    assert spent(gw, acct) == 0
+    assert charged(gw, acct) == 0
 
 
 @pytest.mark.parametrize("model", [NATIVE, TRANSLATED[0], TRANSLATED[2]])
@@ -351,18 +337,18 @@ def test_mid_stream_error_raises_and_charges_what_was_produced(gw, up, model):
             seen.append(event)
     assert "response.output_text.delta" in [e.type for e in seen]
     settled(gw, acct)
-    charged = spent(gw, acct)
-    assert charged > 0
+    cost = charged(gw, acct)
+    assert cost > 0
     # settled before the error event went out, so recorded as the upstream's failure
     assert [r.status for r in gw.store.usage(gw.store.get_account_by_id(acct).name)] == [502]
     if model != NATIVE:
         # the prompt is known from usage or estimated; the output was produced
-        assert charged < chat_cost_micro(model, 100, 100)
+        assert cost < chat_cost_micro(model, 100, 100)
     else:
         produced = len("echo: one ")
         prompt = len("one two three four five")
-        assert charged == chat_cost_micro(model, math.ceil(prompt / 4),
-                                          math.ceil(produced / 4))
+        assert cost == chat_cost_micro(model, math.ceil(prompt / 4),
+                                       math.ceil(produced / 4))
 
 
 @pytest.mark.parametrize("stream", [False, True])

@@ -13,10 +13,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import openai
 import pytest
-from openai import OpenAI
 
 from tests.fakes.gemini_upstream import FakeGemini
-from tests.harness import start_gateway
+from tests.harness import charged
 from tests.pricing_oracle import chat_cost_micro, credits
 
 pytestmark = pytest.mark.integration
@@ -59,35 +58,15 @@ def image_host():
 
 
 @pytest.fixture(scope="module")
-def fake():
-    server = FakeGemini(api_key=KEY, models=("gemini-2.0-flash",)).start()
-    yield server
-    server.stop()
+def fakes(start_fakes):
+    return start_fakes(FakeGemini(api_key=KEY, models=("gemini-2.0-flash",)))
 
 
 @pytest.fixture(scope="module")
-def gw(fake, tmp_path_factory):
-    gateway = start_gateway(tmp_path_factory.mktemp("gw-gemini"), {
-        "GOOGLE_BASE_URL": fake.base_url, "GOOGLE_API_KEY": KEY,
+def gw(fakes, gateway_factory):
+    return gateway_factory("gw-gemini", {
+        "GOOGLE_BASE_URL": fakes.base_url, "GOOGLE_API_KEY": KEY,
         "TOKMODEL_IMAGE_FETCH_MAX_BYTES": "1000", "TOKMODEL_IMAGE_FETCH_ALLOW_PRIVATE": "1"})
-    yield gateway
-    gateway.stop()
-
-
-@pytest.fixture
-def up(fake):
-    fake.reset()
-    return fake
-
-
-@pytest.fixture
-def acct(gw):
-    account, secret = gw.account(5_000_000)
-    return account, OpenAI(base_url=gw.base_url, api_key=secret, max_retries=0, timeout=20)
-
-
-def charged(gw, account: int) -> int:
-    return 5_000_000 - gw.balance(account)
 
 
 def test_text_with_system_is_translated_and_charged_exactly(gw, up, acct):

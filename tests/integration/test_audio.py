@@ -7,25 +7,21 @@ from __future__ import annotations
 import base64
 import json
 import time
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 
-import openai
 import pytest
 import requests
 
 from tests.fakes.media_stack import media_stack
 from tests.fakes.media_upstream import SPEECH_CHUNKS, TRANSCRIPT, make_wav, speech_bytes
-from tests.pricing_oracle import price
+from tests.harness import openai_client
+from tests.pricing_oracle import micro, price
 
 pytestmark = pytest.mark.integration
 
 START = 5_000_000
 LIMIT = 2 * 1024 * 1024
 TEXT = "Welcome to TokModel, your unified gateway."
-
-
-def micro(exact: Decimal) -> int:
-    return int(exact.quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
 def seconds_cost(model: str, seconds: str) -> int:
@@ -45,8 +41,7 @@ def account(stack):
     stack.openai.chunk_delay = 0.0
     stack.openai.json_usage = True
     account_id, secret = stack.gateway.account(START)
-    return account_id, secret, openai.OpenAI(base_url=stack.gateway.base_url, api_key=secret,
-                                             max_retries=0)
+    return account_id, secret, openai_client(stack.gateway, secret)
 
 
 def test_speech_streams_to_file_and_charges_per_character(stack, account, tmp_path):

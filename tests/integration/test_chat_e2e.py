@@ -10,10 +10,9 @@ import threading
 import openai
 import pytest
 import requests
-from openai import OpenAI
 
 from tests.fakes import FakeOpenAI
-from tests.harness import free_port, start_gateway
+from tests.harness import free_port, openai_client, usage_rows
 from tests.pricing_oracle import chat_cost_micro, credits
 
 pytestmark = pytest.mark.integration
@@ -25,22 +24,18 @@ MISTRAL_FIELDS = {"model", "messages", "temperature", "top_p", "max_tokens", "st
 
 
 @pytest.fixture(scope="module")
-def fakes():
-    up = {
-        "openai": FakeOpenAI(api_key="sk-openai-upstream").start(),
-        "mistral": FakeOpenAI(api_key="mistral-up", models=["mistral-large-latest"],
-                              known_fields=MISTRAL_FIELDS).start(),
-        "groq": FakeOpenAI(api_key="groq-up", models=["llama-3.3-70b-versatile"]).start(),
-        "together": FakeOpenAI(api_key="together-up",
-                               models=["meta-llama/Llama-3.3-70B-Instruct-Turbo"]).start(),
-    }
-    yield up
-    for fake in up.values():
-        fake.stop()
+def fakes(start_fakes):
+    return start_fakes(
+        openai=FakeOpenAI(api_key="sk-openai-upstream"),
+        mistral=FakeOpenAI(api_key="mistral-up", models=["mistral-large-latest"],
+                           known_fields=MISTRAL_FIELDS),
+        groq=FakeOpenAI(api_key="groq-up", models=["llama-3.3-70b-versatile"]),
+        together=FakeOpenAI(api_key="together-up",
+                            models=["meta-llama/Llama-3.3-70B-Instruct-Turbo"]))
 
 
 @pytest.fixture(scope="module")
-def gw(fakes, tmp_path_factory):
+def gw(fakes, gateway_factory):
     env = {"OPENAI_BASE_URL": fakes["openai"].base_url, "OPENAI_API_KEY": "sk-openai-upstream",
            "MISTRAL_BASE_URL": fakes["mistral"].base_url, "MISTRAL_API_KEY": "mistral-up",
            "GROQ_BASE_URL": fakes["groq"].base_url, "GROQ_API_KEY": "groq-up",
@@ -49,35 +44,17 @@ def gw(fakes, tmp_path_factory):
            "DEEPSEEK_BASE_URL": f"http://127.0.0.1:{free_port()}/v1", "DEEPSEEK_API_KEY": "x",
            "TOKMODEL_FIRST_BYTE_TIMEOUT": "1.5", "TOKMODEL_IDLE_TIMEOUT": "1.5",
            "TOKMODEL_MAX_BODY_BYTES": "200000"}
-    gateway = start_gateway(tmp_path_factory.mktemp("gw"), env, workers=2)
-    yield gateway
-    gateway.stop()
+    return gateway_factory("gw", env, workers=2)
 
 
-@pytest.fixture
-def fresh(fakes):
-    for fake in fakes.values():
-        fake.reset()
-    return fakes
-
-
-def client(gw, secret: str) -> OpenAI:
-    return OpenAI(base_url=gw.base_url, api_key=secret, max_retries=0, timeout=20)
-
-
-def usage_rows(gw, account_id: int):
-    name = gw.store.get_account_by_id(account_id).name
-    return gw.store.usage(name)
-
-
-def test_chat_non_stream_charges_usage_times_price(gw, fresh):
+def test_chat_non_stream_charges_usage_times_price(gw, up):
     account, secret = gw.account(5_000_000)
     before = gw.balance(account)
-    reply = client(gw, secret).chat.completions.create(
+    reply = openai_client(gw, secret).chat.completions.create(
         model="openai/gpt-4o", messages=[{"role": "user", "content": "hello there gateway"}])
     assert reply.choices[0].message.content == "echo: hello there gateway"
     assert reply.model == "openai/gpt-4o"
-    received = fresh["openai"].last
+    received = up["openai"].last
     assert received.body["model"] == "gpt-4o"
     assert received.headers["Authorization"] == "Bearer sk-openai-upstream"
     expected = chat_cost_micro("openai/gpt-4o", reply.usage.prompt_tokens,
@@ -90,7 +67,7 @@ def test_chat_non_stream_charges_usage_times_price(gw, fresh):
     assert rows[0].prompt_tokens == reply.usage.prompt_tokens
 
 
-def test_every_openai_field_reaches_upstream_unchanged(gw, fresh):
+def test_every_openai_field_reaches_upstream_unchanged(gw, up):
     _, secret = gw.account()
     body = {"model": "openai/gpt-4o-mini",
             "messages": [{"role": "developer", "content": "be brief, answer in json"},
@@ -111,14 +88,14 @@ def test_every_openai_field_reaches_upstream_unchanged(gw, fresh):
                          headers={"Authorization": f"Bearer {secret}"}, timeout=10)
     assert resp.status_code == 200, resp.text
     assert len(resp.json()["choices"]) == 2
-    sent = fresh["openai"].last.body
+    sent = up["openai"].last.body
     assert sent == {**body, "model": "gpt-4o-mini"}
 
 
-def test_stream_with_usage_carries_cost_and_charges_it(gw, fresh):
+def test_stream_with_usage_carries_cost_and_charges_it(gw, up):
     account, secret = gw.account()
     before = gw.balance(account)
-    stream = client(gw, secret).chat.completions.create(
+    stream = openai_client(gw, secret).chat.completions.create(
         model="openai/gpt-4o", messages=[{"role": "user", "content": "one two three four"}],
         stream=True, stream_options={"include_usage": True})
     chunks = list(stream)
@@ -135,7 +112,7 @@ def test_stream_with_usage_carries_cost_and_charges_it(gw, fresh):
     assert before - gw.balance(account) == expected
 
 
-def test_stream_without_usage_hides_it_but_still_charges(gw, fresh):
+def test_stream_without_usage_hides_it_but_still_charges(gw, up):
     account, secret = gw.account()
     before = gw.balance(account)
     resp = requests.post(f"{gw.base_url}/chat/completions", stream=True, timeout=10,
@@ -148,14 +125,14 @@ def test_stream_without_usage_hides_it_but_still_charges(gw, fresh):
     assert events[-1] == "[DONE]"
     chunks = [json.loads(e) for e in events[:-1]]
     assert all(c.get("usage") is None for c in chunks)
-    assert fresh["openai"].last.body["stream_options"] == {"include_usage": True}
+    assert up["openai"].last.body["stream_options"] == {"include_usage": True}
     # prompt "a b c" = 3 words, reply "echo: a b c" = 4 words
     assert before - gw.balance(account) == chat_cost_micro("openai/gpt-4o", 3, 4)
 
 
-def test_stream_is_forwarded_chunk_by_chunk(gw, fresh):
+def test_stream_is_forwarded_chunk_by_chunk(gw, up):
     _, secret = gw.account()
-    fresh["openai"].chunk_delay = 0.3
+    up["openai"].chunk_delay = 0.3
     try:
         resp = requests.post(f"{gw.base_url}/chat/completions", stream=True, timeout=10,
                              headers={"Authorization": f"Bearer {secret}"},
@@ -166,18 +143,18 @@ def test_stream_is_forwarded_chunk_by_chunk(gw, fresh):
         first = next(line for line in lines if line.startswith("data: "))
         # the upstream needs ~3 s for the whole stream; the first chunk must not wait for it
         assert json.loads(first[6:])["choices"][0]["delta"]["role"] == "assistant"
-        assert fresh["openai"].requests and not any(
+        assert up["openai"].requests and not any(
             "[DONE]" in line for line in [first])
         rest = [line for line in lines if line.startswith("data: ")]
         assert rest[-1] == "data: [DONE]"
     finally:
-        fresh["openai"].chunk_delay = 0.0
+        up["openai"].chunk_delay = 0.0
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_tool_round_trip(gw, fresh, stream):
+def test_tool_round_trip(gw, up, stream):
     _, secret = gw.account()
-    c = client(gw, secret)
+    c = openai_client(gw, secret)
     tools = [{"type": "function", "function": {
         "name": "get_weather", "description": "weather for a city",
         "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
@@ -205,51 +182,51 @@ def test_tool_round_trip(gw, fresh, stream):
         {"role": "tool", "tool_call_id": call_id, "content": "4 degrees"}]
     final = c.chat.completions.create(model="openai/gpt-4o", messages=messages, tools=tools)
     assert final.choices[0].message.content == "echo: 4 degrees"
-    assert fresh["openai"].last.body["messages"][-1]["tool_call_id"] == call_id
+    assert up["openai"].last.body["messages"][-1]["tool_call_id"] == call_id
 
 
-def test_descriptor_mapping_for_mistral(gw, fresh):
+def test_descriptor_mapping_for_mistral(gw, up):
     _, secret = gw.account()
-    reply = client(gw, secret).chat.completions.create(
+    reply = openai_client(gw, secret).chat.completions.create(
         model="mistral/mistral-large-latest", seed=3, max_completion_tokens=100,
         messages=[{"role": "user", "content": "hi", "name": "bob"}], user="u1",
         tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}])
     assert reply.model == "mistral/mistral-large-latest"
-    sent = fresh["mistral"].last.body
+    sent = up["mistral"].last.body
     assert sent["random_seed"] == 3 and "seed" not in sent
     assert sent["max_tokens"] == 100 and "max_completion_tokens" not in sent
     assert "user" not in sent and "name" not in sent["messages"][0]
 
 
-def test_descriptor_reject_is_a_400_naming_the_field_and_free(gw, fresh):
+def test_descriptor_reject_is_a_400_naming_the_field_and_free(gw, up):
     account, secret = gw.account()
     before = gw.balance(account)
     with pytest.raises(openai.BadRequestError) as err:
-        client(gw, secret).chat.completions.create(
+        openai_client(gw, secret).chat.completions.create(
             model="mistral/mistral-large-latest", logit_bias={"1": 5},
             messages=[{"role": "user", "content": "hi"}])
     assert err.value.body["param"] == "logit_bias"
     assert "mistral" in err.value.body["message"]
-    assert fresh["mistral"].requests == []
+    assert up["mistral"].requests == []
     assert gw.balance(account) == before
     with pytest.raises(openai.BadRequestError) as err:
-        client(gw, secret).chat.completions.create(
+        openai_client(gw, secret).chat.completions.create(
             model="groq/llama-3.3-70b-versatile", n=2,
             messages=[{"role": "user", "content": "hi"}])
     assert err.value.body["param"] == "n"
 
 
-def test_meta_llama_is_served_through_its_host(gw, fresh):
+def test_meta_llama_is_served_through_its_host(gw, up):
     _, secret = gw.account()
-    reply = client(gw, secret).chat.completions.create(
+    reply = openai_client(gw, secret).chat.completions.create(
         model="meta-llama/llama-3.3-70b-instruct", messages=[{"role": "user", "content": "x"}])
     assert reply.model == "meta-llama/llama-3.3-70b-instruct"
-    assert fresh["together"].last.body["model"] == "meta-llama/Llama-3.3-70B-Instruct-Turbo"
+    assert up["together"].last.body["model"] == "meta-llama/Llama-3.3-70B-Instruct-Turbo"
 
 
 def test_models_list_shows_usable_models_with_pricing(gw):
     _, secret = gw.account()
-    c = client(gw, secret)
+    c = openai_client(gw, secret)
     models = {m.id: m for m in c.models.list()}
     assert {"openai/gpt-4o", "mistral/mistral-large-latest",
             "meta-llama/llama-3.3-70b-instruct"} <= set(models)
@@ -265,9 +242,9 @@ def test_models_list_shows_usable_models_with_pricing(gw):
         c.models.retrieve("nope/nothing")
 
 
-def test_authentication_and_revocation_in_every_worker(gw, fresh):
+def test_authentication_and_revocation_in_every_worker(gw, up):
     account, secret = gw.account()
-    c = client(gw, secret)
+    c = openai_client(gw, secret)
     for _ in range(4):  # both workers accept it
         c.chat.completions.create(model="openai/gpt-4o", messages=[{"role": "user",
                                                                     "content": "x"}])
@@ -283,14 +260,14 @@ def test_authentication_and_revocation_in_every_worker(gw, fresh):
     assert resp.status_code == 401
 
 
-def test_insufficient_credits_is_403_and_nothing_is_sent(gw, fresh):
+def test_insufficient_credits_is_403_and_nothing_is_sent(gw, up):
     account, secret = gw.account(credits_micro=10)
     with pytest.raises(openai.PermissionDeniedError) as err:
-        client(gw, secret).chat.completions.create(
+        openai_client(gw, secret).chat.completions.create(
             model="openai/gpt-4o", messages=[{"role": "user", "content": "hello"}])
     assert err.value.body["type"] == "authorization_error"
     assert err.value.body["message"].startswith("Insufficient credits")
-    assert fresh["openai"].requests == []
+    assert up["openai"].requests == []
     assert gw.balance(account) == 10
 
 
@@ -302,7 +279,7 @@ def test_insufficient_credits_is_403_and_nothing_is_sent(gw, fresh):
      "messages[0].tool_call_id"),
     ({"messages": [{"role": "user", "content": "x"}]}, "model"),
 ])
-def test_schema_violations_name_the_field(gw, fresh, body, param):
+def test_schema_violations_name_the_field(gw, up, body, param):
     account, secret = gw.account()
     before = gw.balance(account)
     resp = requests.post(f"{gw.base_url}/chat/completions", json=body, timeout=5,
@@ -311,10 +288,10 @@ def test_schema_violations_name_the_field(gw, fresh, body, param):
     error = resp.json()["error"]
     assert error["param"] == param and param in error["message"]
     assert error["type"] == "invalid_request_error"
-    assert gw.balance(account) == before and fresh["openai"].requests == []
+    assert gw.balance(account) == before and up["openai"].requests == []
 
 
-def test_malformed_and_oversized_bodies(gw, fresh):
+def test_malformed_and_oversized_bodies(gw, up):
     _, secret = gw.account()
     auth = {"Authorization": f"Bearer {secret}", "Content-Type": "application/json"}
     bad = requests.post(f"{gw.base_url}/chat/completions", data=b'{"model": ', headers=auth,
@@ -323,13 +300,13 @@ def test_malformed_and_oversized_bodies(gw, fresh):
     big = {"model": "openai/gpt-4o", "messages": [{"role": "user", "content": "x" * 300_000}]}
     resp = requests.post(f"{gw.base_url}/chat/completions", json=big, headers=auth, timeout=5)
     assert resp.status_code == 413 and "limit" in resp.json()["error"]["message"]
-    assert fresh["openai"].requests == []
+    assert up["openai"].requests == []
 
 
-def test_unknown_model_and_path(gw, fresh):
+def test_unknown_model_and_path(gw, up):
     _, secret = gw.account()
     with pytest.raises(openai.NotFoundError) as err:
-        client(gw, secret).chat.completions.create(
+        openai_client(gw, secret).chat.completions.create(
             model="openai/gpt-99", messages=[{"role": "user", "content": "x"}])
     assert "/v1/models" in err.value.body["message"]
     resp = requests.get(f"{gw.url}/v1/nothing", timeout=5,
@@ -338,40 +315,40 @@ def test_unknown_model_and_path(gw, fresh):
     resp = requests.delete(f"{gw.base_url}/chat/completions", timeout=5)
     assert resp.status_code == 405
     with pytest.raises(openai.BadRequestError) as err:
-        client(gw, secret).chat.completions.create(
+        openai_client(gw, secret).chat.completions.create(
             model="openai/text-embedding-3-small", messages=[{"role": "user", "content": "x"}])
     assert "embeddings" in err.value.body["message"]
 
 
-def test_upstream_429_keeps_status_and_retry_after_and_is_free(gw, fresh):
+def test_upstream_429_keeps_status_and_retry_after_and_is_free(gw, up):
     account, secret = gw.account()
     before = gw.balance(account)
-    fresh["openai"].fail_next(429, headers={"Retry-After": "60"})
+    up["openai"].fail_next(429, headers={"Retry-After": "60"})
     with pytest.raises(openai.RateLimitError) as err:
-        client(gw, secret).chat.completions.create(
+        openai_client(gw, secret).chat.completions.create(
             model="openai/gpt-4o", messages=[{"role": "user", "content": "x"}])
     assert err.value.response.headers["retry-after"] == "60"
     assert gw.balance(account) == before
     assert [r.status for r in usage_rows(gw, account)] == [429]
 
 
-def test_upstream_same_dialect_error_keeps_body(gw, fresh):
+def test_upstream_same_dialect_error_keeps_body(gw, up):
     _, secret = gw.account()
     body = {"error": {"message": "context too long", "type": "invalid_request_error",
                       "param": "messages", "code": "context_length_exceeded"}}
-    fresh["openai"].fail_next(400, body=body)
+    up["openai"].fail_next(400, body=body)
     with pytest.raises(openai.BadRequestError) as err:
-        client(gw, secret).chat.completions.create(
+        openai_client(gw, secret).chat.completions.create(
             model="openai/gpt-4o", messages=[{"role": "user", "content": "x"}])
     assert err.value.body == body["error"]
 
 
-def test_upstream_credential_failure_is_502_without_secrets(gw, fresh):
+def test_upstream_credential_failure_is_502_without_secrets(gw, up):
     _, secret = gw.account()
-    fresh["openai"].fail_next(401, body={"error": {
+    up["openai"].fail_next(401, body={"error": {
         "message": "Incorrect API key provided: sk-openai-upstream", "type": "x"}})
     with pytest.raises(openai.InternalServerError) as err:
-        client(gw, secret).chat.completions.create(
+        openai_client(gw, secret).chat.completions.create(
             model="openai/gpt-4o", messages=[{"role": "user", "content": "x"}])
     assert err.value.status_code == 502
     text = err.value.response.text
@@ -379,21 +356,21 @@ def test_upstream_credential_failure_is_502_without_secrets(gw, fresh):
     assert "sk-openai-upstream" not in gw.log() and secret not in gw.log()
 
 
-def test_unreachable_timeout_and_invalid_upstream(gw, fresh):
+def test_unreachable_timeout_and_invalid_upstream(gw, up):
     account, secret = gw.account()
     before = gw.balance(account)
-    c = client(gw, secret)
+    c = openai_client(gw, secret)
     with pytest.raises(openai.InternalServerError) as err:
         c.chat.completions.create(model="deepseek/deepseek-chat",
                                   messages=[{"role": "user", "content": "x"}])
     assert err.value.status_code == 502
     for _ in range(3):  # every attempt times out before its first byte
-        fresh["openai"].hang_next(3)
+        up["openai"].hang_next(3)
     with pytest.raises(openai.APIStatusError) as err:
         c.chat.completions.create(model="openai/gpt-4o",
                                   messages=[{"role": "user", "content": "x"}])
     assert err.value.status_code == 504
-    fresh["openai"].invalid_json_next()
+    up["openai"].invalid_json_next()
     with pytest.raises(openai.InternalServerError) as err:
         c.chat.completions.create(model="openai/gpt-4o",
                                   messages=[{"role": "user", "content": "x"}])
@@ -401,11 +378,11 @@ def test_unreachable_timeout_and_invalid_upstream(gw, fresh):
     assert gw.balance(account) == before
 
 
-def test_error_mid_stream_is_an_error_event_charged_for_what_was_produced(gw, fresh):
+def test_error_mid_stream_is_an_error_event_charged_for_what_was_produced(gw, up):
     account, secret = gw.account()
     before = gw.balance(account)
-    fresh["openai"].error_in_stream_after(2, message="upstream exploded")
-    stream = client(gw, secret).chat.completions.create(
+    up["openai"].error_in_stream_after(2, message="upstream exploded")
+    stream = openai_client(gw, secret).chat.completions.create(
         model="openai/gpt-4o", stream=True,
         messages=[{"role": "user", "content": "alpha beta gamma delta epsilon"}])
     received = []
@@ -418,11 +395,11 @@ def test_error_mid_stream_is_an_error_event_charged_for_what_was_produced(gw, fr
     assert charged == chat_cost_micro("openai/gpt-4o", 8, 3)
 
 
-def test_cut_upstream_stream_is_charged_estimate_and_ends_with_error(gw, fresh):
+def test_cut_upstream_stream_is_charged_estimate_and_ends_with_error(gw, up):
     account, secret = gw.account()
     before = gw.balance(account)
-    fresh["openai"].cut_stream_after(1)
-    stream = client(gw, secret).chat.completions.create(
+    up["openai"].cut_stream_after(1)
+    stream = openai_client(gw, secret).chat.completions.create(
         model="openai/gpt-4o", stream=True,
         messages=[{"role": "user", "content": "alpha beta gamma"}])
     with pytest.raises(openai.APIError):
@@ -432,10 +409,10 @@ def test_cut_upstream_stream_is_charged_estimate_and_ends_with_error(gw, fresh):
     assert usage_rows(gw, account)[0].status == 502
 
 
-def test_client_disconnect_settles_once(gw, fresh):
+def test_client_disconnect_settles_once(gw, up):
     account, secret = gw.account()
     before = gw.balance(account)
-    fresh["openai"].chunk_delay = 0.2
+    up["openai"].chunk_delay = 0.2
     try:
         resp = requests.post(f"{gw.base_url}/chat/completions", stream=True, timeout=10,
                              headers={"Authorization": f"Bearer {secret}"},
@@ -450,7 +427,7 @@ def test_client_disconnect_settles_once(gw, fresh):
             threading.Event().wait(0.1)
             deadline -= 1
     finally:
-        fresh["openai"].chunk_delay = 0.0
+        up["openai"].chunk_delay = 0.0
     rows = usage_rows(gw, account)
     assert len(rows) == 1 and rows[0].status == 499
     charged = before - gw.balance(account)
@@ -458,7 +435,7 @@ def test_client_disconnect_settles_once(gw, fresh):
     assert 0 < charged < chat_cost_micro("openai/gpt-4o", 40, 40)
 
 
-def test_concurrent_requests_never_overdraw(gw, fresh):
+def test_concurrent_requests_never_overdraw(gw, up):
     # each hold is about 16 * 0.15 + 1000 * 0.6 micro; the balance covers three at a time
     account, secret = gw.account(credits_micro=2_000)
     results = []

@@ -4,7 +4,7 @@ variations, against a strict fake OpenAI that parses the multipart it receives."
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 
 import openai
 import pytest
@@ -12,15 +12,12 @@ import requests
 
 from tests.fakes.media_stack import media_stack
 from tests.fakes.media_upstream import GPT_IMAGE_TOKENS, IMAGE_INPUT_TOKENS, PNG
-from tests.pricing_oracle import CATALOGUE, price
+from tests.harness import openai_client
+from tests.pricing_oracle import CATALOGUE, micro, price
 
 pytestmark = pytest.mark.integration
 
 START = 5_000_000
-
-
-def micro(exact: Decimal) -> int:
-    return int(exact.quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
 def per_image(model: str, size: str, quality: str | None = None) -> Decimal:
@@ -40,8 +37,7 @@ def stack(tmp_path_factory):
 def account(stack):
     stack.reset()
     account_id, secret = stack.gateway.account(START)
-    return account_id, secret, openai.OpenAI(base_url=stack.gateway.base_url, api_key=secret,
-                                             max_retries=0)
+    return account_id, secret, openai_client(stack.gateway, secret)
 
 
 def test_generate_with_default_model(stack, account):

@@ -12,7 +12,6 @@ import pytest
 import requests
 
 from tests.fakes import FakeOpenAI
-from tests.harness import start_gateway
 
 pytestmark = pytest.mark.integration
 
@@ -36,15 +35,12 @@ def pg_url():
 
 
 @pytest.fixture(scope="module")
-def nodes(pg_url, tmp_path_factory):
-    with FakeOpenAI(api_key="sk-up") as fake:
-        env = {"TOKMODEL_DATABASE_URL": pg_url, "OPENAI_BASE_URL": fake.base_url,
-               "OPENAI_API_KEY": "sk-up"}
-        first = start_gateway(tmp_path_factory.mktemp("node1"), env, workers=2)
-        second = start_gateway(tmp_path_factory.mktemp("node2"), env, workers=2)
-        yield first, second
-        first.stop()
-        second.stop()
+def nodes(pg_url, start_fakes, gateway_factory):
+    fake = start_fakes(FakeOpenAI(api_key="sk-up"))
+    env = {"TOKMODEL_DATABASE_URL": pg_url, "OPENAI_BASE_URL": fake.base_url,
+           "OPENAI_API_KEY": "sk-up"}
+    return (gateway_factory("node1", env, workers=2),
+            gateway_factory("node2", env, workers=2))
 
 
 def test_load_over_two_nodes_never_overdraws(nodes):

@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fakes import FakeOpenAI
 from tests.fakes.anthropic_upstream import FakeAnthropic
-from tests.harness import ROOT, free_port, start_gateway
+from tests.harness import ROOT, free_port, openai_client, usage_rows
 from tests.pricing_oracle import chat_cost_micro
 
 pytestmark = pytest.mark.integration
@@ -38,17 +38,13 @@ def catalogue(path: Path, openai_deployments: list[dict], **provider_extra: obje
 
 
 @pytest.fixture(scope="module")
-def fakes():
-    up = {"east": FakeOpenAI(api_key="key-east").start(),
-          "west": FakeOpenAI(api_key="key-west").start(),
-          "claude": FakeAnthropic(api_key="key-claude").start()}
-    yield up
-    for fake in up.values():
-        fake.stop()
+def fakes(start_fakes):
+    return start_fakes(east=FakeOpenAI(api_key="key-east"), west=FakeOpenAI(api_key="key-west"),
+                       claude=FakeAnthropic(api_key="key-claude"))
 
 
 @pytest.fixture(scope="module")
-def gw(fakes, tmp_path_factory):
+def gw(fakes, gateway_factory, tmp_path_factory):
     work = tmp_path_factory.mktemp("gw-pipeline")
     providers = catalogue(work / "providers.yaml", [
         {"name": "east", "base_url_env": "OPENAI_EAST_BASE_URL",
@@ -57,29 +53,17 @@ def gw(fakes, tmp_path_factory):
          "api_key_env": "OPENAI_WEST_API_KEY", "weight": 1}],
         timeouts={"connect": 2, "first_byte": 1, "idle": 1},
         retry={"attempts": 3, "max_retry_after": 2})
-    gateway = start_gateway(work, {
+    return gateway_factory(work, {
         "TOKMODEL_PROVIDERS": providers,
         "OPENAI_EAST_BASE_URL": fakes["east"].base_url, "OPENAI_EAST_API_KEY": "key-east",
         "OPENAI_WEST_API_KEY": "key-west",
         "ANTHROPIC_BASE_URL": fakes["claude"].base_url, "ANTHROPIC_API_KEY": "key-claude"},
         workers=2)
-    yield gateway
-    gateway.stop()
-
-
-@pytest.fixture
-def up(fakes):
-    for fake in fakes.values():
-        fake.reset()
-    return fakes
 
 
 def client(gw, secret: str, **kw) -> OpenAI:
-    return OpenAI(base_url=gw.base_url, api_key=secret, max_retries=0, timeout=30, **kw)
-
-
-def rows(gw, account: int):
-    return gw.store.usage(gw.store.get_account_by_id(account).name)
+    """A longer timeout than the shared client's: these tests wait out retries and timeouts."""
+    return openai_client(gw, secret, timeout=30, **kw)
 
 
 def openai_calls(up) -> int:
@@ -94,7 +78,7 @@ def test_503_then_200_is_answered_and_charged_once(gw, up):
     assert reply.choices[0].message.content == "echo: hello pipeline"
     assert reply.model == OPENAI_MODEL
     assert openai_calls(up) == 2 or openai_calls(up) == 3
-    (row,) = rows(gw, account)
+    (row,) = usage_rows(gw, account)
     assert row.status == 200 and row.model == OPENAI_MODEL
     u = reply.usage
     assert BALANCE - gw.balance(account) == chat_cost_micro(
@@ -117,7 +101,7 @@ def test_429_retry_after_within_limit_is_waited_for(gw, up):
         up[fake].fail_next(429, headers={"Retry-After": "1"})
     reply = client(gw, secret).chat.completions.create(model=OPENAI_MODEL, messages=MESSAGES)
     assert reply.choices[0].message.content == "echo: hello pipeline"
-    assert [r.status for r in rows(gw, account)] == [200]
+    assert [r.status for r in usage_rows(gw, account)] == [200]
 
 
 def test_fallback_to_claude_when_openai_keeps_failing(gw, up):
@@ -130,7 +114,7 @@ def test_fallback_to_claude_when_openai_keeps_failing(gw, up):
     assert reply.choices[0].message.content
     assert up["claude"].last.body["model"] == "claude-haiku-4-5"
     assert openai_calls(up) == 3            # three attempts, then the fallback
-    (row,) = rows(gw, account)
+    (row,) = usage_rows(gw, account)
     assert row.model == CLAUDE and row.provider == "anthropic"
     u = reply.usage
     assert row.cost_micro == chat_cost_micro(CLAUDE, u.prompt_tokens, u.completion_tokens)
@@ -147,7 +131,7 @@ def test_fallback_streamed_is_priced_as_the_fallback(gw, up):
         stream_options={"include_usage": True}))
     assert {c.model for c in chunks} == {CLAUDE}
     usage = chunks[-1].usage
-    (row,) = rows(gw, account)
+    (row,) = usage_rows(gw, account)
     assert row.model == CLAUDE
     assert row.cost_micro == chat_cost_micro(CLAUDE, usage.prompt_tokens,
                                              usage.completion_tokens)
@@ -183,7 +167,7 @@ def test_stalled_upstream_is_cut_by_first_byte_and_retried(gw, up):
         up[fake].hang_next(5)
     reply = client(gw, secret).chat.completions.create(model=OPENAI_MODEL, messages=MESSAGES)
     assert reply.choices[0].message.content == "echo: hello pipeline"
-    assert [r.status for r in rows(gw, account)] == [200]
+    assert [r.status for r in usage_rows(gw, account)] == [200]
 
 
 def test_drop_mid_stream_is_not_retried_and_charged_for_what_was_produced(gw, up):
@@ -198,7 +182,7 @@ def test_drop_mid_stream_is_not_retried_and_charged_for_what_was_produced(gw, up
     assert r.status_code == 200
     assert '"error"' in text and "[DONE]" not in text
     assert openai_calls(up) == 1
-    (row,) = rows(gw, account)
+    (row,) = usage_rows(gw, account)
     assert row.status == 502 and row.cost_micro > 0
     assert BALANCE - gw.balance(account) == row.cost_micro
 
@@ -251,7 +235,7 @@ def test_access_log_line(gw, up):
 
 
 @pytest.fixture(scope="module")
-def gw_broken(fakes, tmp_path_factory):
+def gw_broken(fakes, gateway_factory, tmp_path_factory):
     """OpenAI with one good deployment and one whose host refuses connections; Mistral
     with a key the provider refuses."""
     work = tmp_path_factory.mktemp("gw-broken")
@@ -262,13 +246,11 @@ def gw_broken(fakes, tmp_path_factory):
         {"name": "refused", "base_url": fakes["west"].base_url,
          "api_key_env": "OPENAI_REFUSED_KEY"}],
         cooldown={"failures": 2, "seconds": 600})
-    gateway = start_gateway(work, {
+    return gateway_factory(work, {
         "TOKMODEL_PROVIDERS": providers, "OPENAI_GOOD_KEY": "key-east",
         "OPENAI_GONE_KEY": "whatever", "OPENAI_REFUSED_KEY": "not-the-key",
         "ANTHROPIC_BASE_URL": fakes["claude"].base_url, "ANTHROPIC_API_KEY": "wrong"},
         workers=2)
-    yield gateway
-    gateway.stop()
 
 
 def test_failing_deployments_are_cooled_down_and_every_request_answered(gw_broken, up):

@@ -17,8 +17,8 @@ from codegen.cli import build, differences
 from tests.fakes import FakeOpenAI
 from tests.harness import start_gateway
 
-ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = Path(__file__).parent / "fixtures" / "codegen"
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "codegen"
 
 
 def copy_project(dest: Path) -> Path:

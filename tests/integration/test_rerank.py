@@ -4,13 +4,11 @@ to top_n, documents only when asked) and the exact charge per search or per toke
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_UP, Decimal
-
 import pytest
 import requests
 
 from tests.fakes.media_stack import media_stack
-from tests.pricing_oracle import price
+from tests.pricing_oracle import micro, price
 
 pytestmark = pytest.mark.integration
 
@@ -20,10 +18,6 @@ DOCS = ["Carson City is the capital city of Nevada.",
         {"text": "Washington is the capital city of the United States."},
         "Bananas are yellow."]
 TEXTS = [d if isinstance(d, str) else d["text"] for d in DOCS]
-
-
-def micro(exact: Decimal) -> int:
-    return int(exact.quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
 def fake_tokens() -> int:

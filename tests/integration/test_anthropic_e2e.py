@@ -11,10 +11,9 @@ import json
 import openai
 import pytest
 import requests
-from openai import OpenAI
 
 from tests.fakes.anthropic_upstream import FakeAnthropic
-from tests.harness import start_gateway
+from tests.harness import charged
 from tests.pricing_oracle import chat_cost_micro, credits
 
 pytestmark = pytest.mark.integration
@@ -29,34 +28,15 @@ WEATHER_TOOL = {"type": "function", "function": {
 
 
 @pytest.fixture(scope="module")
-def fake():
-    server = FakeAnthropic(api_key=KEY, models=("claude-sonnet-4-5", "claude-haiku-4-5")).start()
-    yield server
-    server.stop()
+def fakes(start_fakes):
+    return start_fakes(FakeAnthropic(api_key=KEY, models=("claude-sonnet-4-5",
+                                                          "claude-haiku-4-5")))
 
 
 @pytest.fixture(scope="module")
-def gw(fake, tmp_path_factory):
-    gateway = start_gateway(tmp_path_factory.mktemp("gw-anthropic"), {
-        "ANTHROPIC_BASE_URL": fake.base_url, "ANTHROPIC_API_KEY": KEY})
-    yield gateway
-    gateway.stop()
-
-
-@pytest.fixture
-def up(fake):
-    fake.reset()
-    return fake
-
-
-@pytest.fixture
-def acct(gw):
-    account, secret = gw.account(5_000_000)
-    return account, OpenAI(base_url=gw.base_url, api_key=secret, max_retries=0, timeout=20)
-
-
-def charged(gw, account: int) -> int:
-    return 5_000_000 - gw.balance(account)
+def gw(fakes, gateway_factory):
+    return gateway_factory("gw-anthropic", {
+        "ANTHROPIC_BASE_URL": fakes.base_url, "ANTHROPIC_API_KEY": KEY})
 
 
 def test_text_with_system_is_translated_and_charged_exactly(gw, up, acct):
