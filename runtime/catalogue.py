@@ -20,6 +20,7 @@ values raise CatalogueError naming the variable.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Mapping
@@ -43,6 +44,12 @@ class CatalogueError(Exception):
         self.source = source
         self.problems = problems
 
+
+
+@functools.lru_cache(maxsize=4096)
+def _decimal(text: str) -> Decimal:
+    """A catalogue price string as a Decimal, made once (prices are read on every request)."""
+    return Decimal(text)
 
 @dataclass(frozen=True, slots=True)
 class Timeouts:
@@ -179,7 +186,7 @@ class Model:
 
     def price(self, name: str) -> Decimal | None:
         value = self.pricing.get(name)
-        return Decimal(value) if isinstance(value, str) else None
+        return _decimal(value) if isinstance(value, str) else None
 
     def at(self, deployment: Deployment) -> Model:
         """This model served by `deployment`: `provider` carries that deployment's base URL and

@@ -66,13 +66,17 @@ def _too_deep(body: Any) -> bool:
     return False
 
 
+# json.loads builds a decoder per call when given hooks; one is enough.
+_DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite)
+
+
 def read_json(req: falcon.Request, limit: int) -> tuple[bytes, dict[str, Any]]:
     """(raw bytes, parsed object) of a JSON request body."""
     raw = read_raw(req, limit)
     if not raw.strip():
         raise BadRequest("The request body is empty; a JSON object is required.")
     try:
-        body = json.loads(raw, parse_constant=_no_constant, parse_float=_finite)
+        body = _DECODER.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
     except RecursionError:
         raise BadRequest(f"The request body nests arrays and objects more than {MAX_DEPTH} "
                          "levels deep.") from None

@@ -19,6 +19,7 @@ import json
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from runtime import fastjson
 from runtime.billing.meter import Meter
 from runtime.billing.metered_stream import MeteredStream
 from runtime.billing.pricing import (
@@ -103,7 +104,7 @@ class ChatExchange:
         def render(charged: int) -> bytes:
             if isinstance(payload.get("usage"), dict):
                 payload["usage"]["cost"] = micro_to_credits(charged)
-            return json.dumps(payload).encode()
+            return fastjson.dumps(payload)
 
         return Answer(usage, token_cost(self.model, usage), render)
 

@@ -27,15 +27,16 @@ Observability never fails a request: an error while finishing is logged and swal
 
 from __future__ import annotations
 
-import json
 import logging
 import time as _time
 from dataclasses import dataclass
 
+from runtime import fastjson
 from runtime.observability import access_log, metrics
 
 _log = logging.getLogger("tokmodel")
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+def _dumps(obj: dict) -> str:
+    return fastjson.dumps(obj).decode()
 
 MICRO = 1_000_000
 

@@ -8,6 +8,7 @@ import json
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from runtime import fastjson
 from runtime.catalogue import Model
 from runtime.errors import GatewayError, UpstreamError
 from runtime.providers.base import (
@@ -36,7 +37,7 @@ class OpenAIChat(SSEFraming):
         if stream:
             headers["Accept"] = "text/event-stream"
         return UpstreamCall("POST", model.provider.url("chat", model.upstream), headers,
-                            json.dumps(body).encode(), query_auth(model))
+                            fastjson.dumps(body), query_auth(model))
 
     def parse(self, payload: Any, model: Model) -> dict[str, Any]:
         if not isinstance(payload, dict) or not isinstance(payload.get("choices"), list):
