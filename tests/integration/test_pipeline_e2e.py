@@ -66,14 +66,20 @@ def client(gw, secret: str, **kw) -> OpenAI:
     return openai_client(gw, secret, timeout=30, **kw)
 
 
+def fail_openai(up, status: int, times: int = 1, **kw) -> None:
+    """Script `times` failures on each OpenAI deployment."""
+    for fake in ("east", "west"):
+        for _ in range(times):
+            up[fake].fail_next(status, **kw)
+
+
 def openai_calls(up) -> int:
     return len(up["east"].requests) + len(up["west"].requests)
 
 
 def test_503_then_200_is_answered_and_charged_once(gw, up):
     account, secret = gw.account(BALANCE)
-    for fake in ("east", "west"):
-        up[fake].fail_next(503)
+    fail_openai(up, 503)
     reply = client(gw, secret).chat.completions.create(model=OPENAI_MODEL, messages=MESSAGES)
     assert reply.choices[0].message.content == "echo: hello pipeline"
     assert reply.model == OPENAI_MODEL
@@ -97,8 +103,7 @@ def test_weights_spread_requests_3_to_1(gw, up):
 
 def test_429_retry_after_within_limit_is_waited_for(gw, up):
     account, secret = gw.account(BALANCE)
-    for fake in ("east", "west"):
-        up[fake].fail_next(429, headers={"Retry-After": "1"})
+    fail_openai(up, 429, headers={"Retry-After": "1"})
     reply = client(gw, secret).chat.completions.create(model=OPENAI_MODEL, messages=MESSAGES)
     assert reply.choices[0].message.content == "echo: hello pipeline"
     assert [r.status for r in usage_rows(gw, account)] == [200]
@@ -106,9 +111,7 @@ def test_429_retry_after_within_limit_is_waited_for(gw, up):
 
 def test_fallback_to_claude_when_openai_keeps_failing(gw, up):
     account, secret = gw.account(BALANCE)
-    for fake in ("east", "west"):
-        for _ in range(3):
-            up[fake].fail_next(503)
+    fail_openai(up, 503, times=3)
     reply = client(gw, secret).chat.completions.create(model=OPENAI_MODEL, messages=MESSAGES)
     assert reply.model == CLAUDE
     assert reply.choices[0].message.content
@@ -123,9 +126,7 @@ def test_fallback_to_claude_when_openai_keeps_failing(gw, up):
 
 def test_fallback_streamed_is_priced_as_the_fallback(gw, up):
     account, secret = gw.account(BALANCE)
-    for fake in ("east", "west"):
-        for _ in range(3):
-            up[fake].fail_next(500)
+    fail_openai(up, 500, times=3)
     chunks = list(client(gw, secret).chat.completions.create(
         model=OPENAI_MODEL, messages=MESSAGES, stream=True,
         stream_options={"include_usage": True}))
@@ -140,9 +141,7 @@ def test_fallback_streamed_is_priced_as_the_fallback(gw, up):
 
 def test_request_models_field_overrides_and_is_never_forwarded(gw, up):
     _, secret = gw.account(BALANCE)
-    for fake in ("east", "west"):
-        for _ in range(3):
-            up[fake].fail_next(502)
+    fail_openai(up, 502, times=3)
     reply = client(gw, secret).chat.completions.create(
         model="openai/gpt-4o", messages=MESSAGES,
         extra_body={"models": ["openai/gpt-4o", "anthropic/claude-sonnet-4-5"]})
@@ -153,8 +152,7 @@ def test_request_models_field_overrides_and_is_never_forwarded(gw, up):
 
 def test_client_errors_are_never_retried_nor_fall_back(gw, up):
     account, secret = gw.account(BALANCE)
-    for fake in ("east", "west"):
-        up[fake].fail_next(400)
+    fail_openai(up, 400)
     with pytest.raises(openai.BadRequestError):
         client(gw, secret).chat.completions.create(model=OPENAI_MODEL, messages=MESSAGES)
     assert openai_calls(up) == 1 and up["claude"].requests == []
