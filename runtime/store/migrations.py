@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, Engine, insert, select, text
+from sqlalchemy import Connection, Engine, MetaData, insert, select, text
 
 from . import schema
 
@@ -35,8 +35,25 @@ def _baseline(conn: Connection) -> None:
     schema.metadata.create_all(conn, checkfirst=True)
 
 
+def _holds_without_rowid(conn: Connection) -> None:
+    """SQLite: rebuild `holds` as one b-tree keyed by request id (schema.py says why).
+    PostgreSQL has no rowid tables: nothing to do."""
+    if conn.dialect.name != "sqlite":
+        return
+    scratch = MetaData()
+    schema.accounts.to_metadata(scratch)  # the foreign key's target
+    rebuilt = schema.holds.to_metadata(scratch, name="holds_rebuilt")
+    rebuilt.create(conn)
+    conn.execute(text("INSERT INTO holds_rebuilt (request_id, account_id, amount_micro, "
+                      "created_at) SELECT request_id, account_id, amount_micro, created_at "
+                      "FROM holds"))
+    conn.execute(text("DROP TABLE holds"))
+    conn.execute(text("ALTER TABLE holds_rebuilt RENAME TO holds"))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "accounts, api_keys, holds, usage_log", _baseline),
+    Migration(2, "holds without rowid (SQLite)", _holds_without_rowid),
 )
 
 

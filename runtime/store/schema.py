@@ -73,6 +73,9 @@ holds = Table(
     Column("amount_micro", BigInteger, nullable=False),
     Column("created_at", _Timestamp, nullable=False),
     CheckConstraint("amount_micro >= 0", name="amount_nonnegative"),
+    # One b-tree keyed by request id instead of a rowid table plus its key index: a hold and
+    # its settlement each write half the pages (measured on the hot path's commits).
+    sqlite_with_rowid=False,
 )
 
 usage_log = Table(

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import os
 import re
+import sqlite3
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, func, select, text, update
+from sqlalchemy import MetaData, create_engine, func, select, text, update
 
 from runtime.store import (
     Account,
@@ -24,8 +25,10 @@ from runtime.store import (
     open_store,
 )
 from runtime.store.engine import normalize_url
+from runtime.store.migrations import MIGRATIONS
 from runtime.store.schema import holds, metadata, schema_migrations, usage_log
 
+ALL_VERSIONS = [m.version for m in MIGRATIONS]
 PG_ENV = "TOKMODEL_TEST_POSTGRES_URL"
 PG_SKIP = f"{PG_ENV} not set: PostgreSQL tests need a server"
 
@@ -101,7 +104,7 @@ def _balance(store: Store, name: str) -> int:
 def test_migrations_apply_once_and_reopen_is_idempotent(db_url: str, raw) -> None:
     first = Store(db_url)
     try:
-        assert first.migrate() == [1]
+        assert first.migrate() == ALL_VERSIONS
         assert first.migrate() == []
         first.create_account("acme", 5)
     finally:
@@ -111,7 +114,7 @@ def test_migrations_apply_once_and_reopen_is_idempotent(db_url: str, raw) -> Non
         assert _balance(second, "acme") == 5
     with raw.connect() as conn:
         versions = conn.execute(select(schema_migrations.c.version)).scalars().all()
-        assert versions == [1]
+        assert versions == ALL_VERSIONS
         for table in metadata.sorted_tables:
             conn.execute(select(func.count()).select_from(table)).scalar()
 
@@ -401,3 +404,33 @@ def test_ping_and_database_errors_are_store_errors(store: Store, raw) -> None:
     with pytest.raises(StoreError):
         store.hold("r", acme.id, 1)
     assert _balance(store, "acme") == 10
+
+
+def test_a_version_1_sqlite_database_keeps_its_holds_when_migrated(tmp_path):
+    """Version 2 rebuilds `holds` without rowid; an open hold survives and settles."""
+    path = tmp_path / "v1.db"
+    engine = create_engine(f"sqlite:///{path}")
+    v1 = MetaData()
+    for table in metadata.tables.values():
+        copy = table.to_metadata(v1)
+        copy.dialect_options["sqlite"]._non_defaults.pop("with_rowid", None)
+    v1.create_all(engine)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO schema_migrations VALUES (1, 'v1', '2026-01-01')")
+        conn.exec_driver_sql("INSERT INTO accounts (id, name, balance_micro, created_at) "
+                             "VALUES (1, 'acme', 900, '2026-01-01 00:00:00')")
+        conn.exec_driver_sql("INSERT INTO holds VALUES ('req-open', 1, 100, "
+                             "'2026-01-01 00:00:00')")
+    engine.dispose()
+
+    store = open_store(f"sqlite:///{path}")
+    try:
+        sql = sqlite3.connect(path).execute(
+            "SELECT sql FROM sqlite_master WHERE name = 'holds'").fetchone()[0]
+        assert "WITHOUT ROWID" in sql
+        usage = UsageRecord(request_id="req-open", account_id=1, key_id=None, endpoint="chat",
+                            model="m", provider="p", status=200)
+        assert store.settle("req-open", 60, usage) == 60
+        assert store.get_account("acme").balance_micro == 940
+    finally:
+        store.close()
