@@ -15,10 +15,10 @@ the response's status, unless ``record.deferred`` (a stream finishes it when it 
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from typing import Any
-from uuid import uuid4
 
 import falcon
 
@@ -50,7 +50,7 @@ class RequestRecords:
         path = req.path
         api = is_api_path(path)
         req.context.record = RequestRecord(
-            request_id="req_" + uuid4().hex,
+            request_id="req_" + os.urandom(16).hex(),
             client_request_id=clean_client_id(req.get_header("X-Request-Id")),
             endpoint=UNMATCHED if api else path,
             started=time.monotonic(),
