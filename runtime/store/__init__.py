@@ -9,7 +9,7 @@ never goes below zero however many workers and nodes share the database.
 from __future__ import annotations
 
 from .errors import AccountExists, AccountNotFound, StoreError
-from .records import Account, KeyRecord, UsageRecord
+from .records import Account, KeyRecord, StoredResponse, UsageRecord
 from .store import Store, open_store
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "KeyRecord",
     "Store",
     "StoreError",
+    "StoredResponse",
     "UsageRecord",
     "open_store",
 ]

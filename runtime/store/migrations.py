@@ -54,6 +54,8 @@ def _holds_without_rowid(conn: Connection) -> None:
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "accounts, api_keys, holds, usage_log", _baseline),
     Migration(2, "holds without rowid (SQLite)", _holds_without_rowid),
+    Migration(3, "stored_responses",
+              lambda conn: schema.stored_responses.create(conn, checkfirst=True)),
 )
 
 

@@ -49,3 +49,21 @@ class UsageRecord:
     cost_micro: int = 0
     latency_ms: int = 0
     created_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResponse:
+    """A Responses API answer kept for its account. `native`: the provider stored it (on
+    `deployment`) and only its ownership is here; otherwise `input_items` (the whole input,
+    history included) and `response` (the response object) are JSON kept by the gateway."""
+
+    id: str
+    account_id: int
+    model: str
+    provider: str
+    native: bool
+    deployment: str | None = None
+    input_items: list[Any] | None = None
+    response: dict[str, Any] | None = None
+    created_at: datetime | None = None
+    expires_at: datetime | None = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     DateTime,
@@ -97,4 +98,23 @@ usage_log = Table(
     Column("cost_micro", BigInteger, nullable=False),
     Column("latency_ms", Integer, nullable=False, default=0),
     Index("ix_usage_log_account_id_created_at", "account_id", "created_at"),
+)
+
+# Responses API conversations the gateway keeps for `previous_response_id`, GET and DELETE:
+# in full for providers that keep none (`native` false), or only as ownership and location
+# for responses the provider stored itself (`native` true: which deployment holds them).
+stored_responses = Table(
+    "stored_responses",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False),
+    Column("model", Text, nullable=False),
+    Column("provider", Text, nullable=False),
+    Column("deployment", Text, nullable=True),
+    Column("native", Boolean, nullable=False),
+    Column("input_items", Text, nullable=True),
+    Column("response", Text, nullable=True),
+    Column("created_at", _Timestamp, nullable=False),
+    Column("expires_at", _Timestamp, nullable=False),
+    Index("ix_stored_responses_expires_at", "expires_at"),
 )

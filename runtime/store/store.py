@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
 
@@ -18,11 +19,12 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from . import keys as keylib
 from . import ledger
+from . import responses as stored
 from .engine import make_engines
 from .errors import AccountExists, AccountNotFound, StoreError
 from .fastpath import FastPath
 from .migrations import migrate
-from .records import Account, KeyRecord, UsageRecord
+from .records import Account, KeyRecord, StoredResponse, UsageRecord
 from .schema import accounts, api_keys, usage_log
 
 P = ParamSpec("P")
@@ -341,6 +343,28 @@ class Store:
         params = {"b_name": account_name, "b_limit": min(limit, MAX_USAGE_LIMIT)}
         with self._reader.connect() as conn:
             return [ledger.usage_record(row) for row in conn.execute(_usage_of_account, params)]
+
+
+    # -- stored Responses API conversations ---------------------------------------------------
+
+    @_db_errors
+    def save_response(self, record: StoredResponse, ttl_seconds: float) -> None:
+        """Keep a response for its account for `ttl_seconds` (expired ones are purged)."""
+        now = datetime.now(UTC)
+        record = replace(record, expires_at=now + timedelta(seconds=ttl_seconds))
+        with self._engine.begin() as conn:
+            stored.save(conn, record, now)
+
+    @_db_errors
+    def get_response(self, response_id: str, account_id: int) -> StoredResponse | None:
+        """The account's unexpired stored response, or None (also for another account's)."""
+        with self._reader.connect() as conn:
+            return stored.get(conn, response_id, account_id, datetime.now(UTC))
+
+    @_db_errors
+    def delete_response(self, response_id: str, account_id: int) -> bool:
+        with self._engine.begin() as conn:
+            return stored.remove(conn, response_id, account_id)
 
 
 def open_store(url: str) -> Store:
