@@ -66,7 +66,10 @@ DESCRIPTORS: dict[str, Descriptor] = {
         auth_name='x-api-key',
         keyless=False,
         headers={'anthropic-version': '2023-06-01'},
-        endpoints={'chat': '/v1/messages', 'messages': '/v1/messages', 'models': '/v1/models'},
+        endpoints={'chat': '/v1/messages',
+ 'messages': '/v1/messages',
+ 'messages.count_tokens': '/v1/messages/count_tokens',
+ 'models': '/v1/models'},
         stream_usage=False,
         translate=anthropic.TRANSLATE,
         finish_reasons=anthropic.FINISH_REASONS,
@@ -128,6 +131,7 @@ DESCRIPTORS: dict[str, Descriptor] = {
         headers={},
         endpoints={'chat': '/v1beta/models/{model}:generateContent',
  'embeddings': '/v1beta/models/{model}:batchEmbedContents',
+ 'messages.count_tokens': '/v1beta/models/{model}:countTokens',
  'models': '/v1beta/models'},
         stream_usage=False,
         translate=google.TRANSLATE,
@@ -409,6 +413,14 @@ ENDPOINTS: dict[str, Endpoint] = {
         request_schema='CreateMessageRequest',
         content_type='application/json',
     ),
+    'messages.count_tokens': Endpoint(
+        kind='messages.count_tokens',
+        routes=('/v1/messages/count_tokens',),
+        method='POST',
+        dialect='anthropic',
+        request_schema='CountTokensRequest',
+        content_type='application/json',
+    ),
     'responses': Endpoint(
         kind='responses',
         routes=('/v1/responses',),
@@ -429,9 +441,9 @@ ENDPOINTS: dict[str, Endpoint] = {
 
 # Dialect -> the endpoint kinds its adapters can serve (specs/dialects.yaml); every
 # descriptor's endpoints are among its dialect's.
-DIALECT_ENDPOINTS: dict[str, tuple[str, ...]] = {'anthropic': ('chat', 'messages', 'models'),
+DIALECT_ENDPOINTS: dict[str, tuple[str, ...]] = {'anthropic': ('chat', 'messages', 'messages.count_tokens', 'models'),
  'cohere': ('embeddings', 'rerank'),
- 'gemini': ('chat', 'embeddings', 'models'),
+ 'gemini': ('chat', 'embeddings', 'messages.count_tokens', 'models'),
  'jina': ('embeddings', 'rerank'),
  'openai': ('chat',
             'models',

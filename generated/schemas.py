@@ -355,6 +355,7 @@ SCHEMAS = {'catalogue.schema.json': {'$defs': {'cooldown': {'additionalPropertie
                                                                'responses',
                                                                'responses.compact',
                                                                'messages',
+                                                               'messages.count_tokens',
                                                                'embeddings',
                                                                'rerank',
                                                                'images.generations',

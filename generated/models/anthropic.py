@@ -21,6 +21,19 @@ class RequestMetadata(BaseModel):
     user_id: Annotated[str | None, Field(description='Opaque end-user id.')] = None
 
 
+class CountTokensResponse(BaseModel):
+    """
+    The input tokens the request would use.
+    """
+
+    model_config = ConfigDict(
+        extra='allow',
+    )
+    input_tokens: Annotated[
+        int, Field(description='Tokens of the messages, system prompt and tools.', ge=0)
+    ]
+
+
 class TextBlock(BaseModel):
     """
     A text block.
@@ -411,4 +424,29 @@ class CreateMessageRequest(BaseModel):
     service_tier: Annotated[
         Literal['auto', 'standard_only'] | None, Field(description='Capacity tier.')
     ] = None
+    output_config: OutputConfig | None = None
+
+
+class CountTokensRequest(BaseModel):
+    """
+    Body of POST /v1/messages/count_tokens: a Messages request without max_tokens and stream.
+    """
+
+    model_config = ConfigDict(
+        extra='allow',
+    )
+    model: Annotated[str, Field(description='Upstream model name.', min_length=1)]
+    messages: Annotated[
+        list[InputMessage],
+        Field(description='Alternating user/assistant turns.', min_length=1),
+    ]
+    system: Annotated[
+        str | list[TextBlock] | None,
+        Field(description='System prompt, as a string or text blocks.'),
+    ] = None
+    tools: Annotated[
+        list[Tool] | None, Field(description='Client tools the model may call.')
+    ] = None
+    tool_choice: ToolChoice | None = None
+    thinking: ThinkingConfig | None = None
     output_config: OutputConfig | None = None

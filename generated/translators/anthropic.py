@@ -50,6 +50,10 @@ def messages(body: dict) -> dict:
     return body
 
 
+def messages_count_tokens(body: dict) -> dict:
+    return body
+
+
 def models(body: dict) -> dict:
     return body
 
@@ -57,6 +61,7 @@ def models(body: dict) -> dict:
 TRANSLATE = {
     'chat': chat,
     'messages': messages,
+    'messages.count_tokens': messages_count_tokens,
     'models': models,
 }
 

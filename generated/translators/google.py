@@ -51,6 +51,10 @@ def embeddings(body: dict) -> dict:
     return body
 
 
+def messages_count_tokens(body: dict) -> dict:
+    return body
+
+
 def models(body: dict) -> dict:
     return body
 
@@ -58,6 +62,7 @@ def models(body: dict) -> dict:
 TRANSLATE = {
     'chat': chat,
     'embeddings': embeddings,
+    'messages.count_tokens': messages_count_tokens,
     'models': models,
 }
 

@@ -2,10 +2,10 @@
 
 A provider with a new wire shape adds its modules here and its entries in the tables below;
 the descriptor's `dialect` picks the adapter, never the provider's name. `SERVED` says which
-endpoint kinds each dialect is spoken to natively (chat, embeddings and rerank through the
-adapter tables; the other kinds are passed through in the provider's own format, which for
-Messages is Anthropic's and for Responses, images and audio OpenAI's). A completeness test
-holds it against specs/dialects.yaml and every descriptor.
+endpoint kinds each dialect is spoken to natively (chat, embeddings, rerank and token counts
+through the adapter tables; the other kinds are passed through in the provider's own
+format, which for Messages is Anthropic's and for Responses, images and audio OpenAI's).
+A completeness test holds it against specs/dialects.yaml and every descriptor.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from runtime.providers.embeddings import EMBED_ADAPTERS
 from runtime.providers.gemini_chat import GeminiChat
 from runtime.providers.openai_chat import OpenAIChat
 from runtime.providers.rerank import RERANK_ADAPTERS
+from runtime.providers.token_count import COUNTERS
 
 CHAT_ADAPTERS: dict[str, ChatAdapter] = {
     "openai": OpenAIChat(),
@@ -37,7 +38,8 @@ _PASSTHROUGH = {
 
 SERVED: dict[str, frozenset[str]] = {}
 for _kind, _dialects in [("chat", CHAT_ADAPTERS), ("embeddings", EMBED_ADAPTERS),
-                         ("rerank", RERANK_ADAPTERS), *_PASSTHROUGH.items()]:
+                         ("rerank", RERANK_ADAPTERS), ("messages.count_tokens", COUNTERS),
+                         *_PASSTHROUGH.items()]:
     for _dialect in _dialects:
         SERVED[_dialect] = SERVED.get(_dialect, frozenset()) | {_kind}
 

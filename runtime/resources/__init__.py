@@ -11,6 +11,7 @@ import falcon
 from runtime.clients import audio, chat, embeddings, images, messages, rerank, responses
 from runtime.pipeline.route import Route
 from runtime.pipeline.run import Pipeline
+from runtime.resources.count_tokens import CountTokens
 from runtime.resources.models import Models
 
 ROUTES: dict[str, Route] = {route.kind: route for route in (
@@ -37,7 +38,7 @@ ROUTES: dict[str, Route] = {route.kind: route for route in (
           check=audio.upload),
 )}
 
-RESOURCES = {"models": Models}
+RESOURCES = {"models": Models, "messages.count_tokens": CountTokens}
 
 
 class PricedResource:

@@ -113,7 +113,8 @@ def test_a_descriptor_cannot_declare_an_endpoint_its_dialect_cannot_serve(tmp_pa
     proc = run_codegen(project)
     assert proc.returncode == 1
     assert ("specs/providers/acme.yaml: endpoints.embeddings: the 'anthropic' dialect cannot "
-            "serve 'embeddings' (specs/dialects.yaml lists chat, messages, models)") in proc.stderr
+            "serve 'embeddings' (specs/dialects.yaml lists chat, messages, "
+            "messages.count_tokens, models)") in proc.stderr
     assert "specs/providers/acme.yaml: endpoints.chat" not in proc.stderr
     assert ("specs/providers/nova.yaml: dialect: 'klingon' is not a dialect of "
             "specs/dialects.yaml") in proc.stderr

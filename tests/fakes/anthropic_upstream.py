@@ -19,6 +19,12 @@ envelope ``{"type":"error","error":{"type","message"},"request_id"}``:
   max_tokens, unknown metadata keys, a bad service_tier or output_config;
 * 404 ``not_found_error`` for a model outside ``models`` (None accepts any).
 
+``POST /v1/messages/count_tokens`` (``count_tokens``) validates the same way, except that it
+takes only model, messages, system, tools, tool_choice, thinking, output_config and
+mcp_servers (``max_tokens``, ``stream`` and sampling fields are "Extra inputs are not
+permitted", as on the real API), and answers ``{"input_tokens": N}`` with N = words of the
+prompt (as ``input_tokens`` below) + words of the tool definitions' JSON, at least 1.
+
 Deterministic answers: ``"echo: " + <last user text>`` (plus ``[image <type> <n> bytes]`` or
 ``[image <url>]`` per image of that turn); after tool results, ``"echo: " + <result text>``;
 with ``output_config.format`` the text is ``{"echo": <that text>}``. A ``tool_use``
@@ -63,6 +69,8 @@ ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 402: "
                403: "permission_error", 404: "not_found_error", 413: "request_too_large",
                429: "rate_limit_error", 500: "api_error", 504: "timeout_error",
                529: "overloaded_error"}
+COUNT_FIELDS = frozenset({"model", "messages", "system", "tools", "tool_choice", "thinking",
+                          "output_config", "mcp_servers"})
 _ID = re.compile(r"^[a-zA-Z0-9_-]+$")
 _TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,128}$")
 _WORDS = re.compile(r"\S+\s*")
@@ -78,7 +86,8 @@ def words(text: str) -> int:
 
 
 class FakeAnthropic(FakeServer):
-    routes = {("POST", "/v1/messages"): "messages"}
+    routes = {("POST", "/v1/messages"): "messages",
+              ("POST", "/v1/messages/count_tokens"): "count_tokens"}
 
     def __init__(self, api_key: str | None = "anthropic-upstream-key", *,
                  models: tuple[str, ...] | None = None, chunk_delay: float = 0.0) -> None:
@@ -142,18 +151,37 @@ class FakeAnthropic(FakeServer):
         return Reply.json(message)
 
 
+    def count_tokens(self, req: Received) -> Reply:
+        if not req.headers.get("Content-Type", "").startswith("application/json"):
+            raise _bad("Content-Type must be application/json")
+        if not isinstance(req.body, dict):
+            raise _bad("The request body is not valid JSON.")
+        body = req.body
+        validate(body, COUNT_FIELDS, ("model", "messages"))
+        if self.models is not None and body["model"] not in self.models:
+            raise Reject(404, f"model: {body['model']}")
+        return Reply.json({"input_tokens": count_words(body)})
+
+
+def count_words(body: dict[str, Any]) -> int:
+    """The fake's token count of a count_tokens request: prompt words + tool definition words."""
+    tools = body.get("tools") or []
+    return max(1, prompt_words(body) + sum(words(json.dumps(t)) for t in tools))
+
+
 # -- validation -------------------------------------------------------------------------------
 
-def validate(body: dict[str, Any]) -> None:
+def validate(body: dict[str, Any], fields: frozenset[str] = FIELDS,
+             required: tuple[str, ...] = ("model", "max_tokens", "messages")) -> None:
     for key in body:
-        if key not in FIELDS:
+        if key not in fields:
             raise _bad(f"{key}: Extra inputs are not permitted")
-    for key in ("model", "max_tokens", "messages"):
+    for key in required:
         if key not in body:
             raise _bad(f"{key}: Field required")
     if not isinstance(body["model"], str) or not body["model"]:
         raise _bad("model: Input should be a valid string")
-    max_tokens = body["max_tokens"]
+    max_tokens = body.get("max_tokens", 1)
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
         raise _bad("max_tokens: Input should be a valid integer greater than 0")
     _check_system(body.get("system"))
@@ -334,7 +362,7 @@ def _check_thinking(body: dict[str, Any]) -> None:
         if not isinstance(budget, int) or budget < 1024:
             raise _bad("thinking.enabled.budget_tokens: Input should be greater than or "
                        "equal to 1024")
-        if budget >= body["max_tokens"]:
+        if "max_tokens" in body and budget >= body["max_tokens"]:
             raise _bad("`max_tokens` must be greater than `thinking.budget_tokens`")
 
 

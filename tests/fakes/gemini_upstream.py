@@ -23,6 +23,12 @@ Errors use Google's envelope ``{"error":{"code","message","status","details"}}``
   stopSequences); ``responseSchema`` without ``responseMimeType: application/json``;
 * 404 ``NOT_FOUND`` for a model outside ``models`` (None accepts any).
 
+``:countTokens`` takes either ``contents`` or ``generateContentRequest`` (a whole
+generateContent request with ``model: "models/<the path's model>"``), never both nor
+anything else, validated as above, and answers ``{"totalTokens": N, "promptTokensDetails":
+[{"modality": "TEXT", "tokenCount": N}]}`` with N = the ``promptTokenCount`` below (without
+cached tokens) + words of the function declarations' JSON.
+
 Deterministic answers per candidate (``candidateCount``): ``"echo: " + <last user text>``
 (plus ``[image <mime> <n> bytes]`` per inline image); after function responses,
 ``"echo: " + <each response as JSON>``; with ``responseMimeType: application/json``
@@ -79,7 +85,7 @@ STATUS = {400: "INVALID_ARGUMENT", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
           429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE",
           504: "DEADLINE_EXCEEDED"}
 _PATH = re.compile(r"^/(v1beta|v1)/models/(?P<model>[^:/]+):(?P<method>generateContent|"
-                   r"streamGenerateContent)$")
+                   r"streamGenerateContent|countTokens)$")
 _WORDS = re.compile(r"\S+\s*")
 _WEATHER = re.compile(r"\bweather\b", re.IGNORECASE)
 
@@ -146,8 +152,10 @@ class FakeGemini(FakeServer):
         if not isinstance(req.body, dict):
             raise _bad("Invalid JSON payload received.")
         body = req.body
-        validate(body)
         model = match.group("model")
+        if match.group("method") == "countTokens":
+            return self._count(body, model)
+        validate(body)
         if self.models is not None and model not in self.models:
             raise Reject(404, f"models/{model} is not found for API version v1beta, or is not "
                          "supported for generateContent.")
@@ -163,6 +171,34 @@ class FakeGemini(FakeServer):
         if "alt=sse" not in req.query:
             return Reply(200, json.dumps(events).encode())
         return Reply(200, _sse(events, cut), "text/event-stream")
+
+    def _count(self, body: dict[str, Any], model: str) -> Reply:
+        for key in body:
+            if key not in ("contents", "generateContentRequest"):
+                raise _unknown(key)
+        if ("contents" in body) == ("generateContentRequest" in body):
+            raise _bad("* CountTokensRequest: exactly one of contents and "
+                       "generate_content_request must be set.")
+        inner = body.get("generateContentRequest")
+        if inner is None:
+            inner = {"contents": body["contents"]}
+        else:
+            if not isinstance(inner, dict):
+                raise _bad("generate_content_request: must be an object")
+            inner = dict(inner)
+            named = inner.pop("model", None)
+            if named != f"models/{model}":
+                raise _bad("* CountTokensRequest.generate_content_request.model: must be "
+                           f"'models/{model}', the model of the request path.")
+        validate(inner)
+        if self.models is not None and model not in self.models:
+            raise Reject(404, f"models/{model} is not found for API version v1beta, or is not "
+                         "supported for countTokens.")
+        declared = [d for tool in inner.get("tools") or ()
+                    for d in tool.get("functionDeclarations") or ()]
+        total = max(1, prompt_words(inner)) + sum(words(json.dumps(d)) for d in declared)
+        return Reply.json({"totalTokens": total,
+                           "promptTokensDetails": [{"modality": "TEXT", "tokenCount": total}]})
 
     def _usage(self, body: dict[str, Any], answers: list[dict[str, Any]]) -> dict[str, Any]:
         prompt = max(1, prompt_words(body)) + self.cached_tokens
