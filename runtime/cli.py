@@ -166,7 +166,7 @@ def cmd_providers(args: argparse.Namespace) -> int:
             print(f"error: {exc.source}: {problem}", file=sys.stderr)
         return 1
     print(f"catalogue {path or 'providers.yaml (compiled)'}: valid, "
-          f"{len(catalogue.models)} models")
+          f"{len(catalogue.models)} models, {len(catalogue.aliases)} aliases")
     for pid, provider in sorted(catalogue.providers.items()):
         models = sum(1 for m in catalogue.models.values() if m.provider is provider)
         deployments = provider.deployments
