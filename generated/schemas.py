@@ -213,7 +213,24 @@ SCHEMAS = {'catalogue.schema.json': {'$defs': {'cooldown': {'additionalPropertie
                            'description': "The deployment's catalogue: enabled providers, "
                                           'where their credentials come from, models and list '
                                           'prices (USD; 1 credit = 1 USD).',
-                           'properties': {'defaults': {'additionalProperties': False,
+                           'properties': {'aliases': {'additionalProperties': {'pattern': '^[a-z0-9][a-z0-9-]*/[A-Za-z0-9._:/-]+$',
+                                                                               'type': 'string'},
+                                                      'description': 'Other names clients may '
+                                                                     'send for a model (alias '
+                                                                     '-> model id), e.g. a '
+                                                                     "provider's dated id. "
+                                                                     "Every model's upstream "
+                                                                     'name is an alias of it '
+                                                                     'already unless two '
+                                                                     'models share it; entries '
+                                                                     'here win over those. The '
+                                                                     "answer's `model` is the "
+                                                                     'name the client sent; '
+                                                                     'usage and metrics use '
+                                                                     'the model id.',
+                                                      'propertyNames': {'pattern': '^[A-Za-z0-9][A-Za-z0-9._:/@-]*$'},
+                                                      'type': 'object'},
+                                          'defaults': {'additionalProperties': False,
                                                        'description': 'Model used when a '
                                                                       'request omits it (only '
                                                                       'where the API allows '

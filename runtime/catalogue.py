@@ -4,6 +4,10 @@ Built from the compiled default catalogue (generated/catalogue.py) or, when
 TOKMODEL_PROVIDERS names a file, from that YAML file validated with the same schemas and
 rules codegen uses.
 
+Models are found by id or by alias (`aliases`: each model's upstream name when no other model
+shares it, and the catalogue's own entries); `get` returns the canonical Model for either, so
+everything recorded about a request (usage rows, metrics, logs) uses the catalogue id.
+
 A provider is served by one or more deployments (accounts, regions or servers of the same
 API), each with its own base URL and key read from the environment; without `deployments`
 in the catalogue it has exactly one, named 'default', from <ID>_BASE_URL and <ID>_API_KEY.
@@ -287,9 +291,17 @@ class Catalogue:
                 dimensions=tuple(conf.get("dimensions", ())),
                 fallbacks=tuple(conf.get("fallbacks", ())))
         self.defaults: dict[str, str] = dict(data.get("defaults") or {})
+        # alias -> model id (normalized: automatic upstream names plus the file's own).
+        self.aliases: dict[str, str] = dict(data.get("aliases") or {})
 
     def get(self, model_id: str) -> Model | None:
-        return self.models.get(model_id)
+        """The model with this id or alias (an alias is another name for the same Model)."""
+        model = self.models.get(model_id)
+        if model is None:
+            target = self.aliases.get(model_id)
+            if target is not None:
+                model = self.models.get(target)
+        return model
 
     def usable_models(self) -> list[Model]:
         return [m for m in self.models.values() if m.provider.usable]

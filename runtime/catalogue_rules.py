@@ -45,8 +45,9 @@ def _deployments(pid: str, conf: dict[str, Any]) -> list[dict[str, Any]]:
 
 def normalize(raw: Mapping[str, Any]) -> dict[str, Any]:
     """Fill implied fields: descriptor ids, deployments, upstream names, owners, prices as
-    strings. Timeouts, retry and cool-down are left as written: their defaults come from
-    the environment at run time."""
+    strings, and `aliases` (alias -> model id: automatic ones from upstream names, then the
+    catalogue's own, which win). Timeouts, retry and cool-down are left as written: their
+    defaults come from the environment at run time."""
     providers = {}
     for pid, conf in (raw.get("providers") or {}).items():
         conf = dict(conf or {})
@@ -66,7 +67,26 @@ def normalize(raw: Mapping[str, Any]) -> dict[str, Any]:
             conf["fallbacks"] = list(conf["fallbacks"])
         models[mid] = conf
     return {"providers": providers, "defaults": dict(raw.get("defaults") or {}),
-            "models": models}
+            "models": models, "aliases": _aliases(models, raw.get("aliases") or {})}
+
+
+def automatic_aliases(models: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+    """Each model's upstream name (what a client talking to the provider directly sends,
+    e.g. 'gpt-4o' for 'openai/gpt-4o') as an alias of it; a name several models share is
+    ambiguous (the same llama on two hosts) and a name that is itself a model id would
+    shadow nothing, so neither is aliased."""
+    by_name: dict[str, list[str]] = {}
+    for mid, model in models.items():
+        by_name.setdefault(model["upstream"], []).append(mid)
+    return {name: mids[0] for name, mids in by_name.items()
+            if len(mids) == 1 and name not in models}
+
+
+def _aliases(models: Mapping[str, Mapping[str, Any]],
+             explicit: Mapping[str, Any]) -> dict[str, str]:
+    """Automatic aliases, then the catalogue's own `aliases`, which win (and which check()
+    validates: the automatic ones are valid by construction)."""
+    return {**automatic_aliases(models), **explicit}
 
 
 def check(catalogue: Mapping[str, Any], descriptors: Mapping[str, Mapping[str, Any]]) -> list[str]:
@@ -99,6 +119,13 @@ def check(catalogue: Mapping[str, Any], descriptors: Mapping[str, Mapping[str, A
             errors.append(f"models.{mid}.pricing: a chat model needs input_per_mtok and "
                           "output_per_mtok")
     errors += _fallback_errors(catalogue["models"])
+    for alias, target in catalogue.get("aliases", {}).items():
+        if alias in catalogue["models"]:
+            errors.append(f"aliases.{alias}: '{alias}' is a model id; an alias cannot "
+                          "replace a model")
+        elif target not in catalogue["models"]:
+            errors.append(f"aliases.{alias}: unknown model '{target}' (an alias names a "
+                          "model id, not another alias)")
     for kind, mid in catalogue["defaults"].items():
         model = catalogue["models"].get(mid)
         if model is None:

@@ -8,6 +8,7 @@
   tokmodel usage --account NAME [--limit N] [--json]
   tokmodel holds release --older-than SECONDS
   tokmodel providers check [--file PATH]
+  tokmodel catalogue import FILE   (LiteLLM's price-map JSON -> providers.yaml models, printed)
 
 Amounts are credits (1 credit = 1 USD of list price), exact to one micro-credit. A new key's
 secret is printed once, alone on the last line of stdout.
@@ -166,7 +167,7 @@ def cmd_providers(args: argparse.Namespace) -> int:
             print(f"error: {exc.source}: {problem}", file=sys.stderr)
         return 1
     print(f"catalogue {path or 'providers.yaml (compiled)'}: valid, "
-          f"{len(catalogue.models)} models")
+          f"{len(catalogue.models)} models, {len(catalogue.aliases)} aliases")
     for pid, provider in sorted(catalogue.providers.items()):
         models = sum(1 for m in catalogue.models.values() if m.provider is provider)
         deployments = provider.deployments
@@ -251,7 +252,30 @@ def build_parser() -> argparse.ArgumentParser:
     check = ps.add_parser("check", help="validate the catalogue, say which providers are usable")
     check.add_argument("--file")
     providers.set_defaults(func=cmd_providers)
+
+    catalogue = sub.add_parser("catalogue", help="build catalogue entries")
+    cs = catalogue.add_subparsers(dest="action", required=True)
+    imp = cs.add_parser("import", help="print providers.yaml models from LiteLLM's price map")
+    imp.add_argument("file")
+    catalogue.set_defaults(func=cmd_catalogue)
     return parser
+
+
+def cmd_catalogue(args: argparse.Namespace) -> int:
+    import yaml
+
+    from runtime.litellm_import import catalogue_models
+
+    try:
+        with open(args.file, encoding="utf-8") as fh:
+            price_map = json.load(fh)
+    except (OSError, ValueError) as exc:
+        print(f"error: {args.file}: {exc}", file=sys.stderr)
+        return 1
+    models = catalogue_models(price_map if isinstance(price_map, dict) else {})
+    print(f"# {len(models)} models from {args.file}; review, then merge into providers.yaml")
+    print(yaml.safe_dump({"models": models}, sort_keys=False), end="")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -66,7 +66,9 @@ class Pipeline:
             shown = request.model_id if isinstance(request.model_id, str) else candidates[0].id
             primary = _exchange(route, request, candidates[0], shown)
             record.stream = primary.stream
-            meter = Meter(self.gw.store, key, route.kind, shown, candidates[0].provider.id,
+            # Usage rows and metrics carry the catalogue id, never the name the client sent.
+            meter = Meter(self.gw.store, key, route.kind, candidates[0].id,
+                          candidates[0].provider.id,
                           request_id=record.request_id)
             meter.on_settled = lambda status, usage, charged: _settled(
                 record, status, usage, charged)

@@ -1,6 +1,7 @@
 """GET /v1/models, /v1/models/{id} and /v1beta/models: the models this gateway can serve
 now (their provider has a key, or is a keyless local server), in OpenAI's list shape with
-TokModel's `pricing` (USD list prices). The list is rendered once per worker.
+TokModel's `pricing` (USD list prices). The list is rendered once per worker. The list names
+catalogue ids only; `/v1/models/{alias}` answers with the aliased model's object.
 """
 
 from __future__ import annotations
@@ -53,6 +54,12 @@ class Models:
             resp.data = self._list
             return
         found = self._objects.get(model_id)
+        if found is None:
+            # An alias answers with its model's object (canonical id), as Anthropic's API
+            # answers for its own aliases.
+            model = self.gw.catalogue.get(model_id)
+            if model is not None:
+                found = self._objects.get(model.id)
         if found is None:
             raise NotFound(f"The model '{model_id}' does not exist or is not available on "
                            "this gateway. List the available models with GET /v1/models.",
