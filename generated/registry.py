@@ -429,6 +429,22 @@ ENDPOINTS: dict[str, Endpoint] = {
         request_schema='CreateResponseRequest',
         content_type='application/json',
     ),
+    'responses.retrieve': Endpoint(
+        kind='responses.retrieve',
+        routes=('/v1/responses/{response_id}',),
+        method='GET',
+        dialect='openai',
+        request_schema=None,
+        content_type='application/json',
+    ),
+    'responses.input_items': Endpoint(
+        kind='responses.input_items',
+        routes=('/v1/responses/{response_id}/input_items',),
+        method='GET',
+        dialect='openai',
+        request_schema=None,
+        content_type='application/json',
+    ),
     'responses.compact': Endpoint(
         kind='responses.compact',
         routes=('/v1/responses/compact',),

@@ -371,6 +371,8 @@ SCHEMAS = {'catalogue.schema.json': {'$defs': {'cooldown': {'additionalPropertie
                                                                'models',
                                                                'responses',
                                                                'responses.compact',
+                                                               'responses.retrieve',
+                                                               'responses.input_items',
                                                                'messages',
                                                                'messages.count_tokens',
                                                                'embeddings',

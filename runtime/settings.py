@@ -8,6 +8,7 @@
 | TOKMODEL_IMAGE_FETCH_ALLOW_PRIVATE | unset: image URLs on private/loopback addresses refused |
 | TOKMODEL_METRICS_TOKEN | unset: GET /metrics is open; set: `Authorization: Bearer <it>` needed |
 | TOKMODEL_SHUTDOWN_TIMEOUT | 30 seconds: after SIGTERM, the time open requests and streams get |
+| TOKMODEL_RESPONSES_RETENTION_DAYS | 30: how long stored Responses conversations are kept |
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class Settings:
     image_fetch_allow_private: bool = False
     metrics_token: str | None = field(default=None, repr=False)  # a secret: not in reprs
     shutdown_timeout: float = 30.0
+    responses_retention_days: float = 30.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -41,4 +43,6 @@ class Settings:
             in ("1", "true", "yes"),
             metrics_token=env.get("TOKMODEL_METRICS_TOKEN") or None,
             shutdown_timeout=float(env.get("TOKMODEL_SHUTDOWN_TIMEOUT") or base.shutdown_timeout),
+            responses_retention_days=float(env.get("TOKMODEL_RESPONSES_RETENTION_DAYS")
+                                           or base.responses_retention_days),
         )

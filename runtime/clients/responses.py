@@ -12,8 +12,8 @@ is added to the answer and the terminal event.
 
 Translated: any other provider gets the request as OpenAI chat through its chat adapter
 (runtime/clients/responses_translation.py), and the answer or stream comes back as Responses.
-`previous_response_id` is a 400 there (it needs stored responses; the gateway is stateless)
-and `store` is dropped.
+Conversations are stored and continued with `previous_response_id` on every model
+(runtime/clients/stored_responses.py).
 
 Compact: the answer is OpenAI's `response.compaction` object, which the openai SDK's
 `client.responses.compact` expects (kept user messages, then one `compaction` item). A provider
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from runtime.billing.meter import Meter
@@ -35,6 +35,7 @@ from runtime.billing.pricing import Usage, chat_worst_case, micro_to_credits, to
 from runtime.billing.prompt_bound import prompt_token_bound
 from runtime.catalogue import Model
 from runtime.clients import responses_translation as ri
+from runtime.clients import stored_responses as stored
 from runtime.clients.chat import chat_adapter, is_sse, max_output
 from runtime.errors import BadRequest, GatewayError
 from runtime.gateway import provider_body
@@ -73,13 +74,24 @@ def compact_hold(request: Request, model: Model) -> int:
     return chat_worst_case(model, prompt, max_output({}, model.max_output_tokens))
 
 
-def _no_stored_responses(request: Request, shown: str) -> None:
-    if request.body.get("previous_response_id"):
-        raise BadRequest(
-            f"'previous_response_id' is not supported with '{shown}': it needs responses "
-            "stored on the server, and this gateway keeps no state for models whose provider "
-            "does not serve the Responses API natively. Send the whole conversation in "
-            "'input' instead.", param="previous_response_id")
+def _continuation(request: Request, model: Model, native: bool,
+                  shown: str) -> tuple[dict[str, Any], str | None]:
+    """(the body to serve, the deployment it must go to) for `previous_response_id`: on a
+    native model the stored id must be this provider's (and goes where it is stored); on a
+    translated one the stored conversation is put before the new input."""
+    body = dict(request.body)
+    earlier = stored.previous(request)
+    if earlier is None:
+        return body, None
+    if native:
+        if not earlier.native or earlier.provider != model.provider.id:
+            raise BadRequest(f"The response '{earlier.id}' was not stored by the provider of "
+                             f"'{shown}'; continue it with the model that answered it "
+                             f"('{earlier.model}').", param="previous_response_id")
+        return body, earlier.deployment
+    body["input"] = stored.continued_input(earlier, body.get("input"))
+    del body["previous_response_id"]
+    return body, None
 
 
 def _native_call(model: Model, kind: str, body: Any, stream: bool) -> UpstreamCall:
@@ -112,25 +124,38 @@ def _checked(payload: Any) -> dict[str, Any]:
 
 
 class ResponsesExchange:
-    """`POST /v1/responses`: native passthrough or translated through chat."""
+    """`POST /v1/responses`: native passthrough or translated through chat; conversations
+    stored and continued on every model (runtime/clients/stored_responses.py)."""
 
     def __init__(self, request: Request, model: Model, shown: str) -> None:
         self.model = model
         self.shown = shown
+        self.request = request
         self.body = request.body
         self.stream = request.stream
         self.native = "responses" in model.provider.descriptor.endpoints
+        self.store = stored.wants_storing(request.body)
+        self.answered: str | None = None
+        body, self.deployment = _continuation(request, model, self.native, shown)
         if self.native:
-            self.call = _native_call(model, "responses", request.body, self.stream)
+            self.call = _native_call(model, "responses", body, self.stream)
             self.error = CHAT_ADAPTERS["openai"].error
             return
-        _no_stored_responses(request, shown)
+        self.input_items: list[Any] | None = None
+        if self.store:
+            items = body.get("input")
+            self.input_items = ([{"type": "message", "role": "user", "content": items}]
+                                if isinstance(items, str) else list(items or []))
+        self.body = body
         self.adapter = chat_adapter(model, "The Responses API", shown)
-        chat = ri.to_chat(request.body)
+        chat = ri.to_chat(body)
         if self.stream:
             chat["stream"] = True
         self.call = self.adapter.build(chat, model, self.stream)
         self.error = self.adapter.error
+
+    def answered_on(self, deployment: str) -> None:
+        self.answered = deployment
 
     def is_stream(self, upstream: UpstreamResponse) -> bool:
         return self.stream and is_sse(upstream)
@@ -142,9 +167,19 @@ class ResponsesExchange:
             payload["model"] = self.shown
         else:
             completion = self.adapter.parse(payload, self.model)
-            payload = ri.from_chat(completion, ri.skeleton(self.body, self.shown,
+            payload = ri.from_chat(completion, ri.skeleton(self.request.body, self.shown,
                                                            ri.new_id("resp")))
+        self.kept(payload)
         return _answer(payload, self.model)
+
+    def kept(self, response: dict[str, Any]) -> None:
+        """Store a finished response as the client asked (native: owner and location)."""
+        if not self.store or response.get("status") == "failed":
+            return
+        if self.native:
+            stored.keep(self.request, self.model, response, None, self.answered)
+        else:
+            stored.keep(self.request, self.model, response, self.input_items)
 
     def stream_body(self, chunks: Iterator[bytes], upstream: UpstreamResponse,
                     meter: Meter) -> MeteredStream:
@@ -152,11 +187,12 @@ class ResponsesExchange:
         if self.native:
             return NativeStream(iter_events(chunks), model=self.model,
                                 client_model=self.shown, meter=meter, prompt_chars=chars,
-                                on_close=upstream.close)
-        response = ri.skeleton(self.body, self.shown, ri.new_id("resp"))
+                                on_close=upstream.close, on_done=self.kept)
+        response = ri.skeleton(self.request.body, self.shown, ri.new_id("resp"))
         return TranslatedStream(self.adapter.stream(chunks, self.model),
                                 ri.ResponseEvents(response), model=self.model, meter=meter,
-                                prompt_chars=chars, on_close=upstream.close)
+                                prompt_chars=chars, on_close=upstream.close,
+                                on_done=self.kept)
 
 
 class CompactExchange:
@@ -168,13 +204,14 @@ class CompactExchange:
         self.model = model
         self.body = request.body
         self.native = "responses.compact" in model.provider.descriptor.endpoints
+        body, self.deployment = _continuation(request, model, self.native, shown)
+        self.body = body
         if self.native:
-            self.call = _native_call(model, "responses.compact", request.body, False)
+            self.call = _native_call(model, "responses.compact", body, False)
             self.error = CHAT_ADAPTERS["openai"].error
             return
-        _no_stored_responses(request, shown)
         self.adapter = chat_adapter(model, "The Responses API", shown)
-        chat = ri.compact_request(request.body)
+        chat = ri.compact_request(body)
         chat["max_completion_tokens"] = min(max_output({}, model.max_output_tokens),
                                             COMPACT_MAX_OUTPUT)
         self.call = self.adapter.build(chat, model, False)
@@ -196,12 +233,23 @@ class CompactExchange:
         raise AssertionError("compaction is never streamed")
 
 
+def _done(on_done: Callable[[dict[str, Any]], None], response: dict[str, Any]) -> None:
+    """Hand a finished stream's response on (to be stored); the client has its stream, so a
+    failure here is logged, never raised."""
+    try:
+        on_done(response)
+    except Exception:
+        log.exception("could not store a streamed response")
+
+
 class NativeStream(MeteredStream):
     """A native Responses stream forwarded event by event."""
 
-    def __init__(self, events: Iterator[Any], *, client_model: str, **kw: Any) -> None:
+    def __init__(self, events: Iterator[Any], *, client_model: str,
+                 on_done: Callable[[dict[str, Any]], None], **kw: Any) -> None:
         self._events = events
         self._client_model = client_model
+        self._on_done = on_done
         super().__init__(**kw)
 
     def _run(self) -> Iterator[bytes]:
@@ -233,6 +281,7 @@ class NativeStream(MeteredStream):
                     self._finish()
                     if isinstance(response.get("usage"), dict):
                         response["usage"]["cost"] = micro_to_credits(self._meter.charged)
+                    _done(self._on_done, response)
                 yield ri.sse(data, kind)
                 if kind in TERMINAL:
                     return  # the upstream is closed: nothing follows a terminal event
@@ -247,11 +296,12 @@ class NativeStream(MeteredStream):
 class TranslatedStream(MeteredStream):
     """Chat chunks from a chat adapter, sent as Responses events."""
 
-    def __init__(self, chunks: Iterator[dict[str, Any]], machine: ri.ResponseEvents,
-                 **kw: Any) -> None:
+    def __init__(self, chunks: Iterator[dict[str, Any]], machine: ri.ResponseEvents, *,
+                 on_done: Callable[[dict[str, Any]], None], **kw: Any) -> None:
         self._chunks = chunks
         self._machine = machine
         self._reasoning = 0
+        self._on_done = on_done
         super().__init__(**kw)
 
     def _run(self) -> Iterator[bytes]:
@@ -274,7 +324,9 @@ class TranslatedStream(MeteredStream):
                 yield ri.sse(event)
         else:
             self._finish()
-            for event in machine.finish(self._usage_out()):
+            events = machine.finish(self._usage_out())
+            _done(self._on_done, events[-1]["response"])
+            for event in events:
                 yield ri.sse(event)
         finally:
             self._finish()

@@ -346,8 +346,9 @@ def skeleton(body: dict[str, Any], client_model: str, response_id: str) -> dict[
             "instructions": body.get("instructions"), "max_output_tokens":
             body.get("max_output_tokens"), "model": client_model, "output": [],
             "parallel_tool_calls": body.get("parallel_tool_calls") is not False,
-            "previous_response_id": None, "reasoning": body.get("reasoning") or {},
-            "store": False, "temperature": body.get("temperature"),
+            "previous_response_id": body.get("previous_response_id"),
+            "reasoning": body.get("reasoning") or {},
+            "store": body.get("store") is not False, "temperature": body.get("temperature"),
             "text": {"format": {"type": "text"}, **text},
             "tool_choice": body.get("tool_choice") or "auto", "tools": body.get("tools") or [],
             "top_p": body.get("top_p"), "truncation": "disabled", "usage": None,

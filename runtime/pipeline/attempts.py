@@ -16,8 +16,9 @@ attempts cost nothing.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import urllib3
 
@@ -86,8 +87,10 @@ class Attempts:
         refused: set[str] = set()
         last: GatewayError | None = None
         last_wait: float | None = None
+        pinned = getattr(exchange, "deployment", None)
         for attempt in range(policy.attempts):
-            deployment = self.health.pick(provider, exclude=failed)
+            deployment = (self.health.pick(provider, exclude=failed) if pinned is None
+                          else _pinned(provider, pinned, failed))
             if deployment is None:
                 # Every deployment failed once already: go back to the last one that failed
                 # for a reason other than its credentials.
@@ -152,6 +155,15 @@ class Attempts:
             return ("timeout" if exc.status == 504 else "broken"), exc, None
         upstream.set_read_timeout(idle)
         return Answered(upstream, target, deployment, first), None, None  # type: ignore[return-value]
+
+
+def _pinned(provider: Any, name: str, failed: Mapping[str, Deployment]) -> Deployment | None:
+    """The one deployment an exchange must use (where a provider stored what it continues);
+    None once it failed in this request, or when it is no longer configured."""
+    for deployment in provider.deployments:
+        if deployment.name == name and deployment.usable:
+            return deployment if not failed else None
+    return None
 
 
 def _first_chunk(upstream: UpstreamResponse) -> bytes:

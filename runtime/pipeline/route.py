@@ -43,6 +43,8 @@ class Request:
     fields: Mapping[str, Any] = field(default_factory=dict)   # a form's text fields
     headers: Mapping[str, str] = field(default_factory=dict)  # the few a route forwards
     fallbacks: tuple[str, ...] | None = None                  # the client's `models` list
+    account_id: int | None = None                             # the authenticated account
+    gateway: Any = None         # runtime.gateway.Gateway: the store, for stateful routes
 
     @property
     def stream(self) -> bool:
@@ -62,6 +64,10 @@ class Answer:
 
 
 class Exchange(Protocol):
+    """Optional members: `deployment` (a name: only that deployment may answer, e.g. where
+    the provider stored the conversation being continued) and `answered_on(name)` (told
+    which deployment answered, before the answer is read)."""
+
     call: UpstreamCall
     stream: bool
 

@@ -58,6 +58,7 @@ class Pipeline:
         key = self.gw.authenticate(req)
         record.account_id, record.key_id = key.account_id, key.id
         with self._read(req, route) as request:
+            request.account_id, request.gateway = key.account_id, self.gw
             if route.check is not None:
                 route.check(request)
             candidates = self.candidates(request, route)
@@ -127,6 +128,9 @@ class Pipeline:
                 meter.provider = model.provider.id
                 record.model, record.provider = meter.model, model.provider.id
                 record.deployment = outcome.deployment.name
+                answered = getattr(exchange, "answered_on", None)
+                if answered is not None:   # an exchange that records where it was answered
+                    answered(outcome.deployment.name)
                 self._deliver(resp, exchange, outcome, meter, record)
                 return
             failure = outcome.error

@@ -13,6 +13,7 @@ from runtime.pipeline.route import Route
 from runtime.pipeline.run import Pipeline
 from runtime.resources.count_tokens import CountTokens
 from runtime.resources.models import Models
+from runtime.resources.stored_responses import StoredResponseItems, StoredResponseResource
 
 ROUTES: dict[str, Route] = {route.kind: route for route in (
     Route("chat", chat.hold, chat.ChatExchange, fallbacks=True),
@@ -38,7 +39,9 @@ ROUTES: dict[str, Route] = {route.kind: route for route in (
           check=audio.upload),
 )}
 
-RESOURCES = {"models": Models, "messages.count_tokens": CountTokens}
+RESOURCES = {"models": Models, "messages.count_tokens": CountTokens,
+             "responses.retrieve": StoredResponseResource,
+             "responses.input_items": StoredResponseItems}
 
 
 class PricedResource:

@@ -70,7 +70,8 @@ def _text(content: Any) -> str:
 
 class FakeResponses(FakeServer):
     base_path = "/v1"
-    routes = {("POST", "/responses"): "create", ("POST", "/responses/compact"): "compact"}
+    routes = {("POST", "/responses"): "create", ("POST", "/responses/compact"): "compact",
+              ("GET", "/responses/*"): "retrieve", ("DELETE", "/responses/*"): "delete"}
 
     def __init__(self, api_key: str | None = "sk-openai-upstream", *,
                  models: tuple[str, ...] | None = ("gpt-4o", "gpt-4o-mini"),
@@ -80,6 +81,7 @@ class FakeResponses(FakeServer):
         self.cached_tokens = 0
         self.issued: set[str] = set()
         self.responses: set[str] = set()
+        self.stored: dict[str, dict[str, Any]] = {}   # id -> the answer and its input
         self._stream_error: int | None = None
 
     def error_body(self, status: int, message: str, **extra: Any) -> dict[str, Any]:
@@ -185,7 +187,7 @@ class FakeResponses(FakeServer):
         with self.lock:
             self.responses.add(rid)
         prompt = self._prompt_words(body)
-        return {"id": rid, "object": "response", "created_at": int(time.time()),
+        answer = {"id": rid, "object": "response", "created_at": int(time.time()),
                 "status": "completed", "error": None, "incomplete_details": None,
                 "instructions": body.get("instructions"), "model": body["model"] + "-2024-08-06",
                 "output": [item], "parallel_tool_calls": True, "previous_response_id":
@@ -198,6 +200,13 @@ class FakeResponses(FakeServer):
                           "output_tokens": out_words,
                           "output_tokens_details": {"reasoning_tokens": 0},
                           "total_tokens": prompt + out_words}}
+        if body.get("store", True) is not False:
+            items = body.get("input")
+            with self.lock:
+                self.stored[rid] = {"response": answer, "input": (
+                    [{"type": "message", "role": "user", "content": items}]
+                    if isinstance(items, str) else list(items or []))}
+        return answer
 
     def create(self, req: Received) -> Reply:
         self._validate(req.body, FIELDS, need_input=True)
@@ -207,6 +216,25 @@ class FakeResponses(FakeServer):
         with self.lock:
             fail, self._stream_error = self._stream_error, None
         return Reply(200, _stream(answer, fail), content_type="text/event-stream")
+
+    def _stored(self, path: str) -> tuple[str, dict[str, Any]]:
+        rid = path.removeprefix(self.base_path + "/responses/").removesuffix("/input_items")
+        found = self.stored.get(rid)
+        if found is None:
+            raise Reject(404, f"Response with id '{rid}' not found.")
+        return rid, found
+
+    def retrieve(self, req: Received) -> Reply:
+        _rid, found = self._stored(req.path)
+        if req.path.endswith("/input_items"):
+            return Reply.json({"object": "list", "data": found["input"], "has_more": False})
+        return Reply.json(found["response"])
+
+    def delete(self, req: Received) -> Reply:
+        rid, _found = self._stored(req.path)
+        with self.lock:
+            del self.stored[rid]
+        return Reply.json({"id": rid, "object": "response", "deleted": True})
 
     def compact(self, req: Received) -> Reply:
         self._validate(req.body, COMPACT_FIELDS, need_input=False)

@@ -196,12 +196,11 @@ def test_json_schema_text_format(gw, up, model):
         assert fmt["json_schema"]["schema"] == SCHEMA["schema"]
 
 
-def test_previous_response_id_on_translated_model_is_400(gw, up):
+def test_previous_response_id_never_issued_is_404_and_free(gw, up):
     acct, c = account(gw)
-    with pytest.raises(openai.BadRequestError) as err:
+    with pytest.raises(openai.NotFoundError) as err:
         c.responses.create(model=TRANSLATED[0], input="hi", previous_response_id="resp_1")
     assert err.value.body["param"] == "previous_response_id"
-    assert "stateless" in err.value.message or "keeps no state" in err.value.message
     assert not up["anthropic"].requests and charged(gw, acct) == 0
 
 
