@@ -1,6 +1,7 @@
 """Audio end to end with the official openai SDK: speech streamed to a file as the provider
 sends it (and its SSE variant), transcriptions and translations in json, text, srt and
-verbose_json, charged per character and per audio second; oversized uploads are a 413."""
+verbose_json, charged per character and per audio second; oversized uploads are a 413,
+uploads sent with chunked transfer coding (no Content-Length) are read whole."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from decimal import Decimal
 
 import pytest
 import requests
+from urllib3 import encode_multipart_formdata
 
 from tests.fakes.media_stack import media_stack
 from tests.fakes.media_upstream import SPEECH_CHUNKS, TRANSCRIPT, make_wav, speech_bytes
@@ -180,5 +182,43 @@ def test_audio_refusals(stack, account):
                             json={"model": "openai/tts-1", "input": "x", "voice": "alloy",
                                   "response_format": "ogg"})
     assert bad_fmt.status_code == 400 and bad_fmt.json()["error"]["param"] == "response_format"
+    assert stack.openai.requests == []
+    assert stack.gateway.balance(account_id) == START
+
+
+def chunked(data: bytes, size: int = 8192):
+    """A generator body: `requests` sends it with Transfer-Encoding: chunked, no length."""
+    for at in range(0, len(data), size):
+        yield data[at:at + size]
+
+
+def test_chunked_upload_is_read_whole_and_charged(stack, account):
+    account_id, secret, _client = account
+    wav = make_wav(4.0)  # about 128 kB: many HTTP chunks
+    body, content_type = encode_multipart_formdata(
+        {"model": "openai/whisper-1", "file": ("clip.wav", wav, "audio/wav")})
+    resp = requests.post(stack.gateway.base_url + "/audio/transcriptions", data=chunked(body),
+                         headers={"Authorization": f"Bearer {secret}",
+                                  "Content-Type": content_type}, timeout=10)
+    assert resp.request.headers["Transfer-Encoding"] == "chunked"
+    assert "Content-Length" not in resp.request.headers
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["text"] == TRANSCRIPT
+    assert [(f.name, f.filename, f.data) for f in stack.openai.last.files()] == [
+        ("file", "clip.wav", wav)]
+    assert stack.gateway.balance(account_id) == START - seconds_cost("openai/whisper-1", "4.0")
+
+
+def test_chunked_upload_over_the_limit_is_413_and_free(stack, account):
+    account_id, secret, _client = account
+    body, content_type = encode_multipart_formdata(
+        {"model": "openai/whisper-1", "file": ("big.wav", b"\0" * (LIMIT + 1), "audio/wav")})
+    resp = requests.post(stack.gateway.base_url + "/audio/transcriptions",
+                         data=chunked(body, 65536), timeout=10,
+                         headers={"Authorization": f"Bearer {secret}",
+                                  "Content-Type": content_type})
+    assert resp.status_code == 413
+    assert resp.json()["error"]["message"] == (
+        f"Request body exceeds the limit of {LIMIT} bytes.")
     assert stack.openai.requests == []
     assert stack.gateway.balance(account_id) == START

@@ -347,6 +347,44 @@ def test_malformed_and_oversized_bodies(gw, up):
     assert up["openai"].requests == []
 
 
+def pieces(data: bytes, size: int = 1000):
+    """A generator body: `requests` sends it with Transfer-Encoding: chunked, no length."""
+    for at in range(0, len(data), size):
+        yield data[at:at + size]
+
+
+def test_chunked_json_body_is_read_whole_and_charged(gw, up):
+    account, secret = gw.account()
+    before = gw.balance(account)
+    words = " ".join(["word"] * 3000)  # ~15 kB: many HTTP chunks
+    body = json.dumps({"model": "openai/gpt-4o",
+                       "messages": [{"role": "user", "content": words}]}).encode()
+    resp = requests.post(f"{gw.base_url}/chat/completions", data=pieces(body), timeout=10,
+                         headers={"Authorization": f"Bearer {secret}",
+                                  "Content-Type": "application/json"})
+    assert resp.request.headers["Transfer-Encoding"] == "chunked"
+    assert "Content-Length" not in resp.request.headers
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["choices"][0]["message"]["content"] == "echo: " + words
+    assert up["openai"].last.body["messages"][0]["content"] == words
+    assert before - gw.balance(account) == chat_cost_micro("openai/gpt-4o", 3000, 3001)
+
+
+def test_chunked_json_body_over_the_limit_is_413_and_free(gw, up):
+    account, secret = gw.account()
+    before = gw.balance(account)
+    big = json.dumps({"model": "openai/gpt-4o",
+                      "messages": [{"role": "user", "content": "x" * 210_000}]}).encode()
+    resp = requests.post(f"{gw.base_url}/chat/completions", data=pieces(big, 16_384),
+                         timeout=10, headers={"Authorization": f"Bearer {secret}",
+                                              "Content-Type": "application/json"})
+    assert resp.status_code == 413
+    assert resp.json()["error"]["message"] == (
+        "Request body exceeds the limit of 200000 bytes.")
+    assert up["openai"].requests == []
+    assert gw.balance(account) == before
+
+
 def test_unknown_model_and_path(gw, up):
     _, secret = gw.account()
     with pytest.raises(openai.NotFoundError) as err:
