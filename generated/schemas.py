@@ -389,6 +389,22 @@ SCHEMAS = {'catalogue.schema.json': {'$defs': {'cooldown': {'additionalPropertie
                                                                                    'ignoring '
                                                                                    'it is '
                                                                                    'harmless.'},
+                                                           'enum': {'description': 'The values '
+                                                                                   'the '
+                                                                                   'provider '
+                                                                                   'accepts; '
+                                                                                   'another '
+                                                                                   'value is a '
+                                                                                   '400 naming '
+                                                                                   'the field '
+                                                                                   'and '
+                                                                                   'listing '
+                                                                                   'these.',
+                                                                    'items': {'type': ['string',
+                                                                                       'number',
+                                                                                       'boolean']},
+                                                                    'minItems': 1,
+                                                                    'type': 'array'},
                                                            'enum_map': {'description': 'Client '
                                                                                        'value '
                                                                                        '-> '
