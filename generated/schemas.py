@@ -409,6 +409,22 @@ SCHEMAS = {'catalogue.schema.json': {'$defs': {'cooldown': {'additionalPropertie
                                                                                    'ignoring '
                                                                                    'it is '
                                                                                    'harmless.'},
+                                                           'enum': {'description': 'The values '
+                                                                                   'the '
+                                                                                   'provider '
+                                                                                   'accepts; '
+                                                                                   'another '
+                                                                                   'value is a '
+                                                                                   '400 naming '
+                                                                                   'the field '
+                                                                                   'and '
+                                                                                   'listing '
+                                                                                   'these.',
+                                                                    'items': {'type': ['string',
+                                                                                       'number',
+                                                                                       'boolean']},
+                                                                    'minItems': 1,
+                                                                    'type': 'array'},
                                                            'enum_map': {'description': 'Client '
                                                                                        'value '
                                                                                        '-> '
@@ -532,10 +548,17 @@ SCHEMAS = {'catalogue.schema.json': {'$defs': {'cooldown': {'additionalPropertie
                                                                     'request.',
                                                      'propertyNames': {'$ref': '#/$defs/endpoint_kind'},
                                                      'type': 'object'},
-                                         'stream_usage': {'description': 'The upstream reports '
-                                                                         'usage on streams '
-                                                                         'when asked with '
-                                                                         'stream_options.include_usage.',
+                                         'stream_usage': {'description': 'Ask for usage on '
+                                                                         'streams with '
+                                                                         'stream_options.include_usage. '
+                                                                         'false for an '
+                                                                         'upstream that '
+                                                                         'refuses '
+                                                                         'stream_options '
+                                                                         '(Mistral, which '
+                                                                         'reports usage on its '
+                                                                         'last content chunk '
+                                                                         'unasked).',
                                                           'type': 'boolean'}},
                           'title': 'TokModel provider descriptor',
                           'type': 'object'}}

@@ -61,7 +61,7 @@ class Gateway:
     def form_body(self, req: falcon.Request) -> Iterator[multipart.Form]:
         """The request's multipart form, parsed as it streams in (413 past the body limit,
         400 when malformed); its spooled files are removed afterwards."""
-        form = multipart.parse(req.bounded_stream, req.content_type,
+        form = multipart.parse(inbound.body_stream(req), req.content_type,
                                self.settings.max_body_bytes, content_length=req.content_length)
         try:
             yield form

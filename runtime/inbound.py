@@ -1,14 +1,16 @@
 """Reading what a client sent: its API key and a bounded JSON body.
 
 Bodies larger than the configured limit are refused with 413 before they are read whole;
-malformed JSON and non-object bodies are 400s that say what is wrong.
+malformed JSON and non-object bodies are 400s that say what is wrong. A body sent with
+`Transfer-Encoding: chunked` (no Content-Length) is read to its end under the same limit:
+`body_stream` gives the stream to read for either framing.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from typing import IO, Any
 
 import falcon
 
@@ -30,12 +32,40 @@ def api_key(req: falcon.Request) -> str | None:
     return req.get_header("X-Api-Key") or None
 
 
+def is_chunked(req: falcon.Request) -> bool:
+    """True when the body comes with chunked transfer coding rather than a Content-Length."""
+    coding = req.get_header("Transfer-Encoding")
+    return (req.content_length is None and coding is not None
+            and coding.rsplit(",", 1)[-1].strip().lower() == "chunked")
+
+
+def body_stream(req: falcon.Request) -> IO[bytes]:
+    """The stream holding the request body, ending where the body ends.
+
+    Falcon's `bounded_stream` stops after Content-Length bytes, so without one (chunked
+    transfer coding) it is empty. gunicorn decodes the chunked coding itself and its
+    `wsgi.input` ends after the last chunk, so that stream is read to its end instead; the
+    caller bounds what it reads (the body limit)."""
+    return req.stream if is_chunked(req) else req.bounded_stream
+
+
 def read_raw(req: falcon.Request, limit: int) -> bytes:
+    """The whole body, 413 past `limit` bytes (declared, or counted as a chunked body
+    arrives, never reading more than one byte past the limit)."""
     length = req.content_length
     if length is not None and length > limit:
         raise PayloadTooLarge(f"Request body of {length} bytes exceeds the limit of "
                               f"{limit} bytes.")
-    raw = req.bounded_stream.read(limit + 1)
+    if not is_chunked(req):
+        raw = req.bounded_stream.read(limit + 1)
+    else:
+        # Read on to the end: a WSGI input stream may return less than asked before it.
+        parts: list[bytes] = []
+        size = 0
+        while size <= limit and (more := req.stream.read(limit + 1 - size)):
+            parts.append(more)
+            size += len(more)
+        raw = b"".join(parts)
     if len(raw) > limit:
         raise PayloadTooLarge(f"Request body exceeds the limit of {limit} bytes.")
     return raw

@@ -1,7 +1,7 @@
 """The closed vocabulary of request-mapping operations that provider descriptors use.
 
 Generated translators (generated/translators/*.py) call these functions, in the order
-reject, drop, range, enum_map, default, set, rename/nest, to turn a client's request body
+reject, drop, range, enum, enum_map, default, set, rename/nest, to turn a client's request body
 into the one a provider accepts. They mutate the body dict in place. A path is dotted
 (`stream_options.include_usage`) and may step into every element of a list with `[]`
 (`messages[].name`). A value a provider cannot honour raises `MappingError`, which the
@@ -97,6 +97,18 @@ def check_range(body: dict, path: str, low: float | None, high: float | None,
             raise MappingError(
                 shown, f"'{shown}' must be within {bounds} for provider '{provider}', "
                 f"got {value}.")
+
+
+def check_enum(body: dict, path: str, allowed: list, provider: str) -> None:
+    """Refuse a value the provider does not accept (Groq transcribes to no srt or vtt);
+    the message lists the values it does accept."""
+    for parent, key, shown in _present(body, path):
+        value = parent[key]
+        if not any(value == ok and isinstance(value, bool) == isinstance(ok, bool)
+                   for ok in allowed):
+            listed = ", ".join(repr(ok) for ok in allowed)
+            raise MappingError(shown, f"'{shown}' must be one of {listed} for provider "
+                               f"'{provider}', got {value!r}.")
 
 
 def enum_map(body: dict, path: str, mapping: dict) -> None:

@@ -11,10 +11,12 @@ PROVIDER = 'groq'
 
 
 def audio_transcriptions(body: dict) -> dict:
+    ops.check_enum(body, 'response_format', ['json', 'text', 'verbose_json'], PROVIDER)
     return body
 
 
 def audio_translations(body: dict) -> dict:
+    ops.check_enum(body, 'response_format', ['json', 'text', 'verbose_json'], PROVIDER)
     return body
 
 

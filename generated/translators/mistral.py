@@ -25,7 +25,11 @@ def chat(body: dict) -> dict:
     ops.drop(body, 'user')
     ops.drop(body, 'safety_identifier')
     ops.drop(body, 'prompt_cache_key')
-    ops.drop(body, 'stream_options.include_obfuscation')
+    ops.drop(body, 'stream_options')
+    ops.drop(body, 'verbosity')
+    ops.reject(body, 'web_search_options', PROVIDER)
+    ops.reject(body, 'functions', PROVIDER)
+    ops.reject(body, 'function_call', PROVIDER)
     ops.drop(body, 'messages[].name')
     return body
 

@@ -10,7 +10,9 @@ The answer's `model` is the id the client used (or the fallback's id when a fall
 answered); `usage.cost` is the charge in credits. A stream forwards the adapter's chunks as
 they arrive, strips usage unless the client asked for it (`stream_options.include_usage`),
 adds `cost` when it did, ends with `data: [DONE]`, and settles once in every outcome
-(runtime/billing/metered_stream.py).
+(runtime/billing/metered_stream.py). Usage an upstream reports on a content chunk (Mistral,
+unasked) is charged, and reaches a client that asked for usage in a last `choices: []`
+chunk of its own, as OpenAI sends it.
 """
 
 from __future__ import annotations
@@ -125,6 +127,7 @@ class ChatStream(MeteredStream):
         self._chunks = chunks
         self._client_model = client_model
         self._include_usage = include_usage
+        self._usage_chunk: dict[str, Any] | None = None
         super().__init__(model=model, meter=meter, prompt_chars=prompt_chars,
                          on_close=on_close)
 
@@ -141,6 +144,9 @@ class ChatStream(MeteredStream):
             self._finish()
             yield error_event(exc.message, exc.type)
         else:
+            final = self._final_usage()
+            if final is not None:
+                yield final
             self._finish()
             yield DONE
         finally:
@@ -152,14 +158,42 @@ class ChatStream(MeteredStream):
         choices = chunk.get("choices") or []
         usage = chunk.get("usage")
         if isinstance(usage, dict):
-            if self._include_usage:
-                cost = token_cost(self._model, self._usage)
-                usage["cost"] = micro_to_credits(charge_micro(cost))
-            elif not choices:
-                return None
+            if choices:
+                # Usage on a content chunk (Mistral's last chunk, unasked): charged (kept by
+                # _observe) but moved to a chunk of its own at the end, as OpenAI sends it,
+                # or not shown at all when the client did not ask for it.
+                if self._include_usage:
+                    chunk["usage"] = None
+                    self._usage_chunk = {key: chunk[key] for key in _USAGE_CHUNK_KEYS
+                                         if key in chunk}
+                    self._usage_chunk.update(choices=[], usage=usage)
+                else:
+                    del chunk["usage"]
+            elif self._include_usage:
+                self._usage_chunk = None  # the upstream's own usage chunk, sent as it comes
+                usage["cost"] = self._cost()
             else:
-                chunk["usage"] = None
-        return b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
+                return None
+        return _event(chunk)
+
+    def _cost(self) -> float:
+        return micro_to_credits(charge_micro(token_cost(self._model, self._usage)))
+
+    def _final_usage(self) -> bytes | None:
+        """The usage chunk still owed to a client that asked for one, if any."""
+        chunk, self._usage_chunk = self._usage_chunk, None
+        if chunk is None:
+            return None
+        chunk["usage"]["cost"] = self._cost()
+        return _event(chunk)
+
+
+# What a usage chunk made from a content chunk keeps of it (OpenAI's usage chunk fields).
+_USAGE_CHUNK_KEYS = ("id", "object", "created", "model", "service_tier", "system_fingerprint")
+
+
+def _event(chunk: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
 
 
 def error_event(message: str, type: str) -> bytes:

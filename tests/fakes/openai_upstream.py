@@ -27,6 +27,8 @@ Every request is recorded in ``requests`` (``Received``) before it is judged. Th
    ``tools``, ``stream_options`` only with ``stream: true``, ranges (``n`` 1..128,
    ``temperature`` 0..2, ``top_p`` 0..1, penalties -2..2, ``top_logprobs`` 0..20, token caps
    >= 1), ``stop`` at most 4, ``json_object`` needs the word "json" in the messages.
+   With ``extra_forbidden`` a field outside ``known_fields`` is Mistral's answer instead: 422
+   with ``{"object": "error", "message": {"detail": [{"type": "extra_forbidden", ...}]}}``.
    Explicit ``null`` is accepted for optional fields, as the real API does.
 5. ``model`` must be in ``models`` (``models=None`` accepts any) or 404 ``model_not_found``.
 
@@ -57,8 +59,10 @@ chunk, written one at a time, ``chunk_delay`` seconds apart: a role chunk (``rol
 name and ``arguments: ""``), one content chunk per word (word plus following whitespace; for
 tool calls 3 argument fragments), a finish chunk (empty delta, ``finish_reason``), then, only
 with ``stream_options.include_usage``, a usage chunk with ``choices: []``; earlier chunks carry
-``usage: null``; then ``data: [DONE]``. ``keepalive_comments`` adds ``: keep-alive`` comments
-before and between events. With ``n`` > 1 each step has one chunk per choice.
+``usage: null``; then ``data: [DONE]``. With ``usage_in_last_chunk`` (Mistral) the usage is on
+the (last) finish chunk instead, whether asked or not, and there is no usage chunk.
+``keepalive_comments`` adds ``: keep-alive`` comments before and between events. With ``n`` > 1
+each step has one chunk per choice.
 
 Scripted behaviour
 ------------------
@@ -219,6 +223,15 @@ class _Reject(Exception):
         super().__init__(message)
         self.status = status
         self.envelope = {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
+def _extra_forbidden(name: str, value: Any) -> _Reject:
+    """Mistral's answer to a field it does not know: 422, its own error body (no `error`)."""
+    err = _Reject(422, "Extra inputs are not permitted", param=name)
+    err.envelope = {"object": "error", "message": {"detail": [
+        {"type": "extra_forbidden", "loc": ["body", name], "msg": "Extra inputs are not permitted",
+         "input": value}]}, "type": "invalid_request_error", "param": None, "code": None}
+    return err
 
 
 def error_envelope(
@@ -951,7 +964,8 @@ class _Handler(BaseHTTPRequestHandler):
         if body.get("stream") is True:
             script = fake._take_script(_STREAM_SCRIPTS, path)
             options = body.get("stream_options") or {}
-            stream_usage = usage if options.get("include_usage") else None
+            asked = options.get("include_usage") or fake.usage_in_last_chunk
+            stream_usage = usage if asked else None
             self._stream(common, answer, call_ids, stream_usage, script)
             return
         choices = []
@@ -1037,8 +1051,11 @@ class _Handler(BaseHTTPRequestHandler):
                     delta = {"tool_calls": [{"index": 0, "function": {"arguments": fragment}}]}
                     yield "content", chunk(index, delta)
         for index in range(n):
-            yield "finish", chunk(index, {}, answer.finish_reason)
-        if usage is not None:
+            finish = chunk(index, {}, answer.finish_reason)
+            if usage is not None and self.server.fake.usage_in_last_chunk and index == n - 1:
+                finish["usage"] = usage  # Mistral: on the last content chunk, unasked
+            yield "finish", finish
+        if usage is not None and not self.server.fake.usage_in_last_chunk:
             final = chunk(0, {})
             final["choices"] = []
             final["usage"] = usage
@@ -1119,6 +1136,8 @@ class FakeOpenAI:
         cached_tokens: int = 0,
         chunk_delay: float = 0.0,
         keepalive_comments: bool = False,
+        extra_forbidden: bool = False,
+        usage_in_last_chunk: bool = False,
     ) -> None:
         if max_tokens_field not in ("max_tokens", "max_completion_tokens"):
             raise ValueError("max_tokens_field must be 'max_tokens' or 'max_completion_tokens'")
@@ -1133,6 +1152,8 @@ class FakeOpenAI:
         self.cached_tokens = cached_tokens
         self.chunk_delay = chunk_delay
         self.keepalive_comments = keepalive_comments
+        self.extra_forbidden = extra_forbidden
+        self.usage_in_last_chunk = usage_in_last_chunk
         self.requests: list[Received] = []
         self.disconnects = 0
         self.errors: list[BaseException] = []
@@ -1332,6 +1353,8 @@ class FakeOpenAI:
                     param=name,
                     code="unsupported_parameter",
                 )
+            if name not in self.known_fields and self.extra_forbidden:
+                raise _extra_forbidden(name, body[name])
             if name not in self.known_fields:
                 raise _Reject(
                     400,

@@ -19,8 +19,7 @@ pytestmark = pytest.mark.integration
 
 MISTRAL_FIELDS = {"model", "messages", "temperature", "top_p", "max_tokens", "stream", "stop",
                   "random_seed", "response_format", "tools", "tool_choice", "presence_penalty",
-                  "frequency_penalty", "n", "parallel_tool_calls", "prediction", "safe_prompt",
-                  "stream_options"}
+                  "frequency_penalty", "n", "parallel_tool_calls", "prediction", "safe_prompt"}
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +27,8 @@ def fakes(start_fakes):
     return start_fakes(
         openai=FakeOpenAI(api_key="sk-openai-upstream"),
         mistral=FakeOpenAI(api_key="mistral-up", models=["mistral-large-latest"],
-                           known_fields=MISTRAL_FIELDS),
+                           known_fields=MISTRAL_FIELDS, extra_forbidden=True,
+                           usage_in_last_chunk=True),
         groq=FakeOpenAI(api_key="groq-up", models=["llama-3.3-70b-versatile"]),
         together=FakeOpenAI(api_key="together-up",
                             models=["meta-llama/Llama-3.3-70B-Instruct-Turbo"]))
@@ -198,6 +198,50 @@ def test_descriptor_mapping_for_mistral(gw, up):
     assert "user" not in sent and "name" not in sent["messages"][0]
 
 
+MISTRAL = "mistral/mistral-large-latest"
+# 6 words (27 characters) in, "echo: ..." 7 words (33 characters) out: the fake's usage
+# differs from the gateway's 4-characters-a-token estimate (7 and 9), so the charge tells
+# which one was used.
+MISTRAL_PROMPT = "one two three four five six"
+
+
+def test_mistral_fake_refuses_stream_options_like_mistral(up):
+    resp = requests.post(f"{up['mistral'].base_url}/chat/completions", timeout=10,
+                         headers={"Authorization": "Bearer mistral-up"},
+                         json={"model": "mistral-large-latest", "stream": True,
+                               "stream_options": {"include_usage": True},
+                               "messages": [{"role": "user", "content": "hi"}]})
+    assert resp.status_code == 422
+    assert resp.json()["message"]["detail"][0]["type"] == "extra_forbidden"
+
+
+@pytest.mark.parametrize("include_usage", [False, True])
+def test_mistral_stream_takes_usage_from_its_last_chunk(gw, up, include_usage):
+    account, secret = gw.account()
+    before = gw.balance(account)
+    extra = {"stream_options": {"include_usage": True}} if include_usage else {}
+    stream = openai_client(gw, secret).chat.completions.create(
+        model=MISTRAL, messages=[{"role": "user", "content": MISTRAL_PROMPT}], stream=True,
+        **extra)
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "echo: " + MISTRAL_PROMPT
+    assert "stream_options" not in up["mistral"].last.body
+    expected = chat_cost_micro(MISTRAL, 6, 7)
+    assert before - gw.balance(account) == expected
+    with_usage = [c for c in chunks if c.usage is not None]
+    if include_usage:
+        # one usage chunk, last, without choices, as OpenAI sends it
+        assert with_usage == [chunks[-1]] and chunks[-1].choices == []
+        usage = chunks[-1].usage
+        assert (usage.prompt_tokens, usage.completion_tokens) == (6, 7)
+        assert usage.model_extra["cost"] == pytest.approx(credits(expected))
+        assert chunks[-2].choices[0].finish_reason == "stop"
+    else:
+        assert with_usage == []
+        assert chunks[-1].choices[0].finish_reason == "stop"
+
+
 def test_descriptor_reject_is_a_400_naming_the_field_and_free(gw, up):
     account, secret = gw.account()
     before = gw.balance(account)
@@ -301,6 +345,44 @@ def test_malformed_and_oversized_bodies(gw, up):
     resp = requests.post(f"{gw.base_url}/chat/completions", json=big, headers=auth, timeout=5)
     assert resp.status_code == 413 and "limit" in resp.json()["error"]["message"]
     assert up["openai"].requests == []
+
+
+def pieces(data: bytes, size: int = 1000):
+    """A generator body: `requests` sends it with Transfer-Encoding: chunked, no length."""
+    for at in range(0, len(data), size):
+        yield data[at:at + size]
+
+
+def test_chunked_json_body_is_read_whole_and_charged(gw, up):
+    account, secret = gw.account()
+    before = gw.balance(account)
+    words = " ".join(["word"] * 3000)  # ~15 kB: many HTTP chunks
+    body = json.dumps({"model": "openai/gpt-4o",
+                       "messages": [{"role": "user", "content": words}]}).encode()
+    resp = requests.post(f"{gw.base_url}/chat/completions", data=pieces(body), timeout=10,
+                         headers={"Authorization": f"Bearer {secret}",
+                                  "Content-Type": "application/json"})
+    assert resp.request.headers["Transfer-Encoding"] == "chunked"
+    assert "Content-Length" not in resp.request.headers
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["choices"][0]["message"]["content"] == "echo: " + words
+    assert up["openai"].last.body["messages"][0]["content"] == words
+    assert before - gw.balance(account) == chat_cost_micro("openai/gpt-4o", 3000, 3001)
+
+
+def test_chunked_json_body_over_the_limit_is_413_and_free(gw, up):
+    account, secret = gw.account()
+    before = gw.balance(account)
+    big = json.dumps({"model": "openai/gpt-4o",
+                      "messages": [{"role": "user", "content": "x" * 210_000}]}).encode()
+    resp = requests.post(f"{gw.base_url}/chat/completions", data=pieces(big, 16_384),
+                         timeout=10, headers={"Authorization": f"Bearer {secret}",
+                                              "Content-Type": "application/json"})
+    assert resp.status_code == 413
+    assert resp.json()["error"]["message"] == (
+        "Request body exceeds the limit of 200000 bytes.")
+    assert up["openai"].requests == []
+    assert gw.balance(account) == before
 
 
 def test_unknown_model_and_path(gw, up):

@@ -56,6 +56,20 @@ def test_range_refuses_outside_never_clamps(value, ok):
             ops.check_range(body, "n", 1, 1, "groq")
 
 
+def test_enum_refuses_values_the_provider_lacks():
+    body = {"response_format": "json"}
+    ops.check_enum(body, "response_format", ["json", "text"], "groq")
+    assert body == {"response_format": "json"}
+    ops.check_enum({}, "response_format", ["json"], "groq")  # absent: nothing to check
+    with pytest.raises(ops.MappingError) as err:
+        ops.check_enum({"response_format": "srt"}, "response_format", ["json", "text"], "groq")
+    assert err.value.param == "response_format"
+    assert err.value.message == ("'response_format' must be one of 'json', 'text' for "
+                                 "provider 'groq', got 'srt'.")
+    with pytest.raises(ops.MappingError):
+        ops.check_enum({"flag": 1}, "flag", [True], "x")  # 1 is not true in JSON
+
+
 def test_enum_map_translates_known_values_only():
     body = {"tool_choice": "required"}
     ops.enum_map(body, "tool_choice", {"required": "any"})
@@ -81,3 +95,16 @@ def test_enum_map_treats_equal_json_numbers_alike_but_not_booleans():
     ops.enum_map(body, "n", {1: None})
     ops.enum_map(body, "flag", {False: "bool"})
     assert body == {"presence_penalty": None, "logprobs": None, "n": None, "flag": 0}
+
+
+@pytest.mark.parametrize("kind", ["audio.transcriptions", "audio.translations"])
+def test_groq_transcribes_to_neither_srt_nor_vtt(kind):
+    from generated.registry import DESCRIPTORS
+
+    translate = DESCRIPTORS["groq"].translate[kind]
+    assert translate({"model": "whisper-large-v3", "response_format": "verbose_json"}) == {
+        "model": "whisper-large-v3", "response_format": "verbose_json"}
+    for fmt in ("srt", "vtt"):
+        with pytest.raises(ops.MappingError) as err:
+            translate({"model": "whisper-large-v3", "response_format": fmt})
+        assert err.value.param == "response_format"
