@@ -54,6 +54,9 @@ class Endpoint:
     dialect: str
     request_schema: str | None
     content_type: str
+    # Top-level fields dropped (not refused) when the request is translated for another
+    # dialect: they only tune the client dialect's own provider.
+    dropped_when_translated: tuple[str, ...] = ()
 
 
 DESCRIPTORS: dict[str, Descriptor] = {
@@ -328,6 +331,7 @@ ENDPOINTS: dict[str, Endpoint] = {
         dialect='openai',
         request_schema='CreateChatCompletionRequest',
         content_type='application/json',
+        dropped_when_translated=(),
     ),
     'models': Endpoint(
         kind='models',
@@ -336,6 +340,7 @@ ENDPOINTS: dict[str, Endpoint] = {
         dialect='openai',
         request_schema=None,
         content_type='application/json',
+        dropped_when_translated=(),
     ),
     'embeddings': Endpoint(
         kind='embeddings',
@@ -344,6 +349,7 @@ ENDPOINTS: dict[str, Endpoint] = {
         dialect='openai',
         request_schema='CreateEmbeddingRequest',
         content_type='application/json',
+        dropped_when_translated=(),
     ),
     'rerank': Endpoint(
         kind='rerank',
@@ -352,6 +358,7 @@ ENDPOINTS: dict[str, Endpoint] = {
         dialect='openai',
         request_schema='RerankRequest',
         content_type='application/json',
+        dropped_when_translated=(),
     ),
     'images.generations': Endpoint(
         kind='images.generations',
@@ -360,6 +367,7 @@ ENDPOINTS: dict[str, Endpoint] = {
         dialect='openai',
         request_schema='CreateImageRequest',
         content_type='application/json',
+        dropped_when_translated=(),
     ),
     'images.edits': Endpoint(
         kind='images.edits',
@@ -368,6 +376,7 @@ ENDPOINTS: dict[str, Endpoint] = {
         dialect='openai',
         request_schema=None,
         content_type='multipart/form-data',
+        dropped_when_translated=(),
     ),
     'images.variations': Endpoint(
         kind='images.variations',
@@ -376,6 +385,7 @@ ENDPOINTS: dict[str, Endpoint] = {
         dialect='openai',
         request_schema=None,
         content_type='multipart/form-data',
+        dropped_when_translated=(),
     ),
     'audio.speech': Endpoint(
         kind='audio.speech',
@@ -384,6 +394,7 @@ ENDPOINTS: dict[str, Endpoint] = {
         dialect='openai',
         request_schema='CreateSpeechRequest',
         content_type='application/json',
+        dropped_when_translated=(),
     ),
     'audio.transcriptions': Endpoint(
         kind='audio.transcriptions',
@@ -392,6 +403,7 @@ ENDPOINTS: dict[str, Endpoint] = {
         dialect='openai',
         request_schema=None,
         content_type='multipart/form-data',
+        dropped_when_translated=(),
     ),
     'audio.translations': Endpoint(
         kind='audio.translations',
@@ -400,6 +412,7 @@ ENDPOINTS: dict[str, Endpoint] = {
         dialect='openai',
         request_schema=None,
         content_type='multipart/form-data',
+        dropped_when_translated=(),
     ),
     'messages': Endpoint(
         kind='messages',
@@ -408,6 +421,7 @@ ENDPOINTS: dict[str, Endpoint] = {
         dialect='anthropic',
         request_schema='CreateMessageRequest',
         content_type='application/json',
+        dropped_when_translated=('service_tier', 'cache_control', 'context_management'),
     ),
     'responses': Endpoint(
         kind='responses',
@@ -416,6 +430,7 @@ ENDPOINTS: dict[str, Endpoint] = {
         dialect='openai',
         request_schema='CreateResponseRequest',
         content_type='application/json',
+        dropped_when_translated=(),
     ),
     'responses.compact': Endpoint(
         kind='responses.compact',
@@ -424,6 +439,7 @@ ENDPOINTS: dict[str, Endpoint] = {
         dialect='openai',
         request_schema='CompactResponseRequest',
         content_type='application/json',
+        dropped_when_translated=(),
     ),
 }
 

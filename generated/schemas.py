@@ -315,6 +315,39 @@ SCHEMAS = {'catalogue.schema.json': {'$defs': {'cooldown': {'additionalPropertie
                                                                                              'multipart/form-data']},
                                                                    'dialect': {'enum': ['openai',
                                                                                         'anthropic']},
+                                                                   'dropped_when_translated': {'description': 'Top-level '
+                                                                                                              'request '
+                                                                                                              'fields '
+                                                                                                              'that '
+                                                                                                              'only '
+                                                                                                              'tune '
+                                                                                                              'the '
+                                                                                                              'client '
+                                                                                                              "dialect's "
+                                                                                                              'own '
+                                                                                                              'provider '
+                                                                                                              '(its '
+                                                                                                              'context '
+                                                                                                              'or '
+                                                                                                              'cache '
+                                                                                                              'management): '
+                                                                                                              'dropped, '
+                                                                                                              'not '
+                                                                                                              'refused, '
+                                                                                                              'when '
+                                                                                                              'the '
+                                                                                                              'request '
+                                                                                                              'is '
+                                                                                                              'translated '
+                                                                                                              'for '
+                                                                                                              'a '
+                                                                                                              'model '
+                                                                                                              'of '
+                                                                                                              'another '
+                                                                                                              'dialect.',
+                                                                                               'items': {'type': 'string'},
+                                                                                               'type': 'array',
+                                                                                               'uniqueItems': True},
                                                                    'method': {'enum': ['GET',
                                                                                        'POST']},
                                                                    'request_schema': {'type': 'string'},
