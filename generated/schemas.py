@@ -119,6 +119,35 @@ SCHEMAS = {'catalogue.schema.json': {'$defs': {'cooldown': {'additionalPropertie
                                                               'owned_by': {'type': 'string'},
                                                               'pricing': {'$ref': '#/$defs/pricing'},
                                                               'provider': {'type': 'string'},
+                                                              'reasoning': {'default': False,
+                                                                            'description': 'The '
+                                                                                           'model '
+                                                                                           'has '
+                                                                                           'a '
+                                                                                           'reasoning '
+                                                                                           'setting '
+                                                                                           "(OpenAI's "
+                                                                                           'reasoning_effort, '
+                                                                                           'a '
+                                                                                           'thinking '
+                                                                                           'budget). '
+                                                                                           'Without '
+                                                                                           'it, '
+                                                                                           'an '
+                                                                                           'Anthropic '
+                                                                                           "client's "
+                                                                                           'thinking '
+                                                                                           'and '
+                                                                                           'output_config.effort '
+                                                                                           'are '
+                                                                                           'dropped '
+                                                                                           'for '
+                                                                                           'this '
+                                                                                           'model '
+                                                                                           'instead '
+                                                                                           'of '
+                                                                                           'sent.',
+                                                                            'type': 'boolean'},
                                                               'upstream': {'description': 'The '
                                                                                           "provider's "
                                                                                           'own '

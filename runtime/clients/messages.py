@@ -23,7 +23,9 @@ Every error is answered in Anthropic's envelope `{"type":"error","error":{"type"
 
 Hold: as for chat, from the request as received (`max_tokens` is required by the format),
 its output part capped at the model's catalogue `max_output_tokens`; a translated request's
-`max_tokens` is clamped to that same limit (Claude Code asks for 64000 whatever the model).
+`max_tokens` is clamped to that same limit (Claude Code asks for 64000 whatever the model),
+and its `reasoning_effort` (from `thinking` / `output_config.effort`) is dropped unless the
+model's catalogue entry declares `reasoning: true`.
 Charging: prompt = input + cache reads + cache writes at the catalogue's cache prices,
 completion = output tokens. A stream cut by the upstream or the client is charged for what
 was produced (usage reported so far; missing output estimated at 4 characters a token).
@@ -172,6 +174,9 @@ class TranslatedExchange:
         limit = model.max_output_tokens
         if limit and self.chat_body["max_completion_tokens"] > limit:
             self.chat_body["max_completion_tokens"] = limit
+        if not model.reasoning:
+            # A tuning of how much the model thinks: moot where it cannot think.
+            self.chat_body.pop("reasoning_effort", None)
         self.call = self.adapter.build(self.chat_body, model, self.stream)
         self.error = anthropic_facing(self.adapter.error)
 

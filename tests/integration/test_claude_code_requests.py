@@ -1,13 +1,15 @@
 """Claude Code's requests through `POST /v1/messages?beta=true`, with its default settings,
-to a Claude, an OpenAI and a Gemini model: the official anthropic SDK -> the gateway under
-gunicorn -> strict fake upstreams on 127.0.0.1.
+to Claude, OpenAI and Gemini models: the official anthropic SDK -> the gateway under
+gunicorn -> strict fake upstreams on 127.0.0.1. The catalogue is the repository's plus an
+OpenAI and a Gemini model with a reasoning setting (`reasoning: true`).
 
 The request is shaped like Claude Code's: `max_tokens: 64000`, adaptive thinking with
 `output_config.effort`, `context_management`, `cache_control` on system blocks, message
 blocks and tools, `anthropic-beta` headers, a Bash tool, and a `role: "system"` turn inside
 `messages`. Checks that every model answers, what reached each upstream (Anthropic: the body
 with the system turn folded into a user-side note; others: no Anthropic-only tuning fields,
-the effort as the model's reasoning setting, `max_tokens` clamped to the model's limit), the
+the effort as the model's reasoning setting where it has one and dropped where not,
+`max_tokens` clamped to the model's limit), the
 charge, a tool loop on the OpenAI model, and that a field changing the answer's meaning is
 still a 400 naming it.
 """
@@ -16,22 +18,39 @@ from __future__ import annotations
 
 import copy
 import json
+from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import anthropic
 import pytest
+import yaml
 
 from tests.fakes import FakeOpenAI
 from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.fakes.gemini_upstream import FakeGemini
 from tests.harness import START_CREDITS, anthropic_client, charged
-from tests.pricing_oracle import chat_cost_micro
+from tests.pricing_oracle import chat_cost_micro, micro
 
 CLAUDE = "anthropic/claude-sonnet-4-5"
 GPT = "openai/gpt-4o"
 GEMINI = "google/gemini-2.0-flash"
-MODELS = [CLAUDE, GPT, GEMINI]
-LIMITS = {CLAUDE: 64000, GPT: 16384, GEMINI: 8192}   # catalogue max_output_tokens
+O4 = "openai/o4-mini"                      # added below, with a reasoning setting
+GEMINI_25 = "google/gemini-2.5-flash"      # likewise
+MODELS = [CLAUDE, GPT, GEMINI, O4, GEMINI_25]
+LIMITS = {CLAUDE: 64000, GPT: 16384, GEMINI: 8192, O4: 32000,
+          GEMINI_25: 16000}                # catalogue max_output_tokens
+ADDED = {
+    O4: {"provider": "openai", "created": 1744761600, "endpoints": ["chat"],
+         "context_window": 200000, "max_output_tokens": LIMITS[O4], "reasoning": True,
+         "pricing": {"input_per_mtok": 1.10, "cached_input_per_mtok": 0.275,
+                     "output_per_mtok": 4.40}},
+    GEMINI_25: {"provider": "google", "created": 1750118400, "endpoints": ["chat"],
+                "context_window": 1048576, "max_output_tokens": LIMITS[GEMINI_25],
+                "reasoning": True,
+                "pricing": {"input_per_mtok": 0.30, "cached_input_per_mtok": 0.075,
+                            "output_per_mtok": 2.50}}}
+ROOT = Path(__file__).resolve().parents[2]
 KEYS = {"anthropic": "anthropic-up", "openai": "sk-openai-up", "gemini": "gemini-up"}
 BETA = ("claude-code-20250219,interleaved-thinking-2025-05-14,"
         "context-management-2025-06-27,fine-grained-tool-streaming-2025-05-14")
@@ -73,13 +92,20 @@ def conversation(last: str = "please list the files here") -> list[dict[str, Any
 def fakes(start_fakes):
     return start_fakes(anthropic=FakeAnthropic(api_key=KEYS["anthropic"],
                                                models=("claude-sonnet-4-5",)),
-                       openai=FakeOpenAI(api_key=KEYS["openai"]),
-                       gemini=FakeGemini(api_key=KEYS["gemini"], models=("gemini-2.0-flash",)))
+                       openai=FakeOpenAI(api_key=KEYS["openai"],
+                                         models=("gpt-4o", "o4-mini")),
+                       gemini=FakeGemini(api_key=KEYS["gemini"],
+                                         models=("gemini-2.0-flash", "gemini-2.5-flash")))
 
 
 @pytest.fixture(scope="module")
-def gw(fakes, gateway_factory):
-    return gateway_factory("gw-claude-code", {
+def gw(fakes, gateway_factory, tmp_path_factory):
+    work = tmp_path_factory.mktemp("gw-claude-code")
+    data = yaml.safe_load((ROOT / "providers.yaml").read_text())
+    data["models"].update(ADDED)
+    (work / "providers.yaml").write_text(yaml.safe_dump(data))
+    return gateway_factory(work, {
+        "TOKMODEL_PROVIDERS": str(work / "providers.yaml"),
         "ANTHROPIC_BASE_URL": fakes["anthropic"].base_url,
         "ANTHROPIC_API_KEY": KEYS["anthropic"],
         "OPENAI_BASE_URL": fakes["openai"].base_url, "OPENAI_API_KEY": KEYS["openai"],
@@ -90,6 +116,26 @@ def gw(fakes, gateway_factory):
 def acct(gw):
     account, secret = gw.account(START_CREDITS)
     return account, anthropic_client(gw, secret)
+
+
+def price(model: str, name: str) -> Decimal:
+    table = ADDED[model]["pricing"]
+    return Decimal(str(table.get(name, table["input_per_mtok"])))
+
+
+def cost_micro(model: str, usage: Any) -> int:
+    """The charge for `usage`: the shared oracle for catalogue models, the same formula on
+    this module's prices for the added ones (whole micro-credits, half up)."""
+    prompt = (usage.input_tokens + (usage.cache_read_input_tokens or 0)
+              + (usage.cache_creation_input_tokens or 0))
+    cached, written = usage.cache_read_input_tokens or 0, usage.cache_creation_input_tokens or 0
+    if model not in ADDED:
+        return chat_cost_micro(model, prompt, usage.output_tokens, cached, written)
+    exact = (price(model, "input_per_mtok") * (prompt - cached - written)
+             + price(model, "cached_input_per_mtok") * cached
+             + price(model, "cache_write_per_mtok") * written
+             + price(model, "output_per_mtok") * usage.output_tokens)
+    return micro(exact)
 
 
 def upstream_of(up: dict[str, Any], model: str):
@@ -146,28 +192,32 @@ def test_claude_code_request_is_answered(gw, up, acct, model, stream):
         assert "anthropic-beta" not in got.headers
         assert "cache_control" not in sent and "context_management" not in sent
         assert "output_config" not in sent and "adaptive" not in sent
-    if model == GPT:
+    if model in (GPT, O4):
         body = got.body
-        assert body["reasoning_effort"] == "high"
-        assert body["max_completion_tokens"] == LIMITS[GPT]
+        if model == O4:
+            assert body["reasoning_effort"] == "high"
+        else:                                   # gpt-4o has no reasoning setting
+            assert "reasoning_effort" not in body
+        assert body["max_completion_tokens"] == LIMITS[model]
         assert body["user"] == "user_0a1b_account__session_42"
         assert [m["role"] for m in body["messages"]] == [
             "system", "user", "system", "assistant", "user"]
         assert body["messages"][2] == {"role": "system", "content": NOTE}
         assert body["tools"][0]["function"]["name"] == "Bash"
         assert body["tools"][0]["function"]["parameters"] == BASH["input_schema"]
-    if model == GEMINI:
+    if model in (GEMINI, GEMINI_25):
         config = got.body["generationConfig"]
-        assert config["maxOutputTokens"] == LIMITS[GEMINI]
-        assert config["thinkingConfig"]["thinkingBudget"] == 24576   # effort high
+        assert config["maxOutputTokens"] == LIMITS[model]
+        if model == GEMINI_25:
+            assert config["thinkingConfig"]["thinkingBudget"] == 24576   # effort high
+        else:                                   # gemini-2.0-flash cannot think
+            assert "thinkingConfig" not in config
         system = " ".join(p["text"] for p in got.body["systemInstruction"]["parts"])
         assert system.startswith("You are Claude Code") and system.endswith(NOTE)
         assert [c["role"] for c in got.body["contents"]] == ["user", "model", "user"]
         assert got.body["tools"][0]["functionDeclarations"][0]["name"] == "Bash"
 
-    cost = chat_cost_micro(model, prompt_of(reply.usage), reply.usage.output_tokens,
-                           reply.usage.cache_read_input_tokens or 0,
-                           reply.usage.cache_creation_input_tokens or 0)
+    cost = cost_micro(model, reply.usage)
     assert cost > 0 and charged(gw, account) == cost
     assert gw.balance(account) == START_CREDITS - cost
 
