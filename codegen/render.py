@@ -107,7 +107,8 @@ def render_all(inputs: Inputs, resolved: dict[str, dict[str, Any]],
     endpoints = {
         kind: {"routes": tuple(e["routes"]), "method": e["method"], "dialect": e["dialect"],
                "request_schema": e.get("request_schema"),
-               "content_type": e.get("content_type", "application/json")}
+               "content_type": e.get("content_type", "application/json"),
+               "dropped_when_translated": tuple(e.get("dropped_when_translated") or ())}
         for kind, e in inputs.endpoints.items()}
     files["registry.py"] = env.get_template("registry.py.j2").render(
         banner=banner(source="specs/providers/, specs/endpoints.yaml and specs/dialects.yaml"),

@@ -54,6 +54,9 @@ class Endpoint:
     dialect: str
     request_schema: str | None
     content_type: str
+    # Top-level fields dropped (not refused) when the request is translated for another
+    # dialect: they only tune the client dialect's own provider.
+    dropped_when_translated: tuple[str, ...] = ()
 
 
 DESCRIPTORS: dict[str, Descriptor] = {
@@ -332,6 +335,7 @@ ENDPOINTS: dict[str, Endpoint] = {
         dialect='openai',
         request_schema='CreateChatCompletionRequest',
         content_type='application/json',
+        dropped_when_translated=(),
     ),
     'models': Endpoint(
         kind='models',
@@ -340,6 +344,7 @@ ENDPOINTS: dict[str, Endpoint] = {
         dialect='openai',
         request_schema=None,
         content_type='application/json',
+        dropped_when_translated=(),
     ),
     'embeddings': Endpoint(
         kind='embeddings',
@@ -348,6 +353,7 @@ ENDPOINTS: dict[str, Endpoint] = {
         dialect='openai',
         request_schema='CreateEmbeddingRequest',
         content_type='application/json',
+        dropped_when_translated=(),
     ),
     'rerank': Endpoint(
         kind='rerank',
@@ -356,6 +362,7 @@ ENDPOINTS: dict[str, Endpoint] = {
         dialect='openai',
         request_schema='RerankRequest',
         content_type='application/json',
+        dropped_when_translated=(),
     ),
     'images.generations': Endpoint(
         kind='images.generations',
@@ -364,6 +371,7 @@ ENDPOINTS: dict[str, Endpoint] = {
         dialect='openai',
         request_schema='CreateImageRequest',
         content_type='application/json',
+        dropped_when_translated=(),
     ),
     'images.edits': Endpoint(
         kind='images.edits',
@@ -372,6 +380,7 @@ ENDPOINTS: dict[str, Endpoint] = {
         dialect='openai',
         request_schema=None,
         content_type='multipart/form-data',
+        dropped_when_translated=(),
     ),
     'images.variations': Endpoint(
         kind='images.variations',
@@ -380,6 +389,7 @@ ENDPOINTS: dict[str, Endpoint] = {
         dialect='openai',
         request_schema=None,
         content_type='multipart/form-data',
+        dropped_when_translated=(),
     ),
     'audio.speech': Endpoint(
         kind='audio.speech',
@@ -388,6 +398,7 @@ ENDPOINTS: dict[str, Endpoint] = {
         dialect='openai',
         request_schema='CreateSpeechRequest',
         content_type='application/json',
+        dropped_when_translated=(),
     ),
     'audio.transcriptions': Endpoint(
         kind='audio.transcriptions',
@@ -396,6 +407,7 @@ ENDPOINTS: dict[str, Endpoint] = {
         dialect='openai',
         request_schema=None,
         content_type='multipart/form-data',
+        dropped_when_translated=(),
     ),
     'audio.translations': Endpoint(
         kind='audio.translations',
@@ -404,6 +416,7 @@ ENDPOINTS: dict[str, Endpoint] = {
         dialect='openai',
         request_schema=None,
         content_type='multipart/form-data',
+        dropped_when_translated=(),
     ),
     'messages': Endpoint(
         kind='messages',
@@ -412,6 +425,7 @@ ENDPOINTS: dict[str, Endpoint] = {
         dialect='anthropic',
         request_schema='CreateMessageRequest',
         content_type='application/json',
+        dropped_when_translated=('service_tier', 'cache_control', 'context_management'),
     ),
     'messages.count_tokens': Endpoint(
         kind='messages.count_tokens',
@@ -420,6 +434,7 @@ ENDPOINTS: dict[str, Endpoint] = {
         dialect='anthropic',
         request_schema='CountTokensRequest',
         content_type='application/json',
+        dropped_when_translated=(),
     ),
     'responses': Endpoint(
         kind='responses',
@@ -428,6 +443,7 @@ ENDPOINTS: dict[str, Endpoint] = {
         dialect='openai',
         request_schema='CreateResponseRequest',
         content_type='application/json',
+        dropped_when_translated=(),
     ),
     'responses.retrieve': Endpoint(
         kind='responses.retrieve',
@@ -436,6 +452,7 @@ ENDPOINTS: dict[str, Endpoint] = {
         dialect='openai',
         request_schema=None,
         content_type='application/json',
+        dropped_when_translated=(),
     ),
     'responses.input_items': Endpoint(
         kind='responses.input_items',
@@ -444,6 +461,7 @@ ENDPOINTS: dict[str, Endpoint] = {
         dialect='openai',
         request_schema=None,
         content_type='application/json',
+        dropped_when_translated=(),
     ),
     'responses.compact': Endpoint(
         kind='responses.compact',
@@ -452,6 +470,7 @@ ENDPOINTS: dict[str, Endpoint] = {
         dialect='openai',
         request_schema='CompactResponseRequest',
         content_type='application/json',
+        dropped_when_translated=(),
     ),
 }
 

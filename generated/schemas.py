@@ -119,6 +119,35 @@ SCHEMAS = {'catalogue.schema.json': {'$defs': {'cooldown': {'additionalPropertie
                                                               'owned_by': {'type': 'string'},
                                                               'pricing': {'$ref': '#/$defs/pricing'},
                                                               'provider': {'type': 'string'},
+                                                              'reasoning': {'default': False,
+                                                                            'description': 'The '
+                                                                                           'model '
+                                                                                           'has '
+                                                                                           'a '
+                                                                                           'reasoning '
+                                                                                           'setting '
+                                                                                           "(OpenAI's "
+                                                                                           'reasoning_effort, '
+                                                                                           'a '
+                                                                                           'thinking '
+                                                                                           'budget). '
+                                                                                           'Without '
+                                                                                           'it, '
+                                                                                           'an '
+                                                                                           'Anthropic '
+                                                                                           "client's "
+                                                                                           'thinking '
+                                                                                           'and '
+                                                                                           'output_config.effort '
+                                                                                           'are '
+                                                                                           'dropped '
+                                                                                           'for '
+                                                                                           'this '
+                                                                                           'model '
+                                                                                           'instead '
+                                                                                           'of '
+                                                                                           'sent.',
+                                                                            'type': 'boolean'},
                                                               'upstream': {'description': 'The '
                                                                                           "provider's "
                                                                                           'own '
@@ -332,6 +361,39 @@ SCHEMAS = {'catalogue.schema.json': {'$defs': {'cooldown': {'additionalPropertie
                                                                                              'multipart/form-data']},
                                                                    'dialect': {'enum': ['openai',
                                                                                         'anthropic']},
+                                                                   'dropped_when_translated': {'description': 'Top-level '
+                                                                                                              'request '
+                                                                                                              'fields '
+                                                                                                              'that '
+                                                                                                              'only '
+                                                                                                              'tune '
+                                                                                                              'the '
+                                                                                                              'client '
+                                                                                                              "dialect's "
+                                                                                                              'own '
+                                                                                                              'provider '
+                                                                                                              '(its '
+                                                                                                              'context '
+                                                                                                              'or '
+                                                                                                              'cache '
+                                                                                                              'management): '
+                                                                                                              'dropped, '
+                                                                                                              'not '
+                                                                                                              'refused, '
+                                                                                                              'when '
+                                                                                                              'the '
+                                                                                                              'request '
+                                                                                                              'is '
+                                                                                                              'translated '
+                                                                                                              'for '
+                                                                                                              'a '
+                                                                                                              'model '
+                                                                                                              'of '
+                                                                                                              'another '
+                                                                                                              'dialect.',
+                                                                                               'items': {'type': 'string'},
+                                                                                               'type': 'array',
+                                                                                               'uniqueItems': True},
                                                                    'method': {'enum': ['GET',
                                                                                        'POST']},
                                                                    'request_schema': {'type': 'string'},

@@ -179,6 +179,7 @@ class Model:
     max_output_tokens: int | None = None
     dimensions: tuple[int, ...] = ()
     fallbacks: tuple[str, ...] = ()   # catalogue model ids, tried in order
+    reasoning: bool = False           # has a reasoning setting (reasoning_effort)
     # deployment name -> (deployment, view), shared by a model and all its views.
     _at: dict[str, tuple[Deployment, Model]] = field(
         default_factory=dict, init=False, repr=False, compare=False)
@@ -202,7 +203,8 @@ class Model:
             return entry[1]
         view = Model(self.id, self.provider.at(deployment), self.upstream, self.owned_by,
                      self.created, self.endpoints, self.pricing, self.context_window,
-                     self.max_output_tokens, self.dimensions, self.fallbacks)
+                     self.max_output_tokens, self.dimensions, self.fallbacks,
+                     self.reasoning)
         object.__setattr__(view, "_at", self._at)
         self._at[deployment.name] = (deployment, view)
         return view
@@ -289,7 +291,8 @@ class Catalogue:
                 context_window=conf.get("context_window"),
                 max_output_tokens=conf.get("max_output_tokens"),
                 dimensions=tuple(conf.get("dimensions", ())),
-                fallbacks=tuple(conf.get("fallbacks", ())))
+                fallbacks=tuple(conf.get("fallbacks", ())),
+                reasoning=conf.get("reasoning") is True)
         self.defaults: dict[str, str] = dict(data.get("defaults") or {})
         # alias -> model id (normalized: automatic upstream names plus the file's own).
         self.aliases: dict[str, str] = dict(data.get("aliases") or {})

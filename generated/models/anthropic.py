@@ -370,7 +370,7 @@ class InputMessage(BaseModel):
     model_config = ConfigDict(
         extra='allow',
     )
-    role: Literal['user', 'assistant']
+    role: Literal['user', 'assistant', 'system']
     content: Annotated[
         str | list[InputContentBlock], Field(description='Text, or content blocks.')
     ]
@@ -391,7 +391,10 @@ class CreateMessageRequest(BaseModel):
     ]
     messages: Annotated[
         list[InputMessage],
-        Field(description='Alternating user/assistant turns.', min_length=1),
+        Field(
+            description='User/assistant turns; a `system` turn may sit between them (an instruction given at that point of the conversation).',
+            min_length=1,
+        ),
     ]
     system: Annotated[
         str | list[TextBlock] | None,

@@ -4,7 +4,13 @@ Every error is answered in Anthropic's envelope `{"type":"error","error":{"type"
 
 - Provider of the anthropic dialect (`PassthroughExchange`): the body passes through with the
   upstream model name and the provider's own credentials and `anthropic-version` (the client's
-  `anthropic-beta` is forwarded); the answer comes back as sent, with `model` set to the id
+  `anthropic-beta` is forwarded; other providers never see it). One change: the Messages API
+  documents only user and assistant roles, so a `system` turn inside `messages` (Claude Code
+  sends them) is folded into the conversation as a user-side note at that point, its text
+  wrapped in `<system>` tags (`fold_system_turns`): appended to the neighbouring user turn,
+  the previous one when there is one (after any tool results, which must come first), else
+  a user turn of its own, so roles keep alternating and the cached prefix before it stays
+  unchanged; the answer comes back as sent, with `model` set to the id
   shown to the client and `usage.cost` added. Stream events are forwarded one by one as they
   arrive; only message_start (model, usage), content_block_delta (what was produced, for a cut
   stream), message_delta (cumulative usage; `cost` added) and error are read. Upstream error
@@ -15,7 +21,11 @@ Every error is answered in Anthropic's envelope `{"type":"error","error":{"type"
   adapter; answers, streams and errors come back the same way. Mid-stream failures end the
   stream with an Anthropic `error` event.
 
-Hold: as for chat, from the request as received (`max_tokens` is required by the format).
+Hold: as for chat, from the request as received (`max_tokens` is required by the format),
+its output part capped at the model's catalogue `max_output_tokens`; a translated request's
+`max_tokens` is clamped to that same limit (Claude Code asks for 64000 whatever the model),
+and its `reasoning_effort` (from `thinking` / `output_config.effort`) is dropped unless the
+model's catalogue entry declares `reasoning: true`.
 Charging: prompt = input + cache reads + cache writes at the catalogue's cache prices,
 completion = output tokens. A stream cut by the upstream or the client is charged for what
 was produced (usage reported so far; missing output estimated at 4 characters a token).
@@ -34,7 +44,7 @@ from runtime.billing.settling_body import SettlingBody
 from runtime.catalogue import Model
 from runtime.clients import messages_translation as inbound
 from runtime.clients.chat import chat_adapter, is_sse, prompt_chars
-from runtime.errors import GatewayError, UpstreamError
+from runtime.errors import BadRequest, GatewayError, UpstreamError
 from runtime.gateway import ErrorMapper, provider_body
 from runtime.pipeline.route import Answer, Request
 from runtime.providers.anthropic_chat import error_of, openai_usage
@@ -71,7 +81,7 @@ class PassthroughExchange:
         self.model = model
         self.shown = shown
         self.stream = request.stream
-        native = provider_body(model, "messages", request.body)
+        native = provider_body(model, "messages", fold_system_turns(request.body))
         headers = json_headers(model)
         beta = request.headers.get("anthropic-beta")
         if beta:
@@ -106,6 +116,52 @@ class PassthroughExchange:
                                  meter=meter, on_close=upstream.close)
 
 
+def fold_system_turns(body: dict[str, Any]) -> dict[str, Any]:
+    """`body` with each `system` turn of `messages` folded into a user turn as a text note
+    (see the module docstring); the same object when there is none."""
+    turns = body["messages"]
+    if not any(turn.get("role") == "system" for turn in turns):
+        return body
+    out: list[dict[str, Any]] = []
+    held: list[dict[str, Any]] = []             # notes not yet placed in a user turn
+    for turn in turns:
+        if turn.get("role") == "system":
+            held.extend(_notes(turn.get("content")))
+            if out and out[-1]["role"] == "user":
+                out[-1] = _with_blocks(out[-1], held)
+                held = []
+            continue
+        if held and turn.get("role") == "user":
+            turn = _with_blocks(turn, held)
+            held = []
+        elif held:
+            out.append({"role": "user", "content": held})
+            held = []
+        out.append(turn)
+    if held:
+        out.append({"role": "user", "content": held})
+    return dict(body, messages=out)
+
+
+def _notes(content: Any) -> list[dict[str, Any]]:
+    blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content
+    notes = []
+    for block in blocks or ():
+        if isinstance(block, dict) and block.get("type") == "text" and block.get("text"):
+            notes.append(dict(block, text=f"<system>\n{block['text']}\n</system>"))
+        elif isinstance(block, dict) and block.get("type") != "text":
+            raise BadRequest("A system turn in 'messages' can hold text blocks only.",
+                             param="messages")
+    return notes
+
+
+def _with_blocks(turn: dict[str, Any], blocks: list[dict[str, Any]]) -> dict[str, Any]:
+    content = turn["content"]
+    if isinstance(content, str):
+        content = [{"type": "text", "text": content}] if content else []
+    return dict(turn, content=[*content, *blocks])
+
+
 class TranslatedExchange:
     """Other dialects: translate through OpenAI chat."""
 
@@ -115,6 +171,12 @@ class TranslatedExchange:
         self.shown = shown
         self.stream = request.stream
         self.chat_body = inbound.to_openai(request.body)
+        limit = model.max_output_tokens
+        if limit and self.chat_body["max_completion_tokens"] > limit:
+            self.chat_body["max_completion_tokens"] = limit
+        if not model.reasoning:
+            # A tuning of how much the model thinks: moot where it cannot think.
+            self.chat_body.pop("reasoning_effort", None)
         self.call = self.adapter.build(self.chat_body, model, self.stream)
         self.error = anthropic_facing(self.adapter.error)
 

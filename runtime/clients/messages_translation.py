@@ -2,21 +2,26 @@
 the stream translated through the canonical OpenAI chat form (the reverse of
 runtime/providers/anthropic_chat.py, which reaches Anthropic from OpenAI chat).
 
-Request (`to_openai`, on a body already valid against `CreateMessageRequest`): `system` is
-the first (system) message; user turns keep their text, images (base64 -> data URL, or the
-URL) and PDF documents (as `file` parts), and their `tool_result` blocks become `tool`
-messages placed before the rest of the turn (`is_error` results are prefixed `Error: `;
-images in results follow in the user message); assistant turns keep their text and turn
-`tool_use` blocks into `tool_calls` with JSON-string arguments; thinking blocks of earlier
-turns are dropped (their signatures only mean something to Anthropic). Tools map
-`input_schema` to `parameters`; tool_choice auto/any/tool/none to auto/required/the named
-function/none, `disable_parallel_tool_use` to `parallel_tool_calls: false`;
-`stop_sequences` -> `stop`; `max_tokens` -> `max_completion_tokens`; temperature, top_p and
-top_k are kept (the provider's mapping takes them or refuses them); thinking budgets and
-`output_config.effort` -> `reasoning_effort`; `output_config.format` -> a json_schema
-`response_format`; `metadata.user_id` -> `user`. `service_tier` and `cache_control` are
-hints without an equivalent and are dropped; any other field, server tools, URL documents
-or `max_tokens: 0` are a 400 naming the field.
+Request (`to_openai`, on a body already valid against `CreateMessageRequest`): `system` is the
+first (system) message, and a `system` turn inside `messages` is a system message at that point
+of the conversation (every chat adapter takes system messages anywhere); user turns keep their
+text, images (base64 -> data URL, or the URL) and PDF documents (as `file` parts), and their
+`tool_result` blocks become `tool` messages placed before the rest of the turn (`is_error`
+results are prefixed `Error: `; images in results follow in the user message); assistant turns
+keep their text and turn `tool_use` blocks into `tool_calls` with JSON-string arguments;
+thinking blocks of earlier turns are dropped (their signatures only mean something to
+Anthropic). Tools map `input_schema` to `parameters`; tool_choice auto/any/tool/none to
+auto/required/the named function/none, `disable_parallel_tool_use` to `parallel_tool_calls:
+false`; `stop_sequences` -> `stop`; `max_tokens` -> `max_completion_tokens`; temperature, top_p
+and top_k are kept (the provider's mapping takes them or refuses them); `output_config.effort`,
+else an enabled thinking budget -> `reasoning_effort` (adaptive thinking alone leaves the
+model's own default, which is what adaptive asks for); `output_config.format` -> a json_schema
+`response_format`; `metadata.user_id` -> `user`. The fields listed under
+`dropped_when_translated` of the messages endpoint (specs/endpoints.yaml: service_tier,
+cache_control, context_management: they only tune Anthropic's own context, cache or capacity)
+are dropped, as is `cache_control` on blocks and tools; any other field, server tools, URL
+documents or `max_tokens: 0` are a 400 naming the field. The caller clamps
+`max_completion_tokens` to the model's output limit.
 
 Answer (`to_message`): reasoning -> a `thinking` block, then the text, then one `tool_use`
 block per call (arguments parsed to an object, `{}` when empty); finish reasons stop,
@@ -37,6 +42,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from generated.registry import ENDPOINTS
 from runtime.billing.pricing import Usage
 from runtime.errors import BadRequest
 from runtime.providers import chat_parts as cp
@@ -45,7 +51,7 @@ from runtime.sse import encode
 HANDLED = frozenset({"model", "max_tokens", "messages", "system", "tools", "tool_choice",
                      "stop_sequences", "stream", "temperature", "top_p", "top_k", "thinking",
                      "metadata", "output_config"})
-DROPPED = frozenset({"service_tier", "cache_control"})
+DROPPED = frozenset(ENDPOINTS["messages"].dropped_when_translated)
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use",
                 "function_call": "tool_use", "content_filter": "refusal"}
 EFFORTS = {"low": "low", "medium": "medium", "high": "high", "xhigh": "xhigh", "max": "xhigh"}
@@ -73,8 +79,22 @@ def to_openai(body: dict[str, Any]) -> dict[str, Any]:
     system = _system_text(body.get("system"))
     if system:
         messages.append({"role": "system", "content": system})
+    held: list[dict[str, Any]] = []             # system turns waiting for their place
     for i, turn in enumerate(body["messages"]):
-        messages.extend(_turn(turn, i))
+        converted = _turn(turn, i)
+        if turn["role"] == "system":
+            held.extend(converted)
+            continue
+        if held:
+            # Tool messages must directly follow the assistant's tool calls: an instruction
+            # given between the call and its result goes after the results.
+            k = 0
+            while k < len(converted) and converted[k]["role"] == "tool":
+                k += 1
+            converted[k:k] = held
+            held = []
+        messages.extend(converted)
+    messages.extend(held)
     out["messages"] = messages
     out["max_completion_tokens"] = body["max_tokens"]
     for key in ("temperature", "top_p", "top_k"):
@@ -106,11 +126,25 @@ def _system_text(system: Any) -> str:
 
 def _turn(turn: dict[str, Any], i: int) -> list[dict[str, Any]]:
     role, content = turn["role"], turn["content"]
+    if role == "system":
+        text = _system_turn_text(content, f"messages[{i}].content")
+        return [{"role": "system", "content": text}] if text else []
     if isinstance(content, str):
         return [{"role": role, "content": content}]
     if role == "user":
         return _user_turn(content, f"messages[{i}].content")
     return _assistant_turn(content, f"messages[{i}].content")
+
+
+def _system_turn_text(content: Any, param: str) -> str:
+    """The text of a `system` turn inside `messages`: a string or text blocks only."""
+    if isinstance(content, str):
+        return content
+    for j, block in enumerate(content):
+        if block["type"] != "text":
+            raise BadRequest(f"'{param}[{j}]': a system turn can hold text blocks only.",
+                             param=f"{param}[{j}]")
+    return "\n".join(b["text"] for b in content if b["text"])
 
 
 def _user_turn(blocks: list[dict[str, Any]], param: str) -> list[dict[str, Any]]:

@@ -16,7 +16,10 @@ envelope ``{"type":"error","error":{"type","message"},"request_id"}``:
   outside assistant turns, ``tool_result`` blocks that answer no ``tool_use`` of the previous
   assistant turn or do not come first, tool uses left unanswered, malformed tools or
   tool_choice, temperature/top_p outside 0..1, a thinking budget below 1024 or not below
-  max_tokens, unknown metadata keys, a bad service_tier or output_config;
+  max_tokens (or any budget with adaptive thinking), unknown metadata keys, a bad
+  service_tier or output_config (keys format and effort; effort low/medium/high/max),
+  ``context_management`` without an ``anthropic-beta`` header naming a context-management
+  beta or without an ``edits`` list;
 * 404 ``not_found_error`` for a model outside ``models`` (None accepts any).
 
 ``POST /v1/messages/count_tokens`` (``count_tokens``) validates the same way, except that it
@@ -30,9 +33,9 @@ Deterministic answers: ``"echo: " + <last user text>`` (plus ``[image <type> <n>
 with ``output_config.format`` the text is ``{"echo": <that text>}``. A ``tool_use``
 (``get_weather``-style, input ``{"city": "Oslo"}``) is answered when tool_choice forces a tool
 (any/tool) or, with auto, when the last user text mentions "weather" (then preceded by the
-text "Let me check."). Thinking enabled adds a thinking block ``"Thinking about <text>"``
-with a signature. ``stop_sequences`` cut the text (stop_reason ``stop_sequence``);
-``max_tokens`` below the word count truncates (``max_tokens``).
+text "Let me check."). Thinking enabled or adaptive adds a thinking block
+``"Thinking about <text>"`` with a signature. ``stop_sequences`` cut the text (stop_reason
+``stop_sequence``); ``max_tokens`` below the word count truncates (``max_tokens``).
 Usage: ``input_tokens`` = words of system and all message texts, tool inputs and results;
 ``cache_read_input_tokens``/``cache_creation_input_tokens`` = the ``cache_read_tokens`` /
 ``cache_write_tokens`` attributes; ``output_tokens`` = words of text, thinking and tool input.
@@ -63,7 +66,9 @@ from .sse import encode_event
 
 FIELDS = frozenset({"model", "max_tokens", "messages", "system", "tools", "tool_choice",
                     "stop_sequences", "stream", "temperature", "top_p", "top_k", "thinking",
-                    "metadata", "service_tier", "output_config", "container", "mcp_servers"})
+                    "metadata", "service_tier", "output_config", "container", "mcp_servers",
+                    "context_management"})
+EFFORTS = ("low", "medium", "high", "max")
 IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 402: "billing_error",
                403: "permission_error", 404: "not_found_error", 413: "request_too_large",
@@ -133,6 +138,15 @@ class FakeAnthropic(FakeServer):
             raise _bad("The request body is not valid JSON.")
         body = req.body
         validate(body)
+        if "context_management" in body:
+            beta = req.headers.get("anthropic-beta", "")
+            if "context-management-" not in beta:
+                raise _bad("context_management: Extra inputs are not permitted")
+            edits = body["context_management"].get("edits") if isinstance(
+                body["context_management"], dict) else None
+            if not isinstance(edits, list) or not all(
+                    isinstance(e, dict) and isinstance(e.get("type"), str) for e in edits):
+                raise _bad("context_management.edits: Input should be a valid list")
         if self.models is not None and body["model"] not in self.models:
             raise Reject(404, f"model: {body['model']}")
         answer = compose(body)
@@ -208,10 +222,15 @@ def validate(body: dict[str, Any], fields: frozenset[str] = FIELDS,
         raise _bad("service_tier: Input should be 'auto' or 'standard_only'")
     output = body.get("output_config")
     if output is not None:
-        fmt = output.get("format") if isinstance(output, dict) else None
-        if not isinstance(fmt, dict) or fmt.get("type") != "json_schema" or not isinstance(
-                fmt.get("schema"), dict):
+        if not isinstance(output, dict) or set(output) - {"format", "effort"}:
+            raise _bad("output_config: Extra inputs are not permitted")
+        fmt = output.get("format")
+        if fmt is not None and (not isinstance(fmt, dict) or fmt.get("type") != "json_schema"
+                                or not isinstance(fmt.get("schema"), dict)):
             raise _bad("output_config.format: a json_schema format with a schema is required")
+        if "effort" in output and output["effort"] not in EFFORTS:
+            raise _bad("output_config.effort: Input should be 'low', 'medium', 'high' or "
+                       "'max'")
     if "stream" in body and not isinstance(body["stream"], bool):
         raise _bad("stream: Input should be a valid boolean")
 
@@ -355,8 +374,11 @@ def _check_thinking(body: dict[str, Any]) -> None:
     thinking = body.get("thinking")
     if thinking is None:
         return
-    if not isinstance(thinking, dict) or thinking.get("type") not in ("enabled", "disabled"):
-        raise _bad("thinking: Input tag does not match 'enabled' or 'disabled'")
+    if not isinstance(thinking, dict) or thinking.get("type") not in ("enabled", "disabled",
+                                                                      "adaptive"):
+        raise _bad("thinking: Input tag does not match 'enabled', 'disabled' or 'adaptive'")
+    if thinking["type"] == "adaptive" and set(thinking) != {"type"}:
+        raise _bad("thinking.adaptive: Extra inputs are not permitted")
     if thinking["type"] == "enabled":
         budget = thinking.get("budget_tokens")
         if not isinstance(budget, int) or budget < 1024:
@@ -406,7 +428,7 @@ def compose(body: dict[str, Any]) -> dict[str, Any]:
     tools = body.get("tools") or []
     content: list[dict[str, Any]] = []
     thinking = body.get("thinking") or {}
-    if thinking.get("type") == "enabled":
+    if thinking.get("type") in ("enabled", "adaptive"):
         content.append({"type": "thinking", "thinking": f"Thinking about {user_text or 'it'}",
                         "signature": "sig_" + secrets.token_hex(8)})
     forced = choice["type"] in ("any", "tool")
@@ -430,7 +452,7 @@ def compose(body: dict[str, Any]) -> dict[str, Any]:
                     text += f" [image {source['media_type']} {size} bytes]"
                 else:
                     text += f" [image {source['url']}]"
-    if body.get("output_config"):
+    if (body.get("output_config") or {}).get("format"):
         text = json.dumps({"echo": text})
     stop_reason, stop_sequence = "end_turn", None
     for stop in body.get("stop_sequences") or ():

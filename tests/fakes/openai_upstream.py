@@ -35,7 +35,8 @@ Every request is recorded in ``requests`` (``Received``) before it is judged. Th
 Deterministic answers
 ---------------------
 * Text: ``"echo: " + <text of the last user message>`` (string content, or text parts joined
-  with a space); after a ``tool`` message, ``"echo: " + <tool message content>``. With
+  with a space); after a ``tool`` message, ``"echo: " + <tool message content>`` (system and
+  developer messages after the last turn aside). With
   ``response_format`` of type ``json_object``/``json_schema`` the content is
   ``{"echo": "<that text>"}`` instead.
 * Tool call (``content: null``, ``finish_reason: "tool_calls"``, arguments
@@ -708,7 +709,9 @@ class _Answer:
 
 def _compose(body: dict[str, Any]) -> _Answer:
     messages: list[dict[str, Any]] = body["messages"]
-    last = messages[-1]
+    # Instructions after the last turn do not change which turn is answered.
+    turns = [m for m in messages if m.get("role") not in ("system", "developer")]
+    last = turns[-1] if turns else messages[-1]
     tools = body.get("tools") or []
     choice = body.get("tool_choice")
     function_names = [name for name in map(_tool_name, tools) if name]

@@ -331,7 +331,7 @@ def test_insufficient_credits_is_permission_denied(gw, up):
     ({"messages": [{"role": "user", "content": "hi"}]}, "max_tokens"),
     ({"max_tokens": 10, "temperature": 1.5, "messages": [{"role": "user", "content": "hi"}]},
      "temperature"),
-    ({"max_tokens": 10, "messages": [{"role": "system", "content": "hi"}]}, "role"),
+    ({"max_tokens": 10, "messages": [{"role": "tool", "content": "hi"}]}, "role"),
 ])
 def test_invalid_request_is_bad_request_naming_the_field(gw, up, acct, body, field):
     account, client = acct
