@@ -21,7 +21,7 @@ from runtime.gateway import Gateway
 from runtime.observability.middleware import RequestRecords
 from runtime.pipeline.run import Pipeline
 from runtime.resources import RESOURCES, ROUTES, PricedResource
-from runtime.resources.health import Health, Ready
+from runtime.resources.health import Health, Ready, Root
 from runtime.resources.metrics_endpoint import MetricsEndpoint
 from runtime.settings import Settings
 from runtime.store import Store, open_store
@@ -94,6 +94,7 @@ def create_app(settings: Settings, registry: ModuleType, store: Store, upstream:
                                "serves (runtime/resources/__init__.py)")
         for path in endpoint.routes:
             app.add_route(path, resource)
+    app.add_route("/", Root())
     app.add_route("/healthz", Health())
     app.add_route("/readyz", Ready(gateway))
     app.add_route("/metrics", MetricsEndpoint(settings.metrics_token))

@@ -1,5 +1,6 @@
-"""GET /healthz (the process answers) and GET /readyz (database reachable, catalogue
-loaded); neither needs a key."""
+"""GET /healthz (the process answers), GET /readyz (database reachable, catalogue loaded) and
+GET or HEAD / (what clients such as Claude Code probe before their first request); none needs
+a key."""
 
 from __future__ import annotations
 
@@ -11,6 +12,14 @@ from runtime.gateway import Gateway
 class Health:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.media = {"status": "ok"}
+
+
+class Root:
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.media = {"name": "TokModel", "status": "ok", "api": "/v1"}
+
+    def on_head(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.content_type = falcon.MEDIA_JSON
 
 
 class Ready:

@@ -120,3 +120,11 @@ def test_another_catalogue_file_is_served(tmp_path, fake):
         "model": "openai/gpt-4o", "messages": [{"role": "user", "content": "a b"}]})
     assert gone.status_code == 404
     store.close()
+
+
+def test_root_answers_the_probe_clients_send_first(env):
+    """Claude Code sends HEAD / before its first request; no key is needed for it."""
+    client, _, _ = env
+    assert client.simulate_head("/", headers={"Authorization": ""}).status_code == 200
+    root = client.simulate_get("/", headers={"Authorization": ""})
+    assert root.status_code == 200 and root.json["api"] == "/v1"
