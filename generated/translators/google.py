@@ -42,7 +42,7 @@ def chat(body: dict) -> dict:
     ops.drop(body, 'prompt_cache_key')
     ops.drop(body, 'prompt_cache_retention')
     ops.drop(body, 'prompt_cache_options')
-    ops.enum_map(body, 'reasoning_effort', {'high': 24576, 'low': 1024, 'medium': 8192, 'minimal': 512, 'none': 0})
+    ops.enum_map(body, 'reasoning_effort', {'high': 24576, 'low': 1024, 'medium': 8192, 'minimal': 512, 'none': 0, 'xhigh': 32768})
     ops.rename(body, 'reasoning_effort', 'generationConfig.thinkingConfig.thinkingBudget')
     return body
 
