@@ -221,6 +221,7 @@ DESCRIPTORS: dict[str, Descriptor] = {
  'images.edits': '/images/edits',
  'images.generations': '/images/generations',
  'images.variations': '/images/variations',
+ 'messages.count_tokens': '/responses/input_tokens',
  'models': '/models',
  'responses': '/responses',
  'responses.compact': '/responses/compact'},
@@ -491,7 +492,8 @@ DIALECT_ENDPOINTS: dict[str, tuple[str, ...]] = {'anthropic': ('chat', 'messages
             'images.variations',
             'audio.speech',
             'audio.transcriptions',
-            'audio.translations'),
+            'audio.translations',
+            'messages.count_tokens'),
  'voyage': ('rerank',)}
 
 MODEL_MODULES: dict[str, str] = {'anthropic': 'generated.models.anthropic',

@@ -42,6 +42,10 @@ def images_variations(body: dict) -> dict:
     return body
 
 
+def messages_count_tokens(body: dict) -> dict:
+    return body
+
+
 def models(body: dict) -> dict:
     return body
 
@@ -63,6 +67,7 @@ TRANSLATE = {
     'images.edits': images_edits,
     'images.generations': images_generations,
     'images.variations': images_variations,
+    'messages.count_tokens': messages_count_tokens,
     'models': models,
     'responses': responses,
     'responses.compact': responses_compact,

@@ -14,7 +14,11 @@ is named by `takes`:
   `{"generateContentRequest": {"model": "models/<upstream>", ...}}`, whose answer is
   `{"totalTokens": N}`.
 
-Dialects without a counter (OpenAI's chat API has none) are estimated by the caller.
+- `"chat"` (openai, where the descriptor declares the count path: OpenAI itself): the chat
+  form turned into a Responses request (messages -> input items, function tools flattened)
+  sent to `/responses/input_tokens`, whose answer is `{"input_tokens": N}`.
+
+OpenAI-format providers without that path (Mistral, Groq, ...) are estimated by the caller.
 """
 
 from __future__ import annotations
@@ -78,6 +82,67 @@ class GeminiCounter:
         return _count(payload, "totalTokens")
 
 
-COUNTERS: dict[str, TokenCounter] = {"anthropic": AnthropicCounter(), "gemini": GeminiCounter()}
+class OpenAICounter:
+    takes = "chat"
 
-__all__ = ["COUNTERS", "KIND", "AnthropicCounter", "GeminiCounter", "TokenCounter"]
+    def build(self, body: Mapping[str, Any], model: Model) -> UpstreamCall:
+        request: dict[str, Any] = {"model": model.upstream,
+                                   "input": [item for message in body.get("messages") or ()
+                                             for item in _input_items(message)]}
+        tools = [{"type": "function", "name": t["function"]["name"],
+                  "description": t["function"].get("description"),
+                  "parameters": t["function"].get("parameters")}
+                 for t in body.get("tools") or () if t.get("type") == "function"]
+        if tools:
+            request["tools"] = [{k: v for k, v in t.items() if v is not None} for t in tools]
+        return UpstreamCall("POST", model.provider.url(KIND, model.upstream), json_headers(model),
+                            json.dumps(request, ensure_ascii=False).encode())
+
+    def count(self, payload: Any) -> int:
+        return _count(payload, "input_tokens")
+
+
+def _input_items(message: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One chat message as Responses input items."""
+    role = message.get("role")
+    if role == "tool":
+        return [{"type": "function_call_output", "call_id": message.get("tool_call_id"),
+                 "output": _text(message.get("content"))}]
+    items: list[dict[str, Any]] = []
+    content = message.get("content")
+    if isinstance(content, list):
+        parts = [_part(p, role) for p in content if isinstance(p, dict)]
+        items.append({"role": role, "content": [p for p in parts if p is not None]})
+    elif content:
+        items.append({"role": role, "content": content})
+    for call in message.get("tool_calls") or ():
+        fn = call.get("function") or {}
+        items.append({"type": "function_call", "call_id": call.get("id"),
+                      "name": fn.get("name"), "arguments": fn.get("arguments") or "{}"})
+    return items
+
+
+def _part(part: Mapping[str, Any], role: Any) -> dict[str, Any] | None:
+    kind = part.get("type")
+    if kind == "text":
+        return {"type": "output_text" if role == "assistant" else "input_text",
+                "text": part.get("text") or ""}
+    if kind == "image_url":
+        image = part.get("image_url") or {}
+        return {"type": "input_image", "image_url": image.get("url")}
+    if kind == "file":
+        return {"type": "input_file", **(part.get("file") or {})}
+    return None
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    return "".join(p.get("text") or "" for p in content or () if isinstance(p, dict))
+
+
+COUNTERS: dict[str, TokenCounter] = {"anthropic": AnthropicCounter(), "gemini": GeminiCounter(),
+                                     "openai": OpenAICounter()}
+
+__all__ = ["COUNTERS", "KIND", "AnthropicCounter", "GeminiCounter", "OpenAICounter",
+           "TokenCounter"]

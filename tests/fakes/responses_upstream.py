@@ -48,6 +48,10 @@ FIELDS = frozenset({"model", "input", "instructions", "tools", "tool_choice", "p
                     "service_tier", "background", "prompt", "context_management"})
 COMPACT_FIELDS = frozenset({"model", "input", "instructions", "previous_response_id",
                             "prompt_cache_key", "prompt_cache_retention", "service_tier"})
+# What POST /v1/responses/input_tokens takes: the input side of a create request.
+COUNT_FIELDS = frozenset({"model", "input", "instructions", "tools", "tool_choice",
+                          "parallel_tool_calls", "text", "reasoning", "previous_response_id",
+                          "conversation", "truncation"})
 ITEM_TYPES = ("message", "function_call", "function_call_output", "reasoning", "compaction",
               "item_reference")
 _WORDS = re.compile(r"\S+\s*")
@@ -71,6 +75,7 @@ def _text(content: Any) -> str:
 class FakeResponses(FakeServer):
     base_path = "/v1"
     routes = {("POST", "/responses"): "create", ("POST", "/responses/compact"): "compact",
+              ("POST", "/responses/input_tokens"): "input_tokens",
               ("GET", "/responses/*"): "retrieve", ("DELETE", "/responses/*"): "delete"}
 
     def __init__(self, api_key: str | None = "sk-openai-upstream", *,
@@ -235,6 +240,14 @@ class FakeResponses(FakeServer):
         with self.lock:
             del self.stored[rid]
         return Reply.json({"id": rid, "object": "response", "deleted": True})
+
+    def input_tokens(self, req: Received) -> Reply:
+        """OpenAI's counter: the create body without output settings; counts words of the
+        input and of the tool definitions."""
+        self._validate(req.body, COUNT_FIELDS, need_input=True)
+        tools = json.dumps(req.body.get("tools")) if req.body.get("tools") else ""
+        return Reply.json({"object": "response.input_tokens",
+                           "input_tokens": self._prompt_words(req.body) + len(tools.split())})
 
     def compact(self, req: Received) -> Reply:
         self._validate(req.body, COMPACT_FIELDS, need_input=False)

@@ -18,12 +18,15 @@ import requests
 from tests.fakes import FakeOpenAI
 from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.fakes.gemini_upstream import FakeGemini
+from tests.fakes.responses_upstream import FakeResponses
 from tests.harness import START_CREDITS, anthropic_client, usage_rows
 
 CLAUDE = "anthropic/claude-sonnet-4-5"
 GPT = "openai/gpt-4o"
 GEMINI = "google/gemini-2.0-flash"
-KEYS = {"anthropic": "anthropic-up", "openai": "sk-openai-up", "gemini": "gemini-up"}
+MISTRAL = "mistral/mistral-large-latest"
+KEYS = {"anthropic": "anthropic-up", "openai": "sk-openai-up", "gemini": "gemini-up",
+        "mistral": "mistral-up"}
 SYSTEM = "Be brief."
 QUESTION = "What is the weather in Oslo today?"
 TOOL = {"name": "get_weather", "description": "Current weather in a city",
@@ -36,7 +39,9 @@ PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + bytes(24)).decode()
 def fakes(start_fakes):
     return start_fakes(anthropic=FakeAnthropic(api_key=KEYS["anthropic"],
                                                models=("claude-sonnet-4-5",)),
-                       openai=FakeOpenAI(api_key=KEYS["openai"]),
+                       openai=FakeResponses(api_key=KEYS["openai"]),
+                       mistral=FakeOpenAI(api_key=KEYS["mistral"],
+                                          models=["mistral-large-latest"]),
                        gemini=FakeGemini(api_key=KEYS["gemini"], models=("gemini-2.0-flash",)))
 
 
@@ -46,6 +51,7 @@ def gw(fakes, gateway_factory):
         "ANTHROPIC_BASE_URL": fakes["anthropic"].base_url,
         "ANTHROPIC_API_KEY": KEYS["anthropic"],
         "OPENAI_BASE_URL": fakes["openai"].base_url, "OPENAI_API_KEY": KEYS["openai"],
+        "MISTRAL_BASE_URL": fakes["mistral"].base_url, "MISTRAL_API_KEY": KEYS["mistral"],
         "GOOGLE_BASE_URL": fakes["gemini"].base_url, "GOOGLE_API_KEY": KEYS["gemini"]})
 
 
@@ -104,17 +110,42 @@ def test_gemini_count_is_geminis_own_for_the_translated_request(gw, up, acct):
     assert_free(gw, account)
 
 
-def test_openai_model_gets_the_documented_estimate(gw, up, acct):
+def test_openai_model_is_counted_by_openai(gw, up, acct):
+    account, client, _ = acct
+    raw = client.messages.with_raw_response.count_tokens(
+        model=GPT, system=SYSTEM, tools=[TOOL],
+        messages=[{"role": "user", "content": QUESTION},
+                  {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1",
+                                                     "name": "get_weather",
+                                                     "input": {"city": "Oslo"}}]},
+                  {"role": "user", "content": [{"type": "tool_result",
+                                                "tool_use_id": "toolu_1",
+                                                "content": "sunny"}]}])
+    assert raw.headers.get("x-tokmodel-estimate") is None
+    sent = up["openai"].last
+    assert sent.path == "/v1/responses/input_tokens" and sent.body["model"] == "gpt-4o"
+    kinds = [i.get("type") or i.get("role") for i in sent.body["input"]]
+    assert kinds == ["system", "user", "function_call", "function_call_output"]
+    assert sent.body["tools"][0]["name"] == "get_weather"
+    tools = json.dumps(sent.body["tools"])
+    arguments = sent.body["input"][2]["arguments"]
+    assert json.loads(arguments) == {"city": "Oslo"}
+    assert raw.parse().input_tokens == (words(SYSTEM) + words(QUESTION) + words("sunny")
+                                        + words(arguments) + len(tools.split()))
+    assert_free(gw, account)
+
+
+def test_openai_format_model_without_a_counter_gets_the_documented_estimate(gw, up, acct):
     account, client, _ = acct
     image = {"type": "image", "source": {"type": "base64", "media_type": "image/png",
                                          "data": PNG}}
     raw = client.messages.with_raw_response.count_tokens(
-        model=GPT, system=SYSTEM, tools=[TOOL],
+        model=MISTRAL, system=SYSTEM, tools=[TOOL],
         messages=[{"role": "user", "content": [{"type": "text", "text": QUESTION}, image]}])
     chars = len(SYSTEM) + len(QUESTION) + len(json.dumps(TOOL))
     assert raw.parse().input_tokens == math.ceil(chars / 4) + 1600
     assert raw.headers["x-tokmodel-estimate"] == "true"
-    assert up["openai"].requests == []
+    assert up["mistral"].requests == []
     assert_free(gw, account)
 
 
