@@ -13,7 +13,9 @@ is added to the answer and the terminal event.
 Translated: any other provider gets the request as OpenAI chat through its chat adapter
 (runtime/clients/responses_translation.py), and the answer or stream comes back as Responses.
 `previous_response_id` is a 400 there (it needs stored responses; the gateway is stateless)
-and `store` is dropped.
+and `store` is dropped. Namespaced tools are flattened and their names restored in the answer;
+a hosted `web_search` tool the provider cannot run is dropped, and the answer says so in
+`x-tokmodel-dropped-tools` (comma-separated tool types).
 
 Compact: the answer is OpenAI's `response.compaction` object, which the openai SDK's
 `client.responses.compact` expects (kept user messages, then one `compaction` item). A provider
@@ -45,6 +47,8 @@ from runtime.sse import iter_events
 from runtime.upstream import UpstreamResponse, read_json
 
 log = logging.getLogger("tokmodel.responses")
+
+DROPPED_TOOLS_HEADER = "x-tokmodel-dropped-tools"
 
 TERMINAL = ("response.completed", "response.incomplete", "response.failed")
 COMPACT_MAX_OUTPUT = 4096
@@ -93,7 +97,8 @@ def _native_call(model: Model, kind: str, body: Any, stream: bool) -> UpstreamCa
                         json.dumps(sent).encode(), query_auth(model))
 
 
-def _answer(payload: dict[str, Any], model: Model) -> Answer:
+def _answer(payload: dict[str, Any], model: Model,
+            headers: dict[str, str] | None = None) -> Answer:
     usage = usage_of(payload.get("usage"))
 
     def render(charged: int) -> bytes:
@@ -101,7 +106,7 @@ def _answer(payload: dict[str, Any], model: Model) -> Answer:
             payload["usage"]["cost"] = micro_to_credits(charged)
         return json.dumps(payload).encode()
 
-    return Answer(usage, token_cost(model, usage), render)
+    return Answer(usage, token_cost(model, usage), render, headers=headers or {})
 
 
 def _checked(payload: Any) -> dict[str, Any]:
@@ -119,6 +124,8 @@ class ResponsesExchange:
         self.shown = shown
         self.body = request.body
         self.stream = request.stream
+        self.headers: dict[str, str] = {}   # sent with the answer, whole or streamed
+        self.names: dict[str, tuple[str, str]] = {}
         self.native = "responses" in model.provider.descriptor.endpoints
         if self.native:
             self.call = _native_call(model, "responses", request.body, self.stream)
@@ -126,7 +133,11 @@ class ResponsesExchange:
             return
         _no_stored_responses(request, shown)
         self.adapter = chat_adapter(model, "The Responses API", shown)
-        chat = ri.to_chat(request.body)
+        plan = ri.tool_plan(request.body, web_search=self.adapter.web_search)
+        self.names = plan.names
+        if plan.dropped:
+            self.headers[DROPPED_TOOLS_HEADER] = ",".join(dict.fromkeys(plan.dropped))
+        chat = ri.to_chat(request.body, plan)
         if self.stream:
             chat["stream"] = True
         self.call = self.adapter.build(chat, model, self.stream)
@@ -143,8 +154,8 @@ class ResponsesExchange:
         else:
             completion = self.adapter.parse(payload, self.model)
             payload = ri.from_chat(completion, ri.skeleton(self.body, self.shown,
-                                                           ri.new_id("resp")))
-        return _answer(payload, self.model)
+                                                           ri.new_id("resp")), self.names)
+        return _answer(payload, self.model, self.headers)
 
     def stream_body(self, chunks: Iterator[bytes], upstream: UpstreamResponse,
                     meter: Meter) -> MeteredStream:
@@ -155,8 +166,8 @@ class ResponsesExchange:
                                 on_close=upstream.close)
         response = ri.skeleton(self.body, self.shown, ri.new_id("resp"))
         return TranslatedStream(self.adapter.stream(chunks, self.model),
-                                ri.ResponseEvents(response), model=self.model, meter=meter,
-                                prompt_chars=chars, on_close=upstream.close)
+                                ri.ResponseEvents(response, self.names), model=self.model,
+                                meter=meter, prompt_chars=chars, on_close=upstream.close)
 
 
 class CompactExchange:
