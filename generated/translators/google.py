@@ -29,7 +29,6 @@ def chat(body: dict) -> dict:
     ops.reject(body, 'top_logprobs', PROVIDER)
     ops.reject(body, 'logit_bias', PROVIDER)
     ops.reject(body, 'audio', PROVIDER)
-    ops.reject(body, 'web_search_options', PROVIDER)
     ops.reject(body, 'functions', PROVIDER)
     ops.reject(body, 'function_call', PROVIDER)
     ops.drop(body, 'verbosity')

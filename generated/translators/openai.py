@@ -51,10 +51,12 @@ def models(body: dict) -> dict:
 
 
 def responses(body: dict) -> dict:
+    ops.drop(body, 'client_metadata')
     return body
 
 
 def responses_compact(body: dict) -> dict:
+    ops.drop(body, 'client_metadata')
     return body
 
 

@@ -14,6 +14,9 @@ Translated: any other provider gets the request as OpenAI chat through its chat 
 (runtime/clients/responses_translation.py), and the answer or stream comes back as Responses.
 Conversations are stored and continued with `previous_response_id` on every model
 (runtime/clients/stored_responses.py).
+Namespaced tools are flattened and their names restored in the answer; a hosted `web_search`
+tool the provider cannot run is dropped, and the answer says so in `x-tokmodel-dropped-tools`
+(comma-separated tool types).
 
 Compact: the answer is OpenAI's `response.compaction` object, which the openai SDK's
 `client.responses.compact` expects (kept user messages, then one `compaction` item). A provider
@@ -46,6 +49,8 @@ from runtime.sse import iter_events
 from runtime.upstream import UpstreamResponse, read_json
 
 log = logging.getLogger("tokmodel.responses")
+
+DROPPED_TOOLS_HEADER = "x-tokmodel-dropped-tools"
 
 TERMINAL = ("response.completed", "response.incomplete", "response.failed")
 COMPACT_MAX_OUTPUT = 4096
@@ -105,7 +110,8 @@ def _native_call(model: Model, kind: str, body: Any, stream: bool) -> UpstreamCa
                         json.dumps(sent).encode(), query_auth(model))
 
 
-def _answer(payload: dict[str, Any], model: Model) -> Answer:
+def _answer(payload: dict[str, Any], model: Model,
+            headers: dict[str, str] | None = None) -> Answer:
     usage = usage_of(payload.get("usage"))
 
     def render(charged: int) -> bytes:
@@ -113,7 +119,7 @@ def _answer(payload: dict[str, Any], model: Model) -> Answer:
             payload["usage"]["cost"] = micro_to_credits(charged)
         return json.dumps(payload).encode()
 
-    return Answer(usage, token_cost(model, usage), render)
+    return Answer(usage, token_cost(model, usage), render, headers=headers or {})
 
 
 def _checked(payload: Any) -> dict[str, Any]:
@@ -133,6 +139,8 @@ class ResponsesExchange:
         self.request = request
         self.body = request.body
         self.stream = request.stream
+        self.headers: dict[str, str] = {}   # sent with the answer, whole or streamed
+        self.names: dict[str, tuple[str, str]] = {}
         self.native = "responses" in model.provider.descriptor.endpoints
         self.store = stored.wants_storing(request.body)
         self.answered: str | None = None
@@ -148,7 +156,11 @@ class ResponsesExchange:
                                 if isinstance(items, str) else list(items or []))
         self.body = body
         self.adapter = chat_adapter(model, "The Responses API", shown)
-        chat = ri.to_chat(body)
+        plan = ri.tool_plan(body, web_search=self.adapter.web_search)
+        self.names = plan.names
+        if plan.dropped:
+            self.headers[DROPPED_TOOLS_HEADER] = ",".join(dict.fromkeys(plan.dropped))
+        chat = ri.to_chat(body, plan)
         if self.stream:
             chat["stream"] = True
         self.call = self.adapter.build(chat, model, self.stream)
@@ -168,9 +180,9 @@ class ResponsesExchange:
         else:
             completion = self.adapter.parse(payload, self.model)
             payload = ri.from_chat(completion, ri.skeleton(self.request.body, self.shown,
-                                                           ri.new_id("resp")))
+                                                           ri.new_id("resp")), self.names)
         self.kept(payload)
-        return _answer(payload, self.model)
+        return _answer(payload, self.model, self.headers)
 
     def kept(self, response: dict[str, Any]) -> None:
         """Store a finished response as the client asked (native: owner and location)."""
@@ -190,8 +202,8 @@ class ResponsesExchange:
                                 on_close=upstream.close, on_done=self.kept)
         response = ri.skeleton(self.request.body, self.shown, ri.new_id("resp"))
         return TranslatedStream(self.adapter.stream(chunks, self.model),
-                                ri.ResponseEvents(response), model=self.model, meter=meter,
-                                prompt_chars=chars, on_close=upstream.close,
+                                ri.ResponseEvents(response, self.names), model=self.model,
+                                meter=meter, prompt_chars=chars, on_close=upstream.close,
                                 on_done=self.kept)
 
 

@@ -5,14 +5,22 @@ Request (`to_chat`): `instructions` becomes a leading system message; `input` (a
 items) becomes chat messages: message items (roles user/assistant/system/developer; parts
 input_text/output_text/refusal, input_image with a URL, input_file with file_data or file_id,
 input_audio), `function_call` items (joined into the preceding assistant turn as tool_calls,
-keyed by `call_id`) and `function_call_output` items (one `tool` message each). Reasoning
-items carry opaque state for another provider and are dropped. A compaction item made by this
+keyed by `call_id`; a `namespace` on the item selects the flattened name, see below) and
+`function_call_output` items (one `tool` message each). Reasoning items carry opaque state for
+another provider and are dropped. A compaction item made by this
 gateway (see `compaction_item`) becomes a system message with its summary; one made by another
 provider, `item_reference` and hosted-tool items are 400s naming the item. Function tools are
-flat in Responses and nested in chat; hosted tools are a 400. `text.format` json_schema /
+flat in Responses and nested in chat. `namespace` tool groups (Codex sends MCP servers so)
+become one function tool per member, named by `flat_name` (`<namespace>__<name>`, within the
+64 characters and the alphabet every provider accepts); `ToolPlan.names` maps those names back
+so answers and streams carry the original `name` and `namespace`. The hosted `web_search` tool
+becomes chat's `web_search_options` when the provider has its own web search (the adapter maps
+it: Anthropic's web_search server tool, Gemini's googleSearch grounding) and is otherwise
+dropped and named in `ToolPlan.dropped`; other hosted tools are a 400. `text.format` json_schema /
 json_object becomes `response_format`; `max_output_tokens`, `temperature`, `top_p`,
 `reasoning.effort`, `parallel_tool_calls`, `user`, `safety_identifier`, `prompt_cache_key`
-map one to one; `store`, `include`, `truncation`, `metadata`, `text.verbosity`,
+map one to one (the provider's descriptor drops what it has no use for); `store`, `include`,
+`truncation`, `metadata`, `client_metadata`, `text.verbosity`, `reasoning.summary`,
 `max_tool_calls` and `service_tier` are dropped (the gateway keeps no state; the rest has no
 chat equivalent that changes the answer); `background`, `conversation` and `prompt` need
 server-side state and are 400s.
@@ -44,10 +52,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
+import re
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from runtime.errors import BadRequest
@@ -60,6 +71,14 @@ COMPACT_INSTRUCTIONS = (
     "alone: the user's goals and constraints, decisions made, facts learned, tool calls and "
     "their results that still matter, and open questions. Answer with the summary only.")
 _DROPPED_ITEMS = ("reasoning",)
+# The hosted web search tool under its current and earlier type names.
+WEB_SEARCH_TOOLS = ("web_search", "web_search_2025_08_26", "web_search_preview",
+                    "web_search_preview_2025_03_11")
+# Gemini's limit (64, first character a letter or underscore) is the strictest of the
+# providers' function-name rules; Anthropic allows 128, OpenAI chat 64.
+NAME_LIMIT = 64
+_NAME_OK = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+_NAME_BAD_CHARS = re.compile(r"[^A-Za-z0-9_-]")
 _STATEFUL = {"background": "runs a response in the background and stores it",
              "conversation": "reads and writes a stored conversation",
              "prompt": "reads a stored prompt template"}
@@ -106,8 +125,70 @@ def own_compactions_to_messages(items: Any) -> Any:
 
 # -- request ---------------------------------------------------------------------------------
 
-def to_chat(body: dict[str, Any]) -> dict[str, Any]:
-    """The OpenAI chat request for a Responses request (see the module docstring)."""
+def flat_name(namespace: str, name: str) -> str:
+    """The function name a namespaced tool gets where tools cannot be grouped: readable when
+    it fits, otherwise shortened with a hash of the whole so distinct tools stay distinct."""
+    flat = f"{namespace.rstrip('_')}__{name}"
+    if len(flat) <= NAME_LIMIT and _NAME_OK.match(flat):
+        return flat
+    digest = hashlib.sha256(f"{namespace}\0{name}".encode()).hexdigest()[:10]
+    safe = _NAME_BAD_CHARS.sub("_", flat)
+    if not _NAME_OK.match(safe):
+        safe = "_" + safe
+    return f"{safe[:NAME_LIMIT - 11]}_{digest}"
+
+
+@dataclass
+class ToolPlan:
+    """The Responses tools as chat function tools: `names` maps a flattened name back to
+    (namespace, name); `web_search` says the hosted web search was asked for; `dropped` names
+    the hosted tools that were left out because the provider has no equivalent."""
+
+    functions: list[dict[str, Any]] = field(default_factory=list)
+    names: dict[str, tuple[str, str]] = field(default_factory=dict)
+    web_search: dict[str, Any] | None = None
+    dropped: list[str] = field(default_factory=list)
+
+
+def tool_plan(body: Mapping[str, Any], web_search: bool) -> ToolPlan:
+    """How the request's tools reach a chat provider; `web_search` says whether the provider
+    has a web search of its own."""
+    plan = ToolPlan()
+    for i, tool in enumerate(body.get("tools") or ()):
+        kind = tool.get("type")
+        if kind == "function":
+            plan.functions.append(_function(tool, f"tools[{i}]"))
+        elif kind == "namespace":
+            namespace = tool.get("name")
+            if not isinstance(namespace, str) or not namespace:
+                raise BadRequest(f"tools[{i}].name: a namespace needs a name.",
+                                 param=f"tools[{i}].name")
+            for k, member in enumerate(tool.get("tools") or ()):
+                where = f"tools[{i}].tools[{k}]"
+                if not isinstance(member, dict) or member.get("type") != "function":
+                    raise BadRequest(f"{where}: only function tools can be in a namespace for "
+                                     "this model.", param=f"{where}.type")
+                fn = _function(member, where)
+                flat = flat_name(namespace, fn["function"]["name"])
+                plan.names[flat] = (namespace, fn["function"]["name"])
+                fn["function"]["name"] = flat
+                plan.functions.append(fn)
+        elif kind in WEB_SEARCH_TOOLS:
+            if web_search:
+                plan.web_search = {k: tool[k] for k in ("user_location", "search_context_size")
+                                   if tool.get(k) is not None}
+            else:
+                plan.dropped.append("web_search")
+        else:
+            raise BadRequest(f"tools[{i}]: the hosted tool '{kind}' is only available with "
+                             "providers that serve the Responses API natively; use function "
+                             "tools.", param=f"tools[{i}].type")
+    return plan
+
+
+def to_chat(body: dict[str, Any], plan: ToolPlan | None = None) -> dict[str, Any]:
+    """The OpenAI chat request for a Responses request (see the module docstring); `plan`
+    is `tool_plan(body, ...)` (by default: no provider web search)."""
     for name, why in _STATEFUL.items():
         if body.get(name) not in (None, False):
             raise BadRequest(f"'{name}' is not supported for this model: it {why}, and this "
@@ -117,7 +198,10 @@ def to_chat(body: dict[str, Any]) -> dict[str, Any]:
     if not chat["messages"]:
         raise BadRequest("'input' is required: a string or a non-empty list of input items.",
                          param="input")
-    tools = _tools(body.get("tools"))
+    plan = plan if plan is not None else tool_plan(body, web_search=False)
+    tools = plan.functions
+    if plan.web_search is not None:
+        chat["web_search_options"] = plan.web_search
     if tools:
         chat["tools"] = tools
         if isinstance(body.get("parallel_tool_calls"), bool):
@@ -152,8 +236,11 @@ def chat_messages(items: Any, instructions: Any = None) -> list[dict[str, Any]]:
         if kind == "message":
             messages.append(_message(item, where))
         elif kind == "function_call":
+            name = _str(item, "name", where)
+            if isinstance(item.get("namespace"), str) and item["namespace"]:
+                name = flat_name(item["namespace"], name)
             call = {"id": _str(item, "call_id", where), "type": "function",
-                    "function": {"name": _str(item, "name", where),
+                    "function": {"name": name,
                                  "arguments": item.get("arguments") or "{}"}}
             last = messages[-1] if messages else None
             if last is not None and last["role"] == "assistant":
@@ -253,29 +340,24 @@ def _text(content: Any, where: str) -> str:
     raise BadRequest(f"{where}: a string or a list of text parts is required.", param=where)
 
 
-def _tools(tools: Any) -> list[dict[str, Any]]:
-    out = []
-    for i, tool in enumerate(tools or ()):
-        if tool.get("type") != "function":
-            raise BadRequest(f"tools[{i}]: the hosted tool '{tool.get('type')}' is only "
-                             "available with providers that serve the Responses API natively; "
-                             "use function tools.", param=f"tools[{i}].type")
-        fn: dict[str, Any] = {"name": tool.get("name")}
-        for key in ("description", "parameters", "strict"):
-            if tool.get(key) is not None:
-                fn[key] = tool[key]
-        if not isinstance(fn["name"], str) or not fn["name"]:
-            raise BadRequest(f"tools[{i}].name: a function tool needs a name.",
-                             param=f"tools[{i}].name")
-        out.append({"type": "function", "function": fn})
-    return out
+def _function(tool: dict[str, Any], where: str) -> dict[str, Any]:
+    fn: dict[str, Any] = {"name": tool.get("name")}
+    for key in ("description", "parameters", "strict"):
+        if tool.get(key) is not None:
+            fn[key] = tool[key]
+    if not isinstance(fn["name"], str) or not fn["name"]:
+        raise BadRequest(f"{where}.name: a function tool needs a name.", param=f"{where}.name")
+    return {"type": "function", "function": fn}
 
 
 def _tool_choice(choice: Any) -> Any:
     if choice is None or isinstance(choice, str):
         return choice
     if choice.get("type") == "function" and isinstance(choice.get("name"), str):
-        return {"type": "function", "function": {"name": choice["name"]}}
+        name = choice["name"]
+        if isinstance(choice.get("namespace"), str) and choice["namespace"]:
+            name = flat_name(choice["namespace"], name)
+        return {"type": "function", "function": {"name": name}}
     raise BadRequest(f"tool_choice: '{choice.get('type')}' is only supported by providers "
                      "that serve the Responses API natively.", param="tool_choice")
 
@@ -367,8 +449,17 @@ def _text_part(text: str) -> dict[str, Any]:
     return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
 
 
-def from_chat(completion: dict[str, Any], response: dict[str, Any]) -> dict[str, Any]:
-    """Fill `response` (from `skeleton`) with the output and usage of a chat.completion."""
+def _original_name(item: dict[str, Any], names: Mapping[str, tuple[str, str]]) -> None:
+    """A function_call item named by `flat_name` gets back the client's namespace and name."""
+    original = names.get(item["name"])
+    if original is not None:
+        item["namespace"], item["name"] = original
+
+
+def from_chat(completion: dict[str, Any], response: dict[str, Any],
+              names: Mapping[str, tuple[str, str]] | None = None) -> dict[str, Any]:
+    """Fill `response` (from `skeleton`) with the output and usage of a chat.completion;
+    `names` is `ToolPlan.names`."""
     choices = completion.get("choices") or [{}]
     choice = choices[0] if isinstance(choices[0], dict) else {}
     message = choice.get("message") or {}
@@ -386,9 +477,11 @@ def from_chat(completion: dict[str, Any], response: dict[str, Any]) -> dict[str,
                        "status": "completed", "content": parts})
     for call in message.get("tool_calls") or ():
         fn = call.get("function") or {}
-        output.append({"type": "function_call", "id": new_id("fc"),
-                       "call_id": call.get("id") or new_id("call"), "name": fn.get("name"),
-                       "arguments": fn.get("arguments") or "{}", "status": "completed"})
+        item = {"type": "function_call", "id": new_id("fc"),
+                "call_id": call.get("id") or new_id("call"), "name": fn.get("name"),
+                "arguments": fn.get("arguments") or "{}", "status": "completed"}
+        _original_name(item, names or {})
+        output.append(item)
     status, details = _status(choice.get("finish_reason"))
     response.update(output=output, status=status, incomplete_details=details,
                     usage=response_usage(completion.get("usage")))
@@ -401,8 +494,10 @@ class ResponseEvents:
     """Chat chunks in, Responses stream events out (see the module docstring). Each call
     returns the events to send now, in order."""
 
-    def __init__(self, response: dict[str, Any]) -> None:
+    def __init__(self, response: dict[str, Any],
+                 names: Mapping[str, tuple[str, str]] | None = None) -> None:
         self.response = response
+        self._names = names or {}                     # ToolPlan.names
         self._seq = 0
         self._items: dict[int, dict[str, Any]] = {}   # output_index -> item (all, in order)
         self._open: int | None = None                 # the open text or reasoning item
@@ -539,10 +634,11 @@ class ResponseEvents:
         index = self._calls.get(tool_index)
         if index is None:
             out += self._close_open()
-            index, added = self._add({"type": "function_call", "id": new_id("fc"),
-                                      "call_id": call.get("id") or new_id("call"),
-                                      "name": fn.get("name") or "", "arguments": "",
-                                      "status": "in_progress"})
+            item = {"type": "function_call", "id": new_id("fc"),
+                    "call_id": call.get("id") or new_id("call"), "name": fn.get("name") or "",
+                    "arguments": "", "status": "in_progress"}
+            _original_name(item, self._names)
+            index, added = self._add(item)
             self._calls[tool_index] = index
             out += added
         item = self._items[index]

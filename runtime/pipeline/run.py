@@ -149,6 +149,10 @@ class Pipeline:
             resp.content_type = body.content_type
             resp.set_header("Cache-Control", "no-cache")
             resp.set_header("X-Accel-Buffering", "no")
+            # an exchange may name what it changed in the request (the whole answer's
+            # headers travel in its Answer)
+            for name, value in getattr(exchange, "headers", {}).items():
+                resp.set_header(name, value)
             resp.stream = body
             return
         answer = exchange.whole(upstream)

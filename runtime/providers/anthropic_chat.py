@@ -7,8 +7,11 @@ as base64 or URL sources (Anthropic fetches URLs itself); tool calls become `too
 with their arguments parsed to objects. Scalar parameters are mapped by the descriptor
 (specs/providers/anthropic.yaml); `max_tokens`, which Anthropic requires, defaults to the
 model's catalogue output limit. `reasoning_effort` becomes a thinking budget (descriptor
-table), kept at least 1024 and below `max_tokens`. `n` above 1 is a 400: Anthropic returns
-one answer per request.
+table), kept at least 1024 and below `max_tokens`; it is turned off for a step that continues
+a tool loop, because chat history cannot carry the signed thinking block Anthropic then
+requires. `web_search_options` adds Anthropic's web search server tool (`web_search_20250305`,
+with its approximate user location). `n` above 1 is a 400: Anthropic returns one answer per
+request.
 
 JSON output: `response_format: json_schema` is sent as Anthropic structured outputs,
 `output_config.format = {"type": "json_schema", "schema": ...}`: the model is constrained to
@@ -54,6 +57,8 @@ NATIVE_FIELDS = ("model", "max_tokens", "messages", "system", "tools", "tool_cho
                  "stop_sequences", "stream", "temperature", "top_p", "top_k", "thinking",
                  "metadata", "service_tier", "output_config")
 DEFAULT_MAX_TOKENS = 4096
+WEB_SEARCH_TOOL = "web_search_20250305"
+WEB_SEARCH_NAME = "web_search"
 MIN_THINKING = 1024
 JSON_OBJECT_INSTRUCTION = ("Answer with a single valid JSON object and nothing else: no prose, "
                            "no code fences.")
@@ -62,11 +67,14 @@ _EXPLICIT_MAX = ("max_completion_tokens", "max_tokens")
 
 
 class AnthropicChat(SSEFraming):
+    web_search = True
+
     def build(self, body: Mapping[str, Any], model: Model, stream: bool) -> UpstreamCall:
         body = dict(body)  # the client's request stays as received
         shape = cp.take_structural(body)
         cp.check_modalities(shape)
         explicit_max = next((k for k in _EXPLICIT_MAX if body.get(k) is not None), None)
+        search = body.pop("web_search_options", None)
         cp.prepare_scalars(body)
         native = model.provider.descriptor.translate["chat"](body)
         cp.drop_nulls(native)
@@ -76,6 +84,10 @@ class AnthropicChat(SSEFraming):
         native.setdefault("max_tokens", model.max_output_tokens or DEFAULT_MAX_TOKENS)
         _thinking(native, explicit_max)
         system, messages = _messages(shape["messages"])
+        if native.get("thinking", {}).get("type") == "enabled" and _unsigned_tool_loop(messages):
+            # Anthropic refuses an ongoing tool loop whose assistant turn lost its signed
+            # thinking block (chat history cannot carry it), so this step runs without thinking.
+            native["thinking"] = {"type": "disabled"}
         tools = cp.function_tools(shape)
         fmt = cp.output_format(shape)
         if fmt is not None and fmt.kind == "json_object":
@@ -87,6 +99,7 @@ class AnthropicChat(SSEFraming):
             native["system"] = system
         native["messages"] = messages
         _tools(native, shape, tools)
+        _web_search(native, search, tools)
         native["stream"] = stream
         headers = json_headers(model)
         if stream:
@@ -289,6 +302,34 @@ def _tools(native: dict[str, Any], shape: dict[str, Any], tools: list[cp.Functio
             spec["disable_parallel_tool_use"] = True
     if spec is not None:
         native["tool_choice"] = spec
+
+
+def _unsigned_tool_loop(messages: list[dict[str, Any]]) -> bool:
+    """The last turn answers tool uses of an assistant turn that does not begin with thinking."""
+    if len(messages) < 2 or not any(b.get("type") == "tool_result"
+                                    for b in messages[-1]["content"]):
+        return False
+    first = messages[-2]["content"][0] if messages[-2]["content"] else {}
+    return first.get("type") not in ("thinking", "redacted_thinking")
+
+
+def _web_search(native: dict[str, Any], search: Any, tools: list[cp.FunctionTool]) -> None:
+    """Chat's `web_search_options` as Anthropic's web search server tool, unless tools are
+    turned off or a client function already has its name."""
+    if not isinstance(search, dict) or (native.get("tool_choice") or {}).get("type") == "none":
+        return
+    if any(t.name == WEB_SEARCH_NAME for t in tools):
+        return
+    tool: dict[str, Any] = {"type": WEB_SEARCH_TOOL, "name": WEB_SEARCH_NAME}
+    approx = (search.get("user_location") or {}).get("approximate")
+    if not isinstance(approx, dict):  # the Responses form has the fields at the top level
+        approx = search.get("user_location")
+    if isinstance(approx, dict):
+        where = {k: approx[k] for k in ("city", "region", "country", "timezone")
+                 if isinstance(approx.get(k), str)}
+        if where:
+            tool["user_location"] = {"type": "approximate", **where}
+    native.setdefault("tools", []).append(tool)
 
 
 def _finish(stop_reason: Any, model: Model) -> str:

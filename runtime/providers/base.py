@@ -44,6 +44,10 @@ class SSEFraming:
     framing (AWS event-stream, JSON lines) overrides `events` in its adapter, and nothing
     outside the adapter changes."""
 
+    # True where the adapter turns chat's `web_search_options` into the provider's own web
+    # search; the Responses translation drops the hosted web_search tool elsewhere.
+    web_search = False
+
     def events(self, chunks: Iterator[bytes]) -> Iterator[Event]:
         return iter_events(chunks)
 
@@ -53,6 +57,8 @@ class SSEFraming:
 
 
 class ChatAdapter(Protocol):
+    web_search: bool
+
     def build(self, body: Mapping[str, Any], model: Model, stream: bool) -> UpstreamCall:
         """The upstream call for a validated OpenAI chat request; never changes `body`."""
         ...

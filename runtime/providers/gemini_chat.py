@@ -59,10 +59,13 @@ _CREDENTIAL_REASONS = ("API_KEY_INVALID", "API_KEY_EXPIRED", "API_KEY_SERVICE_BL
 
 
 class GeminiChat(SSEFraming):
+    web_search = True
+
     def build(self, body: Mapping[str, Any], model: Model, stream: bool) -> UpstreamCall:
         body = dict(body)  # the client's request stays as received
         shape = cp.take_structural(body)
         cp.check_modalities(shape)
+        search = body.pop("web_search_options", None)
         cp.prepare_scalars(body)
         native = model.provider.descriptor.translate["chat"](body)
         cp.drop_nulls(native)
@@ -76,6 +79,9 @@ class GeminiChat(SSEFraming):
         if system:
             request["systemInstruction"] = {"parts": system}
         _tools(request, native, shape)
+        if isinstance(search, dict) and shape.get("tool_choice") != "none":
+            # Grounding with Google Search is Gemini's own web search.
+            request.setdefault("tools", []).append({"googleSearch": {}})
         fmt = cp.output_format(shape)
         if fmt is not None:
             config = native.setdefault("generationConfig", {})

@@ -14,8 +14,10 @@ envelope ``{"type":"error","error":{"type","message"},"request_id"}``:
   message), roles not alternating or a first turn that is not the user's, empty text blocks,
   images that are not base64 (valid data, jpeg/png/gif/webp) or http(s) URLs, ``tool_use``
   outside assistant turns, ``tool_result`` blocks that answer no ``tool_use`` of the previous
-  assistant turn or do not come first, tool uses left unanswered, malformed tools or
-  tool_choice, temperature/top_p outside 0..1, a thinking budget below 1024 or not below
+  assistant turn or do not come first, tool uses left unanswered, malformed tools (the
+  ``web_search_20250305`` server tool is accepted with its documented fields) or tool_choice,
+  temperature/top_p outside 0..1, thinking enabled in an ongoing tool loop whose assistant
+  turn does not begin with a thinking block, a thinking budget below 1024 or not below
   max_tokens (or any budget with adaptive thinking), unknown metadata keys, a bad
   service_tier or output_config (keys format and effort; effort low/medium/high/max),
   ``context_management`` without an ``anthropic-beta`` header naming a context-management
@@ -80,6 +82,9 @@ _ID = re.compile(r"^[a-zA-Z0-9_-]+$")
 _TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,128}$")
 _WORDS = re.compile(r"\S+\s*")
 _WEATHER = re.compile(r"\bweather\b", re.IGNORECASE)
+
+
+WEB_SEARCH = "web_search_20250305"
 
 
 def _bad(message: str) -> Reject:
@@ -214,6 +219,7 @@ def validate(body: dict[str, Any], fields: frozenset[str] = FIELDS,
             isinstance(s, str) and s.strip() for s in stops)):
         raise _bad("stop_sequences: each stop sequence must contain non-whitespace")
     _check_thinking(body)
+    _check_thinking_in_tool_loop(body)
     metadata = body.get("metadata")
     if metadata is not None and (not isinstance(metadata, dict)
                                  or set(metadata) - {"user_id"}):
@@ -254,6 +260,12 @@ def _check_tools(body: dict[str, Any]) -> set[str]:
         if not isinstance(tools, list):
             raise _bad("tools: Input should be a valid list")
         for i, tool in enumerate(tools):
+            if isinstance(tool, dict) and tool.get("type") == WEB_SEARCH:
+                _check_web_search(tool, i)
+                if tool["name"] in names:
+                    raise _bad("tools: Tool names must be unique.")
+                names.add(tool["name"])
+                continue
             if not isinstance(tool, dict) or not _TOOL_NAME.match(str(tool.get("name", ""))):
                 raise _bad(f"tools.{i}.name: String should match pattern "
                            "'^[a-zA-Z0-9_-]{1,128}$'")
@@ -279,6 +291,22 @@ def _check_tools(body: dict[str, Any]) -> set[str]:
         if choice["type"] in ("any", "tool") and not names:
             raise _bad("tool_choice: tool_choice may only be specified while providing tools")
     return names
+
+
+def _check_web_search(tool: dict[str, Any], i: int) -> None:
+    """The web search server tool: named web_search, only its documented fields."""
+    if tool.get("name") != "web_search":
+        raise _bad(f"tools.{i}.web_search_20250305.name: Input should be 'web_search'")
+    unknown = set(tool) - {"type", "name", "max_uses", "allowed_domains", "blocked_domains",
+                           "user_location", "cache_control"}
+    if unknown:
+        raise _bad(f"tools.{i}.web_search_20250305.{sorted(unknown)[0]}: Extra inputs are not "
+                   "permitted")
+    where = tool.get("user_location")
+    if where is not None and (not isinstance(where, dict) or where.get("type") != "approximate"
+                              or set(where) - {"type", "city", "region", "country",
+                                               "timezone"}):
+        raise _bad(f"tools.{i}.web_search_20250305.user_location: invalid location")
 
 
 def _check_messages(messages: Any, tool_names: set[str]) -> None:
@@ -368,6 +396,23 @@ def _check_image(source: Any, where: str) -> None:
         base64.b64decode(source["data"], validate=True)
     except (binascii.Error, ValueError):
         raise _bad(f"{where}.source.data: invalid base64 data") from None
+
+
+def _check_thinking_in_tool_loop(body: dict[str, Any]) -> None:
+    """With thinking enabled, an ongoing tool loop (the last turn answers the assistant's
+    tool uses) needs that assistant turn to begin with its thinking block."""
+    if (body.get("thinking") or {}).get("type") != "enabled" or len(body["messages"]) < 2:
+        return
+    last, prev = body["messages"][-1], body["messages"][-2]
+    if not isinstance(last.get("content"), list) or not any(
+            b.get("type") == "tool_result" for b in last["content"]):
+        return
+    first = prev["content"][0] if isinstance(prev.get("content"), list) else {}
+    if first.get("type") not in ("thinking", "redacted_thinking"):
+        raise _bad(f"messages.{len(body['messages']) - 2}.content.0.type: Expected `thinking` "
+                   "or `redacted_thinking`, but found `" + str(first.get("type")) + "`. When "
+                   "`thinking` is enabled, a final `assistant` message must start with a "
+                   "thinking block.")
 
 
 def _check_thinking(body: dict[str, Any]) -> None:

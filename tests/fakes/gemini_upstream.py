@@ -18,9 +18,11 @@ Errors use Google's envelope ``{"error":{"code","message","status","details"}}``
   non-object ``response``, naming no call of the previous model turn, or a count different
   from that turn's calls; JSON-Schema-only keywords (``additionalProperties``, ``$ref``,
   ``$defs``, ``const``, ``$schema``) or an OBJECT with empty ``properties`` in function
-  parameters and ``responseSchema``; a bad function-calling mode, ``allowedFunctionNames``
-  without mode ANY; ranges (temperature 0..2, topP 0..1, candidateCount 1..8, at most 5
-  stopSequences); ``responseSchema`` without ``responseMimeType: application/json``;
+  parameters and ``responseSchema``; a tool that is not exactly one of
+  ``functionDeclarations`` / ``googleSearch`` (``{}``); a bad function-calling mode,
+  ``allowedFunctionNames`` without mode ANY; ranges (temperature 0..2, topP 0..1,
+  candidateCount 1..8, at most 5 stopSequences); ``responseSchema`` without
+  ``responseMimeType: application/json``;
 * 404 ``NOT_FOUND`` for a model outside ``models`` (None accepts any).
 
 ``:countTokens`` takes either ``contents`` or ``generateContentRequest`` (a whole
@@ -88,6 +90,10 @@ _PATH = re.compile(r"^/(v1beta|v1)/models/(?P<model>[^:/]+):(?P<method>generateC
                    r"streamGenerateContent|countTokens)$")
 _WORDS = re.compile(r"\S+\s*")
 _WEATHER = re.compile(r"\bweather\b", re.IGNORECASE)
+
+
+# The tool kinds this fake knows (camelCase only, like every other field here).
+TOOL_KINDS = ("functionDeclarations", "googleSearch")
 
 
 def _bad(message: str) -> Reject:
@@ -310,6 +316,11 @@ def _check_schema(schema: Any, where: str) -> None:
 def _check_tools(tools: Any) -> list[str]:
     names: list[str] = []
     for i, tool in enumerate(tools or ()):
+        if not isinstance(tool, dict) or len(tool) != 1 or next(iter(tool)) not in TOOL_KINDS:
+            raise _bad(f"Invalid JSON payload received. Unknown name in 'tools[{i}]': each "
+                       "tool is exactly one of " + ", ".join(TOOL_KINDS))
+        if "googleSearch" in tool and tool["googleSearch"] != {}:
+            raise _bad(f"tools[{i}].google_search: takes no fields")
         for k, decl in enumerate(tool.get("functionDeclarations") or ()):
             where = f"tools[{i}].function_declarations[{k}]"
             if not re.match(r"^[a-zA-Z_][a-zA-Z0-9_.:-]{0,63}$", str(decl.get("name", ""))):

@@ -15,9 +15,11 @@ Deterministic answers: ``"echo: " + <text of the last user message>``; after a
 ``function_call_output`` item, ``"echo: " + <its output>``; with ``text.format`` json_schema /
 json_object the text is ``{"echo": <that text>}``. With function tools and the last user text
 mentioning "weather" (or ``tool_choice`` "required"/a named function) the output is one
-``function_call`` (arguments ``{"city": "Oslo"}``). Usage: ``input_tokens`` = words of
-instructions and all input texts (min 1), ``cached_tokens`` = the ``cached_tokens`` attribute,
-``output_tokens`` = words of the answer (of the arguments for a call), ``reasoning_tokens`` 0.
+``function_call`` (arguments ``{"city": "Oslo"}``) of the first function tool, which may be a
+member of a ``namespace`` tool group (then the item carries ``namespace``, as OpenAI's does).
+Usage: ``input_tokens`` = words of instructions and all input texts (min 1), ``cached_tokens``
+= the ``cached_tokens`` attribute, ``output_tokens`` = words of the answer (of the arguments
+for a call), ``reasoning_tokens`` 0.
 
 Streams: real framing (``event:`` + ``data:``, ``type`` and ``sequence_number`` from 0):
 created, in_progress, output_item.added, content_part.added, one output_text.delta per word
@@ -140,10 +142,20 @@ class FakeResponses(FakeServer):
                 raise Reject(400, f"Invalid value for 'input[{i}].role'.",
                              param=f"input[{i}].role")
         for i, tool in enumerate(body.get("tools") or ()):
-            if tool.get("type") == "function" and ("function" in tool
-                                                   or not isinstance(tool.get("name"), str)):
-                raise Reject(400, f"Missing required parameter: 'tools[{i}].name'.",
-                             param=f"tools[{i}].name")
+            members = [(f"tools[{i}]", tool)]
+            if tool.get("type") == "namespace":
+                if not isinstance(tool.get("name"), str):
+                    raise Reject(400, f"Missing required parameter: 'tools[{i}].name'.",
+                                 param=f"tools[{i}].name")
+                members = [(f"tools[{i}].tools[{k}]", m) for k, m in enumerate(tool["tools"])]
+                if any(m.get("type") != "function" for _, m in members):
+                    raise Reject(400, f"Invalid value for 'tools[{i}].tools': only function "
+                                 "tools can be in a namespace.", param=f"tools[{i}].tools")
+            for where, fn in members:
+                if fn.get("type") == "function" and ("function" in fn
+                                                     or not isinstance(fn.get("name"), str)):
+                    raise Reject(400, f"Missing required parameter: '{where}.name'.",
+                                 param=f"{where}.name")
 
     # -- answers --
 
@@ -161,17 +173,22 @@ class FakeResponses(FakeServer):
         items = body.get("input")
         items = [{"role": "user", "content": items}] if isinstance(items, str) else items or []
         last = items[-1] if items else {}
-        tools = [t for t in body.get("tools") or () if t.get("type") == "function"]
+        tools = []   # (namespace or None, function tool), namespaces in place
+        for t in body.get("tools") or ():
+            if t.get("type") == "function":
+                tools.append((None, t))
+            elif t.get("type") == "namespace":
+                tools += [(t["name"], m) for m in t["tools"]]
         choice = body.get("tool_choice")
         text = ("echo: " + str(last.get("output")) if last.get("type") == "function_call_output"
                 else "echo: " + _text(last.get("content")))
-        call_name = None
+        call_name = call_namespace = None
         if tools and last.get("type") != "function_call_output":
             if isinstance(choice, dict):
-                call_name = choice.get("name")
+                call_name, call_namespace = choice.get("name"), choice.get("namespace")
             elif choice == "required" or (choice in (None, "auto")
                                            and _WEATHER.search(text)):
-                call_name = tools[0]["name"]
+                call_namespace, call_name = tools[0][0], tools[0][1]["name"]
         text_conf = body.get("text") if isinstance(body.get("text"), dict) else {}
         fmt_conf = text_conf.get("format")
         fmt = fmt_conf.get("type") if isinstance(fmt_conf, dict) else None
@@ -181,6 +198,8 @@ class FakeResponses(FakeServer):
             item = {"type": "function_call", "id": "fc_" + secrets.token_hex(6),
                     "call_id": "call_" + secrets.token_hex(6), "name": call_name,
                     "arguments": json.dumps({"city": "Oslo"}), "status": "completed"}
+            if call_namespace:
+                item["namespace"] = call_namespace
             out_words = words(item["arguments"])
         else:
             item = {"type": "message", "id": "msg_" + secrets.token_hex(6), "role": "assistant",

@@ -303,7 +303,8 @@ def test_invalid_body_names_the_field(gw, up):
     assert resp.status_code == 400 and resp.json()["error"]["param"] == "temperature"
     resp = requests.post(f"{gw.base_url}/responses", headers={
         "Authorization": f"Bearer {secret}"}, json={"model": TRANSLATED[0], "input": "x",
-                                                    "tools": [{"type": "web_search"}]},
+                                                    "tools": [{"type": "file_search",
+                                                               "vector_store_ids": ["vs_1"]}]},
         timeout=10)
     assert resp.status_code == 400 and resp.json()["error"]["param"] == "tools[0].type"
     assert charged(gw, acct) == 0
