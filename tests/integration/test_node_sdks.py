@@ -10,10 +10,8 @@ the reason."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shutil
 import subprocess
 from decimal import Decimal
 from pathlib import Path
@@ -27,11 +25,11 @@ from tests.fakes.media_stack import media_stack
 from tests.fakes.media_upstream import TRANSCRIPT, make_wav, vector_value
 from tests.fakes.responses_upstream import FakeResponses
 from tests.harness import START_CREDITS, charged, reset_fakes
+from tests.node_install import NODE_DIR, npm_ci
 from tests.pricing_oracle import chat_cost_micro, credits, micro, price
 
 pytestmark = pytest.mark.integration
 
-NODE_DIR = Path(__file__).resolve().parent.parent / "node"
 GPT = "openai/gpt-4o"
 CLAUDE = "anthropic/claude-sonnet-4-5"
 KEYS = {"openai": "sk-openai-up", "anthropic": "anthropic-up", "responses": "sk-responses-up"}
@@ -40,23 +38,7 @@ KEYS = {"openai": "sk-openai-up", "anthropic": "anthropic-up", "responses": "sk-
 @pytest.fixture(scope="session")
 def node_sdks() -> Path:
     """tests/node/node_modules installed from package-lock.json with `npm ci`."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        pytest.skip("node and npm are needed for the Node SDK tests (not on PATH)")
-    lock = hashlib.sha256((NODE_DIR / "package-lock.json").read_bytes()).hexdigest()
-    stamp = NODE_DIR / "node_modules" / ".tokmodel-lock-sha256"
-    if stamp.exists() and stamp.read_text() == lock:
-        return NODE_DIR
-    try:
-        done = subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
-                              cwd=NODE_DIR, capture_output=True, text=True, timeout=300)
-    except subprocess.TimeoutExpired:
-        pytest.skip("npm ci in tests/node did not finish in 300 s (registry unreachable?)")
-    if done.returncode != 0:
-        pytest.skip("npm ci in tests/node failed (registry unreachable?): "
-                    + (done.stderr or done.stdout).strip()[-600:])
-    stamp.write_text(lock)
-    return NODE_DIR
+    return npm_ci(NODE_DIR)
 
 
 def run_node(script: str, origin: str, key: str, **env: str) -> dict[str, Any]:
