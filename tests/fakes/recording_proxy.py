@@ -100,7 +100,11 @@ class RecordingProxy:
 
             do_GET = do_POST = do_HEAD = do_PUT = do_DELETE = do_PATCH = _forward
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                pass  # a client closing its idle keep-alive connection
+
+        self._server = Server(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
