@@ -2,17 +2,14 @@
 sends it (and its SSE variant), transcriptions and translations in json, text, srt and
 verbose_json, charged per character and per audio second; oversized uploads are a 413,
 uploads sent with chunked transfer coding (no Content-Length) are read whole, as the openai
-npm package sends a `fs.createReadStream` upload (tests/node, when node and npm are here)."""
+npm package sends a `fs.createReadStream` upload (tests/integration/test_node_sdks.py)."""
 
 from __future__ import annotations
 
 import base64
 import json
-import shutil
-import subprocess
 import time
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 import requests
@@ -226,39 +223,3 @@ def test_chunked_upload_over_the_limit_is_413_and_free(stack, account):
         f"Request body exceeds the limit of {LIMIT} bytes.")
     assert stack.openai.requests == []
     assert stack.gateway.balance(account_id) == START
-
-
-NODE_DIR = Path(__file__).resolve().parent.parent / "node"
-
-
-@pytest.fixture(scope="module")
-def node_openai():
-    """The `node` binary, with tests/node's pinned openai npm package installed."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        pytest.skip("node and npm are needed to run the openai npm package")
-    if not (NODE_DIR / "node_modules" / "openai" / "package.json").exists():
-        done = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=NODE_DIR,
-                              capture_output=True, text=True, timeout=300)
-        if done.returncode != 0:
-            pytest.skip(f"could not install tests/node's packages: {done.stderr[-500:]}")
-    return node
-
-
-def test_node_sdk_uploads_a_read_stream(stack, account, node_openai, tmp_path):
-    """The openai npm package's documented upload, `file: fs.createReadStream(path)`, goes
-    out as a chunked multipart body."""
-    account_id, secret, _client = account
-    wav = make_wav(3.0)
-    path = tmp_path / "clip.wav"
-    path.write_bytes(wav)
-    done = subprocess.run([node_openai, "upload.mjs", stack.gateway.base_url, secret,
-                           "openai/whisper-1", str(path)], cwd=NODE_DIR, capture_output=True,
-                          text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    out = json.loads(done.stdout)
-    assert out.get("answer", {}).get("text") == TRANSCRIPT, out
-    assert [(f.name, f.filename, f.data) for f in stack.openai.last.files()] == [
-        ("file", "clip.wav", wav)]
-    assert stack.openai.last.fields() == {"model": ["whisper-1"]}
-    assert stack.gateway.balance(account_id) == START - seconds_cost("openai/whisper-1", "3.0")

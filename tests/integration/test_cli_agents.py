@@ -1,0 +1,232 @@
+"""Coding-agent CLIs at their default settings against the gateway, both pinned in
+tests/node/cli/package-lock.json and run non-interactively: Claude Code
+(`@anthropic-ai/claude-code`, `claude -p ... --output-format json`, with only ANTHROPIC_BASE_URL
+and ANTHROPIC_AUTH_TOKEN pointing it at the gateway) in front of the strict fake Anthropic API,
+and the Codex CLI (`@openai/codex`, `codex exec --json`, with a config.toml custom provider:
+base_url the gateway's /v1, wire_api "responses", the key from an env variable) in front of the
+strict fake Responses API. A recording proxy between the CLI and the gateway keeps what the CLI
+sent; the tests check its result and the exact charge.
+
+What Claude Code 2.1.332 sends: only `POST /v1/messages?beta=true` (no HEAD or GET first), with
+`Authorization: Bearer <key>`, `anthropic-version`, `anthropic-beta: claude-code-20250219,
+interleaved-thinking-..., context-management-..., advanced-tool-use-..., effort-...`, `x-app: cli`,
+and a body with `model`, `system` (blocks with cache_control), `messages`, `tools` (some with
+`defer_loading`), `metadata.user_id`, `max_tokens` (128000), `thinking` (adaptive),
+`context_management`, `output_config.effort`, `stream: true`. A 400 naming a beta field makes it
+retry without that field (and its beta header).
+
+What Codex 0.171.0 sends: only `POST /v1/responses` (accept: text/event-stream, originator:
+codex_exec, x-codex-* and session-id/thread-id headers) with `model`, `input` (developer and
+user messages), `tools` (function tools and a `web_search` tool), `tool_choice` auto,
+`parallel_tool_calls`, `reasoning: {"summary": "auto"}`, `store: false`,
+`include: ["reasoning.encrypted_content"]`, `prompt_cache_key`, `client_metadata` (session,
+turn and installation ids) and `stream: true`."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fakes.anthropic_upstream import FakeAnthropic
+from tests.fakes.http_fake import Received, Reply
+from tests.fakes.recording_proxy import RecordingProxy
+from tests.fakes.responses_upstream import FakeResponses
+from tests.harness import START_CREDITS, charged
+from tests.node_install import NODE_DIR, npm_ci
+from tests.pricing_oracle import chat_cost_micro
+
+pytestmark = pytest.mark.integration
+
+CLI_DIR = NODE_DIR / "cli"
+CLAUDE = "anthropic/claude-sonnet-4-5"
+GPT = "openai/gpt-4o"
+UPSTREAM_KEY = "anthropic-up"
+OPENAI_KEY = "sk-openai-up"
+
+
+class CodexUpstream(FakeResponses):
+    """The strict fake Responses API; with `accept_client_metadata` it takes (and ignores) the
+    `client_metadata` field Codex sends, which the strict fake does not know."""
+
+    accept_client_metadata = False
+
+    def create(self, req: Received) -> Reply:
+        if (self.accept_client_metadata and isinstance(req.body, dict)
+                and "client_metadata" in req.body):
+            req = dataclasses.replace(req, body={k: v for k, v in req.body.items()
+                                                 if k != "client_metadata"})
+        return super().create(req)
+
+
+@pytest.fixture(scope="session")
+def cli_agents() -> Path:
+    """tests/node/cli/node_modules installed from its package-lock.json with `npm ci`."""
+    return npm_ci(CLI_DIR)
+
+
+@pytest.fixture(scope="module")
+def fakes(start_fakes):
+    return start_fakes(anthropic=FakeAnthropic(api_key=UPSTREAM_KEY),
+                       openai=CodexUpstream(api_key=OPENAI_KEY))
+
+
+@pytest.fixture(scope="module")
+def gw(fakes, gateway_factory):
+    return gateway_factory("gw-cli", {"ANTHROPIC_BASE_URL": fakes["anthropic"].base_url,
+                                      "ANTHROPIC_API_KEY": UPSTREAM_KEY,
+                                      "OPENAI_BASE_URL": fakes["openai"].base_url,
+                                      "OPENAI_API_KEY": OPENAI_KEY})
+
+
+@pytest.fixture
+def proxy(gw, up):
+    p = RecordingProxy(gw.url).start()
+    yield p
+    p.stop()
+
+
+def run_claude(cli: Path, proxy: RecordingProxy, key: str, home: Path,
+               **env: str) -> tuple[int, dict[str, Any] | None, str]:
+    """`claude -p "say hi" --output-format json` against the proxy: (exit code, the JSON result
+    or None, stderr)."""
+    home.mkdir(parents=True, exist_ok=True)
+    full_env = {"PATH": os.environ["PATH"], "HOME": str(home), "ANTHROPIC_BASE_URL": proxy.url,
+                "ANTHROPIC_AUTH_TOKEN": key, "DISABLE_TELEMETRY": "1",
+                "DISABLE_AUTOUPDATER": "1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+                **env}
+    done = subprocess.run([str(cli / "node_modules" / ".bin" / "claude"), "-p", "say hi",
+                           "--output-format", "json"], cwd=home, env=full_env,
+                          capture_output=True, text=True, timeout=120)
+    try:
+        result = json.loads(done.stdout)
+    except ValueError:
+        result = None
+    return done.returncode, result, done.stderr
+
+
+def answers(proxy: RecordingProxy) -> list[tuple[int, str]]:
+    return [(status, body.decode(errors="replace")) for status, body in proxy.answers]
+
+
+def test_claude_code_with_a_gateway_model_id(cli_agents, gw, up, proxy, tmp_path):
+    """ANTHROPIC_MODEL=anthropic/claude-sonnet-4-5: the run succeeds and is charged exactly."""
+    account, secret = gw.account(START_CREDITS)
+    code, result, stderr = run_claude(cli_agents, proxy, secret, tmp_path / "home",
+                                      ANTHROPIC_MODEL=CLAUDE)
+    assert code == 0 and result is not None, (stderr, answers(proxy))
+    assert result["is_error"] is False and result["result"].startswith("echo: ")
+
+    assert proxy.requests, "Claude Code sent nothing"
+    for sent in proxy.requests:
+        assert (sent.method, sent.path, sent.query) == ("POST", "/v1/messages", "beta=true")
+        assert sent.headers["Authorization"] == f"Bearer {secret}"
+        assert sent.body["model"] == CLAUDE and sent.body["stream"] is True
+        assert "claude-code-20250219" in sent.headers["anthropic-beta"]
+    # upstream: the gateway's own key, the model id without its prefix, the betas forwarded
+    for got, sent in zip(up["anthropic"].requests, proxy.requests, strict=True):
+        assert got.headers["x-api-key"] == UPSTREAM_KEY and "Authorization" not in got.headers
+        assert got.body == {**sent.body, "model": "claude-sonnet-4-5"}
+        assert got.headers["anthropic-beta"] == sent.headers["anthropic-beta"]
+    # Claude Code's beta fields the strict fake refuses (the real API takes them with their
+    # beta headers): the CLI retries without them. Any other refusal is a failure.
+    statuses = answers(proxy)
+    assert statuses[-1][0] == 200
+    for status, body in statuses[:-1]:
+        assert status == 400 and ("context_management" in body or "defer_loading" in body), body
+
+    usage = result["modelUsage"][CLAUDE]
+    cost = chat_cost_micro(CLAUDE, usage["inputTokens"] + usage["cacheReadInputTokens"]
+                           + usage["cacheCreationInputTokens"], usage["outputTokens"],
+                           cached=usage["cacheReadInputTokens"],
+                           cache_write=usage["cacheCreationInputTokens"])
+    assert list(result["modelUsage"]) == [CLAUDE]
+    assert cost > 0 and charged(gw, account) == cost
+
+
+def test_claude_code_default_settings(cli_agents, gw, up, proxy, tmp_path):
+    """No ANTHROPIC_MODEL: Claude Code picks its own default model id (unprefixed)."""
+    account, secret = gw.account(START_CREDITS)
+    code, result, stderr = run_claude(cli_agents, proxy, secret, tmp_path / "home")
+    assert code == 0 and result is not None, (stderr, answers(proxy))
+    assert result["is_error"] is False and result["result"].startswith("echo: ")
+    assert charged(gw, account) > 0
+
+
+# -- Codex --------------------------------------------------------------------------------------
+
+def run_codex(cli: Path, proxy: RecordingProxy, key: str, home: Path
+              ) -> tuple[int, list[dict[str, Any]], str]:
+    """`codex exec --json "say hi"` with a custom provider on the proxy: (exit code, the JSON
+    events it printed, stderr)."""
+    codex_home = home / ".codex"
+    codex_home.mkdir(parents=True, exist_ok=True)
+    (codex_home / "config.toml").write_text(f"""\
+model = "{GPT}"
+model_provider = "tokmodel"
+
+[model_providers.tokmodel]
+name = "TokModel"
+base_url = "{proxy.url}/v1"
+env_key = "TOKMODEL_API_KEY"
+wire_api = "responses"
+""")
+    env = {"PATH": os.environ["PATH"], "HOME": str(home), "CODEX_HOME": str(codex_home),
+           "TOKMODEL_API_KEY": key}
+    done = subprocess.run([str(cli / "node_modules" / ".bin" / "codex"), "exec",
+                           "--skip-git-repo-check", "--json", "say hi"], cwd=home, env=env,
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+    events = []
+    for line in done.stdout.splitlines():
+        try:
+            events.append(json.loads(line))
+        except ValueError:
+            pass
+    return done.returncode, events, done.stderr
+
+
+def check_codex_run(gw, up, proxy: RecordingProxy, account: int, secret: str, code: int,
+                    events: list[dict[str, Any]], stderr: str) -> None:
+    assert code == 0, (stderr, events, answers(proxy))
+    messages = [e["item"]["text"] for e in events if e.get("type") == "item.completed"
+                and e["item"].get("type") == "agent_message"]
+    assert messages == ["echo: say hi"]
+    for sent in proxy.requests:
+        assert (sent.method, sent.path) == ("POST", "/v1/responses")
+        assert sent.headers["Authorization"] == f"Bearer {secret}"
+        assert sent.body["model"] == GPT and sent.body["stream"] is True
+    for got, sent in zip(up["openai"].requests, proxy.requests, strict=True):
+        assert got.headers["Authorization"] == f"Bearer {OPENAI_KEY}"
+        # client_metadata only tunes Codex's own telemetry: OpenAI refuses it, never forwarded
+        assert "client_metadata" in sent.body and "client_metadata" not in got.body
+        assert got.body == {k: v for k, v in {**sent.body, "model": "gpt-4o"}.items()
+                            if k != "client_metadata"}
+    usages = [e["usage"] for e in events if e.get("type") == "turn.completed"]
+    assert len(usages) == 1
+    usage = usages[0]
+    cost = chat_cost_micro(GPT, usage["input_tokens"], usage["output_tokens"],
+                           cached=usage["cached_input_tokens"])
+    assert cost > 0 and charged(gw, account) == cost
+
+
+def test_codex_exec_default_settings(cli_agents, gw, up, proxy, tmp_path):
+    up["openai"].accept_client_metadata = False
+    account, secret = gw.account(START_CREDITS)
+    code, events, stderr = run_codex(cli_agents, proxy, secret, tmp_path / "home")
+    check_codex_run(gw, up, proxy, account, secret, code, events, stderr)
+
+
+def test_codex_exec_with_an_upstream_taking_client_metadata(cli_agents, gw, up, proxy,
+                                                             tmp_path):
+    up["openai"].accept_client_metadata = True
+    try:
+        account, secret = gw.account(START_CREDITS)
+        code, events, stderr = run_codex(cli_agents, proxy, secret, tmp_path / "home")
+        check_codex_run(gw, up, proxy, account, secret, code, events, stderr)
+    finally:
+        up["openai"].accept_client_metadata = False
