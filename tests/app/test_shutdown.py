@@ -169,6 +169,15 @@ def test_metrics_on_two_workers_are_one_aggregate(tmp_path, upstream, stopper):
                             headers={"Authorization": f"Bearer {secret}",
                                      "Connection": "close"})
         assert resp.status_code == 200
+    # /readyz answered from one worker: the other may still be starting, and its gauges
+    # (deployment_up) appear when it has loaded the app. Wait until that is visible.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        scrapes = {requests.get(f"{gw.url}/metrics", timeout=5,
+                                headers={"Connection": "close"}).text for _ in range(4)}
+        if len(scrapes) == 1:
+            break
+        time.sleep(0.2)
     bodies = set()
     for _ in range(12):
         resp = requests.get(f"{gw.url}/metrics", timeout=5, headers={"Connection": "close"})
