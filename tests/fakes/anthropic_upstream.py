@@ -34,6 +34,8 @@ Deterministic answers: ``"echo: " + <last user text>`` (plus ``[image <type> <n>
 ``[image <url>]`` per image of that turn); after tool results, ``"echo: " + <result text>``;
 with ``output_config.format`` the text is ``{"echo": <that text>}``. A ``tool_use``
 (``get_weather``-style, input ``{"city": "Oslo"}``) is answered when tool_choice forces a tool
+(or a ``Bash`` tool call with ``{"command": C}`` when a tool named Bash is declared and the
+last user text has a line starting ``run: C``)
 (any/tool) or, with auto, when the last user text mentions "weather" (then preceded by the
 text "Let me check."). Thinking enabled or adaptive adds a thinking block
 ``"Thinking about <text>"`` with a signature. ``stop_sequences`` cut the text (stop_reason
@@ -82,6 +84,9 @@ _ID = re.compile(r"^[a-zA-Z0-9_-]+$")
 _TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,128}$")
 _WORDS = re.compile(r"\S+\s*")
 _WEATHER = re.compile(r"\bweather\b", re.IGNORECASE)
+# "run: <command>" in the last user text, with a tool named Bash declared: a Bash tool call
+# (how a coding agent's shell tool loop is driven deterministically)
+_RUN = re.compile(r"^run: (.+)$", re.MULTILINE)
 
 
 WEB_SEARCH = "web_search_20250305"
@@ -477,6 +482,12 @@ def compose(body: dict[str, Any]) -> dict[str, Any]:
         content.append({"type": "thinking", "thinking": f"Thinking about {user_text or 'it'}",
                         "signature": "sig_" + secrets.token_hex(8)})
     forced = choice["type"] in ("any", "tool")
+    command = _RUN.search("\n".join(b["text"] for b in last if b.get("type") == "text"))
+    if command and not results and any(t.get("name") == "Bash" for t in tools):
+        content.append({"type": "tool_use", "id": "toolu_" + secrets.token_hex(10),
+                        "name": "Bash", "input": {"command": command.group(1).strip(),
+                                                  "description": "Run the command"}})
+        return _finish(content, "tool_use", None)
     if tools and not results and (forced or (choice["type"] == "auto"
                                              and _WEATHER.search(user_text))):
         name = choice.get("name") or tools[0]["name"]

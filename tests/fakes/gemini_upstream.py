@@ -90,6 +90,8 @@ _PATH = re.compile(r"^/(v1beta|v1)/models/(?P<model>[^:/]+):(?P<method>generateC
                    r"streamGenerateContent|countTokens)$")
 _WORDS = re.compile(r"\S+\s*")
 _WEATHER = re.compile(r"\bweather\b", re.IGNORECASE)
+# "run: <command>" with a function named Bash declared: a Bash call (a shell tool loop)
+_RUN = re.compile(r"^run: (.+)$", re.MULTILINE)
 
 
 # The tool kinds this fake knows (camelCase only, like every other field here).
@@ -410,10 +412,19 @@ def compose(body: dict[str, Any], signatures: bool) -> list[dict[str, Any]]:
         if thought and thinking.get("includeThoughts"):
             parts.append({"text": thought, "thought": True})
         finish = "STOP"
-        if names and not responses and (mode == "ANY" or (mode == "AUTO"
+        command = _RUN.search("\n".join(p["text"] for p in last if "text" in p))
+        part: dict[str, Any]
+        if command and not responses and "Bash" in names:
+            part = {"functionCall": {"name": "Bash", "args": {
+                "command": command.group(1).strip(), "description": "Run the command"}}}
+            if signatures:
+                part["thoughtSignature"] = base64.b64encode(secrets.token_bytes(12)).decode()
+            parts.append(part)
+            out = words(command.group(1))
+        elif names and not responses and (mode == "ANY" or (mode == "AUTO"
                                                           and _WEATHER.search(user_text))):
             name = (fcc.get("allowedFunctionNames") or names)[0]
-            part: dict[str, Any] = {"functionCall": {"name": name, "args": {"city": "Oslo"}}}
+            part = {"functionCall": {"name": name, "args": {"city": "Oslo"}}}
             if signatures:
                 part["thoughtSignature"] = base64.b64encode(secrets.token_bytes(12)).decode()
             parts.append(part)

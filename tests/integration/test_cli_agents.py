@@ -34,6 +34,7 @@ from typing import Any
 import pytest
 
 from tests.fakes.anthropic_upstream import FakeAnthropic
+from tests.fakes.gemini_upstream import FakeGemini
 from tests.fakes.http_fake import Received, Reply
 from tests.fakes.recording_proxy import RecordingProxy
 from tests.fakes.responses_upstream import FakeResponses
@@ -48,6 +49,8 @@ CLAUDE = "anthropic/claude-sonnet-4-5"
 GPT = "openai/gpt-4o"
 UPSTREAM_KEY = "anthropic-up"
 OPENAI_KEY = "sk-openai-up"
+GEMINI = "google/gemini-2.0-flash"
+GEMINI_KEY = "gemini-up"
 
 
 class CodexUpstream(FakeResponses):
@@ -73,7 +76,8 @@ def cli_agents() -> Path:
 @pytest.fixture(scope="module")
 def fakes(start_fakes):
     return start_fakes(anthropic=FakeAnthropic(api_key=UPSTREAM_KEY),
-                       openai=CodexUpstream(api_key=OPENAI_KEY))
+                       openai=CodexUpstream(api_key=OPENAI_KEY),
+                       gemini=FakeGemini(api_key=GEMINI_KEY))
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +85,9 @@ def gw(fakes, gateway_factory):
     return gateway_factory("gw-cli", {"ANTHROPIC_BASE_URL": fakes["anthropic"].base_url,
                                       "ANTHROPIC_API_KEY": UPSTREAM_KEY,
                                       "OPENAI_BASE_URL": fakes["openai"].base_url,
-                                      "OPENAI_API_KEY": OPENAI_KEY})
+                                      "OPENAI_API_KEY": OPENAI_KEY,
+                                      "GOOGLE_BASE_URL": fakes["gemini"].base_url,
+                                      "GOOGLE_API_KEY": GEMINI_KEY})
 
 
 @pytest.fixture
@@ -91,8 +97,8 @@ def proxy(gw, up):
     p.stop()
 
 
-def run_claude(cli: Path, proxy: RecordingProxy, key: str, home: Path,
-               **env: str) -> tuple[int, dict[str, Any] | None, str]:
+def run_claude(cli: Path, proxy: RecordingProxy, key: str, home: Path, *args: str,
+               prompt: str = "say hi", **env: str) -> tuple[int, dict[str, Any] | None, str]:
     """`claude -p "say hi" --output-format json` against the proxy: (exit code, the JSON result
     or None, stderr)."""
     home.mkdir(parents=True, exist_ok=True)
@@ -100,8 +106,8 @@ def run_claude(cli: Path, proxy: RecordingProxy, key: str, home: Path,
                 "ANTHROPIC_AUTH_TOKEN": key, "DISABLE_TELEMETRY": "1",
                 "DISABLE_AUTOUPDATER": "1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
                 **env}
-    done = subprocess.run([str(cli / "node_modules" / ".bin" / "claude"), "-p", "say hi",
-                           "--output-format", "json"], cwd=home, env=full_env,
+    done = subprocess.run([str(cli / "node_modules" / ".bin" / "claude"), "-p", prompt,
+                           "--output-format", "json", *args], cwd=home, env=full_env,
                           capture_output=True, text=True, timeout=120)
     try:
         result = json.loads(done.stdout)
@@ -137,8 +143,10 @@ def test_claude_code_with_a_gateway_model_id(cli_agents, gw, up, proxy, tmp_path
     # beta headers): the CLI retries without them. Any other refusal is a failure.
     statuses = answers(proxy)
     assert statuses[-1][0] == 200
-    for status, body in statuses[:-1]:
-        assert status == 400 and ("context_management" in body or "defer_loading" in body), body
+    for status, body in statuses:
+        if status != 200:
+            assert status == 400 and ("context_management" in body
+                                      or "defer_loading" in body), body
 
     usage = result["modelUsage"][CLAUDE]
     cost = chat_cost_micro(CLAUDE, usage["inputTokens"] + usage["cacheReadInputTokens"]
@@ -158,16 +166,51 @@ def test_claude_code_default_settings(cli_agents, gw, up, proxy, tmp_path):
     assert charged(gw, account) > 0
 
 
+def test_claude_code_on_a_gemini_model(cli_agents, gw, up, proxy, tmp_path):
+    """ANTHROPIC_MODEL and the small model on Gemini: Claude Code's Anthropic-format requests
+    (system turns, thinking, context management, cache_control, beta headers) are translated
+    and answered; nothing reaches Anthropic."""
+    account, secret = gw.account(START_CREDITS)
+    code, result, stderr = run_claude(cli_agents, proxy, secret, tmp_path / "home",
+                                      ANTHROPIC_MODEL=GEMINI,
+                                      ANTHROPIC_DEFAULT_HAIKU_MODEL=GEMINI,
+                                      ANTHROPIC_SMALL_FAST_MODEL=GEMINI)
+    assert code == 0 and result is not None, (stderr, answers(proxy))
+    assert result["is_error"] is False and result["result"].startswith("echo: ")
+    assert all(status == 200 for status, _ in answers(proxy)), answers(proxy)
+    assert up["anthropic"].requests == [] and up["gemini"].requests
+    for got in up["gemini"].requests:
+        assert "context_management" not in got.body and "cache_control" not in json.dumps(
+            got.body)
+    assert charged(gw, account) > 0
+
+
+@pytest.mark.parametrize("model, upstream", [(CLAUDE, "anthropic"), (GEMINI, "gemini")])
+def test_claude_code_bash_tool_loop(cli_agents, gw, up, proxy, tmp_path, model, upstream):
+    """The model asks for the Bash tool, Claude Code runs the command, sends its output back,
+    and the final answer carries it: a whole tool loop, on Claude and translated to Gemini."""
+    account, secret = gw.account(START_CREDITS)
+    code, result, stderr = run_claude(cli_agents, proxy, secret, tmp_path / "home",
+                                      "--allowedTools", "Bash",
+                                      prompt="run: printf tokmodel-%s 42",
+                                      ANTHROPIC_MODEL=model,
+                                      ANTHROPIC_DEFAULT_HAIKU_MODEL=model)
+    assert code == 0 and result is not None, (stderr, answers(proxy))
+    assert result["is_error"] is False, result
+    assert "tokmodel-42" in result["result"]
+    assert up[upstream].requests and charged(gw, account) > 0
+
+
 # -- Codex --------------------------------------------------------------------------------------
 
-def run_codex(cli: Path, proxy: RecordingProxy, key: str, home: Path
+def run_codex(cli: Path, proxy: RecordingProxy, key: str, home: Path, model: str = GPT
               ) -> tuple[int, list[dict[str, Any]], str]:
     """`codex exec --json "say hi"` with a custom provider on the proxy: (exit code, the JSON
     events it printed, stderr)."""
     codex_home = home / ".codex"
     codex_home.mkdir(parents=True, exist_ok=True)
     (codex_home / "config.toml").write_text(f"""\
-model = "{GPT}"
+model = "{model}"
 model_provider = "tokmodel"
 
 [model_providers.tokmodel]
@@ -230,3 +273,18 @@ def test_codex_exec_with_an_upstream_taking_client_metadata(cli_agents, gw, up, 
         check_codex_run(gw, up, proxy, account, secret, code, events, stderr)
     finally:
         up["openai"].accept_client_metadata = False
+
+
+@pytest.mark.parametrize("model, upstream", [(CLAUDE, "anthropic"), (GEMINI, "gemini")])
+def test_codex_exec_on_other_providers(cli_agents, gw, up, proxy, tmp_path, model, upstream):
+    """Codex's default request (namespace and web_search tools, reasoning, include, store,
+    client_metadata, prompt_cache_key) translated for Claude and Gemini models."""
+    account, secret = gw.account(START_CREDITS)
+    code, events, stderr = run_codex(cli_agents, proxy, secret, tmp_path / "home", model)
+    assert code == 0, (stderr, events, answers(proxy))
+    messages = [e["item"]["text"] for e in events if e.get("type") == "item.completed"
+                and e["item"].get("type") == "agent_message"]
+    assert messages and messages[-1].startswith("echo: ")
+    assert all(status == 200 for status, _ in answers(proxy)), answers(proxy)
+    assert up[upstream].requests and up["openai"].requests == []
+    assert charged(gw, account) > 0
