@@ -94,11 +94,14 @@ def test_503_then_200_is_answered_and_charged_once(gw, up):
 def test_weights_spread_requests_3_to_1(gw, up):
     _, secret = gw.account(BALANCE)
     c = client(gw, secret)
-    for _ in range(160):
+    n = 200
+    for _ in range(n):
         c.chat.completions.create(model=OPENAI_MODEL, messages=MESSAGES, max_tokens=5)
     east, west = len(up["east"].requests), len(up["west"].requests)
-    assert east + west == 160
-    assert 0.65 <= east / 160 <= 0.85, (east, west)
+    assert east + west == n
+    # Five standard deviations of a 3:1 draw either side of 75% (a false failure about once
+    # in a million runs); tests/pipeline/test_health.py checks the ratio itself closely.
+    assert 0.6 <= east / n <= 0.9, (east, west)
 
 
 def test_429_retry_after_within_limit_is_waited_for(gw, up):
