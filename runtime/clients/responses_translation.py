@@ -6,10 +6,12 @@ items) becomes chat messages: message items (roles user/assistant/system/develop
 input_text/output_text/refusal, input_image with a URL, input_file with file_data or file_id,
 input_audio), `function_call` items (joined into the preceding assistant turn as tool_calls,
 keyed by `call_id`; a `namespace` on the item selects the flattened name, see below) and
-`function_call_output` items (one `tool` message each). Reasoning items carry opaque state for
-another provider and are dropped. A compaction item made by this
-gateway (see `compaction_item`) becomes a system message with its summary; one made by another
-provider, `item_reference` and hosted-tool items are 400s naming the item. Function tools are
+`function_call_output` items (one `tool` message each). A reasoning item this gateway wrote
+for the same provider (see Reasoning state below) gives its thinking state back to the next
+assistant message; any other reasoning item (another provider's opaque state) is dropped. A
+compaction item made by this gateway (see `compaction_item`) becomes a system message with
+its summary; one made by another provider, `item_reference` and hosted-tool items are 400s
+naming the item. Function tools are
 flat in Responses and nested in chat. `namespace` tool groups (Codex sends MCP servers so)
 become one function tool per member, named by `flat_name` (`<namespace>__<name>`, within the
 64 characters and the alphabet every provider accepts); `ToolPlan.names` maps those names back
@@ -26,10 +28,11 @@ chat equivalent that changes the answer); `background`, `conversation` and `prom
 server-side state and are 400s.
 
 Answer (`from_chat`): a `chat.completion` becomes a Response object: a reasoning item (from
-`reasoning_content`), a message item with `output_text` (and `refusal`) parts, and one
-`function_call` item per tool call; `finish_reason` length/content_filter make the status
-`incomplete` with `incomplete_details.reason` max_output_tokens/content_filter; usage is
-renamed (input/output tokens, `input_tokens_details.{cached_tokens,cache_write_tokens}`,
+`reasoning_content`, and carrying the provider's thinking state when asked), a message item
+with `output_text` (and `refusal`) parts, and one `function_call` item per tool call;
+`finish_reason` length/content_filter make the status `incomplete` with
+`incomplete_details.reason` max_output_tokens/content_filter; usage is renamed (input/output
+tokens, `input_tokens_details.{cached_tokens,cache_write_tokens}`,
 `output_tokens_details.reasoning_tokens`).
 
 Streams (`ResponseEvents`): an explicit state machine from chat chunks to Responses events,
@@ -41,6 +44,18 @@ output_item.done; a text or reasoning item is closed when another kind of output
 calls at the end; finally response.completed (or response.incomplete) with the whole response
 and usage. `fail` ends a broken stream with an `error` event (carrying both the flat fields of
 the SDK type and a nested `error` object, on which the Python SDK raises) and response.failed.
+
+Reasoning state (`encode_carried`, `decode_carried`): a client that keeps no server state
+asks for `include: ["reasoning.encrypted_content"]` and sends reasoning items back (Codex
+does). A translated provider's own thinking state then rides in the reasoning item's
+`encrypted_content` (`tmr1.` + base64url JSON; readable, not encrypted, tagged with the
+provider's dialect): Anthropic's signed thinking blocks (chat's `thinking_blocks`) and
+Gemini's thought signatures by call id (chat's `tool_calls[].extra_content.google.
+thought_signature`). In a stream, state that arrives while a reasoning item is open joins
+it; state without one (a signature on a call with no thought before it, a redacted block)
+gets a reasoning item of its own just before. Sent back to the same dialect it becomes the
+next assistant message's `thinking_blocks` and its calls' signatures again; a native
+Responses provider never receives these items (`own_reasoning_dropped`).
 
 Compaction (`compact_request`, `compacted`): the conversation is rendered as a transcript and
 summarised by the chat model; the answer keeps every user message verbatim, followed by one

@@ -20,7 +20,15 @@ codex_exec, x-codex-* and session-id/thread-id headers) with `model`, `input` (d
 user messages), `tools` (function tools and a `web_search` tool), `tool_choice` auto,
 `parallel_tool_calls`, `reasoning: {"summary": "auto"}`, `store: false`,
 `include: ["reasoning.encrypted_content"]`, `prompt_cache_key`, `client_metadata` (session,
-turn and installation ids) and `stream: true`."""
+turn and installation ids) and `stream: true`; with `model_reasoning_effort` set,
+`reasoning.effort` too. Its shell tool is the function `exec_command` (`{"cmd": "<command>"}`);
+`codex exec` runs it in its default read-only sandbox without asking, and sends the output
+back as a `function_call_output` item, after the answer's reasoning item and function call.
+
+Both CLIs' tool loops are driven by the fakes: a `run: <command>` line in the last user text
+is answered with a call of the declared shell tool (tests/fakes/shell_call.py). Claude Code's
+Messages requests reach OpenAI models through OpenAI chat, so that case runs on a second
+gateway whose OpenAI is the strict chat fake."""
 
 from __future__ import annotations
 
