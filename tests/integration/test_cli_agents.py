@@ -252,10 +252,11 @@ def test_claude_code_bash_tool_loop(cli_agents, up, proxy_to, tmp_path, model, u
 # -- Codex --------------------------------------------------------------------------------------
 
 def run_codex(cli: Path, proxy: RecordingProxy, key: str, home: Path, model: str = GPT,
-              prompt: str = "say hi", settings: str = ""
+              prompt: str = "say hi", settings: str = "", resume: bool = False
               ) -> tuple[int, list[dict[str, Any]], str]:
     """`codex exec --json <prompt>` with a custom provider on the proxy (`settings`: more
-    top-level config.toml lines): (exit code, the JSON events it printed, stderr)."""
+    top-level config.toml lines; `resume`: the next turn of the newest session, `codex exec
+    resume --last`): (exit code, the JSON events it printed, stderr)."""
     codex_home = home / ".codex"
     codex_home.mkdir(parents=True, exist_ok=True)
     (codex_home / "config.toml").write_text(f"""\
@@ -271,7 +272,8 @@ wire_api = "responses"
 """)
     env = {"PATH": os.environ["PATH"], "HOME": str(home), "CODEX_HOME": str(codex_home),
            "TOKMODEL_API_KEY": key}
-    done = subprocess.run([str(cli / "node_modules" / ".bin" / "codex"), "exec",
+    command = ["exec", "resume", "--last"] if resume else ["exec"]
+    done = subprocess.run([str(cli / "node_modules" / ".bin" / "codex"), *command,
                            "--skip-git-repo-check", "--json", prompt], cwd=home, env=env,
                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
     events = []
@@ -356,12 +358,12 @@ def upstream_cost(model: str, upstream: str, usage: dict[str, Any]) -> int:
 
 
 def tool_output_sent(upstream: str, body: dict[str, Any]) -> str:
-    """The shell command's output as the second upstream request carries it, in that
+    """The latest shell command's output as an upstream request carries it, in that
     provider's own format: a function_call_output item, a tool_result block, a
     functionResponse part."""
     if upstream == "openai":
-        (out,) = [i for i in body["input"] if i.get("type") == "function_call_output"]
-        return out["output"]
+        assert body["input"][-1]["type"] == "function_call_output"
+        return body["input"][-1]["output"]
     if upstream == "anthropic":
         last = body["messages"][-1]["content"]
         assert last[0]["type"] == "tool_result"
@@ -370,68 +372,88 @@ def tool_output_sent(upstream: str, body: dict[str, Any]) -> str:
     return json.dumps(part["functionResponse"]["response"])
 
 
+def codex_turn(cli: Path, proxy: RecordingProxy, secret: str, home: Path, model: str,
+               number: int, resume: bool) -> list[dict[str, Any]]:
+    """One `codex exec` turn asking to run `echo tokmodel-<number>` with a reasoning effort;
+    checks that Codex ran it once and answered with its output; returns the items it
+    printed."""
+    code, events, stderr = run_codex(cli, proxy, secret, home, model,
+                                     prompt=f"run: echo tokmodel-{number}",
+                                     settings='model_reasoning_effort = "medium"',
+                                     resume=resume)
+    assert code == 0, (stderr, events, answers(proxy))
+    done = [e["item"] for e in events if e.get("type") == "item.completed"]
+    commands = [i for i in done if i["type"] == "command_execution"]
+    assert len(commands) == 1 and f"echo tokmodel-{number}" in commands[0]["command"]
+    assert (commands[0]["exit_code"], commands[0]["aggregated_output"]) == (
+        0, f"tokmodel-{number}\n")
+    messages = [i["text"] for i in done if i["type"] == "agent_message"]
+    assert len(messages) == 1 and messages[0].startswith("echo: ")
+    assert f"tokmodel-{number}" in messages[0]
+    return done
+
+
 @pytest.mark.parametrize("model, upstream", [(GPT, "openai"), (CLAUDE, "anthropic"),
                                              (GEMINI, "gemini")])
 def test_codex_shell_tool_loop_with_reasoning(cli_agents, gw, up, proxy, tmp_path, model,
                                               upstream):
     """Codex at its defaults (read-only sandbox, no approvals in `exec`) plus a reasoning
-    effort: the model calls Codex's shell tool (`exec_command`), Codex runs the command and
-    sends its output back with the reasoning item of the first answer, and the final answer
-    carries the output. The reasoning item comes back as the provider's own: OpenAI's
-    encrypted content unchanged, Claude's signed thinking block, Gemini's thought signature,
-    each checked by its strict fake."""
+    effort, two turns (`codex exec`, then `codex exec resume --last`): each time the model
+    calls Codex's shell tool (`exec_command`), Codex runs the command and sends its output
+    back with the reasoning items so far, and the answer carries the output. The reasoning
+    items come back as the provider's own: OpenAI's encrypted content unchanged, Claude's
+    signed thinking blocks, Gemini's thought signatures, each checked by its strict fake."""
     up["openai"].accept_client_metadata = True
     up["gemini"].signatures = True
+    home = tmp_path / "home"
     try:
         account, secret = gw.account(START_CREDITS)
-        code, events, stderr = run_codex(cli_agents, proxy, secret, tmp_path / "home", model,
-                                         prompt="run: echo tokmodel-42",
-                                         settings='model_reasoning_effort = "medium"')
+        codex_turn(cli_agents, proxy, secret, home, model, 42, resume=False)
+        codex_turn(cli_agents, proxy, secret, home, model, 43, resume=True)
     finally:
         up["openai"].accept_client_metadata = False
-    assert code == 0, (stderr, events, answers(proxy))
-    done = [e["item"] for e in events if e.get("type") == "item.completed"]
-    commands = [i for i in done if i["type"] == "command_execution"]
-    assert len(commands) == 1 and "echo tokmodel-42" in commands[0]["command"]
-    assert (commands[0]["exit_code"], commands[0]["aggregated_output"]) == (0, "tokmodel-42\n")
-    messages = [i["text"] for i in done if i["type"] == "agent_message"]
-    assert len(messages) == 1 and messages[0].startswith("echo: ")
-    assert "tokmodel-42" in messages[0]
 
-    # two requests, both answered: the call, then the answer to its output
-    assert [status for status, _ in answers(proxy)] == [200, 200], answers(proxy)
-    first, second = (r.body for r in proxy.requests)
-    assert first["include"] == ["reasoning.encrypted_content"] and first["store"] is False
-    assert first["reasoning"]["effort"] == "medium"
-    assert [t["name"] for t in first["tools"] if t["type"] == "function"][0] == "exec_command"
-    sent_back = [i for i in second["input"] if i.get("type") == "reasoning"]
-    call = next(i for i in second["input"] if i.get("type") == "function_call")
-    output = next(i for i in second["input"] if i.get("type") == "function_call_output")
-    assert call["name"] == "exec_command" and json.loads(call["arguments"])["cmd"] == (
-        "echo tokmodel-42")
-    assert output["call_id"] == call["call_id"] and "tokmodel-42" in output["output"]
-    assert len(sent_back) == 1 and sent_back[0]["encrypted_content"]
+    # per turn two requests, all answered: the call, then the answer to its output
+    assert [status for status, _ in answers(proxy)] == [200] * 4, answers(proxy)
+    sent = [r.body for r in proxy.requests]
+    assert sent[0]["include"] == ["reasoning.encrypted_content"] and sent[0]["store"] is False
+    assert sent[0]["reasoning"]["effort"] == "medium"
+    assert [t["name"] for t in sent[0]["tools"] if t["type"] == "function"][0] == "exec_command"
+    last = sent[-1]["input"]
+    calls = [i for i in last if i.get("type") == "function_call"]
+    outputs = [i for i in last if i.get("type") == "function_call_output"]
+    assert [json.loads(c["arguments"])["cmd"] for c in calls] == ["echo tokmodel-42",
+                                                                  "echo tokmodel-43"]
+    assert [o["call_id"] for o in outputs] == [c["call_id"] for c in calls]
+    # one reasoning item per earlier answer, each with the state Codex keeps for the provider
+    sent_back = [i for i in last if i.get("type") == "reasoning"]
+    assert len(sent_back) == 3
 
     others = {"openai", "anthropic", "gemini"} - {upstream}
     assert all(up[name].requests == [] for name in others)
     got = [r.body for r in up[upstream].requests]
-    assert len(got) == 2 and "tokmodel-42" in tool_output_sent(upstream, got[1])
+    assert len(got) == 4
+    assert "tokmodel-42" in tool_output_sent(upstream, got[1])
+    assert "tokmodel-43" in tool_output_sent(upstream, got[3])
     if upstream == "openai":
-        # OpenAI's own reasoning item went back to it as it came
-        assert sent_back[0]["encrypted_content"] == up["openai"].issued_reasoning[0]
-        assert [i for i in got[1]["input"] if i.get("type") == "reasoning"] == sent_back
+        # OpenAI's own reasoning items went back to it as they came
+        assert [i["encrypted_content"] for i in sent_back] == up["openai"].issued_reasoning[:3]
+        assert [i for i in got[3]["input"] if i.get("type") == "reasoning"] == sent_back
     elif upstream == "anthropic":
-        # thinking stays on, the tool loop's assistant turn opens with the signed block
-        assert got[0]["thinking"]["type"] == got[1]["thinking"]["type"] == "enabled"
-        thinking, use = got[1]["messages"][1]["content"][:2]
-        assert thinking["type"] == "thinking" and use["type"] == "tool_use"
-        assert thinking["signature"] in up["anthropic"].issued_signatures
+        # thinking stays on: every assistant turn opens with its signed thinking block
+        assert all(r["thinking"]["type"] == "enabled" for r in got)
+        turns = [m["content"] for m in got[3]["messages"] if m["role"] == "assistant"]
+        assert [[b["type"] for b in t] for t in turns] == [
+            ["thinking", "tool_use"], ["thinking", "text"], ["thinking", "tool_use"]]
+        assert all(t[0]["signature"] in up["anthropic"].issued_signatures for t in turns)
     else:
-        step = got[1]["contents"][-2]["parts"]
-        assert step[0]["functionCall"]["name"] == "exec_command"
-        assert step[0]["thoughtSignature"] in up["gemini"].issued_signatures
+        steps = [c["parts"] for c in got[3]["contents"] if c["role"] == "model"
+                 and "functionCall" in c["parts"][0]]
+        assert [p[0]["functionCall"]["args"]["cmd"] for p in steps] == ["echo tokmodel-42",
+                                                                        "echo tokmodel-43"]
+        assert all(p[0]["thoughtSignature"] in up["gemini"].issued_signatures for p in steps)
 
     usages = up[upstream].usages
-    assert len(usages) == 2
+    assert len(usages) == 4
     cost = sum(upstream_cost(model, upstream, usage) for usage in usages)
     assert cost > 0 and charged(gw, account) == cost
