@@ -102,7 +102,8 @@ def _continuation(request: Request, model: Model, native: bool,
 def _native_call(model: Model, kind: str, body: Any, stream: bool) -> UpstreamCall:
     sent = provider_body(model, kind, body)
     if "input" in sent:
-        sent["input"] = ri.own_compactions_to_messages(sent["input"])
+        sent["input"] = ri.own_reasoning_dropped(
+            ri.own_compactions_to_messages(sent["input"]))
     headers = json_headers(model)
     if stream:
         headers["Accept"] = "text/event-stream"
@@ -160,7 +161,9 @@ class ResponsesExchange:
         self.names = plan.names
         if plan.dropped:
             self.headers[DROPPED_TOOLS_HEADER] = ",".join(dict.fromkeys(plan.dropped))
-        chat = ri.to_chat(body, plan)
+        dialect = model.provider.descriptor.dialect
+        self.carry = dialect if ri.carries(body) else None
+        chat = ri.to_chat(body, plan, dialect)
         if self.stream:
             chat["stream"] = True
         self.call = self.adapter.build(chat, model, self.stream)
@@ -180,7 +183,8 @@ class ResponsesExchange:
         else:
             completion = self.adapter.parse(payload, self.model)
             payload = ri.from_chat(completion, ri.skeleton(self.request.body, self.shown,
-                                                           ri.new_id("resp")), self.names)
+                                                           ri.new_id("resp")), self.names,
+                                  self.carry)
         self.kept(payload)
         return _answer(payload, self.model, self.headers)
 
@@ -202,7 +206,8 @@ class ResponsesExchange:
                                 on_close=upstream.close, on_done=self.kept)
         response = ri.skeleton(self.request.body, self.shown, ri.new_id("resp"))
         return TranslatedStream(self.adapter.stream(chunks, self.model),
-                                ri.ResponseEvents(response, self.names), model=self.model,
+                                ri.ResponseEvents(response, self.names, self.carry),
+                                model=self.model,
                                 meter=meter, prompt_chars=chars, on_close=upstream.close,
                                 on_done=self.kept)
 

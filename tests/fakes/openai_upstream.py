@@ -43,7 +43,10 @@ Deterministic answers
   ``{"city": "Oslo"}``, id ``call_<random>``): when ``tools`` has a function tool and
   ``tool_choice`` is absent/``"auto"`` and the last message is a user message containing the
   word "weather" (first function tool), or ``tool_choice`` is ``"required"`` (first function
-  tool) or names a function (that function).
+  tool) or names a function (that function). With ``tool_choice`` absent/``"auto"``, a line
+  ``run: C`` in the last user message and a coding agent's shell tool declared (``Bash``,
+  ``exec_command``, ...) is answered with a call of that tool running C instead (arguments in
+  that tool's shape, see ``tests.fakes.shell_call``).
 * ``stop`` cuts the text before the first stop string; ``max_tokens``/``max_completion_tokens``
   smaller than the reply's word count keeps that many words, ``finish_reason: "length"``.
 * ``n`` choices with the same content (each tool call its own id).
@@ -108,6 +111,7 @@ from typing import Any, Self
 from requests.structures import CaseInsensitiveDict
 
 from .http_fake import read_body
+from .shell_call import shell_call
 from .sse import DONE, encode_comment, encode_event
 
 OPENAI_CHAT_FIELDS: frozenset[str] = frozenset(
@@ -328,8 +332,8 @@ def _empty_array(param: str) -> _Reject:
     )
 
 
-def _text_of(content: Any) -> str:
-    """Text of a message content: the string, or its text parts joined with a space."""
+def _text_of(content: Any, sep: str = " ") -> str:
+    """Text of a message content: the string, or its text parts joined with `sep`."""
     if isinstance(content, str):
         return content
     if isinstance(content, list):
@@ -338,7 +342,7 @@ def _text_of(content: Any) -> str:
             for part in content
             if isinstance(part, dict) and isinstance(part.get("text"), str)
         ]
-        return " ".join(texts)
+        return sep.join(texts)
     return ""
 
 
@@ -705,6 +709,7 @@ class _Answer:
     finish_reason: str
     tool_name: str | None
     completion_tokens: int
+    arguments: str = TOOL_ARGUMENTS
 
 
 def _compose(body: dict[str, Any]) -> _Answer:
@@ -723,6 +728,11 @@ def _compose(body: dict[str, Any]) -> _Answer:
             tool_name = function_names[0]
         elif last.get("role") == "user" and _WEATHER.search(_text_of(last.get("content"))):
             tool_name = function_names[0]
+    shell = (shell_call(_text_of(last.get("content"), "\n"), function_names)
+             if last.get("role") == "user" and choice in (None, "auto") else None)
+    if shell is not None:
+        arguments = json.dumps(shell[1])
+        return _Answer(None, [], "tool_calls", shell[0], len(arguments.split()), arguments)
     if tool_name is not None:
         return _Answer(None, [], "tool_calls", tool_name, len(TOOL_ARGUMENTS.split()))
 
@@ -984,7 +994,7 @@ class _Handler(BaseHTTPRequestHandler):
                     {
                         "id": call_ids[index],
                         "type": "function",
-                        "function": {"name": answer.tool_name, "arguments": TOOL_ARGUMENTS},
+                        "function": {"name": answer.tool_name, "arguments": answer.arguments},
                     }
                 ]
             choices.append(
@@ -1047,8 +1057,9 @@ class _Handler(BaseHTTPRequestHandler):
                 }
                 delta = {"role": "assistant", "content": None, "tool_calls": [first_delta]}
                 yield "role", chunk(index, delta)
-            size = -(-len(TOOL_ARGUMENTS) // 3)
-            fragments = [TOOL_ARGUMENTS[i : i + size] for i in range(0, len(TOOL_ARGUMENTS), size)]
+            args = answer.arguments
+            size = -(-len(args) // 3)
+            fragments = [args[i : i + size] for i in range(0, len(args), size)]
             for fragment in fragments:
                 for index in range(n):
                     delta = {"tool_calls": [{"index": 0, "function": {"arguments": fragment}}]}
