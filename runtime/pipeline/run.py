@@ -57,6 +57,7 @@ class Pipeline:
         record = _record(req, route)
         key = self.gw.authenticate(req)
         record.account_id, record.key_id = key.account_id, key.id
+        self.gw.admit_body(req, key)
         with self._read(req, route) as request:
             request.account_id, request.gateway = key.account_id, self.gw
             if route.check is not None:
