@@ -32,6 +32,7 @@ from runtime.ops import MappingError
 from runtime.pipeline.attempts import Answered, Attempts, chunks_after
 from runtime.pipeline.health import DeploymentHealth
 from runtime.pipeline.route import Exchange, Request, Route
+from runtime.providers import pending_images
 from runtime.providers.base import StreamBroken
 from runtime.store import KeyRecord
 from runtime.upstream import broken_off
@@ -78,6 +79,7 @@ class Pipeline:
             for name in route.id_headers:
                 resp.set_header(name, record.request_id)
             with meter.releasing_on_failure():
+                _download_images(primary)
                 self._answer(resp, route, request, candidates, primary, shown, meter, record)
 
     def candidates(self, request: Request, route: Route) -> list[Model]:
@@ -121,6 +123,7 @@ class Pipeline:
                     exchange = _exchange(route, request, model, model.id)
                 except GatewayError:
                     continue   # this fallback cannot take the request as sent
+                _download_images(exchange)
                 observe.fallback(candidates[0].id, model.id)
             outcome = self.attempts.try_model(exchange, model, record)
             if isinstance(outcome, Answered):
@@ -192,6 +195,13 @@ def _exchange(route: Route, request: Request, model: Model, shown: str) -> Excha
         return route.exchange(request, model, shown)
     except MappingError as exc:
         raise BadRequest(exc.message, param=exc.param) from None
+
+
+def _download_images(exchange: Exchange) -> None:
+    """Image URLs the provider needs as bytes, downloaded now that credits are held (a
+    translation only marks where they go: runtime/providers/pending_images.py)."""
+    if exchange.call.images:
+        exchange.call = pending_images.fetched(exchange.call)
 
 
 def _chunks(first: bytes, upstream: Any) -> Iterator[bytes]:

@@ -27,6 +27,8 @@ class UpstreamCall:
     headers: dict[str, str]
     body: bytes | Iterable[bytes]
     params: dict[str, str] = field(default_factory=dict)
+    # image URLs still to download into `body` once credits are held (pending_images.py)
+    images: tuple[Any, ...] = ()
 
 
 class StreamBroken(Exception):
