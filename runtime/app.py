@@ -113,6 +113,6 @@ def get_app() -> BodyGuard:
 
     settings = Settings.from_env()
     app = create_app(settings, registry, open_store(settings.database_url),
-                     Upstream(),
+                     Upstream(max_answer_bytes=settings.max_upstream_answer_bytes),
                      load_catalogue(settings.providers_file, registry=registry))
     return BodyGuard(app, settings.body_idle_timeout, settings.max_body_bytes)

@@ -41,6 +41,16 @@ class StreamBroken(Exception):
         self.status = status
 
 
+class EventTooLarge(StreamBroken):
+    """One event of an upstream stream is larger than the cap (runtime/sse.py); `received`
+    bytes of it were read, charged as output produced."""
+
+    def __init__(self, cap: int, received: int) -> None:
+        super().__init__(f"The upstream provider sent a stream event larger than this "
+                         f"gateway's limit of {cap} bytes (TOKMODEL_MAX_STREAM_EVENT_BYTES).")
+        self.received = received
+
+
 class SSEFraming:
     """Stream framing of providers that stream Server-Sent Events. A provider with another
     framing (AWS event-stream, JSON lines) overrides `events` in its adapter, and nothing
