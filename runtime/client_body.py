@@ -17,7 +17,8 @@ happens to a body the application answered without reading.
   the unread bytes with a reset, which can destroy the response before the client reads it
   (most clients read the answer only after sending the whole body).
 
-Without `gunicorn.socket` (in-process tests) the application is called unchanged.
+Without `gunicorn.socket` (in-process tests), and on HTTP/2, where one socket carries many
+requests, the application is called unchanged.
 """
 
 from __future__ import annotations
@@ -115,7 +116,8 @@ class BodyGuard:
         sock = environ.get("gunicorn.socket")
         length_header = environ.get("CONTENT_LENGTH")
         chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
-        if sock is None or (not length_header and not chunked):
+        if sock is None or (not length_header and not chunked) or (
+                environ.get("HTTP_VERSION") == "2"):   # one socket shared by many streams
             return self.app(environ, start_response)
         try:
             length = int(length_header) if length_header else None
