@@ -76,8 +76,11 @@ class UpstreamResponse:
         past it)."""
         cap = self.max_bytes
         declared = self.headers.get("Content-Length")
-        if declared is not None and declared.isdigit() and int(declared) <= cap:
-            return self._raw.read()   # http.client reads no more than the declared length
+        if (declared is not None and declared.isdigit() and int(declared) <= cap
+                and not self.headers.get("Content-Encoding")):
+            # http.client reads no more than the declared length (and, not compressed, it
+            # is the length decoded)
+            return self._raw.read()
         parts: list[bytes] = []
         size = 0
         read = self._raw.read

@@ -73,7 +73,7 @@ class GeminiCounter:
         self._chat = GeminiChat()
 
     def build(self, body: Mapping[str, Any], model: Model) -> UpstreamCall:
-        # countTokens needs the images themselves: downloaded here, as the answer is free
+        # countTokens needs the image bytes too; it is not priced, so no hold comes first
         generate = pending_images.fetched(self._chat.build(body, model, False))
         request = json.loads(generate.body)  # type: ignore[arg-type]
         wrapped = {"generateContentRequest": {"model": f"models/{model.upstream}", **request}}
