@@ -133,6 +133,26 @@ def test_zero_balance_big_body_sent_whole_is_refused_in_the_clients_format(gw, u
         assert resp.json()["error"]["message"].startswith("Insufficient credits")
 
 
+def test_a_refused_body_that_arrives_in_time_is_drained_and_the_connection_kept(gw, up):
+    """The answer goes out first; a body the client then sends whole is read and thrown
+    away, and the keep-alive connection serves the next request."""
+    _, secret = gw.account(0)
+    body = b"{" + b" " * 300_000 + b"}"
+    host, port = gw.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall((f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                      f"Authorization: Bearer {secret}\r\nContent-Type: application/json\r\n"
+                      f"Content-Length: {len(body)}\r\n\r\n").encode())
+        first = sock.recv(65536)
+        assert first.startswith(b"HTTP/1.1 403"), first[:100]
+        sock.sendall(body + b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        second = b""
+        while b"HTTP/1.1 200" not in second:
+            more = sock.recv(65536)
+            assert more, "the connection was closed instead of serving the next request"
+            second += more
+
+
 def test_zero_balance_multipart_upload_is_refused_before_it_is_read(gw, up):
     _, secret = gw.account(0)
     headers = {"Authorization": f"Bearer {secret}",
