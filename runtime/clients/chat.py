@@ -141,6 +141,7 @@ class ChatStream(MeteredStream):
                     yield out
         except (StreamBroken, GatewayError) as exc:
             self._status = exc.status
+            self._produced_chars += getattr(exc, "received", 0)  # an over-cap event's bytes
             self._finish()
             yield error_event(exc.message, exc.type)
         else:

@@ -250,6 +250,7 @@ class TranslatedStream(MeteredStream):
                     yield b"".join(out)
         except (StreamBroken, GatewayError) as exc:
             self._status = exc.status
+            self._produced_chars += getattr(exc, "received", 0)  # an over-cap event's bytes
             self._finish()
             yield inbound.error_event(exc.status, exc.message, exc.type)
         else:
@@ -285,6 +286,7 @@ class PassthroughStream(SettlingBody):
                     return
         except StreamBroken as exc:
             self._status = exc.status
+            self._produced_chars += getattr(exc, "received", 0)  # an over-cap event's bytes
             self._finish()
             yield inbound.error_event(exc.status, exc.message, exc.type)
         else:

@@ -304,6 +304,7 @@ class NativeStream(MeteredStream):
                     return  # the upstream is closed: nothing follows a terminal event
         except (StreamBroken, GatewayError) as exc:
             self._status = exc.status
+            self._produced_chars += getattr(exc, "received", 0)  # an over-cap event's bytes
             self._finish()
             yield ri.sse(_error_data(exc.message, "upstream_error"))
         finally:
@@ -335,6 +336,7 @@ class TranslatedStream(MeteredStream):
                     yield ri.sse(event)
         except (StreamBroken, GatewayError) as exc:
             self._status = exc.status
+            self._produced_chars += getattr(exc, "received", 0)  # an over-cap event's bytes
             self._finish()
             code = getattr(exc, "type", None) or "upstream_error"
             for event in machine.fail(exc.message, code, self._usage_out()):

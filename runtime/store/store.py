@@ -49,6 +49,12 @@ _account_by_name = select(*_account_cols).where(accounts.c.name == bindparam("b_
 _account_by_id = select(*_account_cols).where(accounts.c.id == bindparam("b_id"))
 _account_id_by_name = select(accounts.c.id).where(accounts.c.name == bindparam("b_name"))
 _all_accounts = select(*_account_cols).order_by(accounts.c.id)
+# Who may start a priced request before its cost is known (see Store.can_spend).
+_can_spend = (
+    select(accounts.c.id)
+    .where(accounts.c.id == bindparam("b_id"))
+    .where(accounts.c.balance_micro > 0)
+)
 _insert_account = insert(accounts).returning(accounts.c.id)
 _topup = (
     update(accounts)
@@ -278,6 +284,13 @@ class Store:
         return None if row is None else _key(row)
 
     # credits: reserve -> forward -> settle
+
+    @_db_errors
+    def can_spend(self, account_id: int) -> bool:
+        """True when the account may start a priced request at all (a positive balance): the
+        cheap check made before a large request body is read, ahead of the exact hold."""
+        with self._reader.connect() as conn:
+            return conn.execute(_can_spend, {"b_id": account_id}).first() is not None
 
     @_db_errors
     def hold(self, request_id: str, account_id: int, amount_micro: int) -> bool:

@@ -434,3 +434,17 @@ def test_a_version_1_sqlite_database_keeps_its_holds_when_migrated(tmp_path):
         assert store.get_account("acme").balance_micro == 940
     finally:
         store.close()
+
+
+# the cheap credit check made before a large request body is read
+
+def test_can_spend_needs_a_positive_balance(store: Store) -> None:
+    empty = store.create_account("empty", 0)
+    funded = store.create_account("funded", 1)
+    assert not store.can_spend(empty.id)
+    assert store.can_spend(funded.id)
+    assert not store.can_spend(funded.id + 1000)   # no such account
+    store.topup("empty", 5)
+    assert store.can_spend(empty.id)
+    assert store.hold("req-all", funded.id, 1)       # the whole balance held: nothing left
+    assert not store.can_spend(funded.id)
