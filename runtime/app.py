@@ -107,9 +107,14 @@ def create_app(settings: Settings, registry: ModuleType, store: Store, upstream:
 
 def get_app() -> falcon.App:
     """The app for this process, configured from the environment."""
+    return build_app()[0]
+
+
+def build_app() -> tuple[falcon.App, Store]:
+    """`get_app()` and the store it serves from (whose holds the worker keeps alive)."""
     from generated import registry
 
     settings = Settings.from_env()
-    return create_app(settings, registry, open_store(settings.database_url),
-                      Upstream(),
-                      load_catalogue(settings.providers_file, registry=registry))
+    store = open_store(settings.database_url)
+    return create_app(settings, registry, store, Upstream(),
+                      load_catalogue(settings.providers_file, registry=registry)), store
