@@ -70,8 +70,9 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "holds without rowid (SQLite)", _holds_without_rowid),
     Migration(3, "stored_responses",
               lambda conn: schema.stored_responses.create(conn, checkfirst=True)),
-    # Version 4 (money in nano-credits, the ledger table) comes from another line of work;
-    # versions need only ascend, so 5 applies after 3 until it lands.
+    # Version 4 is reserved for money in nano-credits and the ledger table. Versions need
+    # only ascend and each is applied when missing, so 5 touches only `holds` and applies
+    # after 3 until 4 exists.
     Migration(5, "holds: owner, heartbeat_at, progress", _hold_heartbeats),
 )
 
