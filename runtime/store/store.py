@@ -339,7 +339,8 @@ class Store:
 
     @_db_errors
     def release_stale_holds(self, older_than_seconds: int) -> int:
-        """Give back holds older than that (after a crash); return how many."""
+        """Give back in full every hold created more than that ago, live or not; return how
+        many. Operators settle lost holds with `sweep_stale_holds` instead."""
         if not isinstance(older_than_seconds, int | float) or older_than_seconds < 0:
             raise ValueError("older_than_seconds must be >= 0")
         cutoff = datetime.now(UTC) - timedelta(seconds=older_than_seconds)
