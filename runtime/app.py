@@ -107,12 +107,19 @@ def create_app(settings: Settings, registry: ModuleType, store: Store, upstream:
 
 
 def get_app() -> BodyGuard:
-    """The app for this process, configured from the environment, with the idle timeout on
-    request bodies and the disposal of unread ones (runtime/client_body.py)."""
+    """The app for this process, configured from the environment."""
+    return build_app()[0]
+
+
+def build_app() -> tuple[BodyGuard, Store]:
+    """`get_app()` and the store it serves from (whose holds the worker keeps alive): the app
+    with the idle timeout on request bodies and the disposal of unread ones
+    (runtime/client_body.py)."""
     from generated import registry
 
     settings = Settings.from_env()
-    app = create_app(settings, registry, open_store(settings.database_url),
+    store = open_store(settings.database_url)
+    app = create_app(settings, registry, store,
                      Upstream(max_answer_bytes=settings.max_upstream_answer_bytes),
                      load_catalogue(settings.providers_file, registry=registry))
-    return BodyGuard(app, settings.body_idle_timeout, settings.max_body_bytes)
+    return BodyGuard(app, settings.body_idle_timeout, settings.max_body_bytes), store

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
+from runtime.billing.hold_progress import CutNow
 from runtime.billing.meter import Meter
 from runtime.billing.pricing import Usage, token_cost
 from runtime.billing.settling_body import SettlingBody
@@ -56,6 +57,18 @@ class MeteredStream(SettlingBody):
                 self._produced_chars += delta_chars(delta)
         if isinstance(chunk.get("usage"), dict):
             self._usage = Usage.from_openai(chunk["usage"])
+
+    def produced(self) -> tuple[Usage, Decimal]:
+        """The usage and exact cost a cut now would be charged (settle_produced's rule),
+        without settling, and at least the prompt estimate: the provider accepted the
+        request. Recorded on the hold while the stream runs (billing/hold_progress.py)."""
+        cut = CutNow(self._meter.request_id)
+        settle_produced(cut, self._model, self._usage, self._prompt_chars,  # type: ignore[arg-type]
+                        self._produced_chars, 499)
+        if cut.usage.empty:
+            prompt = Usage(prompt_tokens=estimate_tokens(self._prompt_chars))
+            return prompt, token_cost(self._model, prompt)
+        return cut.usage, cut.cost
 
     def _finish(self) -> None:
         if self._meter.settled:

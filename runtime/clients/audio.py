@@ -84,6 +84,11 @@ class AudioStream(SettlingBody):
         finally:
             self._finish()
 
+    def produced(self) -> tuple[Usage, Decimal]:
+        """What a cut now would be charged: the whole input (the provider accepted it and
+        audio is on its way). Recorded on the hold while the stream runs."""
+        return Usage(units=dict(self._units)), self._cost
+
     def _finish(self) -> None:
         self._note_interruption()
         try:

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator, Mapping
+from decimal import Decimal
 from typing import Any
 
 from runtime.billing.meter import Meter
@@ -335,6 +336,13 @@ class PassthroughStream(SettlingBody):
             self._ended = True
         self._finish()
         return encode(ev.data, name)
+
+    def produced(self) -> tuple[Usage, Decimal]:
+        """The usage and exact cost a cut now would be charged, without settling (recorded
+        on the hold while the stream runs: billing/hold_progress.py); the prompt is known
+        exactly from message_start."""
+        usage = self._current() if self._usage else Usage()
+        return usage, token_cost(self._model, usage)
 
     def _current(self) -> Usage:
         usage = dict(self._usage)

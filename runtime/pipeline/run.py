@@ -22,6 +22,7 @@ from typing import Any
 
 import falcon
 
+from runtime.billing.hold_progress import watch_stream
 from runtime.billing.meter import Meter
 from runtime.billing.metered_stream import settle_produced
 from runtime.billing.pricing import Usage
@@ -149,6 +150,7 @@ class Pipeline:
         if answered.first is not None:
             record.mark_first_byte()
             body = exchange.stream_body(_chunks(answered.first, upstream), upstream, meter)
+            watch_stream(meter, body)   # accepted: its progress is recorded on the hold
             record.deferred = True
             observe.stream_opened()
             resp.content_type = body.content_type

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, Engine, MetaData, insert, select, text
+from sqlalchemy import Connection, Engine, MetaData, insert, inspect, select, text
 
 from . import schema
 
@@ -51,11 +51,29 @@ def _holds_without_rowid(conn: Connection) -> None:
     conn.execute(text("ALTER TABLE holds_rebuilt RENAME TO holds"))
 
 
+def _hold_heartbeats(conn: Connection) -> None:
+    """Owner, heartbeat and progress on `holds` (schema.py). Only the columns missing are
+    added: a SQLite database coming from version 1 got them already when version 2 rebuilt
+    `holds` from schema.py."""
+    present = {column["name"] for column in inspect(conn).get_columns("holds")}
+    preparer = conn.dialect.identifier_preparer
+    for name in ("owner", "heartbeat_at", "progress"):
+        if name in present:
+            continue
+        column = schema.holds.c[name]
+        kind = column.type.compile(dialect=conn.dialect)
+        conn.execute(text(f"ALTER TABLE holds ADD COLUMN {preparer.quote(name)} {kind}"))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "accounts, api_keys, holds, usage_log", _baseline),
     Migration(2, "holds without rowid (SQLite)", _holds_without_rowid),
     Migration(3, "stored_responses",
               lambda conn: schema.stored_responses.create(conn, checkfirst=True)),
+    # Version 4 is reserved for money in nano-credits and the ledger table. Versions need
+    # only ascend and each is applied when missing, so 5 touches only `holds` and applies
+    # after 3 until 4 exists.
+    Migration(5, "holds: owner, heartbeat_at, progress", _hold_heartbeats),
 )
 
 

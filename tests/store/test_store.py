@@ -419,8 +419,8 @@ def test_a_version_1_sqlite_database_keeps_its_holds_when_migrated(tmp_path):
         conn.exec_driver_sql("INSERT INTO schema_migrations VALUES (1, 'v1', '2026-01-01')")
         conn.exec_driver_sql("INSERT INTO accounts (id, name, balance_micro, created_at) "
                              "VALUES (1, 'acme', 900, '2026-01-01 00:00:00')")
-        conn.exec_driver_sql("INSERT INTO holds VALUES ('req-open', 1, 100, "
-                             "'2026-01-01 00:00:00')")
+        conn.exec_driver_sql("INSERT INTO holds (request_id, account_id, amount_micro, "
+                             "created_at) VALUES ('req-open', 1, 100, '2026-01-01 00:00:00')")
     engine.dispose()
 
     store = open_store(f"sqlite:///{path}")
