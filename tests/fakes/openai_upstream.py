@@ -62,7 +62,9 @@ tool calls 3 argument fragments), a finish chunk (empty delta, ``finish_reason``
 with ``stream_options.include_usage``, a usage chunk with ``choices: []``; earlier chunks carry
 ``usage: null``; then ``data: [DONE]``. With ``usage_in_last_chunk`` (Mistral) the usage is on
 the (last) finish chunk instead, whether asked or not, and there is no usage chunk.
-``keepalive_comments`` adds ``: keep-alive`` comments before and between events. With ``n`` > 1
+``keepalive_comments`` adds ``: keep-alive`` comments before and between events.
+``empty_deltas`` (default 0) sends that many chunks with an empty ``content`` delta per choice
+right after the role chunk, before any text (as servers do while a model thinks). With ``n`` > 1
 each step has one chunk per choice.
 
 Scripted behaviour
@@ -1034,6 +1036,9 @@ class _Handler(BaseHTTPRequestHandler):
         if answer.tool_name is None:
             for index in range(n):
                 yield "role", chunk(index, {"role": "assistant", "content": ""})
+            for _ in range(self.server.fake.empty_deltas):
+                for index in range(n):
+                    yield "role", chunk(index, {"content": ""})
             for piece in answer.pieces:
                 for index in range(n):
                     yield "content", chunk(index, {"content": piece})
@@ -1141,6 +1146,7 @@ class FakeOpenAI:
         keepalive_comments: bool = False,
         extra_forbidden: bool = False,
         usage_in_last_chunk: bool = False,
+        empty_deltas: int = 0,
     ) -> None:
         if max_tokens_field not in ("max_tokens", "max_completion_tokens"):
             raise ValueError("max_tokens_field must be 'max_tokens' or 'max_completion_tokens'")
@@ -1157,6 +1163,7 @@ class FakeOpenAI:
         self.keepalive_comments = keepalive_comments
         self.extra_forbidden = extra_forbidden
         self.usage_in_last_chunk = usage_in_last_chunk
+        self.empty_deltas = empty_deltas
         self.requests: list[Received] = []
         self.disconnects = 0
         self.errors: list[BaseException] = []
