@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from runtime.billing.pricing import MICRO
+from runtime.billing.unit_pricing import web_search_cost
 from runtime.catalogue import Model
 
 WEB_SEARCHES_HOLD = 5
@@ -32,7 +32,6 @@ def web_searches(body: Mapping[str, Any]) -> int:
 
 def hosted_tools_hold(model: Model, body: Mapping[str, Any]) -> Decimal:
     """Micro-credits (unrounded) the request's hosted tools may cost at most on `model`."""
-    price = model.price("per_web_search")
-    if not price:
+    if not model.price("per_web_search"):
         return Decimal(0)
-    return web_searches(body) * price * MICRO
+    return web_search_cost(model, web_searches(body))

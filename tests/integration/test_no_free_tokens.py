@@ -250,16 +250,17 @@ def test_continuation_is_held_for_its_stored_conversation(gw, up):
 
 
 def test_hosted_web_searches_raise_the_hold(gw, up):
-    # Claude's web search costs $10 per 1,000 searches (the catalogue's per_web_search):
-    # 50 allowed searches hold 500,000 micro-credits, more than this account has
-    account, secret = gw.account(100_000)
+    # Claude's web search costs $10 per 1,000 searches (the catalogue's per_web_search); a
+    # request that allows it without a limit is held for 5: 50,000 micro-credits, more than
+    # this account has, although it covers the text many times over
+    account, secret = gw.account(40_000)
     body = {"model": CLAUDE, "max_tokens": 16,
             "messages": [{"role": "user", "content": TEXT}]}
-    search = {"type": "web_search_20250305", "name": "web_search", "max_uses": 50}
-    refused = requests.post(gw.url + "/v1/messages", json={**body, "tools": [search]},
-                            headers=auth(secret, anthropic=True), timeout=20)
+    refused = requests.post(gw.url + "/v1/chat/completions",
+                            json={**body, "web_search_options": {}}, headers=auth(secret),
+                            timeout=20)
     assert refused.status_code == 403, refused.text
     assert up["anthropic"].requests == []
-    answered = requests.post(gw.url + "/v1/messages", json=body,
-                             headers=auth(secret, anthropic=True), timeout=20)
+    answered = requests.post(gw.url + "/v1/chat/completions", json=body, headers=auth(secret),
+                             timeout=20)
     assert answered.status_code == 200, answered.text
