@@ -111,9 +111,7 @@ class ChatExchange:
     def whole(self, upstream: UpstreamResponse) -> Answer:
         payload = self.adapter.parse(read_json(upstream), self.model)
         payload["model"] = self.shown
-        usage = Usage.from_openai(payload.get("usage"))
-        if usage.empty:   # the provider answered but reported no usage: estimated
-            usage = estimated_usage(payload, lazy_prompt(self.body, self.model))
+        usage = Usage.from_openai(with_usage(payload, lazy_prompt(self.body, self.model)))
 
         def render(charged: int) -> bytes:
             if isinstance(payload.get("usage"), dict):
@@ -132,15 +130,22 @@ class ChatExchange:
                           prompt=lazy_prompt(self.body, self.model), on_close=upstream.close)
 
 
-def estimated_usage(completion: Mapping[str, Any], prompt: PromptEstimate) -> Usage:
-    """Usage of a whole chat completion the provider sent without any: the prompt's estimate
-    and the text of its choices at 4 characters a token."""
+def with_usage(completion: dict[str, Any], prompt: PromptEstimate) -> dict[str, Any]:
+    """The completion's `usage`; when the provider sent none (some OpenAI-compatible servers),
+    an estimate is put in its place, so the answer shows what is charged: the prompt's
+    estimate and the text of its choices at 4 characters a token."""
+    if not Usage.from_openai(completion.get("usage")).empty:
+        return completion["usage"]
     produced = 0
     for choice in completion.get("choices") or ():
         message = choice.get("message") if isinstance(choice, dict) else None
         if isinstance(message, dict):
             produced += delta_chars(message)
-    return Usage(prompt_tokens=prompt(), completion_tokens=estimate_tokens(produced))
+    prompt_tokens, completion_tokens = prompt(), estimate_tokens(produced)
+    completion["usage"] = {"prompt_tokens": prompt_tokens,
+                           "completion_tokens": completion_tokens,
+                           "total_tokens": prompt_tokens + completion_tokens}
+    return completion["usage"]
 
 
 class ChatStream(MeteredStream):

@@ -52,7 +52,7 @@ from runtime.billing.prompt_estimate import lazy_prompt
 from runtime.billing.settling_body import SettlingBody
 from runtime.catalogue import Model
 from runtime.clients import messages_translation as inbound
-from runtime.clients.chat import chat_adapter, is_sse
+from runtime.clients.chat import chat_adapter, is_sse, with_usage
 from runtime.errors import BadRequest, GatewayError, UpstreamError
 from runtime.gateway import ErrorMapper, provider_body
 from runtime.pipeline.route import Answer, Request
@@ -197,7 +197,7 @@ class TranslatedExchange:
 
     def whole(self, upstream: UpstreamResponse) -> Answer:
         completion = self.adapter.parse(read_json(upstream), self.model)
-        usage = Usage.from_openai(completion.get("usage"))
+        usage = Usage.from_openai(with_usage(completion, lazy_prompt(self.body, self.model)))
         return Answer(usage, token_cost(self.model, usage), lambda charged: _answer(
             inbound.to_message(completion, self.shown, usage, micro_to_credits(charged))))
 

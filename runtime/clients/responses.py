@@ -39,7 +39,7 @@ from runtime.billing.prompt_estimate import lazy_prompt
 from runtime.catalogue import Model
 from runtime.clients import responses_translation as ri
 from runtime.clients import stored_responses as stored
-from runtime.clients.chat import chat_adapter, chat_hold, is_sse, max_output
+from runtime.clients.chat import chat_adapter, chat_hold, is_sse, max_output, with_usage
 from runtime.errors import BadRequest, GatewayError
 from runtime.gateway import provider_body
 from runtime.pipeline.route import Answer, Request
@@ -186,6 +186,7 @@ class ResponsesExchange:
             payload["model"] = self.shown
         else:
             completion = self.adapter.parse(payload, self.model)
+            with_usage(completion, lazy_prompt(self.body, self.model))
             payload = ri.from_chat(completion, ri.skeleton(self.request.body, self.shown,
                                                            ri.new_id("resp")), self.names)
         self.kept(payload)

@@ -63,6 +63,8 @@ with ``stream_options.include_usage``, a usage chunk with ``choices: []``; earli
 ``usage: null``; then ``data: [DONE]``. With ``usage_in_last_chunk`` (Mistral) the usage is on
 the (last) finish chunk instead, whether asked or not, and there is no usage chunk.
 ``keepalive_comments`` adds ``: keep-alive`` comments before and between events.
+``omit_usage`` answers without any usage, whole (no ``usage`` field) or streamed (no usage
+chunk, whatever ``stream_options`` asked), as some OpenAI-compatible servers do.
 ``empty_deltas`` (default 0) sends that many chunks with an empty ``content`` delta per choice
 right after the role chunk, before any text (as servers do while a model thinks). With ``n`` > 1
 each step has one chunk per choice.
@@ -1007,6 +1009,8 @@ class _Handler(BaseHTTPRequestHandler):
             "service_tier": common["service_tier"],
             "system_fingerprint": common["system_fingerprint"],
         }
+        if self.server.fake.omit_usage:
+            del response["usage"]
         self._send_json(200, response)
 
     def _stream_events(
@@ -1017,6 +1021,8 @@ class _Handler(BaseHTTPRequestHandler):
         usage: dict[str, Any] | None,
     ) -> Iterator[tuple[str, dict[str, Any] | str]]:
         """Yield (kind, payload) with kind one of role, content, finish, usage, done."""
+        if self.server.fake.omit_usage:
+            usage = None
 
         def chunk(index: int, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
             return {
@@ -1147,6 +1153,7 @@ class FakeOpenAI:
         extra_forbidden: bool = False,
         usage_in_last_chunk: bool = False,
         empty_deltas: int = 0,
+        omit_usage: bool = False,
     ) -> None:
         if max_tokens_field not in ("max_tokens", "max_completion_tokens"):
             raise ValueError("max_tokens_field must be 'max_tokens' or 'max_completion_tokens'")
@@ -1164,6 +1171,7 @@ class FakeOpenAI:
         self.extra_forbidden = extra_forbidden
         self.usage_in_last_chunk = usage_in_last_chunk
         self.empty_deltas = empty_deltas
+        self.omit_usage = omit_usage
         self.requests: list[Received] = []
         self.disconnects = 0
         self.errors: list[BaseException] = []

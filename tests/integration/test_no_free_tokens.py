@@ -264,3 +264,39 @@ def test_hosted_web_searches_raise_the_hold(gw, up):
     answered = requests.post(gw.url + "/v1/chat/completions", json=body, headers=auth(secret),
                              timeout=20)
     assert answered.status_code == 200, answered.text
+
+
+# -- answers without usage ------------------------------------------------------------------
+
+@pytest.fixture
+def no_usage(up):
+    up["openai"].omit_usage = True
+    yield up
+    up["openai"].omit_usage = False
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages"])
+def test_an_upstream_that_never_reports_usage_is_charged_the_estimate(gw, no_usage, path,
+                                                                      stream):
+    account, secret = gw.account(START)
+    anthropic = path == "/v1/messages"
+    system = "s" * 4_000
+    body = {"model": GPT, "max_tokens": 50, "stream": stream,
+            "messages": [{"role": "user", "content": TEXT}]}
+    if anthropic:
+        body["system"] = system
+    else:
+        body["messages"].insert(0, {"role": "system", "content": system})
+    resp = requests.post(gw.url + path, json=body, headers=auth(secret, anthropic),
+                         timeout=20)
+    assert resp.status_code == 200, resp.text
+    assert "please" in resp.text
+    (row,) = usage_rows(gw, account)
+    # the system prompt alone is 1,000 tokens at 4 characters a token; the answer's words
+    # are estimated from their text
+    assert row.status == 200
+    assert 1_000 < row.prompt_tokens < 1_100
+    assert row.completion_tokens == estimate(len("echo: " + TEXT))
+    assert row.cost_micro == chat_cost_micro(GPT, row.prompt_tokens, row.completion_tokens)
+    assert START - gw.balance(account) == row.cost_micro
