@@ -4,7 +4,8 @@ Once the provider accepted a request (a success status), its prompt is charged, 
 the client leaves before any text: from the provider's usage when it arrived (Anthropic's
 message_start), else from an estimate of the whole request, tools and system prompt
 included. A request the provider refused stays free. Holds count what a request pulls in:
-images by URL and the stored conversation of `previous_response_id`."""
+images by URL and hosted web searches (the stored conversation of `previous_response_id`:
+tests/integration/test_stored_responses.py)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import requests
 
 from tests.fakes import FakeOpenAI
 from tests.fakes.anthropic_upstream import FakeAnthropic
-from tests.harness import openai_client, usage_rows
+from tests.harness import usage_rows
 from tests.pricing_oracle import chat_cost_micro
 
 pytestmark = pytest.mark.integration
@@ -225,28 +226,6 @@ def test_images_by_url_raise_the_hold(gw, up, path):
     answered = requests.post(gw.url + path, json=text_only, headers=auth(secret, anthropic),
                              timeout=20)
     assert answered.status_code == 200, answered.text
-
-
-def test_continuation_is_held_for_its_stored_conversation(gw, up):
-    account, secret = gw.account(START)
-    client = openai_client(gw, secret)
-    long_input = "word " * 40_000
-    first = client.responses.create(model=CLAUDE, input=long_input, max_output_tokens=16)
-    assert first.usage.input_tokens >= 40_000
-    # what is left covers a short new message, not the 40,000 stored tokens it continues
-    left = 20_000
-    assert gw.store.hold("pin-" + first.id, account, gw.balance(account) - left)
-    try:
-        sent = len(up["anthropic"].requests)
-        with pytest.raises(Exception) as refused:
-            client.responses.create(model=CLAUDE, input="and then?", max_output_tokens=16,
-                                    previous_response_id=first.id)
-        assert getattr(refused.value, "status_code", None) == 403
-        assert len(up["anthropic"].requests) == sent
-        fresh = client.responses.create(model=CLAUDE, input="and then?", max_output_tokens=16)
-        assert fresh.output_text
-    finally:
-        gw.store.release("pin-" + first.id)
 
 
 def test_hosted_web_searches_raise_the_hold(gw, up):
