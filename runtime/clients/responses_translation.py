@@ -480,26 +480,6 @@ def _response_format(text: Any) -> dict[str, Any] | None:
                      param="text.format.type")
 
 
-def prompt_chars(body: dict[str, Any]) -> int:
-    """Characters of text in instructions and input: the prompt estimate's basis."""
-    total = len(body.get("instructions") or "") if isinstance(body.get("instructions"),
-                                                              str) else 0
-    items = body.get("input")
-    if isinstance(items, str):
-        return total + len(items)
-    for item in items if isinstance(items, list) else ():
-        if not isinstance(item, dict):
-            continue
-        for key in ("content", "output", "arguments"):
-            value = item.get(key)
-            if isinstance(value, str):
-                total += len(value)
-            elif isinstance(value, list):
-                total += sum(len(p["text"]) for p in value
-                             if isinstance(p, dict) and isinstance(p.get("text"), str))
-    return total
-
-
 # -- answer ----------------------------------------------------------------------------------
 
 def response_usage(chat_usage: Any) -> dict[str, Any]:

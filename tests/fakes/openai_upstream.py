@@ -65,7 +65,11 @@ tool calls 3 argument fragments), a finish chunk (empty delta, ``finish_reason``
 with ``stream_options.include_usage``, a usage chunk with ``choices: []``; earlier chunks carry
 ``usage: null``; then ``data: [DONE]``. With ``usage_in_last_chunk`` (Mistral) the usage is on
 the (last) finish chunk instead, whether asked or not, and there is no usage chunk.
-``keepalive_comments`` adds ``: keep-alive`` comments before and between events. With ``n`` > 1
+``keepalive_comments`` adds ``: keep-alive`` comments before and between events.
+``omit_usage`` answers without any usage, whole (no ``usage`` field) or streamed (no usage
+chunk, whatever ``stream_options`` asked), as some OpenAI-compatible servers do.
+``empty_deltas`` (default 0) sends that many chunks with an empty ``content`` delta per choice
+right after the role chunk, before any text (as servers do while a model thinks). With ``n`` > 1
 each step has one chunk per choice.
 
 Scripted behaviour
@@ -1015,6 +1019,8 @@ class _Handler(BaseHTTPRequestHandler):
             "service_tier": common["service_tier"],
             "system_fingerprint": common["system_fingerprint"],
         }
+        if self.server.fake.omit_usage:
+            del response["usage"]
         self._send_json(200, response)
 
     def _stream_events(
@@ -1025,6 +1031,8 @@ class _Handler(BaseHTTPRequestHandler):
         usage: dict[str, Any] | None,
     ) -> Iterator[tuple[str, dict[str, Any] | str]]:
         """Yield (kind, payload) with kind one of role, content, finish, usage, done."""
+        if self.server.fake.omit_usage:
+            usage = None
 
         def chunk(index: int, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
             return {
@@ -1044,6 +1052,9 @@ class _Handler(BaseHTTPRequestHandler):
         if answer.tool_name is None:
             for index in range(n):
                 yield "role", chunk(index, {"role": "assistant", "content": ""})
+            for _ in range(self.server.fake.empty_deltas):
+                for index in range(n):
+                    yield "role", chunk(index, {"content": ""})
             for piece in answer.pieces:
                 for index in range(n):
                     yield "content", chunk(index, {"content": piece})
@@ -1152,6 +1163,8 @@ class FakeOpenAI:
         keepalive_comments: bool = False,
         extra_forbidden: bool = False,
         usage_in_last_chunk: bool = False,
+        empty_deltas: int = 0,
+        omit_usage: bool = False,
     ) -> None:
         if max_tokens_field not in ("max_tokens", "max_completion_tokens"):
             raise ValueError("max_tokens_field must be 'max_tokens' or 'max_completion_tokens'")
@@ -1168,6 +1181,8 @@ class FakeOpenAI:
         self.keepalive_comments = keepalive_comments
         self.extra_forbidden = extra_forbidden
         self.usage_in_last_chunk = usage_in_last_chunk
+        self.empty_deltas = empty_deltas
+        self.omit_usage = omit_usage
         self.requests: list[Received] = []
         self.disconnects = 0
         self.errors: list[BaseException] = []
