@@ -66,11 +66,8 @@ class MeteredStream(SettlingBody):
         without settling, and at least the prompt estimate: the provider accepted the
         request. Recorded on the hold while the stream runs (billing/hold_progress.py)."""
         cut = CutNow(self._meter.request_id)
-        settle_produced(cut, self._model, self._usage, self._prompt_chars,  # type: ignore[arg-type]
+        settle_produced(cut, self._model, self._usage, self._prompt,  # type: ignore[arg-type]
                         self._produced_chars, 499)
-        if cut.usage.empty:
-            prompt = Usage(prompt_tokens=estimate_tokens(self._prompt_chars))
-            return prompt, token_cost(self._model, prompt)
         return cut.usage, cut.cost
 
     def _finish(self) -> None:

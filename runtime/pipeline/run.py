@@ -26,6 +26,7 @@ from runtime.billing.hold_progress import watch_stream
 from runtime.billing.meter import Meter
 from runtime.billing.metered_stream import settle_produced
 from runtime.billing.pricing import Usage
+from runtime.billing.prompt_estimate import lazy_prompt
 from runtime.catalogue import Model
 from runtime.errors import BadRequest, GatewayError
 from runtime.gateway import Gateway
@@ -167,7 +168,8 @@ class Pipeline:
         except AnswerTooLarge as exc:
             # produced (and billed by the provider) but not deliverable: charged as a cut
             # stream is, from the prompt and the bytes received
-            settle_produced(meter, answered.target, None, _prompt_chars(request.body),
+            settle_produced(meter, answered.target, None,
+                            lazy_prompt(request.body or {}, answered.target),
                             exc.received, exc.status)
             raise
         record.mark_first_byte()
@@ -205,29 +207,6 @@ def _exchange(route: Route, request: Request, model: Model, shown: str) -> Excha
         return route.exchange(request, model, shown)
     except MappingError as exc:
         raise BadRequest(exc.message, param=exc.param) from None
-
-
-# Where prompt text sits in the JSON formats served (chat, Messages, Responses, embeddings,
-# images): the strings under these keys, at any depth below them.
-_PROMPT_KEYS = frozenset({"messages", "content", "text", "system", "input", "instructions",
-                          "prompt"})
-
-
-def _prompt_chars(body: Any) -> int:
-    """Characters of prompt text in a request (data URLs aside): the prompt estimate of an
-    answer charged without usage, as for a stream cut short (metered_stream.py)."""
-    total = 0
-    stack = [v for k, v in body.items() if k in _PROMPT_KEYS]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, str):
-            if not node.startswith("data:"):
-                total += len(node)
-        elif isinstance(node, list):
-            stack.extend(node)
-        elif isinstance(node, dict):
-            stack.extend(v for k, v in node.items() if k in _PROMPT_KEYS)
-    return total
 
 
 def _download_images(exchange: Exchange) -> None:

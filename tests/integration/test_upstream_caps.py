@@ -25,6 +25,9 @@ EVENT_CAP = 256 * 1024
 HUGE = 300 * 1024 * 1024
 MODEL = "openai/gpt-4o-mini"
 PROMPT = "tell me everything you know"   # 27 characters of prompt text
+# The whole request counts (runtime/billing/prompt_estimate.py): the message's keys and role
+# ("role", "user", "content") as well as its text.
+PROMPT_CHARS = len("role") + len("user") + len("content") + len(PROMPT)
 READ = 65536
 
 
@@ -135,7 +138,7 @@ def worker_rss_kib(gw) -> int:
 
 
 def expected_charge(received: int) -> int:
-    return chat_cost_micro(MODEL, estimate(len(PROMPT)), estimate(received))
+    return chat_cost_micro(MODEL, estimate(PROMPT_CHARS), estimate(received))
 
 
 @pytest.mark.parametrize("mode", ["big", "big-chunked"])
@@ -154,7 +157,7 @@ def test_oversized_answer_is_a_502_charged_from_the_bytes_received(gw, hostile, 
     assert worker_rss_kib(gw) - before < 64 * 1024
     (row,) = usage_rows(gw, account)
     assert row.status == 502
-    assert (row.prompt_tokens, row.completion_tokens) == (estimate(len(PROMPT)),
+    assert (row.prompt_tokens, row.completion_tokens) == (estimate(PROMPT_CHARS),
                                                           estimate(ANSWER_CAP + 1))
     assert row.cost_micro == expected_charge(ANSWER_CAP + 1) > 0
     assert gw.balance(account) == 5_000_000 - row.cost_micro
@@ -195,7 +198,7 @@ def test_oversized_stream_event_ends_the_stream_with_an_error_and_a_charge(gw, h
     produced = row.completion_tokens * 4
     assert estimate(len("Hello there") + EVENT_CAP + 1) <= row.completion_tokens
     assert produced <= len("Hello there") + EVENT_CAP + 2 * READ + 4
-    assert row.prompt_tokens == estimate(len(PROMPT))
+    assert row.prompt_tokens == estimate(PROMPT_CHARS)
     assert row.cost_micro == chat_cost_micro(MODEL, row.prompt_tokens,
                                              row.completion_tokens) > 0
 
