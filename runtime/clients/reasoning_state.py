@@ -82,7 +82,8 @@ def merge_carried(state: dict[str, Any], more: Mapping[str, Any]) -> None:
 
 def thinking_blocks(state: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The Anthropic thinking blocks of a decoded state."""
-    return [b for b in state.get("thinking_blocks") or () if isinstance(b, dict)]
+    found = state.get("thinking_blocks")
+    return [b for b in found if isinstance(b, dict)] if isinstance(found, list) else []
 
 
 def signatures(state: Mapping[str, Any]) -> dict[str, str]:
