@@ -27,10 +27,10 @@ field. The caller clamps `max_completion_tokens` to the model's output limit.
 Answer (`to_message`): reasoning -> a `thinking` block (its signature carrying the provider's
 reasoning state, see below; without reasoning text a thinking block of its own when there is
 state to carry), then the text, then one `tool_use` block per call (arguments parsed to an
-object, `{}` when empty); finish reasons stop, length, tool_calls, content_filter ->
-end_turn, max_tokens, tool_use, refusal. Usage
-(`usage_block`) splits the OpenAI prompt count back into `input_tokens` (uncached),
-`cache_read_input_tokens` and `cache_creation_input_tokens`, and carries TokModel's `cost`.
+object, `{}` when empty); finish reasons stop, length, tool_calls, content_filter -> end_turn,
+max_tokens, tool_use, refusal. Usage (`usage_block`) splits the OpenAI prompt count back into
+`input_tokens` (uncached), `cache_read_input_tokens` and `cache_creation_input_tokens`, and
+carries TokModel's `cost`.
 
 Stream (`EventWriter`): a state machine over OpenAI chunks that emits Anthropic events with
 both the `event:` line and `type` in the data: `message_start` on the first chunk, one
