@@ -16,7 +16,8 @@ depends on it, and has a `kind`:
   `{"error": ...}` last when the stream ends with an error; Anthropic events as [name, data]);
 * error: a native error (`status`, `headers`, `upstream` body) -> the `client` status,
   message, type and headers.
-The messages translator also takes the request's `cost`, which it writes into its answer.
+The messages translator also takes the request's `cost`, which it writes into its answer, and
+`carry`, the provider dialect whose reasoning state its thinking blocks carry (none by default).
 
 Per-response values are not compared: the top-level `id` and `created`, ids the gateway
 makes up for Gemini function calls (written `call_gx*`) and message ids (`msg_...`, written
@@ -119,17 +120,18 @@ def _check_messages(fx: dict[str, Any]) -> None:
     if fx["kind"] == "request":
         if "error" in fx:
             with pytest.raises(BadRequest) as info:
-                translate.to_openai(fx["request"])
+                translate.to_openai(fx["request"], fx.get("carry"))
             assert info.value.param == fx["error"]["param"]
         else:
-            assert {"body": translate.to_openai(fx["request"])} == fx["upstream"]
+            assert {"body": translate.to_openai(fx["request"], fx.get("carry"))} == fx["upstream"]
     elif fx["kind"] == "response":
         completion = fx["upstream"]
         usage = Usage.from_openai(completion["usage"])
-        message = translate.to_message(completion, fx["model"], usage, fx["cost"])
+        message = translate.to_message(completion, fx["model"], usage, fx["cost"],
+                                       fx.get("carry"))
         assert comparable(message, False, MADE_UP_IDS["messages"]) == fx["client"]
     else:
-        writer = translate.EventWriter(fx["model"])
+        writer = translate.EventWriter(fx["model"], fx.get("carry"))
         out: list[bytes] = []
         usage = Usage()
         for chunk in fx["upstream"]:

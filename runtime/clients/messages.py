@@ -4,8 +4,11 @@ Every error is answered in Anthropic's envelope `{"type":"error","error":{"type"
 
 - Provider of the anthropic dialect (`PassthroughExchange`): the body passes through with the
   upstream model name and the provider's own credentials and `anthropic-version` (the client's
-  `anthropic-beta` is forwarded; other providers never see it). One change: the Messages API
-  documents only user and assistant roles, so a `system` turn inside `messages` (Claude Code
+  `anthropic-beta` is forwarded; other providers never see it). Two changes: thinking blocks
+  in which the gateway carried another provider's reasoning state (a conversation begun on a
+  Gemini model) are left out, as Anthropic would refuse their signatures
+  (`carried_thinking_restored`); and the Messages API documents only user and assistant
+  roles, so a `system` turn inside `messages` (Claude Code
   sends them) is folded into the conversation as a user-side note at that point, its text
   wrapped in `<system>` tags (`fold_system_turns`): appended to the neighbouring user turn,
   the previous one when there is one (after any tool results, which must come first), else
@@ -54,6 +57,7 @@ from runtime.billing.settling_body import SettlingBody
 from runtime.catalogue import Model
 from runtime.clients import messages_translation as inbound
 from runtime.clients.chat import chat_adapter, is_sse, with_usage
+from runtime.clients.reasoning_state import decode_carried, thinking_blocks
 from runtime.errors import BadRequest, GatewayError, UpstreamError
 from runtime.gateway import ErrorMapper, provider_body
 from runtime.pipeline.route import Answer, Request
@@ -92,7 +96,8 @@ class PassthroughExchange:
         self.shown = shown
         self.stream = request.stream
         self.body = request.body
-        native = provider_body(model, "messages", fold_system_turns(request.body))
+        native = provider_body(model, "messages",
+                               fold_system_turns(carried_thinking_restored(request.body)))
         headers = json_headers(model)
         beta = request.headers.get("anthropic-beta")
         if beta:
@@ -126,6 +131,41 @@ class PassthroughExchange:
         return PassthroughStream(iter_events(chunks), model=self.model, client_model=self.shown,
                                  meter=meter, on_close=upstream.close,
                                  prompt=lazy_prompt(self.body, self.model))
+
+
+def carried_thinking_restored(body: dict[str, Any]) -> dict[str, Any]:
+    """`body` without the thinking blocks in which this gateway carried another provider's
+    reasoning state (Anthropic would refuse their signatures); blocks it carried for
+    Anthropic itself become those blocks again. The same object when there is none."""
+    turns = body["messages"]
+    if not any(_carrier(block) for turn in turns for block in _blocks(turn)):
+        return body
+    out = []
+    for turn in turns:
+        if not _blocks(turn):
+            out.append(turn)
+            continue
+        content: list[Any] = []
+        for block in _blocks(turn):
+            state = _carrier(block)
+            if state is None:
+                content.append(block)
+            elif state["dialect"] == PASSTHROUGH_DIALECT:
+                content += thinking_blocks(state)
+        if content:                 # a turn left empty is left out (Anthropic refuses it)
+            out.append(dict(turn, content=content))
+    return dict(body, messages=out)
+
+
+def _blocks(turn: dict[str, Any]) -> list[Any]:
+    content = turn.get("content")
+    return content if isinstance(content, list) else []
+
+
+def _carrier(block: Any) -> dict[str, Any] | None:
+    if not isinstance(block, dict) or block.get("type") != "thinking":
+        return None
+    return decode_carried(block.get("signature"))
 
 
 def fold_system_turns(body: dict[str, Any]) -> dict[str, Any]:
@@ -183,7 +223,10 @@ class TranslatedExchange:
         self.shown = shown
         self.stream = request.stream
         self.body = request.body
-        self.chat_body = inbound.to_openai(request.body)
+        # The provider's own reasoning state rides in thinking blocks (see
+        # messages_translation): out with the answer, back in with the next request.
+        self.carry = model.provider.descriptor.dialect
+        self.chat_body = inbound.to_openai(request.body, self.carry)
         limit = model.max_output_tokens
         if limit and self.chat_body["max_completion_tokens"] > limit:
             self.chat_body["max_completion_tokens"] = limit
@@ -200,12 +243,13 @@ class TranslatedExchange:
         completion = self.adapter.parse(read_json(upstream), self.model)
         usage = Usage.from_openai(with_usage(completion, lazy_prompt(self.body, self.model)))
         return Answer(usage, token_cost(self.model, usage), lambda charged: _answer(
-            inbound.to_message(completion, self.shown, usage, micro_to_credits(charged))))
+            inbound.to_message(completion, self.shown, usage, micro_to_credits(charged),
+                               self.carry)))
 
     def stream_body(self, chunks: Iterator[bytes], upstream: UpstreamResponse,
                     meter: Meter) -> TranslatedStream:
         return TranslatedStream(self.adapter.stream(chunks, self.model), model=self.model,
-                                client_model=self.shown, meter=meter,
+                                client_model=self.shown, carry=self.carry, meter=meter,
                                 prompt=lazy_prompt(self.body, self.model),
                                 on_close=upstream.close)
 
@@ -248,9 +292,10 @@ class TranslatedStream(MeteredStream):
     """OpenAI chunks of a provider's adapter in, Anthropic events out; settles once."""
 
     def __init__(self, chunks: Iterator[dict[str, Any]], *, model: Model, client_model: str,
-                 meter: Meter, prompt: PromptEstimate, on_close: Callable[[], None]) -> None:
+                 carry: str | None, meter: Meter, prompt: PromptEstimate,
+                 on_close: Callable[[], None]) -> None:
         self._chunks = chunks
-        self._writer = inbound.EventWriter(client_model)
+        self._writer = inbound.EventWriter(client_model, carry)
         super().__init__(model=model, meter=meter, prompt=prompt, on_close=on_close)
 
     def _run(self) -> Iterator[bytes]:

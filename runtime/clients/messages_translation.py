@@ -10,31 +10,49 @@ text, images (base64 -> data URL, or the URL) and PDF documents (as `file` parts
 results are prefixed `Error: `; images in results follow in the user message); assistant turns
 keep their text and turn `tool_use` blocks into `tool_calls` with JSON-string arguments;
 thinking blocks of earlier turns are dropped (their signatures only mean something to
-Anthropic). Tools map `input_schema` to `parameters`; tool_choice auto/any/tool/none to
-auto/required/the named function/none, `disable_parallel_tool_use` to `parallel_tool_calls:
-false`; `stop_sequences` -> `stop`; `max_tokens` -> `max_completion_tokens`; temperature, top_p
-and top_k are kept (the provider's mapping takes them or refuses them); `output_config.effort`,
-else an enabled thinking budget -> `reasoning_effort` (adaptive thinking alone leaves the
-model's own default, which is what adaptive asks for); `output_config.format` -> a json_schema
-`response_format`; `metadata.user_id` -> `user`. The fields listed under
-`dropped_when_translated` of the messages endpoint (specs/endpoints.yaml: service_tier,
-cache_control, context_management: they only tune Anthropic's own context, cache or capacity)
-are dropped, as is `cache_control` on blocks and tools; any other field, server tools, URL
-documents or `max_tokens: 0` are a 400 naming the field. The caller clamps
-`max_completion_tokens` to the model's output limit.
+Anthropic), except the provider reasoning state this gateway carried in a thinking block's
+signature for the same dialect (see Reasoning state below). Tools map `input_schema` to
+`parameters`; tool_choice auto/any/tool/none to auto/required/the named function/none,
+`disable_parallel_tool_use` to `parallel_tool_calls: false`; `stop_sequences` -> `stop`;
+`max_tokens` -> `max_completion_tokens`; temperature, top_p and top_k are kept (the provider's
+mapping takes them or refuses them); `output_config.effort`, else an enabled thinking budget ->
+`reasoning_effort` (adaptive thinking alone leaves the model's own default, which is what
+adaptive asks for); `output_config.format` -> a json_schema `response_format`;
+`metadata.user_id` -> `user`. The fields listed under `dropped_when_translated` of the messages
+endpoint (specs/endpoints.yaml: service_tier, cache_control, context_management: they only tune
+Anthropic's own context, cache or capacity) are dropped, as is `cache_control` on blocks and
+tools; any other field, server tools, URL documents or `max_tokens: 0` are a 400 naming the
+field. The caller clamps `max_completion_tokens` to the model's output limit.
 
-Answer (`to_message`): reasoning -> a `thinking` block, then the text, then one `tool_use`
-block per call (arguments parsed to an object, `{}` when empty); finish reasons stop,
-length, tool_calls, content_filter -> end_turn, max_tokens, tool_use, refusal. Usage
-(`usage_block`) splits the OpenAI prompt count back into `input_tokens` (uncached),
-`cache_read_input_tokens` and `cache_creation_input_tokens`, and carries TokModel's `cost`.
+Answer (`to_message`): reasoning -> a `thinking` block (its signature carrying the provider's
+reasoning state, see below; without reasoning text a thinking block of its own when there is
+state to carry), then the text, then one `tool_use` block per call (arguments parsed to an
+object, `{}` when empty); finish reasons stop, length, tool_calls, content_filter -> end_turn,
+max_tokens, tool_use, refusal. Usage (`usage_block`) splits the OpenAI prompt count back into
+`input_tokens` (uncached), `cache_read_input_tokens` and `cache_creation_input_tokens`, and
+carries TokModel's `cost`.
 
 Stream (`EventWriter`): a state machine over OpenAI chunks that emits Anthropic events with
 both the `event:` line and `type` in the data: `message_start` on the first chunk, one
 content block at a time (thinking, text, or tool_use with `input_json_delta` fragments), each
 closed by `content_block_stop` when another kind starts or the choice finishes, and at the
 end `message_delta` (stop reason, the charged usage) and `message_stop`. No `[DONE]`. An
-error after the start is one `event: error` with Anthropic's error type.
+error after the start is one `event: error` with Anthropic's error type. Reasoning state
+(below) is sent as Anthropic sends a signature: one `signature_delta` just before the
+thinking block's `content_block_stop`; state arriving while a thinking block is open (a
+thought signature on a call right after the thoughts) joins it, state without one opens a
+thinking block of its own (no text) just before the tool_use block it belongs to.
+
+Reasoning state: a translated provider's own opaque state that it wants back in a tool loop
+(Gemini 3's thought signature on each function call, chat's
+`tool_calls[].extra_content.google.thought_signature`; Anthropic's signed thinking blocks) is
+carried in a thinking block's `signature`, in the gateway's own encoding tagged with the
+provider's dialect (runtime/clients/reasoning_state.py), signatures keyed by the tool_use id
+the client sees. Anthropic clients keep thinking blocks with their signatures and send them
+back unchanged (Claude Code does; tool_use blocks keep only their documented fields), so on
+the next request the state goes back to the same dialect: each signature onto the tool call
+of that id. State written for another dialect, an Anthropic signature, or a value that does
+not decode is dropped.
 """
 
 from __future__ import annotations
@@ -44,6 +62,15 @@ from typing import Any
 
 from generated.registry import ENDPOINTS
 from runtime.billing.pricing import Usage
+from runtime.clients.reasoning_state import (
+    carried_state,
+    encode_carried,
+    for_dialect,
+    merge_carried,
+    sign_call,
+    signatures,
+    thinking_blocks,
+)
 from runtime.errors import BadRequest
 from runtime.providers import chat_parts as cp
 from runtime.sse import encode
@@ -66,9 +93,10 @@ _STATUS_TYPES = {400: "invalid_request_error", 401: "authentication_error",
 
 # -- request ----------------------------------------------------------------------------------
 
-def to_openai(body: dict[str, Any]) -> dict[str, Any]:
+def to_openai(body: dict[str, Any], dialect: str | None = None) -> dict[str, Any]:
     """The OpenAI chat request for a valid Anthropic Messages request; BadRequest names what
-    cannot be expressed."""
+    cannot be expressed. `dialect` is the provider's: reasoning state this gateway carried for
+    it in thinking blocks goes back to it (see the module docstring)."""
     for key in body:
         if key not in HANDLED and key not in DROPPED:
             raise BadRequest(f"'{key}' is only supported with Anthropic models.", param=key)
@@ -81,7 +109,7 @@ def to_openai(body: dict[str, Any]) -> dict[str, Any]:
         messages.append({"role": "system", "content": system})
     held: list[dict[str, Any]] = []             # system turns waiting for their place
     for i, turn in enumerate(body["messages"]):
-        converted = _turn(turn, i)
+        converted = _turn(turn, i, dialect)
         if turn["role"] == "system":
             held.extend(converted)
             continue
@@ -124,7 +152,7 @@ def _system_text(system: Any) -> str:
     return "\n".join(b["text"] for b in system or () if b.get("text"))
 
 
-def _turn(turn: dict[str, Any], i: int) -> list[dict[str, Any]]:
+def _turn(turn: dict[str, Any], i: int, dialect: str | None) -> list[dict[str, Any]]:
     role, content = turn["role"], turn["content"]
     if role == "system":
         text = _system_turn_text(content, f"messages[{i}].content")
@@ -133,7 +161,7 @@ def _turn(turn: dict[str, Any], i: int) -> list[dict[str, Any]]:
         return [{"role": role, "content": content}]
     if role == "user":
         return _user_turn(content, f"messages[{i}].content")
-    return _assistant_turn(content, f"messages[{i}].content")
+    return _assistant_turn(content, f"messages[{i}].content", dialect)
 
 
 def _system_turn_text(content: Any, param: str) -> str:
@@ -214,9 +242,12 @@ def _document(source: dict[str, Any], param: str) -> dict[str, Any]:
                                      "file_data": f"data:application/pdf;base64,{data}"}}
 
 
-def _assistant_turn(blocks: list[dict[str, Any]], param: str) -> list[dict[str, Any]]:
+def _assistant_turn(blocks: list[dict[str, Any]], param: str,
+                    dialect: str | None) -> list[dict[str, Any]]:
     texts: list[str] = []
     calls: list[dict[str, Any]] = []
+    carried: list[dict[str, Any]] = []          # thinking blocks to give back to the provider
+    signed: dict[str, str] = {}                 # tool_use id -> thought signature
     for j, block in enumerate(blocks):
         kind = block["type"]
         if kind == "text":
@@ -224,7 +255,12 @@ def _assistant_turn(blocks: list[dict[str, Any]], param: str) -> list[dict[str, 
         elif kind == "tool_use":
             calls.append(cp.tool_call(None, block["id"], block["name"],
                                       cp.arguments_json(block.get("input"))))
-        elif kind in ("thinking", "redacted_thinking"):
+        elif kind == "thinking":
+            state = for_dialect(block.get("signature"), dialect)
+            if state is not None:
+                carried += thinking_blocks(state)
+                signed.update(signatures(state))
+        elif kind == "redacted_thinking":
             continue
         else:
             where = f"{param}[{j}]"
@@ -234,6 +270,11 @@ def _assistant_turn(blocks: list[dict[str, Any]], param: str) -> list[dict[str, 
     if not text and not calls:
         return []
     message: dict[str, Any] = {"role": "assistant", "content": text or None}
+    if carried:
+        message["thinking_blocks"] = carried
+    for call in calls:
+        if call["id"] in signed:
+            sign_call(call, signed[call["id"]])
     if calls:
         message["tool_calls"] = calls
     return [message]
@@ -329,27 +370,36 @@ def usage_block(usage: Usage, cost: float | None = None) -> dict[str, Any]:
 
 
 def to_message(completion: dict[str, Any], model_id: str, usage: Usage,
-               cost: float) -> dict[str, Any]:
+               cost: float, carry: str | None = None) -> dict[str, Any]:
+    """The Anthropic message for a chat.completion; with `carry` (the provider's dialect) the
+    provider's own reasoning state rides in the leading thinking block's signature."""
     choices = completion.get("choices") or [{}]
     choice = choices[0] if isinstance(choices[0], dict) else {}
     msg = choice.get("message") or {}
     content: list[dict[str, Any]] = []
+    calls = [_with_block_id(c) for c in msg.get("tool_calls") or () if isinstance(c, dict)]
+    state = carried_state({**msg, "tool_calls": calls}) if carry else {}
+    signature = encode_carried(carry, state) if carry and state else ""
     reasoning = msg.get("reasoning_content")
-    if isinstance(reasoning, str) and reasoning:
-        content.append({"type": "thinking", "thinking": reasoning, "signature": ""})
+    reasoning = reasoning if isinstance(reasoning, str) else ""
+    if reasoning or signature:
+        content.append({"type": "thinking", "thinking": reasoning, "signature": signature})
     text = cp.text_of(msg.get("content")) or msg.get("refusal") or ""
     if text:
         content.append({"type": "text", "text": text})
-    calls = [c for c in msg.get("tool_calls") or () if isinstance(c, dict)]
     for call in calls:
         fn = call.get("function") or {}
-        content.append({"type": "tool_use", "id": cp.safe_id(call.get("id") or
-                                                             cp.new_id("toolu_")),
-                        "name": fn.get("name") or "", "input": tool_input(fn.get("arguments"))})
+        content.append({"type": "tool_use", "id": call["id"], "name": fn.get("name") or "",
+                        "input": tool_input(fn.get("arguments"))})
     return {"id": "msg_" + cp.new_id(""), "type": "message", "role": "assistant",
             "model": model_id, "content": content,
             "stop_reason": stop_reason(choice.get("finish_reason"), bool(calls)),
             "stop_sequence": None, "usage": usage_block(usage, cost)}
+
+
+def _with_block_id(call: dict[str, Any]) -> dict[str, Any]:
+    """A chat tool call with the id its tool_use block shows (and the client sends back)."""
+    return dict(call, id=cp.safe_id(call.get("id") or cp.new_id("toolu_")))
 
 
 # -- stream -----------------------------------------------------------------------------------
@@ -374,10 +424,13 @@ def error_event(status: int, message: str, type: str | None = None) -> bytes:
 
 class EventWriter:
     """OpenAI chunks in, Anthropic stream events out (as SSE bytes); one per stream.
-    Only the first choice is translated (Anthropic answers once per request)."""
+    Only the first choice is translated (Anthropic answers once per request). With `carry`
+    (the provider's dialect) its reasoning state rides in a thinking block's signature."""
 
-    def __init__(self, model_id: str) -> None:
+    def __init__(self, model_id: str, carry: str | None = None) -> None:
         self.model_id = model_id
+        self.carry = carry
+        self.pending: dict[str, Any] = {}       # state for the open thinking block
         self.started = False
         self.index = -1                         # index of the newest content block
         self.open: str | None = None            # kind of the open block
@@ -398,6 +451,9 @@ class EventWriter:
                 self._open("thinking", {"type": "thinking", "thinking": "", "signature": ""},
                            out)
                 out.append(self._delta({"type": "thinking_delta", "thinking": reasoning}))
+            if self.carry and delta.get("thinking_blocks"):
+                self._carried(carried_state({"thinking_blocks": delta["thinking_blocks"]}),
+                              out)
             for key in ("content", "refusal"):
                 text = delta.get(key)
                 if isinstance(text, str) and text:
@@ -444,8 +500,23 @@ class EventWriter:
 
     def _close(self, out: list[bytes]) -> None:
         if self.open is not None:
+            if self.open == "thinking" and self.pending and self.carry:
+                # as Anthropic streams it: the signature last, just before the block stops
+                out.append(self._delta({"type": "signature_delta",
+                                        "signature": encode_carried(self.carry,
+                                                                    self.pending)}))
+                self.pending = {}
             out.append(event({"type": "content_block_stop", "index": self.index}))
             self.open = None
+
+    def _carried(self, state: dict[str, Any], out: list[bytes]) -> None:
+        """Provider state for the open thinking block, or for a thinking block of its own
+        (no text) when none is open."""
+        if not state:
+            return
+        if self.open != "thinking":
+            self._open("thinking", {"type": "thinking", "thinking": "", "signature": ""}, out)
+        merge_carried(self.pending, state)
 
     def _delta(self, delta: dict[str, Any], index: int | None = None) -> bytes:
         return event({"type": "content_block_delta",
@@ -457,8 +528,11 @@ class EventWriter:
         block = self.tool_blocks.get(position)
         if block is None:
             self.has_tools = True
-            self._open("tool_use", {"type": "tool_use",
-                                    "id": cp.safe_id(call.get("id") or cp.new_id("toolu_")),
+            call = _with_block_id(call)
+            if self.carry:
+                # a signature arrives with its call: the thinking block before the call keeps it
+                self._carried(carried_state({"tool_calls": [call]}), out)
+            self._open("tool_use", {"type": "tool_use", "id": call["id"],
                                     "name": fn.get("name") or "", "input": {}}, out)
             block = self.tool_blocks[position] = self.index
         arguments = fn.get("arguments")

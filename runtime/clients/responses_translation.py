@@ -45,17 +45,18 @@ calls at the end; finally response.completed (or response.incomplete) with the w
 and usage. `fail` ends a broken stream with an `error` event (carrying both the flat fields of
 the SDK type and a nested `error` object, on which the Python SDK raises) and response.failed.
 
-Reasoning state (`encode_carried`, `decode_carried`): a client that keeps no server state
-asks for `include: ["reasoning.encrypted_content"]` and sends reasoning items back (Codex
-does). A translated provider's own thinking state then rides in the reasoning item's
-`encrypted_content` (`tmr1.` + base64url JSON; readable, not encrypted, tagged with the
-provider's dialect): Anthropic's signed thinking blocks (chat's `thinking_blocks`) and
-Gemini's thought signatures by call id (chat's `tool_calls[].extra_content.google.
-thought_signature`). In a stream, state that arrives while a reasoning item is open joins
-it; state without one (a signature on a call with no thought before it, a redacted block)
-gets a reasoning item of its own just before. Sent back to the same dialect it becomes the
-next assistant message's `thinking_blocks` and its calls' signatures again; a native
-Responses provider never receives these items (`own_reasoning_dropped`).
+Reasoning state: a client that keeps no server state asks for
+`include: ["reasoning.encrypted_content"]` and sends reasoning items back (Codex does). A
+translated provider's own thinking state then rides in the reasoning item's
+`encrypted_content`, in the gateway's own encoding (runtime/clients/reasoning_state.py,
+tagged with the provider's dialect): Anthropic's signed thinking blocks (chat's
+`thinking_blocks`) and Gemini's thought signatures by call id (chat's
+`tool_calls[].extra_content.google.thought_signature`). In a stream, state that arrives
+while a reasoning item is open joins it; state without one (a signature on a call with no
+thought before it, a redacted block) gets a reasoning item of its own just before. Sent
+back to the same dialect it becomes the next assistant message's `thinking_blocks` and its
+calls' signatures again; a native Responses provider never receives these items
+(`own_reasoning_dropped`).
 
 Compaction (`compact_request`, `compacted`): the conversation is rendered as a transcript and
 summarised by the chat model; the answer keeps every user message verbatim, followed by one
@@ -76,10 +77,19 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from runtime.clients.reasoning_state import (
+    carried_state,
+    decode_carried,
+    encode_carried,
+    for_dialect,
+    merge_carried,
+    sign_call,
+    signatures,
+    thinking_blocks,
+)
 from runtime.errors import BadRequest
 
 COMPACTION_PREFIX = "tmc1."
-CARRIED_PREFIX = "tmr1."
 SUMMARY_HEADER = "Summary of the earlier part of this conversation:\n"
 COMPACT_INSTRUCTIONS = (
     "You compact conversations. Write a concise but complete summary of the conversation "
@@ -139,51 +149,6 @@ def own_compactions_to_messages(items: Any) -> Any:
 
 
 # -- reasoning items carrying a provider's own thinking state --------------------------------
-
-def encode_carried(dialect: str, state: Mapping[str, Any]) -> str:
-    """The `encrypted_content` of a reasoning item that carries `dialect`'s own thinking state
-    (`thinking_blocks`: Anthropic's signed thinking blocks; `signatures`: call id -> Gemini
-    thought signature)."""
-    payload = json.dumps({"dialect": dialect, **state}, separators=(",", ":"))
-    return CARRIED_PREFIX + base64.urlsafe_b64encode(payload.encode()).decode()
-
-
-def decode_carried(content: Any) -> dict[str, Any] | None:
-    """The state of a reasoning item this gateway made (with its `dialect`), or None."""
-    if not isinstance(content, str) or not content.startswith(CARRIED_PREFIX):
-        return None
-    try:
-        state = json.loads(base64.urlsafe_b64decode(content[len(CARRIED_PREFIX):]))
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        return None
-    return state if isinstance(state, dict) and isinstance(state.get("dialect"), str) else None
-
-
-def carried_state(message: Mapping[str, Any]) -> dict[str, Any]:
-    """The provider thinking state of a chat assistant message (or stream delta): its
-    `thinking_blocks` and its tool calls' Gemini thought signatures, keyed by call id."""
-    state: dict[str, Any] = {}
-    blocks = [b for b in message.get("thinking_blocks") or () if isinstance(b, dict)]
-    if blocks:
-        state["thinking_blocks"] = blocks
-    signatures = {}
-    for call in message.get("tool_calls") or ():
-        signature = ((call.get("extra_content") or {}).get("google") or {}).get(
-            "thought_signature") if isinstance(call, dict) else None
-        if isinstance(signature, str) and signature and isinstance(call.get("id"), str):
-            signatures[call["id"]] = signature
-    if signatures:
-        state["signatures"] = signatures
-    return state
-
-
-def _merge(state: dict[str, Any], more: Mapping[str, Any]) -> None:
-    state.setdefault("thinking_blocks", []).extend(more.get("thinking_blocks") or ())
-    state.setdefault("signatures", {}).update(more.get("signatures") or {})
-    for key in ("thinking_blocks", "signatures"):
-        if not state[key]:
-            del state[key]
-
 
 def carries(body: Mapping[str, Any]) -> bool:
     """The client asked for reasoning state it keeps and sends back (stateless use)."""
@@ -316,7 +281,7 @@ def chat_messages(items: Any, instructions: Any = None,
         messages.append({"role": "user", "content": items})
         return messages
     thinking: list[dict[str, Any]] = []     # for the next assistant message
-    signatures: dict[str, str] = {}         # call id -> thought signature
+    signed: dict[str, str] = {}             # call id -> thought signature
     for i, item in enumerate(items or ()):
         where = f"input[{i}]"
         kind = item.get("type") or ("message" if "role" in item else None)
@@ -333,8 +298,8 @@ def chat_messages(items: Any, instructions: Any = None,
             call: dict[str, Any] = {"id": _str(item, "call_id", where), "type": "function",
                                     "function": {"name": name,
                                                  "arguments": item.get("arguments") or "{}"}}
-            if call["id"] in signatures:
-                call["extra_content"] = {"google": {"thought_signature": signatures[call["id"]]}}
+            if call["id"] in signed:
+                sign_call(call, signed[call["id"]])
             last = messages[-1] if messages else None
             if last is not None and last["role"] == "assistant":
                 last.setdefault("tool_calls", []).append(call)
@@ -356,12 +321,10 @@ def chat_messages(items: Any, instructions: Any = None,
                                  "again with this model.", param=where)
             messages.append({"role": "system", "content": SUMMARY_HEADER + summary})
         elif kind == "reasoning":
-            state = decode_carried(item.get("encrypted_content"))
-            if state is not None and state["dialect"] == dialect:
-                thinking += [b for b in state.get("thinking_blocks") or ()
-                             if isinstance(b, dict)]
-                signatures.update({k: v for k, v in (state.get("signatures") or {}).items()
-                                   if isinstance(v, str)})
+            state = for_dialect(item.get("encrypted_content"), dialect)
+            if state is not None:
+                thinking += thinking_blocks(state)
+                signed.update(signatures(state))
         elif kind == "item_reference":
             raise BadRequest(f"{where}: item references need stored responses, which this "
                              "gateway does not keep for this model; send the item itself.",
@@ -675,7 +638,7 @@ class ResponseEvents:
         if not state:
             return []
         if self._open is not None and self._items[self._open]["type"] == "reasoning":
-            _merge(self._state.setdefault(self._open, {}), state)
+            merge_carried(self._state.setdefault(self._open, {}), state)
             return []
         out = self._close_open()
         self._open, added = self._add({"type": "reasoning", "id": new_id("rs"),

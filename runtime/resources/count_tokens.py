@@ -29,7 +29,11 @@ import falcon
 import urllib3
 
 from runtime.catalogue import Model
-from runtime.clients.messages import anthropic_facing, passthrough_error
+from runtime.clients.messages import (
+    anthropic_facing,
+    carried_thinking_restored,
+    passthrough_error,
+)
 from runtime.clients.messages_translation import to_openai
 from runtime.errors import ANTHROPIC
 from runtime.gateway import Gateway, provider_body
@@ -77,7 +81,8 @@ class CountTokens:
         dialect = model.provider.descriptor.dialect
         counter = COUNTERS[dialect]
         if counter.takes == "messages":
-            call = counter.build(provider_body(model, KIND, body), model)
+            call = counter.build(provider_body(model, KIND, carried_thinking_restored(body)),
+                                 model)
             beta = req.get_header("anthropic-beta")
             if beta:
                 call.headers["anthropic-beta"] = beta

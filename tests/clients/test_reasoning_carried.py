@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from runtime.clients import reasoning_state as rs
 from runtime.clients import responses_translation as ri
 from runtime.providers import CHAT_ADAPTERS
 from tests.translation_fixtures import CATALOGUE
@@ -38,7 +39,7 @@ def test_signed_thinking_leaves_and_comes_back_to_anthropic():
                     "thinking_blocks": [SIGNED], "tool_calls": [CALL]}, "anthropic")["output"]
     reasoning, call = out
     assert reasoning["content"] == [{"type": "reasoning_text", "text": "Need the date."}]
-    assert reasoning["encrypted_content"].startswith(ri.CARRIED_PREFIX)
+    assert reasoning["encrypted_content"].startswith(rs.CARRIED_PREFIX)
     assert call["type"] == "function_call"
 
     messages = ri.chat_messages(next_turn(out, call["call_id"]), dialect="anthropic")
@@ -81,7 +82,7 @@ def test_streamed_gemini_signature_rides_on_the_reasoning_before_its_call():
     events += machine.finish(ri.response_usage({}))
     done = [e["item"] for e in events if e["type"] == "response.output_item.done"]
     assert [i["type"] for i in done] == ["reasoning", "function_call"]
-    assert ri.decode_carried(done[0]["encrypted_content"]) == {
+    assert rs.decode_carried(done[0]["encrypted_content"]) == {
         "dialect": "gemini", "signatures": {"call_gx1": "c2ln"}}
 
     messages = ri.chat_messages(next_turn(done, "call_gx1"), dialect="gemini")
@@ -105,7 +106,7 @@ def test_streamed_signature_without_thoughts_gets_a_reasoning_item_of_its_own():
 
 def test_foreign_reasoning_is_dropped_and_own_reasoning_never_reaches_openai():
     own = {"type": "reasoning", "id": "rs_1", "summary": [],
-           "encrypted_content": ri.encode_carried("anthropic", {"thinking_blocks": [SIGNED]})}
+           "encrypted_content": rs.encode_carried("anthropic", {"thinking_blocks": [SIGNED]})}
     openai = {"type": "reasoning", "id": "rs_2", "summary": [],
               "encrypted_content": "gAAAAB-opaque"}
     user = {"role": "user", "content": "hi"}
@@ -113,4 +114,4 @@ def test_foreign_reasoning_is_dropped_and_own_reasoning_never_reaches_openai():
                             dialect="anthropic") == [
         {"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]
     assert ri.own_reasoning_dropped([user, own, openai]) == [user, openai]
-    assert ri.decode_carried("tmr1.not-base64!") is None
+    assert rs.decode_carried("tmr1.not-base64!") is None

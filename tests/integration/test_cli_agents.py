@@ -227,8 +227,11 @@ def test_claude_code_on_other_providers(cli_agents, up, proxy_to, tmp_path, mode
 def test_claude_code_bash_tool_loop(cli_agents, up, proxy_to, tmp_path, model, upstream):
     """The model asks for the Bash tool, Claude Code runs the command, sends its output back,
     and the final answer carries it: a whole tool loop, on Claude and translated to Gemini
-    and to OpenAI chat."""
+    and to OpenAI chat. Gemini issues thought signatures and refuses the second step without
+    the one it issued, as Gemini 3 does: it gets it back from the thinking block Claude Code
+    kept."""
     gw, proxy = proxy_to(upstream)
+    up["gemini"].signatures = upstream == "gemini"
     account, secret = gw.account(START_CREDITS)
     code, result, stderr = run_claude(cli_agents, proxy, secret, tmp_path / "home",
                                       "--allowedTools", "Bash",
@@ -242,6 +245,19 @@ def test_claude_code_bash_tool_loop(cli_agents, up, proxy_to, tmp_path, model, u
     assert up[upstream].requests and charged(gw, account) > 0
     if upstream != "anthropic":
         assert up["anthropic"].requests == []
+    if upstream == "gemini":
+        # the Bash call went back with its signature, which came to Claude Code in a
+        # thinking block that it sent back as it was
+        sent = up[upstream].last.body["contents"]
+        (step,) = [c["parts"] for c in sent if c["role"] == "model"
+                   and any("functionCall" in p for p in c["parts"])]
+        assert step[0]["functionCall"]["name"] == "Bash"
+        assert step[0]["thoughtSignature"] in up["gemini"].issued_signatures
+        assert "tokmodel-42" in json.dumps(sent[-1]["parts"])
+        back = [r.body for r in proxy.requests if len(r.body["messages"]) > 1][-1]
+        kept = [b for m in back["messages"] if m["role"] == "assistant"
+                and isinstance(m["content"], list) for b in m["content"]]
+        assert [b["type"] for b in kept][-2:] == ["thinking", "tool_use"]
     if upstream == "openai_chat":
         # the Bash call went out as a chat tool call and its output came back as a tool message
         sent = up[upstream].last.body["messages"]

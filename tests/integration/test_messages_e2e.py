@@ -239,6 +239,41 @@ def test_tool_round_trip(gw, up, acct, model, stream):
         chat_cost_micro(model, prompt_of(m.usage), m.usage.output_tokens) for m in (first, final))
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_gemini_tool_loop_gives_back_thought_signatures(gw, up, acct, stream):
+    """Gemini 3 refuses a tool-loop step whose function call comes back without the thought
+    signature it issued (the fake's `signatures` switch): the signature leaves in a thinking
+    block, the SDK's content sent back as received returns it onto the function call."""
+    account, client = acct
+    up["gemini"].signatures = True
+    earlier = set(up["gemini"].issued_signatures)
+    question = {"role": "user", "content": "What is the weather in Oslo?"}
+    first = _ask(client, stream, model=GEMINI, max_tokens=200, tools=[TOOL],
+                 messages=[question])
+    assert first.stop_reason == "tool_use"
+    assert [b.type for b in first.content] == ["thinking", "tool_use"]
+    (issued,) = up["gemini"].issued_signatures - earlier
+    use = first.content[1]
+
+    history = [question, {"role": "assistant", "content": first.content},
+               {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id,
+                                             "content": "4 degrees"}]}]
+    final = _ask(client, stream, model=GEMINI, max_tokens=200, tools=[TOOL], messages=history)
+    assert final.stop_reason == "end_turn" and "4 degrees" in final.content[-1].text
+    assert up["gemini"].last.body["contents"][1] == {"role": "model", "parts": [
+        {"functionCall": {"name": "get_weather", "args": {"city": "Oslo"}},
+         "thoughtSignature": issued}]}
+    assert charged(gw, account) == sum(
+        chat_cost_micro(GEMINI, prompt_of(m.usage), m.usage.output_tokens) for m in (first, final))
+
+    # the same conversation continued on a Claude model: Anthropic never sees the carrier
+    again = client.messages.create(model=CLAUDE, max_tokens=200, tools=[TOOL],
+                                   messages=history)
+    assert again.content[-1].text.startswith("echo: ")
+    sent = up["anthropic"].last.body["messages"][1]["content"]
+    assert [b["type"] for b in sent] == ["tool_use"]
+
+
 def test_tool_choice_and_parallel_flag_are_translated(gw, up, acct):
     _, client = acct
     reply = client.messages.create(
