@@ -56,6 +56,7 @@ from runtime.providers.base import (
     message_from,
     retry_headers,
 )
+from runtime.redaction import mask_json
 from runtime.sse import Event, encode, iter_events
 from runtime.upstream import UpstreamResponse, read_json
 
@@ -329,8 +330,10 @@ class PassthroughStream(SettlingBody):
             err = data.get("error") if isinstance(data.get("error"), dict) else {}
             self._status = 529 if err.get("type") == "overloaded_error" else 502
             self._ended = True
-        else:                                   # message_stop: charge before the last bytes
-            self._ended = True
+            self._finish()
+            # the upstream's words go to the client: masked, as every error is
+            return encode(json.dumps(mask_json(data), separators=(",", ":")), name)
+        self._ended = True                      # message_stop: charge before the last bytes
         self._finish()
         return encode(ev.data, name)
 
