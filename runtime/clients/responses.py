@@ -124,9 +124,12 @@ def _answer(payload: dict[str, Any], model: Model,
 
 
 def _checked(payload: Any) -> dict[str, Any]:
+    """A native answer, with the upstream's words about a failed response masked."""
     if not isinstance(payload, dict):
         raise GatewayError("The upstream provider answered with an invalid response.",
                            status=502, type="upstream_error")
+    if payload.get("error"):
+        payload["error"] = mask_json(payload["error"])
     return payload
 
 

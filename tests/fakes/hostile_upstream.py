@@ -13,6 +13,8 @@ OpenAI base (``.../v1``), ``origin`` the Anthropic one. Every POST is recorded i
 - ``"stream_error"``: a 200 event stream in the path's format that produces one word, then
   the provider's error event carrying the same text (Responses: an ``error`` event, or with
   ``failed=True`` a ``response.failed`` whose ``error.message`` carries it);
+- ``"ok"`` with ``failed=True`` on Responses: a whole 200 Response whose status is
+  ``failed`` and whose ``error.message`` carries it;
 - ``"stall"``: a 200 event stream that produces one word, then sends nothing for ``stall``
   seconds before ending the body;
 - ``"ok"``: a minimal well-formed answer (not streamed).
@@ -65,7 +67,14 @@ class _Handler(BaseHTTPRequestHandler):
                                      "param": None, "code": "quota"}}
             return self._whole(fake.status, json.dumps(payload).encode())
         if fake.mode == "ok" or not body.get("stream"):
-            return self._whole(200, json.dumps(self._ok(body)).encode())
+            answer = self._ok(body)
+            if fake.failed and self.path.endswith("/responses"):
+                answer = {"id": "resp_1", "object": "response", "status": "failed",
+                          "model": body.get("model"), "output": [],
+                          "error": {"code": "server_error", "message": leak},
+                          "usage": {"input_tokens": 5, "output_tokens": 0,
+                                    "total_tokens": 5}}
+            return self._whole(200, json.dumps(answer).encode())
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Transfer-Encoding", "chunked")

@@ -95,6 +95,16 @@ def test_a_failed_native_responses_stream_is_masked(gw, up):
     _assert_clean(text)
 
 
+def test_a_failed_native_response_answered_whole_is_masked(gw, up):
+    up.mode, up.failed = "ok", True
+    _, secret = gw.account()
+    path, body = _request("responses", GPT, stream=False)
+    resp = _post(gw, secret, path, body)
+    assert resp.status_code == 200 and resp.json()["status"] == "failed"
+    assert "exceeded your current quota" in resp.json()["error"]["message"]
+    _assert_clean(resp.text)
+
+
 def test_embeddings_errors_are_masked(gw, up):
     _, secret = gw.account()
     resp = _post(gw, secret, "/v1/embeddings",
