@@ -62,6 +62,12 @@ CASES = [
     ("/v1/responses/compact", "openai/gpt-4o-mini", 0, ("instructions",), "instructions"),
     ("/v1/embeddings", "openai/text-embedding-3-small", 0, ("input", 1), "input[1]"),
     ("/v1/embeddings", "openai/text-embedding-3-large", 0, ("input",), "input"),
+    ("/v1/rerank", "vllm/bge-reranker-v2-m3", 0, ("query",), "query"),
+    ("/v1/rerank", "cohere/rerank-v3.5", 0, ("documents", 1, "text"), "documents[1].text"),
+    ("/v1/images/generations", "openai/dall-e-2", 0, ("prompt",), "prompt"),
+    ("/v1/audio/speech", "openai/tts-1", 0, ("input",), "input"),
+    ("/v1/messages/count_tokens", "anthropic/claude-haiku-4-5", 0,
+     ("messages", 0, "content"), "messages[0].content"),
 ]
 
 
@@ -71,6 +77,9 @@ def test_lone_surrogate_is_a_400_naming_the_field(app, path, model, index, where
     if path == "/v1/responses/compact":
         body = copy.deepcopy(JSON_ROUTES[path][0])
         body["model"] = model
+    elif path == "/v1/messages/count_tokens":    # free, but its body is checked the same
+        body = _template("/v1/messages", model)
+        del body["max_tokens"]
     else:
         body = _template(path, model, index)
     _set(body, where, LONE)
@@ -80,7 +89,7 @@ def test_lone_surrogate_is_a_400_naming_the_field(app, path, model, index, where
     assert result.status_code == 400, result.text
     error = result.json["error"]
     assert field in error["message"] and "surrogate" in error["message"]
-    if path == "/v1/messages":
+    if path.startswith("/v1/messages"):
         assert result.json["type"] == "error" and error["type"] == "invalid_request_error"
     else:
         assert error["param"] == field
