@@ -7,26 +7,38 @@ field (or key) that holds one, e.g. `messages[0].content`, before anything is he
 
 Cost: the parsed body is walked only when the raw bytes could hold a surrogate -- a `\\ud`
 escape (valid pairs, such as an escaped emoji, also have one), a raw surrogate sequence
-(0xED 0xA0-0xBF), or a body that is not UTF-8. Every other body costs three byte searches.
+(0xED 0xA0-0xBF), or a body that is not UTF-8. Every other body costs two single-byte
+searches (0.2 us for 5 KB), plus one regex search (2 to 4 us for 5 KB of text with escapes)
+when it holds a backslash.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
 from runtime.errors import BadRequest
 
+# (the regex engine hops between backslashes with memchr: several times faster here than
+# `bytes.__contains__`, whose short-needle search crawls through text full of `\n`)
+_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 _RAW_SURROGATE = re.compile(rb"\xed[\xa0-\xbf]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
+def _may_hold_one(raw: bytes) -> bool:
+    # single-byte searches (memchr) first: most bodies have no escape or 0xED byte at all
+    if b"\\" in raw and _ESCAPE.search(raw):
+        return True
+    if b"\xed" in raw and _RAW_SURROGATE.search(raw):
+        return True
+    # UTF-16 and UTF-32 bodies (a BOM, or NUL bytes among the first four)
+    return raw[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\x00" in raw[:4]
+
+
 def check(raw: bytes, body: Any) -> None:
     """400 naming the field when `body` (parsed from `raw`) holds a lone surrogate."""
-    if (b"\\ud" not in raw and b"\\uD" not in raw
-            and (b"\xed" not in raw or not _RAW_SURROGATE.search(raw))
-            and json.detect_encoding(raw) == "utf-8"):
+    if not _may_hold_one(raw):
         return
     path = unencodable_path(body)
     if path is not None:

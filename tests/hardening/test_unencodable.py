@@ -100,6 +100,11 @@ def test_raw_surrogate_bytes_and_surrogate_keys_are_refused(app):
     raw = json.dumps(body).encode().replace(b"hello there", b"hello \xed\xa0\x80 there")
     result = app.send("POST", "/v1/chat/completions", raw, JSON_CT)
     assert result.status_code == 400 and result.json["error"]["param"] == "messages[1].content"
+    # an upper-case escape (Java's encoders write them), and a low surrogate alone
+    for escape in (b"\\uDBFF", b"\\uDc00"):
+        raw = json.dumps(body).encode().replace(b"hello there", b"hello " + escape + b" there")
+        result = app.send("POST", "/v1/chat/completions", raw, JSON_CT)
+        assert result.status_code == 400, (escape, result.text)
     body = _template("/v1/messages", "anthropic/claude-haiku-4-5")
     body["metadata"] = {"\udc00key": "v"}
     result = app.send("POST", "/v1/messages", json.dumps(body).encode(), JSON_CT)
