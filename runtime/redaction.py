@@ -35,6 +35,9 @@ REDACTED = "[redacted]"
 # (a local server's placeholder) would mangle ordinary words.
 MIN_SECRET_CHARS = 8
 
+# Each pattern starts only where a token starts (the lookbehinds), so text that never
+# matches -- a long run of word characters, a base64 blob -- is scanned in linear time.
+_START = r"(?<![A-Za-z0-9_.%+*\-])"
 _PATTERNS = re.compile("|".join((
     # ids are random: requiring a digit keeps words such as "org-specific" intact
     r"\b(?:org|user)-(?=[A-Za-z]*[0-9])[A-Za-z0-9]{6,}",
@@ -45,8 +48,8 @@ _PATTERNS = re.compile("|".join((
     r"\b(?:xai|pplx|pa)-[A-Za-z0-9_\-\*]{10,}",
     r"\bAIza[A-Za-z0-9_\-\*]{6,}",
     r"\bya29\.[A-Za-z0-9_\-\.\*]{5,}[A-Za-z0-9_\-\*]",
-    r"[A-Za-z0-9_\-\.]*\*{3,}(?:[A-Za-z0-9_\-\.\*]*[A-Za-z0-9_\-\*])?",
-    r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}",
+    _START + r"[A-Za-z0-9_\-\.]*\*{3,}(?:[A-Za-z0-9_\-\.\*]*[A-Za-z0-9_\-\*])?",
+    _START + r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}",
 )))
 
 _lock = threading.Lock()

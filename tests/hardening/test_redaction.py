@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -73,3 +74,13 @@ def test_gateway_errors_and_stream_errors_carry_masked_text():
     err.message = "Incorrect API key provided: sk-ab***yz"
     assert "sk-ab" not in render_error(err, "anthropic").decode()
     assert StreamBroken("project proj_Ab12Cd34Ef56").message == "project [redacted]"
+
+
+@pytest.mark.parametrize("blob", ["A" * 200_000, "a.b-" * 50_000, "org-" * 50_000,
+                                  "x@y." * 50_000, "ab*" * 60_000])
+def test_long_bodies_without_identifiers_are_masked_in_linear_time(blob):
+    """An upstream error page holding a long token (a base64 blob) cannot stall a worker:
+    the patterns never rescan a token from each of its characters (that took minutes)."""
+    started = time.perf_counter()
+    redaction.mask(f"error: {blob} end")
+    assert time.perf_counter() - started < 2.0
