@@ -72,7 +72,8 @@ def exchange(request: Request, model: Model,
 
 
 def _answer(payload: dict[str, Any]) -> bytes:
-    return json.dumps(payload, ensure_ascii=False).encode()
+    # a lone surrogate in the upstream's text goes out as its JSON escape (runtime/sse.py)
+    return json.dumps(payload, ensure_ascii=False).encode("utf-8", "backslashreplace")
 
 
 class PassthroughExchange:
