@@ -135,11 +135,17 @@ def _open(url: str, param: str, allow_private: bool
         host = port = None
     if parts.scheme not in ("http", "https") or not host:
         raise BadRequest(f"'{param}' must be an http(s) URL.", param=param)
+    try:   # an international name travels as its ASCII (punycode) form
+        host = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise BadRequest(f"'{param}': the image host name is not valid.", param=param) from None
+    netloc = f"[{host}]" if ":" in host else host   # credentials never go into Host
+    if port:
+        netloc += f":{port}"
     port = port or (443 if parts.scheme == "https" else 80)
     target = parts.path or "/"
     if parts.query:
         target += "?" + parts.query
-    netloc = parts.netloc.rpartition("@")[2]        # credentials never go into Host
     failure: Exception | None = None
     for address in _checked_addresses(host, port, param, allow_private):
         pool = _pool(parts.scheme, address, port, host)

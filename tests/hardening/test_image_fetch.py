@@ -113,6 +113,24 @@ def test_one_resolution_and_the_connection_goes_to_the_checked_address(
     assert _Images.seen == [("/cat.png", f"rebind.invalid:{server}")]
 
 
+def test_an_international_name_is_resolved_and_sent_in_its_ascii_form(
+        limits, server, monkeypatch):
+    calls: list[str] = []
+
+    def resolver(host: str, port: int) -> list[str]:
+        calls.append(host)
+        return ["127.0.0.1"]
+
+    monkeypatch.setattr(image_fetch, "_resolve", resolver)
+    checked = image_fetch.is_internal
+    monkeypatch.setattr(image_fetch, "is_internal",
+                        lambda a: str(a) != "127.0.0.1" and checked(a))
+    url = f"http://user:secret@b\u00fccher-\u4e66.invalid:{server}/c.png"
+    assert image_fetch.fetch_image(url, "image")[1] == PNG
+    assert calls == ["xn--bcher--3ya3669m.invalid"]
+    assert _Images.seen == [("/c.png", f"xn--bcher--3ya3669m.invalid:{server}")]
+
+
 def test_redirects_are_resolved_and_checked_again(limits, server, monkeypatch):
     answers = {"pics.invalid": ["127.0.0.1"], "inside.invalid": ["10.0.0.7"]}
     calls: list[str] = []
