@@ -21,6 +21,7 @@ from runtime.errors import OPENAI, GatewayError, render_error
 from runtime.gateway import Gateway
 from runtime.observability.middleware import RequestRecords
 from runtime.pipeline.run import Pipeline
+from runtime.redaction import register_secrets
 from runtime.resources import RESOURCES, ROUTES, PricedResource
 from runtime.resources.health import Health, Ready, Root
 from runtime.resources.metrics_endpoint import MetricsEndpoint
@@ -79,6 +80,9 @@ def _on_unexpected(req: falcon.Request, resp: falcon.Response, ex: Exception,
 
 def create_app(settings: Settings, registry: ModuleType, store: Store, upstream: Upstream,
                catalogue: Catalogue) -> falcon.App:
+    # an upstream error quoting the operator's own key is masked (runtime/redaction.py)
+    register_secrets(deployment.api_key for provider in catalogue.providers.values()
+                     for deployment in provider.deployments)
     gateway = Gateway(settings=settings, catalogue=catalogue, store=store, upstream=upstream,
                       validator=Validator(registry.MODEL_MODULES),
                       endpoints=registry.ENDPOINTS)

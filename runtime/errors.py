@@ -5,12 +5,19 @@ status, a message safe to show (never a secret), the OpenAI-style `type`, the fi
 it concerns and extra response headers (Retry-After). `render_error` turns it into the
 OpenAI/TokModel envelope `{"error":{"message","type","param","code"}}` or, for the
 Anthropic Messages dialect, `{"type":"error","error":{"type","message"}}`.
+
+Nothing of the operator leaks: an error's `message` and kept `body` are masked
+(runtime/redaction.py) as they are set, so every way out -- the non-stream envelope, the
+error events of every stream format, and any code that reads `err.message` later -- carries
+the masked text. A provider's stream error (`StreamBroken`) is masked the same way.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+
+from runtime.redaction import mask, mask_body
 
 OPENAI = "openai"
 ANTHROPIC = "anthropic"
@@ -24,7 +31,7 @@ _ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error",
 
 class GatewayError(Exception):
     """An error answered to the client. `body` replaces the envelope when an upstream of the
-    client's own dialect already produced one (kept byte for byte)."""
+    client's own dialect already produced one (kept byte for byte once masked)."""
 
     status = 500
     type = "server_error"
@@ -34,8 +41,8 @@ class GatewayError(Exception):
     def __init__(self, message: str, *, status: int | None = None, type: str | None = None,
                  param: str | None = None, code: int | str | None = None,
                  headers: Mapping[str, str] | None = None, body: bytes | None = None) -> None:
-        super().__init__(message)
         self.message = message
+        super().__init__(self.message)
         if status is not None:
             self.status = status
         if type is not None:
@@ -44,6 +51,22 @@ class GatewayError(Exception):
         self.code = code if code is not None else self.status
         self.headers = dict(headers or {})
         self.body = body
+
+    @property
+    def message(self) -> str:
+        return self._message
+
+    @message.setter
+    def message(self, text: str) -> None:
+        self._message = mask(text)
+
+    @property
+    def body(self) -> bytes | None:
+        return self._body
+
+    @body.setter
+    def body(self, raw: bytes | None) -> None:
+        self._body = None if raw is None else mask_body(raw)
 
 
 class BadRequest(GatewayError):

@@ -13,7 +13,7 @@ from typing import Any
 
 import falcon
 
-from runtime import inbound, multipart
+from runtime import encodable, inbound, multipart
 from runtime.catalogue import Catalogue, Model
 from runtime.errors import BadRequest, GatewayError, InsufficientCredits, NotFound, Unauthorized
 from runtime.ops import MappingError
@@ -69,6 +69,7 @@ class Gateway:
 
     def json_body(self, req: falcon.Request, kind: str) -> tuple[bytes, dict[str, Any]]:
         raw, body = inbound.read_json(req, self.settings.max_body_bytes)
+        encodable.check(raw, body)
         endpoint = self.endpoints[kind]
         if endpoint.request_schema:
             self.validator.check(endpoint.dialect, endpoint.request_schema, body)

@@ -46,9 +46,15 @@ What gunicorn 27 does on SIGTERM (arbiter.py, workers/base.py, workers/ggevent.p
   count as busy, so with any client connected the stock worker always waits the whole
   timeout.
 
-`GracefulGeventWorker` fixes both: it closes its listener within 0.2 s of SIGTERM, closes
+The same holds for SIGHUP: the master starts new workers and sends the old ones SIGTERM.
+And gunicorn's ``AsyncWorker.handle`` answers any BaseException with a 500, so the stock
+worker's kill (or ours at the deadline, at once when the timeout is 0) sent an unsolicited
+500 to every idle keep-alive connection.
+
+`GracefulGeventWorker` fixes these: it closes its listener within 0.2 s of SIGTERM, closes
 idle keep-alive connections at once (as nginx does on a graceful stop) and each connection
-right after the response that was in flight on it, exits as soon as nothing is open, and
+right after the response that was in flight on it, closes a connection it kills without a
+word (no 500), exits as soon as nothing is open, and
 measures its deadline from the signal: at ``shutdown_timeout - settle margin`` (margin
 ``min(3 s, shutdown_timeout / 4)``) it kills the requests still running with GreenletExit
 and waits for their ``close()``/``finally`` (the settlement) until just before the master's
@@ -134,6 +140,16 @@ class GracefulGeventWorker(GeventWorker):
             # AsyncWorker.handle treats StopIteration as "close the connection"
             raise StopIteration
         return result
+
+    def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
+        # gunicorn's AsyncWorker.handle answers every BaseException with a 500, including
+        # the GreenletExit this worker raises in the connections still open at its deadline
+        # (with a shutdown or reload timeout of 0: every idle keep-alive connection). Such a
+        # connection gets no answer it did not ask for: it is just closed (by the caller).
+        if isinstance(exc, gevent.GreenletExit):
+            self.log.debug("Closing a connection ended by the worker's stop")
+            return
+        super().handle_error(req, client, addr, exc)
 
     def run(self) -> None:
         # gunicorn's GeventWorker.run (StreamServer flavour), with our own drain below

@@ -96,6 +96,8 @@ def _line_end(buffer: bytes | bytearray, start: int = 0) -> tuple[int, int] | No
 
 
 def encode(data: str | bytes, event: str | None = None) -> bytes:
-    payload = data.encode() if isinstance(data, str) else data
+    # backslashreplace: a lone surrogate in an upstream's text (a character split between two
+    # events) goes out as its JSON escape -- the data is JSON -- instead of failing the stream
+    payload = data.encode("utf-8", "backslashreplace") if isinstance(data, str) else data
     head = f"event: {event}\n".encode() if event else b""
     return head + b"data: " + payload + b"\n\n"

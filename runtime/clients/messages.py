@@ -70,6 +70,7 @@ from runtime.providers.base import (
     message_from,
     retry_headers,
 )
+from runtime.redaction import mask_json
 from runtime.sse import Event, encode, iter_events
 from runtime.upstream import UpstreamResponse, read_json
 
@@ -85,7 +86,8 @@ def exchange(request: Request, model: Model,
 
 
 def _answer(payload: dict[str, Any]) -> bytes:
-    return json.dumps(payload, ensure_ascii=False).encode()
+    # a lone surrogate in the upstream's text goes out as its JSON escape (runtime/sse.py)
+    return json.dumps(payload, ensure_ascii=False).encode("utf-8", "backslashreplace")
 
 
 class PassthroughExchange:
@@ -391,8 +393,10 @@ class PassthroughStream(SettlingBody):
             err = data.get("error") if isinstance(data.get("error"), dict) else {}
             self._status = 529 if err.get("type") == "overloaded_error" else 502
             self._ended = True
-        else:                                   # message_stop: charge before the last bytes
-            self._ended = True
+            self._finish()
+            # the upstream's words go to the client: masked, as every error is
+            return encode(json.dumps(mask_json(data), separators=(",", ":")), name)
+        self._ended = True                      # message_stop: charge before the last bytes
         self._finish()
         return encode(ev.data, name)
 

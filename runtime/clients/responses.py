@@ -45,6 +45,7 @@ from runtime.gateway import provider_body
 from runtime.pipeline.route import Answer, Request
 from runtime.providers import CHAT_ADAPTERS
 from runtime.providers.base import StreamBroken, UpstreamCall, json_headers, query_auth
+from runtime.redaction import mask_json
 from runtime.sse import iter_events
 from runtime.upstream import UpstreamResponse, read_json
 
@@ -130,9 +131,12 @@ def _answer(payload: dict[str, Any], model: Model,
 
 
 def _checked(payload: Any) -> dict[str, Any]:
+    """A native answer, with the upstream's words about a failed response masked."""
     if not isinstance(payload, dict):
         raise GatewayError("The upstream provider answered with an invalid response.",
                            status=502, type="upstream_error")
+    if payload.get("error"):
+        payload["error"] = mask_json(payload["error"])
     return payload
 
 
@@ -295,11 +299,12 @@ class NativeStream(MeteredStream):
                 if kind == "error":  # the end of the stream: charge before it goes out
                     self._status = 502
                     self._finish()
-                    yield ri.sse(data, kind)
+                    yield ri.sse(mask_json(data), kind)   # masked, as every error is
                     return
                 if kind in TERMINAL and isinstance(response, dict):
                     if kind == "response.failed":
                         self._status = 502
+                        response["error"] = mask_json(response.get("error"))
                     usage = usage_of(response.get("usage"))
                     if not usage.empty:
                         self._usage = usage

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from runtime.catalogue import Model
 from runtime.errors import GatewayError, UpstreamError
+from runtime.redaction import mask
 from runtime.sse import Event, iter_events
 
 
@@ -32,9 +33,11 @@ class UpstreamCall:
 
 
 class StreamBroken(Exception):
-    """The upstream reported an error in the middle of a stream."""
+    """The upstream reported an error in the middle of a stream (its text masked, as a
+    GatewayError's is)."""
 
     def __init__(self, message: str, type: str = "upstream_error", status: int = 502) -> None:
+        message = mask(message)
         super().__init__(message)
         self.message = message
         self.type = type

@@ -6,11 +6,15 @@ hold a read lock and then fail to upgrade); the reader runs single statements ou
 transaction (SQLite: a second pool whose connections never BEGIN, which keeps the event
 machinery off the read path; PostgreSQL: autocommit on the same pool). `postgresql://` and
 `postgres://` URLs use psycopg 3. SQLite files get WAL, busy_timeout, synchronous=NORMAL and
-foreign keys, and their parent directory is created. Pools are dropped in a forked child.
+foreign keys, and their parent directory is created. A new SQLite file is created mode 0600
+(balances and key hashes are nobody else's business); SQLite gives its -wal and -shm files the
+database file's mode. An existing file readable by others is reported, not changed. Pools are
+dropped in a forked child.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import time
@@ -24,7 +28,10 @@ from sqlalchemy.pool import QueuePool, StaticPool
 
 from .errors import StoreError
 
+log = logging.getLogger("tokmodel.store")
+
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+FILE_MODE = 0o600
 _READ_ONLY = "tokmodel_read_only"
 
 
@@ -75,6 +82,7 @@ def _sqlite_engine(url: URL, *, writer: bool) -> Engine:
     else:
         if not database.startswith("file:"):
             Path(database).parent.mkdir(parents=True, exist_ok=True)
+            create_private(Path(database))
         # Connections are cheap and each call holds one only for microseconds; gevent
         # greenlets and threads share the pool.
         kwargs.update(poolclass=QueuePool, pool_size=8, max_overflow=32, pool_timeout=30)
@@ -102,6 +110,23 @@ def _sqlite_engine(url: URL, *, writer: bool) -> Engine:
                 connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def create_private(path: Path) -> None:
+    """Create the database file readable by its owner only, before SQLite would create it
+    with the umask's mode (usually 0644); warn when an existing one is open to others."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    except FileExistsError:
+        try:
+            loose = path.stat().st_mode & 0o077
+        except OSError:
+            return
+        if loose:
+            log.warning("%s is readable by other users; chmod 600 it (and its -wal, -shm)",
+                        path)
+        return
+    os.close(fd)   # an empty file is an empty SQLite database
 
 
 def _enable_wal(cursor: Any) -> None:

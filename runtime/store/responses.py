@@ -8,6 +8,7 @@ as JSON and never logged.
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime
 from typing import Any
 
@@ -17,6 +18,7 @@ from .ledger import utc
 from .records import StoredResponse
 from .schema import stored_responses as t
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _insert = insert(t)
 _get = (select(t).where(t.c.id == bindparam("b_id"))
         .where(t.c.account_id == bindparam("b_account"))
@@ -57,4 +59,8 @@ def remove(conn: Connection, response_id: str, account_id: int) -> bool:
 
 
 def _json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    if not text.isascii() and _SURROGATE.search(text):
+        # an upstream's text holding a lone surrogate: the database takes it escaped only
+        return json.dumps(value, separators=(",", ":"))
+    return text
