@@ -25,7 +25,7 @@ from openai import OpenAI
 from runtime.store import Store, open_store
 
 ROOT = Path(__file__).resolve().parent.parent
-START_CREDITS = 5_000_000  # what the end-to-end tests' accounts start with
+START_CREDITS = 5_000_000_000  # what the end-to-end tests' accounts start with
 
 
 def free_port() -> int:
@@ -55,17 +55,17 @@ class Gateway:
         """What the openai SDK takes as base_url."""
         return f"{self.url}/v1"
 
-    def account(self, credits_micro: int = 10_000_000, name: str | None = None
+    def account(self, credits_nano: int = 10_000_000_000, name: str | None = None
                 ) -> tuple[int, str]:
         """A new account with a balance and one key: (account id, secret)."""
         self._accounts += 1
         name = name or f"acct-{self._accounts}-{time.monotonic_ns()}"
-        account = self.store.create_account(name, credits_micro)
+        account = self.store.create_account(name, credits_nano)
         _, secret = self.store.create_key(name, "test")
         return account.id, secret
 
     def balance(self, account_id: int) -> int:
-        return self.store.get_account_by_id(account_id).balance_micro
+        return self.store.get_account_by_id(account_id).balance_nano
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -125,7 +125,7 @@ def anthropic_client(gw: Gateway, secret: str) -> Anthropic:
 
 
 def charged(gw: Gateway, account: int, start: int = START_CREDITS) -> int:
-    """What the account has been charged since it was created with `start` micro-credits."""
+    """What the account has been charged since it was created with `start` nano-credits."""
     return start - gw.balance(account)
 
 

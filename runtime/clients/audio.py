@@ -30,7 +30,7 @@ from typing import IO, Any
 
 from runtime import multipart
 from runtime.billing.meter import Meter
-from runtime.billing.pricing import Usage, hold_micro, micro_to_credits, token_cost
+from runtime.billing.pricing import Usage, hold_nano, nano_to_credits, token_cost
 from runtime.billing.settling_body import SettlingBody
 from runtime.billing.unit_pricing import audio_seconds_cost, speech_cost
 from runtime.catalogue import Model
@@ -98,7 +98,7 @@ class AudioStream(SettlingBody):
 
 
 def speech_hold(request: Request, model: Model) -> int:
-    return hold_micro(speech_cost(model, len(request.body["input"])))
+    return hold_nano(speech_cost(model, len(request.body["input"])))
 
 
 class SpeechExchange:
@@ -185,7 +185,7 @@ def upload(request: Request) -> multipart.Part:
 
 def transcription_hold(request: Request, model: Model) -> int:
     seconds = Decimal(math.ceil(upload(request).size / BYTES_PER_SECOND_HOLD))
-    return hold_micro(audio_seconds_cost(model, seconds))
+    return hold_nano(audio_seconds_cost(model, seconds))
 
 
 class TranscriptionExchange:
@@ -224,7 +224,7 @@ class TranscriptionExchange:
             if not isinstance(payload.get("usage"), dict):
                 payload["usage"] = {"type": "duration",
                                     "seconds": float(usage.units["seconds"])}
-            payload["usage"]["cost"] = micro_to_credits(charged)
+            payload["usage"]["cost"] = nano_to_credits(charged)
             return json.dumps(payload).encode()
 
         return Answer(usage, cost, render, content_type=JSON)

@@ -26,9 +26,9 @@ from runtime.billing.meter import Meter
 from runtime.billing.metered_stream import MeteredStream
 from runtime.billing.pricing import (
     Usage,
-    charge_micro,
+    charge_nano,
     chat_worst_case,
-    micro_to_credits,
+    nano_to_credits,
     token_cost,
 )
 from runtime.billing.prompt_bound import prompt_token_bound
@@ -105,7 +105,7 @@ class ChatExchange:
 
         def render(charged: int) -> bytes:
             if isinstance(payload.get("usage"), dict):
-                payload["usage"]["cost"] = micro_to_credits(charged)
+                payload["usage"]["cost"] = nano_to_credits(charged)
             return fastjson.dumps(payload)
 
         return Answer(usage, token_cost(self.model, usage), render)
@@ -177,7 +177,7 @@ class ChatStream(MeteredStream):
         return _event(chunk)
 
     def _cost(self) -> float:
-        return micro_to_credits(charge_micro(token_cost(self._model, self._usage)))
+        return nano_to_credits(charge_nano(token_cost(self._model, self._usage)))
 
     def _final_usage(self) -> bytes | None:
         """The usage chunk still owed to a client that asked for one, if any."""

@@ -39,7 +39,7 @@ from typing import Any
 
 from runtime.billing.meter import Meter
 from runtime.billing.metered_stream import MeteredStream, estimate_tokens, settle_produced
-from runtime.billing.pricing import Usage, charge_micro, micro_to_credits, token_cost
+from runtime.billing.pricing import Usage, charge_nano, nano_to_credits, token_cost
 from runtime.billing.settling_body import SettlingBody
 from runtime.catalogue import Model
 from runtime.clients import messages_translation as inbound
@@ -105,7 +105,7 @@ class PassthroughExchange:
 
         def render(charged: int) -> bytes:
             if isinstance(payload.get("usage"), dict):
-                payload["usage"]["cost"] = micro_to_credits(charged)
+                payload["usage"]["cost"] = nano_to_credits(charged)
             return _answer(payload)
 
         return Answer(usage, token_cost(self.model, usage), render)
@@ -187,7 +187,7 @@ class TranslatedExchange:
         completion = self.adapter.parse(read_json(upstream), self.model)
         usage = Usage.from_openai(completion.get("usage"))
         return Answer(usage, token_cost(self.model, usage), lambda charged: _answer(
-            inbound.to_message(completion, self.shown, usage, micro_to_credits(charged))))
+            inbound.to_message(completion, self.shown, usage, nano_to_credits(charged))))
 
     def stream_body(self, chunks: Iterator[bytes], upstream: UpstreamResponse,
                     meter: Meter) -> TranslatedStream:
@@ -255,7 +255,7 @@ class TranslatedStream(MeteredStream):
         else:
             self._finish()
             yield b"".join(self._writer.end(self.charged_usage,
-                                            micro_to_credits(self._meter.charged)))
+                                            nano_to_credits(self._meter.charged)))
         finally:
             self._finish()
 
@@ -323,7 +323,7 @@ class PassthroughStream(SettlingBody):
                 self._usage.update({k: v for k, v in usage.items() if v is not None})
                 self._counted_output = "output_tokens" in usage
                 cost = token_cost(self._model, self._current())
-                usage["cost"] = micro_to_credits(charge_micro(cost))
+                usage["cost"] = nano_to_credits(charge_nano(cost))
             return encode(json.dumps(data, ensure_ascii=False, separators=(",", ":")), name)
         if name == "error":
             err = data.get("error") if isinstance(data.get("error"), dict) else {}

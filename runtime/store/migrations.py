@@ -14,9 +14,26 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, Engine, MetaData, insert, select, text
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    Connection,
+    DateTime,
+    Engine,
+    ForeignKey,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    bindparam,
+    insert,
+    select,
+    text,
+)
 
 from . import schema
+from .errors import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +54,20 @@ def _baseline(conn: Connection) -> None:
 
 def _holds_without_rowid(conn: Connection) -> None:
     """SQLite: rebuild `holds` as one b-tree keyed by request id (schema.py says why).
-    PostgreSQL has no rowid tables: nothing to do."""
+    PostgreSQL has no rowid tables: nothing to do. The table is spelled out as it was at
+    version 2, whatever schema.py says today."""
     if conn.dialect.name != "sqlite":
         return
-    scratch = MetaData()
-    schema.accounts.to_metadata(scratch)  # the foreign key's target
-    rebuilt = schema.holds.to_metadata(scratch, name="holds_rebuilt")
+    scratch = MetaData(naming_convention=schema.NAMING_CONVENTION)
+    Table("accounts", scratch, Column("id", Integer, primary_key=True))  # the FK's target
+    rebuilt = Table(
+        "holds_rebuilt", scratch,
+        Column("request_id", Text, primary_key=True),
+        Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False),
+        Column("amount_micro", BigInteger, nullable=False),
+        Column("created_at", DateTime(timezone=True), nullable=False),
+        CheckConstraint("amount_micro >= 0", name="amount_nonnegative"),
+        sqlite_with_rowid=False)
     rebuilt.create(conn)
     conn.execute(text("INSERT INTO holds_rebuilt (request_id, account_id, amount_micro, "
                       "created_at) SELECT request_id, account_id, amount_micro, created_at "
@@ -51,11 +76,56 @@ def _holds_without_rowid(conn: Connection) -> None:
     conn.execute(text("ALTER TABLE holds_rebuilt RENAME TO holds"))
 
 
+_NANO_PER_MICRO = 1_000
+_MONEY_COLUMNS = (("accounts", "balance_micro", "balance_nano"),
+                  ("holds", "amount_micro", "amount_nano"),
+                  ("usage_log", "cost_micro", "cost_nano"))
+
+
+def _nano_credits_and_ledger(conn: Connection) -> None:
+    """Money in nano-credits, accounts' debt, and the ledger, on a database at version 3.
+
+    Every amount is multiplied by 1000 in place (no balance changes: 1 micro-credit is 1000
+    nano-credits) and its column renamed; an amount too large for BIGINT nano-credits stops
+    the migration, which then changes nothing. The ledger starts consistent with the data:
+    a `hold` entry per open hold, a `settle` entry per usage row (its cost), and per
+    account an `opening` entry of balance + open holds + past costs, so the balance is the
+    sum of the entries and `audit` holds for the history too."""
+    limit = (2**63 - 1) // _NANO_PER_MICRO
+    for table, old, _new in _MONEY_COLUMNS:
+        biggest = conn.execute(text(f"SELECT MAX({old}) FROM {table}")).scalar()
+        if biggest is not None and biggest > limit:
+            raise StoreError(f"{table}.{old} holds {biggest} micro-credits, more than "
+                               "nano-credits can count in 64 bits")
+    for table, old, new in _MONEY_COLUMNS:
+        conn.execute(text(f"ALTER TABLE {table} RENAME COLUMN {old} TO {new}"))
+        conn.execute(text(f"UPDATE {table} SET {new} = {new} * {_NANO_PER_MICRO}"))
+    conn.execute(text("ALTER TABLE accounts ADD COLUMN debt_nano BIGINT NOT NULL DEFAULT 0 "
+                      "CONSTRAINT ck_accounts_debt_nonnegative CHECK (debt_nano >= 0)"))
+    schema.ledger_entries.create(conn)
+    entry = ("INSERT INTO ledger_entries (account_id, reference, kind, amount_nano, debt_nano, "
+             "created_at, note) ")
+    conn.execute(text(entry + "SELECT account_id, request_id, 'hold', -amount_nano, 0, "
+                      "created_at, NULL FROM holds"))
+    conn.execute(text(entry + "SELECT account_id, request_id, 'settle', -cost_nano, 0, "
+                      "created_at, 'charged before the ledger' FROM usage_log"))
+    opening = ("a.balance_nano"
+               " + COALESCE((SELECT SUM(h.amount_nano) FROM holds h"
+               " WHERE h.account_id = a.id), 0)"
+               " + COALESCE((SELECT SUM(u.cost_nano) FROM usage_log u"
+               " WHERE u.account_id = a.id), 0)")
+    conn.execute(text(entry + f"SELECT a.id, 'opening', 'opening', {opening}, 0, :now, "
+                      "'credits before the ledger' FROM accounts a "
+                      f"WHERE {opening} <> 0").bindparams(
+        bindparam("now", datetime.now(UTC), type_=DateTime(timezone=True))))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "accounts, api_keys, holds, usage_log", _baseline),
     Migration(2, "holds without rowid (SQLite)", _holds_without_rowid),
     Migration(3, "stored_responses",
               lambda conn: schema.stored_responses.create(conn, checkfirst=True)),
+    Migration(4, "nano-credits, debt, ledger_entries", _nano_credits_and_ledger),
 )
 
 

@@ -40,7 +40,7 @@ from tests.fakes.recording_proxy import RecordingProxy
 from tests.fakes.responses_upstream import FakeResponses
 from tests.harness import START_CREDITS, charged
 from tests.node_install import NODE_DIR, npm_ci
-from tests.pricing_oracle import chat_cost_micro
+from tests.pricing_oracle import chat_cost_nano
 
 pytestmark = pytest.mark.integration
 
@@ -149,7 +149,7 @@ def test_claude_code_with_a_gateway_model_id(cli_agents, gw, up, proxy, tmp_path
                                       or "defer_loading" in body), body
 
     usage = result["modelUsage"][CLAUDE]
-    cost = chat_cost_micro(CLAUDE, usage["inputTokens"] + usage["cacheReadInputTokens"]
+    cost = chat_cost_nano(CLAUDE, usage["inputTokens"] + usage["cacheReadInputTokens"]
                            + usage["cacheCreationInputTokens"], usage["outputTokens"],
                            cached=usage["cacheReadInputTokens"],
                            cache_write=usage["cacheCreationInputTokens"])
@@ -252,7 +252,7 @@ def check_codex_run(gw, up, proxy: RecordingProxy, account: int, secret: str, co
     usages = [e["usage"] for e in events if e.get("type") == "turn.completed"]
     assert len(usages) == 1
     usage = usages[0]
-    cost = chat_cost_micro(GPT, usage["input_tokens"], usage["output_tokens"],
+    cost = chat_cost_nano(GPT, usage["input_tokens"], usage["output_tokens"],
                            cached=usage["cached_input_tokens"])
     assert cost > 0 and charged(gw, account) == cost
 
