@@ -312,7 +312,7 @@ def test_insufficient_credits_is_403_and_nothing_is_sent(gw, up):
     assert err.value.body["type"] == "authorization_error"
     assert err.value.body["message"].startswith("Insufficient credits")
     assert up["openai"].requests == []
-    assert gw.balance(account) == 10
+    assert gw.balance(account) == 10_000
 
 
 @pytest.mark.parametrize("body,param", [

@@ -14,7 +14,7 @@ import requests
 
 from tests.fakes.media_stack import media_stack
 from tests.fakes.media_upstream import vector_value
-from tests.harness import openai_client
+from tests.harness import openai_client, usage_rows
 from tests.pricing_oracle import per_munit, price
 
 pytestmark = pytest.mark.integration
@@ -56,9 +56,26 @@ def test_openai_float(stack, account):
     tokens = 600 + 2
     assert out.usage.prompt_tokens == tokens
     cost = per_munit(tokens * price("openai/text-embedding-3-small", "input_per_mtok"))
-    assert cost == 12
+    assert cost == 12_040  # 602 tokens at 20 nano-credits each
     assert stack.gateway.balance(account_id) == 5_000_000_000 - cost
     assert out.usage.model_extra["cost"] == cost / 1_000_000_000
+
+
+def test_a_four_token_request_costs_its_exact_price(stack, account):
+    """0.02 USD per million tokens: 4 tokens cost 0.00000008 credit, 80 nano-credits (what
+    micro-credits rounded to nothing)."""
+    account_id, _secret, client = account
+    raw = client.embeddings.with_raw_response.create(
+        model="openai/text-embedding-3-small", input="one two three four",
+        encoding_format="float")
+    out = raw.parse()
+    assert out.usage.prompt_tokens == 4
+    assert out.usage.model_extra["cost"] == 0.00000008
+    assert raw.http_response.json()["usage"]["cost"] == 0.00000008
+    assert stack.gateway.balance(account_id) == 5_000_000_000 - 80
+    [row] = usage_rows(stack.gateway, account_id)
+    assert row.cost_nano == 80
+    assert stack.gateway.audit(account_id)["ok"]
 
 
 def test_openai_base64_default_and_dimensions(stack, account):
