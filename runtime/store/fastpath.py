@@ -46,7 +46,8 @@ _INSERT_HOLD_ENTRY = ("INSERT INTO ledger_entries (account_id, reference, kind, 
 _INSERT_ENTRY = ("INSERT INTO ledger_entries (account_id, reference, kind, amount_nano, "
                  "debt_nano, created_at) VALUES (:account, :rid, :kind, :amount, :debt, :now)")
 _TAKE_HOLD = "DELETE FROM holds WHERE request_id = :rid RETURNING account_id, amount_nano"
-_LOGGED = "SELECT 1 FROM usage_log WHERE request_id = :rid"
+_SETTLED = ("SELECT 1 FROM ledger_entries WHERE account_id = :account AND reference = :rid "
+            "AND kind = 'settle'")
 _CREDIT = "UPDATE accounts SET balance_nano = balance_nano + :amount WHERE id = :account"
 _DEBIT = ("UPDATE accounts SET balance_nano = balance_nano - :amount, "
           "debt_nano = debt_nano + :debt WHERE id = :account")
@@ -129,7 +130,7 @@ class FastPath:
         self._sql = {name: convert(sql) for name, sql in (
             ("auth", _AUTH), ("debit_if_covered", _DEBIT_IF_COVERED),
             ("insert_hold", _INSERT_HOLD), ("hold_entry", _INSERT_HOLD_ENTRY),
-            ("entry", _INSERT_ENTRY), ("take_hold", _TAKE_HOLD), ("logged", _LOGGED),
+            ("entry", _INSERT_ENTRY), ("take_hold", _TAKE_HOLD), ("settled", _SETTLED),
             ("credit", _CREDIT), ("debit", _DEBIT), ("usage", _INSERT_USAGE),
             ("balance", _BALANCE if sqlite else _BALANCE + " FOR UPDATE"))}
 
@@ -213,8 +214,8 @@ class _CursorStatements:
         row = self.cur.fetchone()
         return None if row is None else (row[0], row[1])
 
-    def is_logged(self, request_id: str) -> bool:
-        self.cur.execute(self.sql["logged"], {"rid": request_id})
+    def is_settled(self, account_id: int, request_id: str) -> bool:
+        self.cur.execute(self.sql["settled"], {"account": account_id, "rid": request_id})
         return self.cur.fetchone() is not None
 
     def credit(self, account_id: int, amount: int) -> None:

@@ -11,7 +11,8 @@ debt the sum of their `debt_nano`. A balance never goes below zero (also a CHECK
   (hold - cost) or take the overrun from the balance as far as it goes; what neither covers
   becomes the account's debt (a `debt` entry). The `settle` entry carries the net movement,
   so a request writes two entries (hold, settle) and three with a debt. Exactly one usage row
-  per request id, whose cost is the whole cost;
+  per request id, whose cost is the whole cost: the settle entry's key (account, request id,
+  kind) is what makes a second settle fail, so usage_log needs no unique index of its own;
 - release: give back holds in full (one request, or all older than a cutoff);
 - top-up: credit the balance, then pay any debt from it (`debt_payment`).
 Amounts are integer nano-credits (1 credit = 10^9). Each request's cost was rounded once,
@@ -75,7 +76,12 @@ _take_stale_holds = (
     .where(holds.c.created_at < bindparam("b_cutoff"))
     .returning(holds.c.request_id, holds.c.account_id, holds.c.amount_nano)
 )
-_logged = select(usage_log.c.id).where(usage_log.c.request_id == bindparam("b_request_id"))
+_settled = (
+    select(ledger_entries.c.kind)
+    .where(ledger_entries.c.account_id == bindparam("b_account_id"))
+    .where(ledger_entries.c.reference == bindparam("b_request_id"))
+    .where(ledger_entries.c.kind == "settle")
+)
 _insert_usage = insert(usage_log)
 
 
@@ -131,7 +137,8 @@ class SettleStatements(Protocol):
 
     def take_hold(self, request_id: str) -> tuple[int, int] | None: ...
 
-    def is_logged(self, request_id: str) -> bool: ...
+    def is_settled(self, account_id: int, request_id: str) -> bool:
+        """The request has its settle entry (and so its usage row) already."""
 
     def credit(self, account_id: int, amount: int) -> None: ...
 
@@ -155,7 +162,7 @@ def settle_with(db: SettleStatements, request_id: str, cost: int, default_accoun
     """
     row = db.take_hold(request_id)
     if row is None:
-        if db.is_logged(request_id):
+        if db.is_settled(default_account, request_id):
             return 0
         account_id, held = default_account, 0
     else:
@@ -186,8 +193,8 @@ class _CoreStatements:
         row = self.conn.execute(_take_hold, {"b_request_id": request_id}).first()
         return None if row is None else (row[0], row[1])
 
-    def is_logged(self, request_id: str) -> bool:
-        return is_logged(self.conn, request_id)
+    def is_settled(self, account_id: int, request_id: str) -> bool:
+        return is_settled(self.conn, account_id, request_id)
 
     def credit(self, account_id: int, amount: int) -> None:
         self.conn.execute(_credit, {"b_account_id": account_id, "b_amount": amount})
@@ -214,8 +221,10 @@ def settle(conn: Connection, request_id: str, cost: int, usage: UsageRecord, now
                        usage.account_id)
 
 
-def is_logged(conn: Connection, request_id: str) -> bool:
-    return conn.execute(_logged, {"b_request_id": request_id}).first() is not None
+def is_settled(conn: Connection, account_id: int, request_id: str) -> bool:
+    """The request has its settle entry: its ledger key makes it the one per request."""
+    params = {"b_account_id": account_id, "b_request_id": request_id}
+    return conn.execute(_settled, params).first() is not None
 
 
 def release(conn: Connection, request_id: str, now: datetime) -> int:
@@ -347,9 +356,12 @@ _AUDIT_CHARGES = text(
     "AND (c.reference IS NULL OR c.settles <> 1 OR c.charge <> u.cost_nano)")
 _AUDIT_USAGE_COUNT = text("SELECT COUNT(*) FROM usage_log WHERE account_id = :account")
 _AUDIT_UNLOGGED_SETTLES = text(
-    "SELECT e.reference FROM ledger_entries e WHERE e.account_id = :account "
-    "AND e.kind = 'settle' AND NOT EXISTS (SELECT 1 FROM usage_log u "
-    "WHERE u.request_id = e.reference AND u.account_id = e.account_id)")
+    "SELECT e.reference FROM ledger_entries e LEFT JOIN (SELECT request_id FROM usage_log "
+    "WHERE account_id = :account) u ON u.request_id = e.reference "
+    "WHERE e.account_id = :account AND e.kind = 'settle' AND u.request_id IS NULL")
+_AUDIT_DUPLICATE_USAGE = text(
+    "SELECT request_id, COUNT(*) FROM usage_log WHERE account_id = :account "
+    "GROUP BY request_id HAVING COUNT(*) > 1")
 
 
 def audit(conn: Connection, account: Any) -> dict[str, Any]:
@@ -389,6 +401,9 @@ def audit(conn: Connection, account: Any) -> dict[str, Any]:
                             f"{charge}")
     unlogged = conn.execute(_AUDIT_UNLOGGED_SETTLES, params).scalars().all()
     problems.extend(f"settle entry {ref} has no usage row" for ref in unlogged[:AUDIT_EXAMPLES])
+    duplicates = conn.execute(_AUDIT_DUPLICATE_USAGE, params).all()
+    problems.extend(f"request {rid} has {count} usage rows"
+                    for rid, count in duplicates[:AUDIT_EXAMPLES])
     usage_rows = conn.execute(_AUDIT_USAGE_COUNT, params).scalar()
     return {"ok": not problems, "account": account.name, "balance_nano": account.balance_nano,
             "debt_nano": account.debt_nano, "ledger_balance_nano": int(ledger_balance),

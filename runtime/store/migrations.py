@@ -24,6 +24,7 @@ from sqlalchemy import (
     ForeignKey,
     Integer,
     MetaData,
+    String,
     Table,
     Text,
     bindparam,
@@ -80,13 +81,61 @@ _NANO_PER_MICRO = 1_000
 _MONEY_COLUMNS = (("accounts", "balance_micro", "balance_nano"),
                   ("holds", "amount_micro", "amount_nano"),
                   ("usage_log", "cost_micro", "cost_nano"))
+_USAGE_COLUMNS = ("id, request_id, created_at, account_id, key_id, endpoint, model, provider, "
+                  "status, prompt_tokens, completion_tokens, cached_tokens, details, {cost}, "
+                  "latency_ms")
+
+
+def _usage_log_v4(metadata: MetaData, name: str) -> Table:
+    """usage_log as version 4 has it: cost_nano, and no unique index on request_id (the
+    request's settle entry is unique instead)."""
+    Table("accounts", metadata, Column("id", Integer, primary_key=True), extend_existing=True)
+    return Table(
+        name, metadata,
+        Column("id", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True,
+               autoincrement=True),
+        Column("request_id", Text, nullable=False),
+        Column("created_at", DateTime(timezone=True), nullable=False),
+        Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False),
+        Column("key_id", String(16), nullable=True),
+        Column("endpoint", Text, nullable=False),
+        Column("model", Text, nullable=False),
+        Column("provider", Text, nullable=False),
+        Column("status", Integer, nullable=False),
+        Column("prompt_tokens", Integer, nullable=False, default=0),
+        Column("completion_tokens", Integer, nullable=False, default=0),
+        Column("cached_tokens", Integer, nullable=False, default=0),
+        Column("details", Text, nullable=False, default="{}"),
+        Column("cost_nano", BigInteger, nullable=False),
+        Column("latency_ms", Integer, nullable=False, default=0))
+
+
+def _usage_log_in_nano(conn: Connection) -> None:
+    """usage_log.cost_micro -> cost_nano (x 1000) without the unique index on request_id.
+    SQLite cannot drop a table's own constraint: the table is copied once into its new
+    shape (the copy also does the multiplication); PostgreSQL alters it in place."""
+    if conn.dialect.name != "sqlite":
+        conn.execute(text("ALTER TABLE usage_log DROP CONSTRAINT uq_usage_log_request_id"))
+        conn.execute(text("ALTER TABLE usage_log RENAME COLUMN cost_micro TO cost_nano"))
+        conn.execute(text(f"UPDATE usage_log SET cost_nano = cost_nano * {_NANO_PER_MICRO}"))
+        return
+    _usage_log_v4(MetaData(), "usage_log_rebuilt").create(conn)
+    conn.execute(text(
+        f"INSERT INTO usage_log_rebuilt ({_USAGE_COLUMNS.format(cost='cost_nano')}) "
+        f"SELECT {_USAGE_COLUMNS.format(cost=f'cost_micro * {_NANO_PER_MICRO}')} "
+        "FROM usage_log"))
+    conn.execute(text("DROP TABLE usage_log"))
+    conn.execute(text("ALTER TABLE usage_log_rebuilt RENAME TO usage_log"))
+    conn.execute(text("CREATE INDEX ix_usage_log_account_id_created_at "
+                      "ON usage_log (account_id, created_at)"))
 
 
 def _nano_credits_and_ledger(conn: Connection) -> None:
     """Money in nano-credits, accounts' debt, and the ledger, on a database at version 3.
 
     Every amount is multiplied by 1000 in place (no balance changes: 1 micro-credit is 1000
-    nano-credits) and its column renamed; an amount too large for BIGINT nano-credits stops
+    nano-credits) and its column renamed (usage_log also loses its unique index on
+    request_id); an amount too large for BIGINT nano-credits stops
     the migration, which then changes nothing. The ledger starts consistent with the data:
     a `hold` entry per open hold, a `settle` entry per usage row (its cost), and per
     account an `opening` entry of balance + open holds + past costs, so the balance is the
@@ -97,9 +146,10 @@ def _nano_credits_and_ledger(conn: Connection) -> None:
         if biggest is not None and biggest > limit:
             raise StoreError(f"{table}.{old} holds {biggest} micro-credits, more than "
                                "nano-credits can count in 64 bits")
-    for table, old, new in _MONEY_COLUMNS:
+    for table, old, new in _MONEY_COLUMNS[:2]:
         conn.execute(text(f"ALTER TABLE {table} RENAME COLUMN {old} TO {new}"))
         conn.execute(text(f"UPDATE {table} SET {new} = {new} * {_NANO_PER_MICRO}"))
+    _usage_log_in_nano(conn)
     conn.execute(text("ALTER TABLE accounts ADD COLUMN debt_nano BIGINT NOT NULL DEFAULT 0 "
                       "CONSTRAINT ck_accounts_debt_nonnegative CHECK (debt_nano >= 0)"))
     schema.ledger_entries.create(conn)
@@ -125,7 +175,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "holds without rowid (SQLite)", _holds_without_rowid),
     Migration(3, "stored_responses",
               lambda conn: schema.stored_responses.create(conn, checkfirst=True)),
-    Migration(4, "nano-credits, debt, ledger_entries", _nano_credits_and_ledger),
+    Migration(4, "nano-credits, debt, ledger_entries, usage_log without a unique request id",
+              _nano_credits_and_ledger),
 )
 
 

@@ -96,7 +96,10 @@ usage_log = Table(
     "usage_log",
     metadata,
     Column("id", _BigId, primary_key=True, autoincrement=True),
-    Column("request_id", Text, nullable=False, unique=True),
+    # One row per request id: the request's settle entry in ledger_entries is unique and
+    # written in the same transaction (a unique index here would be one more b-tree write
+    # per request).
+    Column("request_id", Text, nullable=False),
     Column("created_at", _Timestamp, nullable=False),
     Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False),
     Column("key_id", String(16), nullable=True),

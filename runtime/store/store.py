@@ -382,7 +382,7 @@ class Store:
             # A concurrent settle of the same request won the log row, or the request id was
             # held again after being settled: give back any hold, charge nothing.
             with self._reader.connect() as conn:
-                if not ledger.is_logged(conn, request_id):
+                if not ledger.is_settled(conn, usage.account_id, request_id):
                     raise
             with self._engine.begin() as conn:
                 ledger.release(conn, request_id, now)

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import MetaData, create_engine, func, select, text, update
+from sqlalchemy import create_engine, func, inspect, select, text, update
 
 from runtime.store import (
     Account,
@@ -584,11 +584,14 @@ def test_a_version_3_database_moves_to_nano_credits_and_a_ledger_unchanged(db_ur
         for name in ("acme", "beta", "idle"):
             assert store.audit(name)["ok"]
     with raw.connect() as conn:  # the same shape as a database created at version 4
-        migrated = MetaData()
-        migrated.reflect(conn)
-    for table in metadata.sorted_tables:
-        assert ({c.name for c in migrated.tables[table.name].columns}
-                == {c.name for c in table.columns}), table.name
+        migrated = inspect(conn)
+        for table in metadata.sorted_tables:
+            assert ({c["name"] for c in migrated.get_columns(table.name)}
+                    == {c.name for c in table.columns}), table.name
+            assert ({i["name"] for i in migrated.get_indexes(table.name) if not i["unique"]}
+                    == {i.name for i in table.indexes}), table.name
+        assert migrated.get_unique_constraints("usage_log") == []
+        assert not any(i["unique"] for i in migrated.get_indexes("usage_log"))
 
 
 def test_migration_4_refuses_amounts_nano_credits_cannot_hold(tmp_path):
