@@ -379,8 +379,8 @@ class Store:
             with self._engine.begin() as conn:
                 return ledger.settle(conn, request_id, cost_nano, usage, now)
         except IntegrityError:
-            # A concurrent settle of the same request won the log row, or the request id was
-            # held again after being settled: give back any hold, charge nothing.
+            # A concurrent settle of the same request wrote its settle entry first (the
+            # entry's key allows one): give back any hold left, charge nothing.
             with self._reader.connect() as conn:
                 if not ledger.is_settled(conn, usage.account_id, request_id):
                     raise
