@@ -406,6 +406,29 @@ def test_admin_top_up_is_exact(admin_env):
     assert "13.5" in browser.get(f"{page}?done=topup").text
 
 
+def test_nano_credit_amounts_and_a_debt_are_shown_exactly(admin_env):
+    store = admin_env.store
+    account = store.get_account("acme")
+    log_usage(store, "acme", "req_tiny", 80)  # a 4-token embedding at 0.02 USD per M
+    # a request that cost 1.000000001 credits more than its hold and the balance
+    assert store.hold("req_big", account.id, 999_999_920)
+    store.settle("req_big", 1_999_999_921, UsageRecord(
+        request_id="req_big", account_id=account.id, key_id=None, endpoint="chat",
+        model="openai/gpt-4o", provider="openai", status=200))
+    browser = admin_login(admin_env)
+    listing = browser.get("/console/admin").text
+    assert re.search(r">0</td>\s*<td class=\"num\">1\.000000001</td>", listing), listing
+    page = browser.get(f"/console/admin/accounts/{account.id}").text
+    assert "0.00000008" in page and "Debt: 1.000000001 credits" in page
+    result = browser.submit(f"/console/admin/accounts/{account.id}",
+                            f"/console/admin/accounts/{account.id}/topup", amount="1.5")
+    assert result.status_code == 303
+    after = store.get_account("acme")
+    assert (after.balance_nano, after.debt_nano) == (499_999_999, 0)
+    assert "0.499999999" in browser.get(f"/console/admin/accounts/{account.id}").text
+    assert store.audit("acme")["ok"]
+
+
 @pytest.mark.parametrize("amount", ["", "abc", "-1", "0", "0.0000000001", "1e3", "NaN",
                                     "Infinity", "1,5", "+5", "12.5.1", "9" * 41,
                                     "9223372036.854775808"])
