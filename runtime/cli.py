@@ -46,9 +46,10 @@ def _account_json(account: Any) -> dict[str, Any]:
             "created_at": str(account.created_at)}
 
 
-def _account_text(account: Any) -> str:
-    debt = f"\tdebt {format_credits(account.debt_nano)}" if account.debt_nano else ""
-    return f"{account.name}\t{format_credits(account.balance_nano)} credits{debt}"
+def _account_text(account: Any, separator: str = "\t") -> str:
+    debt = f"{separator}debt {format_credits(account.debt_nano)}" if account.debt_nano else ""
+    name = account.name + (":" if separator == " " else "")
+    return f"{name}{separator}{format_credits(account.balance_nano)} credits{debt}"
 
 
 def _signed_credits(text: str) -> int:
@@ -115,7 +116,7 @@ def cmd_accounts(args: argparse.Namespace) -> int:
     if getattr(args, "json", False):
         print(json.dumps(_account_json(account), indent=2))
     else:
-        print(_account_text(account))
+        print(_account_text(account, " "))
     return 0
 
 
