@@ -208,7 +208,31 @@ SCHEMAS = {'catalogue.schema.json': {'$defs': {'cooldown': {'additionalPropertie
                                                                                'description': 'USD '
                                                                                               'per '
                                                                                               'rerank '
-                                                                                              'search.'}},
+                                                                                              'search.'},
+                                                                'per_web_search': {'$ref': '#/$defs/usd',
+                                                                                   'description': 'USD '
+                                                                                                  'per '
+                                                                                                  'hosted '
+                                                                                                  'web '
+                                                                                                  'search '
+                                                                                                  'the '
+                                                                                                  'provider '
+                                                                                                  'runs '
+                                                                                                  'for '
+                                                                                                  'a '
+                                                                                                  'chat '
+                                                                                                  'request '
+                                                                                                  "(Anthropic's "
+                                                                                                  'web '
+                                                                                                  'search '
+                                                                                                  'tool, '
+                                                                                                  "Gemini's "
+                                                                                                  'search '
+                                                                                                  'grounding); '
+                                                                                                  'held '
+                                                                                                  'before '
+                                                                                                  'the '
+                                                                                                  'call.'}},
                                                  'type': 'object'},
                                      'retry': {'additionalProperties': False,
                                                'description': 'Attempts per request on this '

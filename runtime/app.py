@@ -15,6 +15,7 @@ from typing import Any
 import falcon
 
 from runtime.catalogue import Catalogue, load_catalogue
+from runtime.client_body import BodyGuard
 from runtime.console import add_console_routes
 from runtime.errors import OPENAI, GatewayError, render_error
 from runtime.gateway import Gateway
@@ -105,11 +106,20 @@ def create_app(settings: Settings, registry: ModuleType, store: Store, upstream:
     return app
 
 
-def get_app() -> falcon.App:
+def get_app() -> BodyGuard:
     """The app for this process, configured from the environment."""
+    return build_app()[0]
+
+
+def build_app() -> tuple[BodyGuard, Store]:
+    """`get_app()` and the store it serves from (whose holds the worker keeps alive): the app
+    with the idle timeout on request bodies and the disposal of unread ones
+    (runtime/client_body.py)."""
     from generated import registry
 
     settings = Settings.from_env()
-    return create_app(settings, registry, open_store(settings.database_url),
-                      Upstream(),
-                      load_catalogue(settings.providers_file, registry=registry))
+    store = open_store(settings.database_url)
+    app = create_app(settings, registry, store,
+                     Upstream(max_answer_bytes=settings.max_upstream_answer_bytes),
+                     load_catalogue(settings.providers_file, registry=registry))
+    return BodyGuard(app, settings.body_idle_timeout, settings.max_body_bytes), store

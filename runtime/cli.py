@@ -6,7 +6,7 @@
   tokmodel keys create --account NAME [--name LABEL] | list --account NAME [--json]
                 | revoke KEY_ID
   tokmodel usage --account NAME [--limit N] [--json]
-  tokmodel holds release --older-than SECONDS
+  tokmodel holds list [--json] | release [--older-than SECONDS] [--refund]
   tokmodel providers check [--file PATH]
   tokmodel catalogue import FILE   (LiteLLM's price-map JSON -> providers.yaml models, printed)
 
@@ -186,8 +186,32 @@ def cmd_usage(args: argparse.Namespace) -> int:
 
 
 def cmd_holds(args: argparse.Namespace) -> int:
-    released = _store().release_stale_holds(args.older_than)
-    print(f"released {released} hold(s) older than {args.older_than} s")
+    from runtime.billing.sweeper import HoldSettings
+
+    store = _store()
+    if args.action == "list":
+        rows = [{"request_id": h.request_id, "account_id": h.account_id,
+                 "amount": format_credits(h.amount), "amount_nano": h.amount,
+                 "created_at": str(h.created_at), "owner": h.owner,
+                 "heartbeat_at": str(h.heartbeat_at) if h.heartbeat_at else None,
+                 "progress": h.progress} for h in store.list_holds()]
+        if args.json:
+            print(json.dumps(rows, indent=2))
+            return 0
+        for r in rows:
+            produced = r["progress"]
+            print(f"{r['request_id']}\taccount {r['account_id']}\t{r['amount']} credits held"
+                  f"\towner {r['owner'] or '-'}\tlast heartbeat {r['heartbeat_at'] or '-'}"
+                  f"\tproduced {format_credits(produced['cost']) if produced else '-'}")
+        return 0
+    older = args.older_than
+    if older is None:
+        older = HoldSettings.from_env().stale_seconds
+    swept = store.sweep_stale_holds(older, refund=args.refund, limit=1_000_000)
+    charged = [h for h in swept if h.logged]
+    print(f"{len(swept)} hold(s) without a heartbeat for {older:g} s: {len(charged)} settled "
+          f"for what was produced ({format_credits(sum(h.charged for h in charged))} credits "
+          f"charged), {len(swept) - len(charged)} given back in full")
     return 0
 
 
@@ -287,8 +311,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     holds = sub.add_parser("holds", help="credit holds")
     hs = holds.add_subparsers(dest="action", required=True)
-    release = hs.add_parser("release", help="refund holds left by a crashed process")
-    release.add_argument("--older-than", type=int, required=True, metavar="SECONDS")
+    hs.add_parser("list", help="open holds: owner, last heartbeat, what was produced"
+                  ).add_argument("--json", action="store_true")
+    release = hs.add_parser(
+        "release", help="settle holds left by a lost worker, as the gateway's sweeper does",
+        description="Settle every hold whose heartbeat is older than --older-than seconds "
+        "(default TOKMODEL_HOLD_STALE_SECONDS): charged at what was recorded as produced (the "
+        "prompt estimate plus the output counted so far, usage row with status 499), or "
+        "given back in full when the provider never accepted the request. Holds of live "
+        "requests keep a fresh heartbeat and are not touched.")
+    release.add_argument("--older-than", type=float, default=None, metavar="SECONDS")
+    release.add_argument("--refund", action="store_true",
+                         help="give every such hold back in full, charging nothing")
     holds.set_defaults(func=cmd_holds)
 
     providers = sub.add_parser("providers", help="the catalogue")

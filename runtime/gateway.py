@@ -15,12 +15,17 @@ import falcon
 
 from runtime import inbound, multipart
 from runtime.catalogue import Catalogue, Model
-from runtime.errors import BadRequest, GatewayError, NotFound, Unauthorized
+from runtime.errors import BadRequest, GatewayError, InsufficientCredits, NotFound, Unauthorized
 from runtime.ops import MappingError
 from runtime.settings import Settings
 from runtime.store import KeyRecord, Store
 from runtime.upstream import Upstream
 from runtime.validation import Validator
+
+# Bodies up to this size are read before the credit check (the hold, which needs the parsed
+# request, checks them); larger ones, and chunked ones of unknown size, only for an account
+# that can pay: reading, parsing and validating a body of megabytes costs seconds of CPU.
+SMALL_BODY_BYTES = 64 * 1024
 
 ErrorMapper = Callable[[int, bytes, Mapping[str, str], Model], GatewayError]
 
@@ -49,6 +54,18 @@ class Gateway:
         if key is None:
             raise Unauthorized()
         return key
+
+    def admit_body(self, req: falcon.Request, key: KeyRecord) -> None:
+        """403 insufficient credits, before a large body is read, for an account that cannot
+        pay (Store.can_spend); the body then stays unread (runtime/client_body.py disposes of
+        it after the answer)."""
+        length = req.content_length
+        if length is not None and length <= SMALL_BODY_BYTES:
+            return
+        if length is None and not inbound.is_chunked(req):
+            return
+        if not self.store.can_spend(key.account_id):
+            raise InsufficientCredits()
 
     def json_body(self, req: falcon.Request, kind: str) -> tuple[bytes, dict[str, Any]]:
         raw, body = inbound.read_json(req, self.settings.max_body_bytes)

@@ -14,10 +14,14 @@ the foreground until it is stopped.
   server exits. An operator who sets the variable keeps the directory: its ``*.db`` files
   are deleted at start (one directory per server). gunicorn's ``child_exit`` hook calls
   ``mark_process_dead`` so the live gauges stop counting a worker that is gone.
+- Holds: each worker starts a `HoldKeeper` (runtime/billing/sweeper.py) from gunicorn's
+  ``post_worker_init`` hook, on the store its app serves from: heartbeats for the worker's
+  own holds, and the sweep that settles the holds of lost workers.
 - SIGTERM: graceful stop within ``shutdown_timeout`` seconds (gunicorn's graceful_timeout,
   default 30, TOKMODEL_SHUTDOWN_TIMEOUT, ``--shutdown-timeout``; rounded up to whole seconds,
   which is what gunicorn takes). SIGINT and SIGQUIT stay gunicorn's immediate stop (open
-  streams are cut without settling; their holds are refunded by ``tokmodel holds release``).
+  streams are cut without settling; their holds are settled by the sweeper of a worker that
+  runs later: runtime/billing/sweeper.py).
 
 What gunicorn 27 does on SIGTERM (arbiter.py, workers/base.py, workers/ggevent.py)
 -------------------------------------------------------------------------------------
@@ -201,9 +205,13 @@ class GatewayServer(BaseApplication):
                 self.cfg.set(key, value)
 
     def load(self):  # noqa: ANN201 - gunicorn's interface
-        from runtime.app import get_app
+        from runtime.app import build_app
+        from runtime.billing.sweeper import HoldKeeper, HoldSettings
 
-        return get_app()
+        app, store = build_app()
+        # started by _post_worker_init, in the worker, once its event loop runs
+        self.hold_keeper = HoldKeeper(store, HoldSettings.from_env())
+        return app
 
 
 def prepare_metrics_dir() -> tuple[str, bool]:
@@ -227,6 +235,14 @@ def _child_exit(server: Any, worker: Any) -> None:
     mark_process_dead(worker.pid, os.environ.get(MULTIPROC_ENV))
 
 
+def _post_worker_init(worker: Any) -> None:
+    # each worker keeps its own holds alive and settles those of lost workers
+    # (runtime/billing/sweeper.py)
+    keeper = getattr(worker.app, "hold_keeper", None)
+    if keeper is not None:
+        keeper.start()
+
+
 def serve(host: str, port: int, workers: int, worker_class: str = "gevent",
           connections: int = 2000, shutdown_timeout: float = 30.0) -> None:
     """Serve the gateway until stopped (SIGTERM: graceful within `shutdown_timeout`)."""
@@ -244,6 +260,7 @@ def serve(host: str, port: int, workers: int, worker_class: str = "gevent",
             # gunicorn takes whole seconds
             "graceful_timeout": max(0, math.ceil(shutdown_timeout)),
             "child_exit": _child_exit,
+            "post_worker_init": _post_worker_init,
             "accesslog": None,
             "errorlog": "-",
             "loglevel": "info",

@@ -9,6 +9,10 @@
 | TOKMODEL_METRICS_TOKEN | unset: GET /metrics is open; set: `Authorization: Bearer <it>` needed |
 | TOKMODEL_SHUTDOWN_TIMEOUT | 30 seconds: after SIGTERM, the time open requests and streams get |
 | TOKMODEL_RESPONSES_RETENTION_DAYS | 30: how long stored Responses conversations are kept |
+| TOKMODEL_BODY_IDLE_TIMEOUT | 30 seconds: a request body silent that long is cut with a 408 |
+| TOKMODEL_MAX_IMAGES_PER_REQUEST | 16: image URLs the gateway downloads for one request |
+| TOKMODEL_MAX_UPSTREAM_ANSWER_BYTES | 67108864 (64 MiB): a whole (non-stream) upstream answer |
+| TOKMODEL_MAX_STREAM_EVENT_BYTES | 16777216 (16 MiB): one event of an upstream stream |
 """
 
 from __future__ import annotations
@@ -28,6 +32,10 @@ class Settings:
     metrics_token: str | None = field(default=None, repr=False)  # a secret: not in reprs
     shutdown_timeout: float = 30.0
     responses_retention_days: float = 30.0
+    body_idle_timeout: float = 30.0
+    max_images_per_request: int = 16
+    max_upstream_answer_bytes: int = 64 * 1024 * 1024
+    max_stream_event_bytes: int = 16 * 1024 * 1024
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -45,4 +53,12 @@ class Settings:
             shutdown_timeout=float(env.get("TOKMODEL_SHUTDOWN_TIMEOUT") or base.shutdown_timeout),
             responses_retention_days=float(env.get("TOKMODEL_RESPONSES_RETENTION_DAYS")
                                            or base.responses_retention_days),
+            body_idle_timeout=float(env.get("TOKMODEL_BODY_IDLE_TIMEOUT")
+                                    or base.body_idle_timeout),
+            max_images_per_request=int(env.get("TOKMODEL_MAX_IMAGES_PER_REQUEST")
+                                       or base.max_images_per_request),
+            max_upstream_answer_bytes=int(env.get("TOKMODEL_MAX_UPSTREAM_ANSWER_BYTES")
+                                          or base.max_upstream_answer_bytes),
+            max_stream_event_bytes=int(env.get("TOKMODEL_MAX_STREAM_EVENT_BYTES")
+                                       or base.max_stream_event_bytes),
         )

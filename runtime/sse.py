@@ -2,13 +2,26 @@
 
 `iter_events` consumes byte chunks as they arrive (any split, LF/CRLF/CR line ends, comment
 lines such as `: keep-alive`) and yields each complete event without waiting for the rest
-of the stream. `encode` frames one event for a client.
+of the stream. One event may hold at most `max_event_bytes` (TOKMODEL_MAX_STREAM_EVENT_BYTES,
+16 MiB: a whole image or tool-call argument fits, and a worker can afford it per stream):
+past that the stream is broken off (`EventTooLarge`, a 502 stream error) after taking one
+byte more than the cap, so the bytes an upstream sends without ending its event never pile
+up in the worker. `encode` frames one event for a client.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from runtime.settings import Settings
+
+
+@cache
+def max_event_bytes() -> int:
+    return Settings.from_env().max_stream_event_bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,25 +30,32 @@ class Event:
     event: str | None = None
 
 
-def iter_events(chunks: Iterable[bytes]) -> Iterator[Event]:
-    buffer = b""
+def iter_events(chunks: Iterable[bytes], limit: int | None = None) -> Iterator[Event]:
+    cap = limit or max_event_bytes()
+    buffer = bytearray()   # appends and cuts from the front cost no copy of the rest
+    scanned = 0            # buffer[:scanned] holds no line end
     data: list[str] = []
     name: str | None = None
+    taken = 0   # bytes of the current event in complete lines, already out of `buffer`
     for chunk in chunks:
         if not chunk:
             continue
         buffer += chunk
         while True:
-            cut = _line_end(buffer)
+            cut = _line_end(buffer, scanned)
             if cut is None:
+                # a CR as the last byte may be half of a CRLF: look at it again
+                scanned = max(0, len(buffer) - 1)
                 break
             end, skip = cut
             line = buffer[:end].decode("utf-8", errors="replace")
-            buffer = buffer[end + skip:]
+            del buffer[:end + skip]
+            scanned = 0
+            taken += end + skip
             if not line:
                 if data:
                     yield Event("\n".join(data), name)
-                data, name = [], None
+                data, name, taken = [], None, 0
                 continue
             if line.startswith(":"):
                 continue
@@ -46,6 +66,8 @@ def iter_events(chunks: Iterable[bytes]) -> Iterator[Event]:
                 data.append(value)
             elif field == "event":
                 name = value
+        if taken + len(buffer) > cap:
+            raise _too_large(cap, taken + len(buffer))
     tail = buffer.decode("utf-8", errors="replace").strip()
     if tail.startswith("data:"):
         data.append(tail[5:].lstrip())
@@ -53,11 +75,17 @@ def iter_events(chunks: Iterable[bytes]) -> Iterator[Event]:
         yield Event("\n".join(data), name)
 
 
-def _line_end(buffer: bytes) -> tuple[int, int] | None:
+def _too_large(cap: int, received: int) -> Any:
+    from runtime.providers.base import EventTooLarge  # base imports this module
+
+    return EventTooLarge(cap, received)
+
+
+def _line_end(buffer: bytes | bytearray, start: int = 0) -> tuple[int, int] | None:
     """(index, length) of the first line terminator, or None when no full line is buffered.
     A lone CR at the very end may be half of CRLF, so wait for the next byte."""
-    lf = buffer.find(b"\n")
-    cr = buffer.find(b"\r")
+    lf = buffer.find(b"\n", start)
+    cr = buffer.find(b"\r", start)
     if cr == -1 and lf == -1:
         return None
     if cr == -1 or (lf != -1 and lf < cr):

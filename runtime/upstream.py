@@ -3,10 +3,16 @@ of transport failures to gateway errors (502 unreachable or broken off, 504 time
 
 `Upstream.send` returns as soon as the answer's status and headers are read; its body is
 read by the caller, whole (`read_body`, `read_json`) or as it arrives (`iter_content`), so
-SSE and audio are forwarded chunk by chunk. urllib3 is used directly rather than through
-requests: the requests layer costs about 0.4 ms of CPU per call (measured in `make bench`),
-a fifth of the gateway's whole budget, for features a gateway does not use. Environment
-proxies are never consulted.
+SSE and audio are forwarded chunk by chunk. A whole answer is read up to `max_answer_bytes`
+(TOKMODEL_MAX_UPSTREAM_ANSWER_BYTES, 64 MiB: far above any JSON answer of the APIs served,
+base64 images included, and small enough that a few at once fit a worker): one byte more
+and reading stops with `AnswerTooLarge` (502), which tells how much was received so the
+request can be charged for it; the worker never holds more than the cap of one answer.
+Streams are capped per event where they are parsed (runtime/sse.py).
+
+urllib3 is used directly rather than through requests: the requests layer costs about
+0.4 ms of CPU per call (measured in `make bench`), a fifth of the gateway's whole budget,
+for features a gateway does not use. Environment proxies are never consulted.
 """
 
 from __future__ import annotations
@@ -24,13 +30,28 @@ from runtime.errors import UpstreamError
 READ_SIZE = 65536
 
 
+MAX_ANSWER_BYTES = 64 * 1024 * 1024
+
+
+class AnswerTooLarge(UpstreamError):
+    """The upstream's whole answer is larger than the cap; `received` bytes of it were read
+    (the cap plus one)."""
+
+    def __init__(self, cap: int, received: int) -> None:
+        super().__init__(f"The upstream provider's answer is larger than this gateway's limit "
+                         f"of {cap} bytes (TOKMODEL_MAX_UPSTREAM_ANSWER_BYTES).")
+        self.received = received
+
+
 class UpstreamResponse:
     """An upstream answer whose body has not been read yet."""
 
-    def __init__(self, raw: urllib3.BaseHTTPResponse) -> None:
+    def __init__(self, raw: urllib3.BaseHTTPResponse,
+                 max_bytes: int = MAX_ANSWER_BYTES) -> None:
         self._raw = raw
         self.status_code = raw.status
         self.headers = raw.headers  # case-insensitive
+        self.max_bytes = max_bytes
 
     def set_read_timeout(self, seconds: float) -> None:
         """From now on, wait at most `seconds` between two reads of this answer (the idle
@@ -51,7 +72,25 @@ class UpstreamResponse:
 
     @property
     def content(self) -> bytes:
-        return self._raw.read()
+        """The whole body; AnswerTooLarge past `max_bytes` (never reading more than one byte
+        past it)."""
+        cap = self.max_bytes
+        declared = self.headers.get("Content-Length")
+        if (declared is not None and declared.isdigit() and int(declared) <= cap
+                and not self.headers.get("Content-Encoding")):
+            # http.client reads no more than the declared length (and, not compressed, it
+            # is the length decoded)
+            return self._raw.read()
+        parts: list[bytes] = []
+        size = 0
+        read = self._raw.read
+        while size <= cap:
+            data = read(min(READ_SIZE, cap + 1 - size))
+            if not data:
+                return b"".join(parts)
+            parts.append(data)
+            size += len(data)
+        raise AnswerTooLarge(cap, size)
 
     def close(self) -> None:
         self._raw.release_conn() if self._raw.isclosed() else self._raw.close()
@@ -59,8 +98,9 @@ class UpstreamResponse:
 
 class Upstream:
     def __init__(self, connect_timeout: float = 10.0, read_timeout: float = 600.0,
-                 pool_size: int = 256) -> None:
+                 pool_size: int = 256, max_answer_bytes: int = MAX_ANSWER_BYTES) -> None:
         self.timeout = urllib3.Timeout(connect=connect_timeout, read=read_timeout)
+        self.max_answer_bytes = max_answer_bytes
         self._pool_size = pool_size
         # One connection pool per origin, found without parsing the URL: a PoolManager's
         # parsing and key normalising cost ~30 us a call (measured).
@@ -96,7 +136,7 @@ class Upstream:
                                 type="upstream_timeout") from exc
         except (HTTPError, OSError) as exc:
             raise UpstreamError("The upstream provider could not be reached.") from exc
-        return UpstreamResponse(raw)
+        return UpstreamResponse(raw, self.max_answer_bytes)
 
     def close(self) -> None:
         for pool in self._pools.values():
@@ -123,6 +163,7 @@ def broken_off(exc: Exception) -> UpstreamError:
 
 
 def read_body(resp: UpstreamResponse) -> bytes:
+    """The whole answer (AnswerTooLarge past the cap); the connection is released."""
     try:
         return resp.content
     except (HTTPError, OSError) as exc:

@@ -7,41 +7,45 @@ settles exactly once, in every outcome:
 - upstream error mid-stream: an error event is sent, and what was produced is charged;
 - client gone (close() before the end): the upstream is closed at once and what was
   produced is charged.
-When a stream ends without usage, tokens are estimated at 4 characters per token from the
-prompt text and the text actually produced; a stream that produced nothing costs nothing.
+A stream exists only once the provider accepted the request (answered with a success
+status), and from then on the provider bills the whole prompt, so the prompt is charged even
+when nothing was produced: from the provider's usage when it arrived, else from an estimate
+of the whole request (runtime/billing/prompt_estimate.py, computed only then) plus the text
+actually produced at 4 characters a token. A request the provider never accepted (an error
+status, a connection failure) never becomes a stream and costs nothing.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
+from runtime.billing.hold_progress import CutNow
 from runtime.billing.meter import Meter
 from runtime.billing.pricing import Usage, token_cost
+from runtime.billing.prompt_estimate import estimate_tokens
 from runtime.billing.settling_body import SettlingBody
 from runtime.catalogue import Model
 
 log = logging.getLogger("tokmodel.stream")
 
 DONE = b"data: [DONE]\n\n"
-CHARS_PER_TOKEN = 4
+PromptEstimate = Callable[[], int]
 
-
-def estimate_tokens(chars: int) -> int:
-    return math.ceil(chars / CHARS_PER_TOKEN) if chars > 0 else 0
+__all__ = ["MeteredStream", "PromptEstimate", "delta_chars", "estimate_tokens",
+           "settle_produced"]
 
 
 class MeteredStream(SettlingBody):
     """A stream charged from the upstream's usage when it reports one, else from the text it
     produced (see settle_produced); `charged_usage` is what was charged, once settled."""
 
-    def __init__(self, *, model: Model, meter: Meter, prompt_chars: int,
+    def __init__(self, *, model: Model, meter: Meter, prompt: PromptEstimate,
                  on_close: Callable[[], None]) -> None:
         self._model = model
-        self._prompt_chars = prompt_chars
+        self._prompt = prompt
         self._on_close = on_close
         self._usage: Usage | None = None
         self._produced_chars = 0
@@ -57,6 +61,15 @@ class MeteredStream(SettlingBody):
         if isinstance(chunk.get("usage"), dict):
             self._usage = Usage.from_openai(chunk["usage"])
 
+    def produced(self) -> tuple[Usage, Decimal]:
+        """The usage and exact cost a cut now would be charged (settle_produced's rule),
+        without settling, and at least the prompt estimate: the provider accepted the
+        request. Recorded on the hold while the stream runs (billing/hold_progress.py)."""
+        cut = CutNow(self._meter.request_id)
+        settle_produced(cut, self._model, self._usage, self._prompt,  # type: ignore[arg-type]
+                        self._produced_chars, 499)
+        return cut.usage, cut.cost
+
     def _finish(self) -> None:
         if self._meter.settled:
             return
@@ -65,20 +78,25 @@ class MeteredStream(SettlingBody):
             self._on_close()
         finally:
             self.charged_usage = settle_produced(self._meter, self._model, self._usage,
-                                                 self._prompt_chars, self._produced_chars,
+                                                 self._prompt, self._produced_chars,
                                                  self._status)
 
 
-def settle_produced(meter: Meter, model: Model, usage: Usage | None, prompt_chars: int,
+def settle_produced(meter: Meter, model: Model, usage: Usage | None, prompt: PromptEstimate,
                     produced_chars: int, status: int) -> Usage:
-    """Settle a stream once from the upstream's usage, or, without it, from the estimate
-    (nothing produced costs nothing); returns the usage charged. Never raises: the client
-    already has its stream."""
-    if usage is None or usage.empty:
-        usage = Usage(prompt_tokens=estimate_tokens(prompt_chars),
-                      completion_tokens=estimate_tokens(produced_chars))
-        if produced_chars == 0:
-            usage = Usage()
+    """Settle an accepted stream once from the upstream's usage, or, without it, from the
+    estimate of the whole prompt and of what was produced; returns the usage charged. Never
+    raises: the client already has its stream."""
+    try:
+        if usage is None or usage.empty:
+            usage = Usage(prompt_tokens=prompt(),
+                          completion_tokens=estimate_tokens(produced_chars))
+        elif not usage.prompt_tokens:
+            # usage that counts only the output (an upstream's partial report)
+            usage.prompt_tokens = prompt()
+    except Exception:
+        log.exception("estimating the prompt of %s failed", meter.request_id)
+        usage = usage or Usage()
     cost = token_cost(model, usage) if not usage.empty else Decimal(0)
     try:
         meter.settle(usage, cost, status)

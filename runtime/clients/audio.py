@@ -11,10 +11,13 @@ Transcriptions and translations: a multipart upload (`file`, `model`, `language`
 `response_format`, `temperature`, `timestamp_granularities[]`, `include[]`, ...) streamed to
 the provider; JSON answers (json, verbose_json) gain `usage.cost`, text answers (text, srt,
 vtt) are returned as the provider's plain text. Charged per audio second (`per_audio_second`)
-from, in order: the answer's `usage` (`{"type": "duration", "seconds"}`), its `duration`
-(verbose_json), the end of the last srt/vtt cue, the length of a WAV upload from its header,
-and otherwise an estimate of one second per 16,000 bytes of upload (128 kbit/s audio),
-rounded up. Answers with token usage are charged at the model's token prices when it has them.
+from the duration the provider reports: the answer's `usage` (`{"type": "duration",
+"seconds"}`) or its `duration` (verbose_json). Without one (text, srt, vtt, json without
+usage) from the length of the audio itself (runtime/billing/audio_length.py: WAV from its
+data and sample format, other formats from their container's duration checked against the
+file size, else the size at the lowest common bitrate), or the end of the last srt/vtt cue
+when that is later. The hold is that same length. Answers with token usage are charged at
+the model's token prices when it has them.
 """
 
 from __future__ import annotations
@@ -23,12 +26,12 @@ import json
 import logging
 import math
 import re
-import struct
 from collections.abc import Callable, Iterator
 from decimal import Decimal
-from typing import IO, Any
+from typing import Any
 
 from runtime import multipart
+from runtime.billing.audio_length import audio_seconds
 from runtime.billing.meter import Meter
 from runtime.billing.pricing import Usage, hold_nano, nano_to_credits, token_cost
 from runtime.billing.settling_body import SettlingBody
@@ -43,9 +46,6 @@ from runtime.upstream import UpstreamResponse, broken_off, read_body
 
 log = logging.getLogger("tokmodel.audio")
 
-BYTES_PER_SECOND_ESTIMATE = 16_000
-# The hold assumes low-bitrate audio (32 kbit/s) so it covers most uploads.
-BYTES_PER_SECOND_HOLD = 4_000
 _CUE_END = re.compile(r"-->\s*(?:(\d+):)?(\d{1,2}):(\d{2})[.,](\d{1,3})")
 
 
@@ -83,6 +83,11 @@ class AudioStream(SettlingBody):
             log.warning("speech stream %s broke off: %s", self._meter.request_id, exc)
         finally:
             self._finish()
+
+    def produced(self) -> tuple[Usage, Decimal]:
+        """What a cut now would be charged: the whole input (the provider accepted it and
+        audio is on its way). Recorded on the hold while the stream runs."""
+        return Usage(units=dict(self._units)), self._cost
 
     def _finish(self) -> None:
         self._note_interruption()
@@ -132,31 +137,6 @@ class SpeechExchange:
 # -- transcriptions and translations ---------------------------------------------------------
 
 
-def wav_seconds(file: IO[bytes]) -> Decimal | None:
-    """Duration of a RIFF/WAVE file from its fmt and data chunk headers."""
-    file.seek(0)
-    head = file.read(12)
-    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-        return None
-    byte_rate = None
-    while True:
-        chunk = file.read(8)
-        if len(chunk) < 8:
-            return None
-        cid, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
-        if cid == b"fmt ":
-            fmt = file.read(size + (size & 1))
-            if len(fmt) < 12:
-                return None
-            byte_rate = struct.unpack("<I", fmt[8:12])[0]
-        elif cid == b"data":
-            if not byte_rate:
-                return None
-            return Decimal(size) / Decimal(byte_rate)
-        else:
-            file.seek(size + (size & 1), 1)
-
-
 def cue_end_seconds(text: str) -> Decimal | None:
     """End time of the last cue of an srt or vtt transcript."""
     ends = _CUE_END.findall(text)
@@ -183,8 +163,13 @@ def upload(request: Request) -> multipart.Part:
     return audio[0]
 
 
+def upload_seconds(part: multipart.Part) -> Decimal:
+    """The audio length of the upload (runtime/billing/audio_length.py)."""
+    return audio_seconds(part.file, part.size)
+
+
 def transcription_hold(request: Request, model: Model) -> int:
-    seconds = Decimal(math.ceil(upload(request).size / BYTES_PER_SECOND_HOLD))
+    seconds = Decimal(math.ceil(upload_seconds(upload(request))))
     return hold_nano(audio_seconds_cost(model, seconds))
 
 
@@ -244,13 +229,11 @@ class TranscriptionExchange:
         source = "usage"
         if seconds is None and payload is not None:
             seconds, source = _seconds(payload.get("duration")), "duration"
-        if seconds is None and payload is None:
-            seconds, source = cue_end_seconds(raw.decode("utf-8", "replace")), "cues"
         if seconds is None:
-            seconds, source = wav_seconds(upload.file), "wav_header"
-        if seconds is None:
-            seconds = Decimal(math.ceil(upload.size / BYTES_PER_SECOND_ESTIMATE))
-            source = "size_estimate"
+            seconds, source = upload_seconds(upload), "audio_length"
+            cues = cue_end_seconds(raw.decode("utf-8", "replace")) if payload is None else None
+            if cues is not None and cues > seconds:
+                seconds, source = cues, "cues"
         logged = Usage(units={"seconds": float(seconds), f"seconds_from_{source}": 1})
         return logged, audio_seconds_cost(model, seconds)
 

@@ -1,10 +1,16 @@
 """OpenAI chat clients (`POST /v1/chat/completions`) to any chat model: the route's hold
 policy, its exchange with a provider's chat adapter, and the stream in OpenAI's framing.
 
-Hold: every prompt token (bounded by the request body, runtime/billing/prompt_bound.py) at
-the input price plus `n` times the allowed output (`max_completion_tokens`, else
-`max_tokens`, else the model's limit) at the output price, all read from the request as the
-client sent it.
+Hold: every prompt token (bounded by the request body, runtime/billing/prompt_bound.py, with
+every image, inline or by URL, at the model's per-image estimate) at the input price plus
+`n` times the allowed output (`max_completion_tokens`, else `max_tokens`, else the model's
+limit) at the output price, plus the fees of hosted web searches the request allows
+(runtime/billing/hosted_tools.py), all read from the request as the client sent it.
+
+Charge: the provider's usage; an answer without usage (whole or streamed) is charged an
+estimate of the whole request's prompt plus what was produced (runtime/billing/
+prompt_estimate.py), also when the client left before any text: the provider bills a
+request it accepted.
 
 The answer's `model` is the id the client used (or the fallback's id when a fallback
 answered); `usage.cost` is the charge in credits. A stream forwards the adapter's chunks as
@@ -22,16 +28,25 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from runtime import fastjson
+from runtime.billing.hosted_tools import hosted_tools_hold
+from runtime.billing.image_tokens import image_tokens
 from runtime.billing.meter import Meter
-from runtime.billing.metered_stream import MeteredStream
+from runtime.billing.metered_stream import (
+    MeteredStream,
+    PromptEstimate,
+    delta_chars,
+    estimate_tokens,
+)
 from runtime.billing.pricing import (
     Usage,
     charge_nano,
     chat_worst_case,
+    hold_nano,
     nano_to_credits,
     token_cost,
 )
 from runtime.billing.prompt_bound import prompt_token_bound
+from runtime.billing.prompt_estimate import lazy_prompt
 from runtime.catalogue import Model
 from runtime.errors import GatewayError
 from runtime.pipeline.route import Answer, Request
@@ -41,20 +56,6 @@ from runtime.upstream import UpstreamResponse, read_json
 
 DEFAULT_MAX_OUTPUT = 4096
 DONE = b"data: [DONE]\n\n"
-
-
-def prompt_chars(body: Mapping[str, Any]) -> int:
-    """Characters of text in the messages: the basis of the prompt estimate for a stream
-    that ends without usage."""
-    total = 0
-    for message in body.get("messages") or ():
-        content = message.get("content") if isinstance(message, dict) else None
-        if isinstance(content, str):
-            total += len(content)
-        elif isinstance(content, list):
-            total += sum(len(p["text"]) for p in content
-                         if isinstance(p, dict) and isinstance(p.get("text"), str))
-    return total
 
 
 def max_output(body: Mapping[str, Any], model_max: int | None) -> int:
@@ -68,8 +69,17 @@ def max_output(body: Mapping[str, Any], model_max: int | None) -> int:
 
 
 def hold(request: Request, model: Model) -> int:
-    return chat_worst_case(model, prompt_token_bound(request.raw, request.body),
-                           max_output(request.body, model.max_output_tokens))
+    return chat_hold(model, request.raw, request.body,
+                     max_output(request.body, model.max_output_tokens))
+
+
+def chat_hold(model: Model, raw: bytes, body: Mapping[str, Any], output: int,
+              context_tokens: int = 0) -> int:
+    """The hold of a chat-like request on `model`: its prompt bound (plus `context_tokens` the
+    provider adds, e.g. a stored conversation), `output` tokens, and hosted tool fees."""
+    prompt = prompt_token_bound(raw, body, image_tokens(model)) + context_tokens
+    return (chat_worst_case(model, prompt, output)
+            + hold_nano(hosted_tools_hold(model, body)))
 
 
 def chat_adapter(model: Model, what: str, client_model: str) -> ChatAdapter:
@@ -101,7 +111,7 @@ class ChatExchange:
     def whole(self, upstream: UpstreamResponse) -> Answer:
         payload = self.adapter.parse(read_json(upstream), self.model)
         payload["model"] = self.shown
-        usage = Usage.from_openai(payload.get("usage"))
+        usage = Usage.from_openai(with_usage(payload, lazy_prompt(self.body, self.model)))
 
         def render(charged: int) -> bytes:
             if isinstance(payload.get("usage"), dict):
@@ -117,19 +127,36 @@ class ChatExchange:
                           client_model=self.shown, meter=meter,
                           include_usage=isinstance(options, dict)
                           and bool(options.get("include_usage")),
-                          prompt_chars=prompt_chars(self.body), on_close=upstream.close)
+                          prompt=lazy_prompt(self.body, self.model), on_close=upstream.close)
+
+
+def with_usage(completion: dict[str, Any], prompt: PromptEstimate) -> dict[str, Any]:
+    """The completion's `usage`; when the provider sent none (some OpenAI-compatible servers),
+    an estimate is put in its place, so the answer shows what is charged: the prompt's
+    estimate and the text of its choices at 4 characters a token."""
+    if not Usage.from_openai(completion.get("usage")).empty:
+        return completion["usage"]
+    produced = 0
+    for choice in completion.get("choices") or ():
+        message = choice.get("message") if isinstance(choice, dict) else None
+        if isinstance(message, dict):
+            produced += delta_chars(message)
+    prompt_tokens, completion_tokens = prompt(), estimate_tokens(produced)
+    completion["usage"] = {"prompt_tokens": prompt_tokens,
+                           "completion_tokens": completion_tokens,
+                           "total_tokens": prompt_tokens + completion_tokens}
+    return completion["usage"]
 
 
 class ChatStream(MeteredStream):
     def __init__(self, chunks: Iterator[dict[str, Any]], *, model: Model, client_model: str,
-                 meter: Meter, include_usage: bool, prompt_chars: int,
+                 meter: Meter, include_usage: bool, prompt: PromptEstimate,
                  on_close: Any) -> None:
         self._chunks = chunks
         self._client_model = client_model
         self._include_usage = include_usage
         self._usage_chunk: dict[str, Any] | None = None
-        super().__init__(model=model, meter=meter, prompt_chars=prompt_chars,
-                         on_close=on_close)
+        super().__init__(model=model, meter=meter, prompt=prompt, on_close=on_close)
 
     def _run(self) -> Iterator[bytes]:
         # Settle before the last bytes go out, so a client that has seen the end of its
@@ -141,6 +168,7 @@ class ChatStream(MeteredStream):
                     yield out
         except (StreamBroken, GatewayError) as exc:
             self._status = exc.status
+            self._produced_chars += getattr(exc, "received", 0)  # an over-cap event's bytes
             self._finish()
             yield error_event(exc.message, exc.type)
         else:

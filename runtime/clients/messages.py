@@ -28,22 +28,32 @@ and its `reasoning_effort` (from `thinking` / `output_config.effort`) is dropped
 model's catalogue entry declares `reasoning: true`.
 Charging: prompt = input + cache reads + cache writes at the catalogue's cache prices,
 completion = output tokens. A stream cut by the upstream or the client is charged for what
-was produced (usage reported so far; missing output estimated at 4 characters a token).
+was produced (usage reported so far; missing output estimated at 4 characters a token), and
+always for its prompt, which the provider bills once it accepted the request: from
+message_start's input usage (read from the first bytes even when the client left before the
+stream was started), else estimated from the whole request (runtime/billing/prompt_estimate.py).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator, Mapping
+from decimal import Decimal
 from typing import Any
 
 from runtime.billing.meter import Meter
-from runtime.billing.metered_stream import MeteredStream, estimate_tokens, settle_produced
+from runtime.billing.metered_stream import (
+    MeteredStream,
+    PromptEstimate,
+    estimate_tokens,
+    settle_produced,
+)
 from runtime.billing.pricing import Usage, charge_nano, nano_to_credits, token_cost
+from runtime.billing.prompt_estimate import lazy_prompt
 from runtime.billing.settling_body import SettlingBody
 from runtime.catalogue import Model
 from runtime.clients import messages_translation as inbound
-from runtime.clients.chat import chat_adapter, is_sse, prompt_chars
+from runtime.clients.chat import chat_adapter, is_sse, with_usage
 from runtime.errors import BadRequest, GatewayError, UpstreamError
 from runtime.gateway import ErrorMapper, provider_body
 from runtime.pipeline.route import Answer, Request
@@ -81,6 +91,7 @@ class PassthroughExchange:
         self.model = model
         self.shown = shown
         self.stream = request.stream
+        self.body = request.body
         native = provider_body(model, "messages", fold_system_turns(request.body))
         headers = json_headers(model)
         beta = request.headers.get("anthropic-beta")
@@ -113,7 +124,8 @@ class PassthroughExchange:
     def stream_body(self, chunks: Iterator[bytes], upstream: UpstreamResponse,
                     meter: Meter) -> PassthroughStream:
         return PassthroughStream(iter_events(chunks), model=self.model, client_model=self.shown,
-                                 meter=meter, on_close=upstream.close)
+                                 meter=meter, on_close=upstream.close,
+                                 prompt=lazy_prompt(self.body, self.model))
 
 
 def fold_system_turns(body: dict[str, Any]) -> dict[str, Any]:
@@ -170,6 +182,7 @@ class TranslatedExchange:
         self.model = model
         self.shown = shown
         self.stream = request.stream
+        self.body = request.body
         self.chat_body = inbound.to_openai(request.body)
         limit = model.max_output_tokens
         if limit and self.chat_body["max_completion_tokens"] > limit:
@@ -185,7 +198,7 @@ class TranslatedExchange:
 
     def whole(self, upstream: UpstreamResponse) -> Answer:
         completion = self.adapter.parse(read_json(upstream), self.model)
-        usage = Usage.from_openai(completion.get("usage"))
+        usage = Usage.from_openai(with_usage(completion, lazy_prompt(self.body, self.model)))
         return Answer(usage, token_cost(self.model, usage), lambda charged: _answer(
             inbound.to_message(completion, self.shown, usage, nano_to_credits(charged))))
 
@@ -193,7 +206,7 @@ class TranslatedExchange:
                     meter: Meter) -> TranslatedStream:
         return TranslatedStream(self.adapter.stream(chunks, self.model), model=self.model,
                                 client_model=self.shown, meter=meter,
-                                prompt_chars=prompt_chars(self.chat_body),
+                                prompt=lazy_prompt(self.body, self.model),
                                 on_close=upstream.close)
 
 
@@ -235,11 +248,10 @@ class TranslatedStream(MeteredStream):
     """OpenAI chunks of a provider's adapter in, Anthropic events out; settles once."""
 
     def __init__(self, chunks: Iterator[dict[str, Any]], *, model: Model, client_model: str,
-                 meter: Meter, prompt_chars: int, on_close: Callable[[], None]) -> None:
+                 meter: Meter, prompt: PromptEstimate, on_close: Callable[[], None]) -> None:
         self._chunks = chunks
         self._writer = inbound.EventWriter(client_model)
-        super().__init__(model=model, meter=meter, prompt_chars=prompt_chars,
-                         on_close=on_close)
+        super().__init__(model=model, meter=meter, prompt=prompt, on_close=on_close)
 
     def _run(self) -> Iterator[bytes]:
         try:
@@ -250,6 +262,7 @@ class TranslatedStream(MeteredStream):
                     yield b"".join(out)
         except (StreamBroken, GatewayError) as exc:
             self._status = exc.status
+            self._produced_chars += getattr(exc, "received", 0)  # an over-cap event's bytes
             self._finish()
             yield inbound.error_event(exc.status, exc.message, exc.type)
         else:
@@ -264,11 +277,13 @@ class PassthroughStream(SettlingBody):
     """An Anthropic upstream's events forwarded one by one; settles once from their usage."""
 
     def __init__(self, events: Iterator[Event], *, model: Model, client_model: str,
-                 meter: Meter, on_close: Callable[[], None]) -> None:
+                 meter: Meter, on_close: Callable[[], None], prompt: PromptEstimate) -> None:
         self._events = events
         self._model = model
         self._client_model = client_model
         self._on_close = on_close
+        self._prompt = prompt
+        self._started = False
         self._usage: dict[str, Any] = {}
         self._counted_output = False
         self._produced_chars = 0
@@ -276,6 +291,7 @@ class PassthroughStream(SettlingBody):
         super().__init__(meter)
 
     def _run(self) -> Iterator[bytes]:
+        self._started = True
         try:
             for ev in self._events:
                 out = self._forward(ev)
@@ -285,6 +301,7 @@ class PassthroughStream(SettlingBody):
                     return
         except StreamBroken as exc:
             self._status = exc.status
+            self._produced_chars += getattr(exc, "received", 0)  # an over-cap event's bytes
             self._finish()
             yield inbound.error_event(exc.status, exc.message, exc.type)
         else:
@@ -334,6 +351,13 @@ class PassthroughStream(SettlingBody):
         self._finish()
         return encode(ev.data, name)
 
+    def produced(self) -> tuple[Usage, Decimal]:
+        """The usage and exact cost a cut now would be charged, without settling (recorded
+        on the hold while the stream runs: billing/hold_progress.py); the prompt is known
+        exactly from message_start."""
+        usage = self._current() if self._usage else Usage()
+        return usage, token_cost(self._model, usage)
+
     def _current(self) -> Usage:
         usage = dict(self._usage)
         if not self._counted_output:
@@ -347,9 +371,23 @@ class PassthroughStream(SettlingBody):
             return
         self._note_interruption()
         try:
+            if not self._started:
+                self._read_start()
             self._on_close()
         finally:
-            produced = self._counted_output or self._produced_chars > 0
-            usage = self._current() if self._usage and produced else None
-            settle_produced(self._meter, self._model, usage, 0, self._produced_chars,
-                            self._status)
+            usage = self._current() if self._usage else None
+            settle_produced(self._meter, self._model, usage, self._prompt,
+                            self._produced_chars, self._status)
+
+    def _read_start(self) -> None:
+        """The input usage of message_start, when the stream was closed before it was read
+        (a client gone right after the headers): Anthropic sends it first, so it is in the
+        bytes read before the answer was committed. Only the first event is looked at."""
+        try:
+            ev = next(self._events, None)
+            if ev is not None and ev.event == "message_start":
+                message = json.loads(ev.data).get("message")
+                if isinstance(message, dict) and isinstance(message.get("usage"), dict):
+                    self._usage.update(message["usage"])
+        except Exception:  # a stream already running or broken: the estimate then
+            return

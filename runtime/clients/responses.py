@@ -34,12 +34,12 @@ from typing import Any
 
 from runtime.billing.meter import Meter
 from runtime.billing.metered_stream import MeteredStream
-from runtime.billing.pricing import Usage, chat_worst_case, nano_to_credits, token_cost
-from runtime.billing.prompt_bound import prompt_token_bound
+from runtime.billing.pricing import Usage, nano_to_credits, token_cost
+from runtime.billing.prompt_estimate import lazy_prompt
 from runtime.catalogue import Model
 from runtime.clients import responses_translation as ri
 from runtime.clients import stored_responses as stored
-from runtime.clients.chat import chat_adapter, is_sse, max_output
+from runtime.clients.chat import chat_adapter, chat_hold, is_sse, max_output, with_usage
 from runtime.errors import BadRequest, GatewayError
 from runtime.gateway import provider_body
 from runtime.pipeline.route import Answer, Request
@@ -69,40 +69,47 @@ def usage_of(raw: Any) -> Usage:
 
 
 def hold(request: Request, model: Model) -> int:
+    """As chat (runtime/clients/chat.py), plus the stored conversation `previous_response_id`
+    brings into the prompt."""
     limit = max_output({"max_completion_tokens": request.body.get("max_output_tokens")},
                        model.max_output_tokens)
-    return chat_worst_case(model, prompt_token_bound(request.raw, request.body), limit)
+    return chat_hold(model, request.raw, request.body, limit,
+                     stored.context_tokens(stored.previous(request)))
 
 
 def compact_hold(request: Request, model: Model) -> int:
-    prompt = prompt_token_bound(request.raw, request.body) + len(ri.COMPACT_INSTRUCTIONS)
-    return chat_worst_case(model, prompt, max_output({}, model.max_output_tokens))
+    context = (stored.context_tokens(stored.previous(request))
+               + len(ri.COMPACT_INSTRUCTIONS))
+    return chat_hold(model, request.raw, request.body,
+                     max_output({}, model.max_output_tokens), context)
 
 
 def _continuation(request: Request, model: Model, native: bool,
-                  shown: str) -> tuple[dict[str, Any], str | None]:
-    """(the body to serve, the deployment it must go to) for `previous_response_id`: on a
-    native model the stored id must be this provider's (and goes where it is stored); on a
-    translated one the stored conversation is put before the new input."""
+                  shown: str) -> tuple[dict[str, Any], str | None, int]:
+    """(the body to serve, the deployment it must go to, the tokens of stored context the
+    provider adds to it) for `previous_response_id`: on a native model the stored id must be
+    this provider's (and goes where it is stored); on a translated one the stored
+    conversation is put before the new input."""
     body = dict(request.body)
     earlier = stored.previous(request)
     if earlier is None:
-        return body, None
+        return body, None, 0
     if native:
         if not earlier.native or earlier.provider != model.provider.id:
             raise BadRequest(f"The response '{earlier.id}' was not stored by the provider of "
                              f"'{shown}'; continue it with the model that answered it "
                              f"('{earlier.model}').", param="previous_response_id")
-        return body, earlier.deployment
+        return body, earlier.deployment, stored.context_tokens(earlier)
     body["input"] = stored.continued_input(earlier, body.get("input"))
     del body["previous_response_id"]
-    return body, None
+    return body, None, 0
 
 
 def _native_call(model: Model, kind: str, body: Any, stream: bool) -> UpstreamCall:
     sent = provider_body(model, kind, body)
     if "input" in sent:
-        sent["input"] = ri.own_compactions_to_messages(sent["input"])
+        sent["input"] = ri.own_reasoning_dropped(
+            ri.own_compactions_to_messages(sent["input"]))
     headers = json_headers(model)
     if stream:
         headers["Accept"] = "text/event-stream"
@@ -144,7 +151,8 @@ class ResponsesExchange:
         self.native = "responses" in model.provider.descriptor.endpoints
         self.store = stored.wants_storing(request.body)
         self.answered: str | None = None
-        body, self.deployment = _continuation(request, model, self.native, shown)
+        body, self.deployment, self.context = _continuation(request, model, self.native,
+                                                            shown)
         if self.native:
             self.call = _native_call(model, "responses", body, self.stream)
             self.error = CHAT_ADAPTERS["openai"].error
@@ -160,7 +168,9 @@ class ResponsesExchange:
         self.names = plan.names
         if plan.dropped:
             self.headers[DROPPED_TOOLS_HEADER] = ",".join(dict.fromkeys(plan.dropped))
-        chat = ri.to_chat(body, plan)
+        dialect = model.provider.descriptor.dialect
+        self.carry = dialect if ri.carries(body) else None
+        chat = ri.to_chat(body, plan, dialect)
         if self.stream:
             chat["stream"] = True
         self.call = self.adapter.build(chat, model, self.stream)
@@ -179,8 +189,10 @@ class ResponsesExchange:
             payload["model"] = self.shown
         else:
             completion = self.adapter.parse(payload, self.model)
+            with_usage(completion, lazy_prompt(self.body, self.model))
             payload = ri.from_chat(completion, ri.skeleton(self.request.body, self.shown,
-                                                           ri.new_id("resp")), self.names)
+                                                           ri.new_id("resp")), self.names,
+                                  self.carry)
         self.kept(payload)
         return _answer(payload, self.model, self.headers)
 
@@ -195,15 +207,16 @@ class ResponsesExchange:
 
     def stream_body(self, chunks: Iterator[bytes], upstream: UpstreamResponse,
                     meter: Meter) -> MeteredStream:
-        chars = ri.prompt_chars(self.body)
+        prompt = lazy_prompt(self.body, self.model, self.context if self.native else 0)
         if self.native:
             return NativeStream(iter_events(chunks), model=self.model,
-                                client_model=self.shown, meter=meter, prompt_chars=chars,
+                                client_model=self.shown, meter=meter, prompt=prompt,
                                 on_close=upstream.close, on_done=self.kept)
         response = ri.skeleton(self.request.body, self.shown, ri.new_id("resp"))
         return TranslatedStream(self.adapter.stream(chunks, self.model),
-                                ri.ResponseEvents(response, self.names), model=self.model,
-                                meter=meter, prompt_chars=chars, on_close=upstream.close,
+                                ri.ResponseEvents(response, self.names, self.carry),
+                                model=self.model,
+                                meter=meter, prompt=prompt, on_close=upstream.close,
                                 on_done=self.kept)
 
 
@@ -216,7 +229,7 @@ class CompactExchange:
         self.model = model
         self.body = request.body
         self.native = "responses.compact" in model.provider.descriptor.endpoints
-        body, self.deployment = _continuation(request, model, self.native, shown)
+        body, self.deployment, _ = _continuation(request, model, self.native, shown)
         self.body = body
         if self.native:
             self.call = _native_call(model, "responses.compact", body, False)
@@ -299,6 +312,7 @@ class NativeStream(MeteredStream):
                     return  # the upstream is closed: nothing follows a terminal event
         except (StreamBroken, GatewayError) as exc:
             self._status = exc.status
+            self._produced_chars += getattr(exc, "received", 0)  # an over-cap event's bytes
             self._finish()
             yield ri.sse(_error_data(exc.message, "upstream_error"))
         finally:
@@ -330,6 +344,7 @@ class TranslatedStream(MeteredStream):
                     yield ri.sse(event)
         except (StreamBroken, GatewayError) as exc:
             self._status = exc.status
+            self._produced_chars += getattr(exc, "received", 0)  # an over-cap event's bytes
             self._finish()
             code = getattr(exc, "type", None) or "upstream_error"
             for event in machine.fail(exc.message, code, self._usage_out()):

@@ -6,10 +6,12 @@ items) becomes chat messages: message items (roles user/assistant/system/develop
 input_text/output_text/refusal, input_image with a URL, input_file with file_data or file_id,
 input_audio), `function_call` items (joined into the preceding assistant turn as tool_calls,
 keyed by `call_id`; a `namespace` on the item selects the flattened name, see below) and
-`function_call_output` items (one `tool` message each). Reasoning items carry opaque state for
-another provider and are dropped. A compaction item made by this
-gateway (see `compaction_item`) becomes a system message with its summary; one made by another
-provider, `item_reference` and hosted-tool items are 400s naming the item. Function tools are
+`function_call_output` items (one `tool` message each). A reasoning item this gateway wrote
+for the same provider (see Reasoning state below) gives its thinking state back to the next
+assistant message; any other reasoning item (another provider's opaque state) is dropped. A
+compaction item made by this gateway (see `compaction_item`) becomes a system message with
+its summary; one made by another provider, `item_reference` and hosted-tool items are 400s
+naming the item. Function tools are
 flat in Responses and nested in chat. `namespace` tool groups (Codex sends MCP servers so)
 become one function tool per member, named by `flat_name` (`<namespace>__<name>`, within the
 64 characters and the alphabet every provider accepts); `ToolPlan.names` maps those names back
@@ -26,10 +28,11 @@ chat equivalent that changes the answer); `background`, `conversation` and `prom
 server-side state and are 400s.
 
 Answer (`from_chat`): a `chat.completion` becomes a Response object: a reasoning item (from
-`reasoning_content`), a message item with `output_text` (and `refusal`) parts, and one
-`function_call` item per tool call; `finish_reason` length/content_filter make the status
-`incomplete` with `incomplete_details.reason` max_output_tokens/content_filter; usage is
-renamed (input/output tokens, `input_tokens_details.{cached_tokens,cache_write_tokens}`,
+`reasoning_content`, and carrying the provider's thinking state when asked), a message item
+with `output_text` (and `refusal`) parts, and one `function_call` item per tool call;
+`finish_reason` length/content_filter make the status `incomplete` with
+`incomplete_details.reason` max_output_tokens/content_filter; usage is renamed (input/output
+tokens, `input_tokens_details.{cached_tokens,cache_write_tokens}`,
 `output_tokens_details.reasoning_tokens`).
 
 Streams (`ResponseEvents`): an explicit state machine from chat chunks to Responses events,
@@ -41,6 +44,18 @@ output_item.done; a text or reasoning item is closed when another kind of output
 calls at the end; finally response.completed (or response.incomplete) with the whole response
 and usage. `fail` ends a broken stream with an `error` event (carrying both the flat fields of
 the SDK type and a nested `error` object, on which the Python SDK raises) and response.failed.
+
+Reasoning state (`encode_carried`, `decode_carried`): a client that keeps no server state
+asks for `include: ["reasoning.encrypted_content"]` and sends reasoning items back (Codex
+does). A translated provider's own thinking state then rides in the reasoning item's
+`encrypted_content` (`tmr1.` + base64url JSON; readable, not encrypted, tagged with the
+provider's dialect): Anthropic's signed thinking blocks (chat's `thinking_blocks`) and
+Gemini's thought signatures by call id (chat's `tool_calls[].extra_content.google.
+thought_signature`). In a stream, state that arrives while a reasoning item is open joins
+it; state without one (a signature on a call with no thought before it, a redacted block)
+gets a reasoning item of its own just before. Sent back to the same dialect it becomes the
+next assistant message's `thinking_blocks` and its calls' signatures again; a native
+Responses provider never receives these items (`own_reasoning_dropped`).
 
 Compaction (`compact_request`, `compacted`): the conversation is rendered as a transcript and
 summarised by the chat model; the answer keeps every user message verbatim, followed by one
@@ -64,13 +79,13 @@ from typing import Any
 from runtime.errors import BadRequest
 
 COMPACTION_PREFIX = "tmc1."
+CARRIED_PREFIX = "tmr1."
 SUMMARY_HEADER = "Summary of the earlier part of this conversation:\n"
 COMPACT_INSTRUCTIONS = (
     "You compact conversations. Write a concise but complete summary of the conversation "
     "transcript you are given, so that an assistant can continue the work from the summary "
     "alone: the user's goals and constraints, decisions made, facts learned, tool calls and "
     "their results that still matter, and open questions. Answer with the summary only.")
-_DROPPED_ITEMS = ("reasoning",)
 # The hosted web search tool under its current and earlier type names.
 WEB_SEARCH_TOOLS = ("web_search", "web_search_2025_08_26", "web_search_preview",
                     "web_search_preview_2025_03_11")
@@ -121,6 +136,68 @@ def own_compactions_to_messages(items: Any) -> Any:
         out.append(item if summary is None else
                    {"type": "message", "role": "developer", "content": SUMMARY_HEADER + summary})
     return out
+
+
+# -- reasoning items carrying a provider's own thinking state --------------------------------
+
+def encode_carried(dialect: str, state: Mapping[str, Any]) -> str:
+    """The `encrypted_content` of a reasoning item that carries `dialect`'s own thinking state
+    (`thinking_blocks`: Anthropic's signed thinking blocks; `signatures`: call id -> Gemini
+    thought signature)."""
+    payload = json.dumps({"dialect": dialect, **state}, separators=(",", ":"))
+    return CARRIED_PREFIX + base64.urlsafe_b64encode(payload.encode()).decode()
+
+
+def decode_carried(content: Any) -> dict[str, Any] | None:
+    """The state of a reasoning item this gateway made (with its `dialect`), or None."""
+    if not isinstance(content, str) or not content.startswith(CARRIED_PREFIX):
+        return None
+    try:
+        state = json.loads(base64.urlsafe_b64decode(content[len(CARRIED_PREFIX):]))
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        return None
+    return state if isinstance(state, dict) and isinstance(state.get("dialect"), str) else None
+
+
+def carried_state(message: Mapping[str, Any]) -> dict[str, Any]:
+    """The provider thinking state of a chat assistant message (or stream delta): its
+    `thinking_blocks` and its tool calls' Gemini thought signatures, keyed by call id."""
+    state: dict[str, Any] = {}
+    blocks = [b for b in message.get("thinking_blocks") or () if isinstance(b, dict)]
+    if blocks:
+        state["thinking_blocks"] = blocks
+    signatures = {}
+    for call in message.get("tool_calls") or ():
+        signature = ((call.get("extra_content") or {}).get("google") or {}).get(
+            "thought_signature") if isinstance(call, dict) else None
+        if isinstance(signature, str) and signature and isinstance(call.get("id"), str):
+            signatures[call["id"]] = signature
+    if signatures:
+        state["signatures"] = signatures
+    return state
+
+
+def _merge(state: dict[str, Any], more: Mapping[str, Any]) -> None:
+    state.setdefault("thinking_blocks", []).extend(more.get("thinking_blocks") or ())
+    state.setdefault("signatures", {}).update(more.get("signatures") or {})
+    for key in ("thinking_blocks", "signatures"):
+        if not state[key]:
+            del state[key]
+
+
+def carries(body: Mapping[str, Any]) -> bool:
+    """The client asked for reasoning state it keeps and sends back (stateless use)."""
+    include = body.get("include")
+    return isinstance(include, list) and "reasoning.encrypted_content" in include
+
+
+def own_reasoning_dropped(items: Any) -> Any:
+    """For a native Responses provider: reasoning items whose state this gateway wrote for
+    another provider are left out (the provider could not decrypt them)."""
+    if not isinstance(items, list):
+        return items
+    return [i for i in items if not (isinstance(i, dict) and i.get("type") == "reasoning"
+                                     and decode_carried(i.get("encrypted_content")))]
 
 
 # -- request ---------------------------------------------------------------------------------
@@ -186,15 +263,18 @@ def tool_plan(body: Mapping[str, Any], web_search: bool) -> ToolPlan:
     return plan
 
 
-def to_chat(body: dict[str, Any], plan: ToolPlan | None = None) -> dict[str, Any]:
+def to_chat(body: dict[str, Any], plan: ToolPlan | None = None,
+            dialect: str | None = None) -> dict[str, Any]:
     """The OpenAI chat request for a Responses request (see the module docstring); `plan`
-    is `tool_plan(body, ...)` (by default: no provider web search)."""
+    is `tool_plan(body, ...)` (by default: no provider web search); `dialect` is the
+    provider's, whose own thinking state reasoning items may carry back."""
     for name, why in _STATEFUL.items():
         if body.get(name) not in (None, False):
             raise BadRequest(f"'{name}' is not supported for this model: it {why}, and this "
                              "gateway keeps no state.", param=name)
     chat: dict[str, Any] = {"model": body.get("model"),
-                            "messages": chat_messages(body.get("input"), body.get("instructions"))}
+                            "messages": chat_messages(body.get("input"), body.get("instructions"),
+                                                      dialect)}
     if not chat["messages"]:
         raise BadRequest("'input' is required: a string or a non-empty list of input items.",
                          param="input")
@@ -223,25 +303,38 @@ def to_chat(body: dict[str, Any], plan: ToolPlan | None = None) -> dict[str, Any
     return chat
 
 
-def chat_messages(items: Any, instructions: Any = None) -> list[dict[str, Any]]:
+def chat_messages(items: Any, instructions: Any = None,
+                  dialect: str | None = None) -> list[dict[str, Any]]:
+    """Chat messages for Responses input items. Reasoning items carrying `dialect`'s own
+    thinking state (see `encode_carried`) give the next assistant message its
+    `thinking_blocks` and its tool calls their Gemini thought signatures; other reasoning
+    items are dropped."""
     messages: list[dict[str, Any]] = []
     if isinstance(instructions, str) and instructions:
         messages.append({"role": "system", "content": instructions})
     if isinstance(items, str):
         messages.append({"role": "user", "content": items})
         return messages
+    thinking: list[dict[str, Any]] = []     # for the next assistant message
+    signatures: dict[str, str] = {}         # call id -> thought signature
     for i, item in enumerate(items or ()):
         where = f"input[{i}]"
         kind = item.get("type") or ("message" if "role" in item else None)
         if kind == "message":
             messages.append(_message(item, where))
+            if messages[-1]["role"] == "assistant" and thinking:
+                messages[-1]["thinking_blocks"] = thinking
+            if messages[-1]["role"] != "system":
+                thinking = []
         elif kind == "function_call":
             name = _str(item, "name", where)
             if isinstance(item.get("namespace"), str) and item["namespace"]:
                 name = flat_name(item["namespace"], name)
-            call = {"id": _str(item, "call_id", where), "type": "function",
-                    "function": {"name": name,
-                                 "arguments": item.get("arguments") or "{}"}}
+            call: dict[str, Any] = {"id": _str(item, "call_id", where), "type": "function",
+                                    "function": {"name": name,
+                                                 "arguments": item.get("arguments") or "{}"}}
+            if call["id"] in signatures:
+                call["extra_content"] = {"google": {"thought_signature": signatures[call["id"]]}}
             last = messages[-1] if messages else None
             if last is not None and last["role"] == "assistant":
                 last.setdefault("tool_calls", []).append(call)
@@ -249,6 +342,9 @@ def chat_messages(items: Any, instructions: Any = None) -> list[dict[str, Any]]:
                     last["content"] = None
             else:
                 messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+            if thinking:
+                messages[-1].setdefault("thinking_blocks", []).extend(thinking)
+                thinking = []
         elif kind == "function_call_output":
             messages.append({"role": "tool", "tool_call_id": _str(item, "call_id", where),
                              "content": _text(item.get("output"), f"{where}.output")})
@@ -259,8 +355,13 @@ def chat_messages(items: Any, instructions: Any = None) -> list[dict[str, Any]]:
                                  "and only that provider can read it; compact the conversation "
                                  "again with this model.", param=where)
             messages.append({"role": "system", "content": SUMMARY_HEADER + summary})
-        elif kind in _DROPPED_ITEMS:
-            continue
+        elif kind == "reasoning":
+            state = decode_carried(item.get("encrypted_content"))
+            if state is not None and state["dialect"] == dialect:
+                thinking += [b for b in state.get("thinking_blocks") or ()
+                             if isinstance(b, dict)]
+                signatures.update({k: v for k, v in (state.get("signatures") or {}).items()
+                                   if isinstance(v, str)})
         elif kind == "item_reference":
             raise BadRequest(f"{where}: item references need stored responses, which this "
                              "gateway does not keep for this model; send the item itself.",
@@ -379,26 +480,6 @@ def _response_format(text: Any) -> dict[str, Any] | None:
                      param="text.format.type")
 
 
-def prompt_chars(body: dict[str, Any]) -> int:
-    """Characters of text in instructions and input: the prompt estimate's basis."""
-    total = len(body.get("instructions") or "") if isinstance(body.get("instructions"),
-                                                              str) else 0
-    items = body.get("input")
-    if isinstance(items, str):
-        return total + len(items)
-    for item in items if isinstance(items, list) else ():
-        if not isinstance(item, dict):
-            continue
-        for key in ("content", "output", "arguments"):
-            value = item.get(key)
-            if isinstance(value, str):
-                total += len(value)
-            elif isinstance(value, list):
-                total += sum(len(p["text"]) for p in value
-                             if isinstance(p, dict) and isinstance(p.get("text"), str))
-    return total
-
-
 # -- answer ----------------------------------------------------------------------------------
 
 def response_usage(chat_usage: Any) -> dict[str, Any]:
@@ -457,16 +538,25 @@ def _original_name(item: dict[str, Any], names: Mapping[str, tuple[str, str]]) -
 
 
 def from_chat(completion: dict[str, Any], response: dict[str, Any],
-              names: Mapping[str, tuple[str, str]] | None = None) -> dict[str, Any]:
+              names: Mapping[str, tuple[str, str]] | None = None,
+              carry: str | None = None) -> dict[str, Any]:
     """Fill `response` (from `skeleton`) with the output and usage of a chat.completion;
-    `names` is `ToolPlan.names`."""
+    `names` is `ToolPlan.names`; with `carry` (the provider's dialect, when the client asked
+    for `reasoning.encrypted_content`) the reasoning item carries the provider's own thinking
+    state (see `encode_carried`)."""
     choices = completion.get("choices") or [{}]
     choice = choices[0] if isinstance(choices[0], dict) else {}
     message = choice.get("message") or {}
     output: list[dict[str, Any]] = []
-    if message.get("reasoning_content"):
-        output.append({"type": "reasoning", "id": new_id("rs"), "summary": [], "content": [
-            {"type": "reasoning_text", "text": message["reasoning_content"]}]})
+    state = carried_state(message) if carry else {}
+    if message.get("reasoning_content") or state:
+        reasoning: dict[str, Any] = {"type": "reasoning", "id": new_id("rs"), "summary": []}
+        if message.get("reasoning_content"):
+            reasoning["content"] = [{"type": "reasoning_text",
+                                     "text": message["reasoning_content"]}]
+        if state and carry:
+            reasoning["encrypted_content"] = encode_carried(carry, state)
+        output.append(reasoning)
     parts = []
     if message.get("content"):
         parts.append(_text_part(message["content"]))
@@ -495,9 +585,12 @@ class ResponseEvents:
     returns the events to send now, in order."""
 
     def __init__(self, response: dict[str, Any],
-                 names: Mapping[str, tuple[str, str]] | None = None) -> None:
+                 names: Mapping[str, tuple[str, str]] | None = None,
+                 carry: str | None = None) -> None:
         self.response = response
         self._names = names or {}                     # ToolPlan.names
+        self._carry = carry                           # as in `from_chat`
+        self._state: dict[int, dict[str, Any]] = {}   # reasoning output_index -> its state
         self._seq = 0
         self._items: dict[int, dict[str, Any]] = {}   # output_index -> item (all, in order)
         self._open: int | None = None                 # the open text or reasoning item
@@ -524,6 +617,9 @@ class ResponseEvents:
             delta = choice.get("delta") or {}
             if delta.get("reasoning_content"):
                 out += self._reasoning(delta["reasoning_content"])
+            if self._carry and delta.get("thinking_blocks"):
+                out += self._carried(carried_state({"thinking_blocks":
+                                                    delta["thinking_blocks"]}))
             if delta.get("content"):
                 out += self._text("output_text", delta["content"])
             if delta.get("refusal"):
@@ -573,6 +669,20 @@ class ResponseEvents:
         return out + [self._event("response.reasoning_text.delta", item_id=item["id"],
                                   output_index=self._open, content_index=0, delta=text)]
 
+    def _carried(self, state: dict[str, Any]) -> list[dict[str, Any]]:
+        """Provider thinking state for the open reasoning item, or for a reasoning item of its
+        own (summary and content empty) when none is open."""
+        if not state:
+            return []
+        if self._open is not None and self._items[self._open]["type"] == "reasoning":
+            _merge(self._state.setdefault(self._open, {}), state)
+            return []
+        out = self._close_open()
+        self._open, added = self._add({"type": "reasoning", "id": new_id("rs"),
+                                       "summary": [], "status": "in_progress"})
+        self._state[self._open] = state
+        return out + added + self._close_open()
+
     def _text(self, kind: str, text: str) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         if self._open is None or self._items[self._open]["type"] != "message":
@@ -619,10 +729,12 @@ class ResponseEvents:
         out: list[dict[str, Any]] = []
         if item["type"] == "message":
             out += self._close_part(index, len(item["content"]) - 1)
-        else:
+        elif item.get("content"):
             out.append(self._event("response.reasoning_text.done", item_id=item["id"],
                                    output_index=index, content_index=0,
                                    text=item["content"][0]["text"]))
+        if item["type"] == "reasoning" and self._carry and self._state.get(index):
+            item["encrypted_content"] = encode_carried(self._carry, self._state[index])
         item["status"] = "completed"
         return out + [self._event("response.output_item.done", output_index=index,
                                   item=json.loads(json.dumps(item)))]
@@ -633,6 +745,9 @@ class ResponseEvents:
         out: list[dict[str, Any]] = []
         index = self._calls.get(tool_index)
         if index is None:
+            if self._carry:
+                # a signature arrives with its call: the reasoning before the call keeps it
+                out += self._carried(carried_state({"tool_calls": [call]}))
             out += self._close_open()
             item = {"type": "function_call", "id": new_id("fc"),
                     "call_id": call.get("id") or new_id("call"), "name": fn.get("name") or "",

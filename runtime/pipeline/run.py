@@ -22,8 +22,11 @@ from typing import Any
 
 import falcon
 
+from runtime.billing.hold_progress import watch_stream
 from runtime.billing.meter import Meter
+from runtime.billing.metered_stream import settle_produced
 from runtime.billing.pricing import Usage
+from runtime.billing.prompt_estimate import lazy_prompt
 from runtime.catalogue import Model
 from runtime.errors import BadRequest, GatewayError
 from runtime.gateway import Gateway
@@ -32,9 +35,10 @@ from runtime.ops import MappingError
 from runtime.pipeline.attempts import Answered, Attempts, chunks_after
 from runtime.pipeline.health import DeploymentHealth
 from runtime.pipeline.route import Exchange, Request, Route
+from runtime.providers import pending_images
 from runtime.providers.base import StreamBroken
 from runtime.store import KeyRecord
-from runtime.upstream import broken_off
+from runtime.upstream import AnswerTooLarge, broken_off
 
 MAX_FALLBACKS = 5
 
@@ -57,6 +61,7 @@ class Pipeline:
         record = _record(req, route)
         key = self.gw.authenticate(req)
         record.account_id, record.key_id = key.account_id, key.id
+        self.gw.admit_body(req, key)
         with self._read(req, route) as request:
             request.account_id, request.gateway = key.account_id, self.gw
             if route.check is not None:
@@ -77,6 +82,7 @@ class Pipeline:
             for name in route.id_headers:
                 resp.set_header(name, record.request_id)
             with meter.releasing_on_failure():
+                _download_images(primary)
                 self._answer(resp, route, request, candidates, primary, shown, meter, record)
 
     def candidates(self, request: Request, route: Route) -> list[Model]:
@@ -120,6 +126,7 @@ class Pipeline:
                     exchange = _exchange(route, request, model, model.id)
                 except GatewayError:
                     continue   # this fallback cannot take the request as sent
+                _download_images(exchange)
                 observe.fallback(candidates[0].id, model.id)
             outcome = self.attempts.try_model(exchange, model, record)
             if isinstance(outcome, Answered):
@@ -131,19 +138,20 @@ class Pipeline:
                 answered = getattr(exchange, "answered_on", None)
                 if answered is not None:   # an exchange that records where it was answered
                     answered(outcome.deployment.name)
-                self._deliver(resp, exchange, outcome, meter, record)
+                self._deliver(resp, request, exchange, outcome, meter, record)
                 return
             failure = outcome.error
             if not outcome.fall_back:
                 break
         raise failure  # type: ignore[misc]
 
-    def _deliver(self, resp: falcon.Response, exchange: Exchange, answered: Answered,
-                 meter: Meter, record: observe.RequestRecord) -> None:
+    def _deliver(self, resp: falcon.Response, request: Request, exchange: Exchange,
+                 answered: Answered, meter: Meter, record: observe.RequestRecord) -> None:
         upstream = answered.upstream
         if answered.first is not None:
             record.mark_first_byte()
             body = exchange.stream_body(_chunks(answered.first, upstream), upstream, meter)
+            watch_stream(meter, body)   # accepted: its progress is recorded on the hold
             record.deferred = True
             observe.stream_opened()
             resp.content_type = body.content_type
@@ -155,7 +163,15 @@ class Pipeline:
                 resp.set_header(name, value)
             resp.stream = body
             return
-        answer = exchange.whole(upstream)
+        try:
+            answer = exchange.whole(upstream)
+        except AnswerTooLarge as exc:
+            # produced (and billed by the provider) but not deliverable: charged as a cut
+            # stream is, from the prompt and the bytes received
+            settle_produced(meter, answered.target, None,
+                            lazy_prompt(request.body or {}, answered.target),
+                            exc.received, exc.status)
+            raise
         record.mark_first_byte()
         meter.settle(answer.usage, answer.cost, 200)
         resp.data = answer.render(meter.charged)
@@ -191,6 +207,13 @@ def _exchange(route: Route, request: Request, model: Model, shown: str) -> Excha
         return route.exchange(request, model, shown)
     except MappingError as exc:
         raise BadRequest(exc.message, param=exc.param) from None
+
+
+def _download_images(exchange: Exchange) -> None:
+    """Image URLs the provider needs as bytes, downloaded now that credits are held (a
+    translation only marks where they go: runtime/providers/pending_images.py)."""
+    if exchange.call.images:
+        exchange.call = pending_images.fetched(exchange.call)
 
 
 def _chunks(first: bytes, upstream: Any) -> Iterator[bytes]:

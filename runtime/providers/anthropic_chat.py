@@ -7,9 +7,11 @@ as base64 or URL sources (Anthropic fetches URLs itself); tool calls become `too
 with their arguments parsed to objects. Scalar parameters are mapped by the descriptor
 (specs/providers/anthropic.yaml); `max_tokens`, which Anthropic requires, defaults to the
 model's catalogue output limit. `reasoning_effort` becomes a thinking budget (descriptor
-table), kept at least 1024 and below `max_tokens`; it is turned off for a step that continues
-a tool loop, because chat history cannot carry the signed thinking block Anthropic then
-requires. `web_search_options` adds Anthropic's web search server tool (`web_search_20250305`,
+table), kept at least 1024 and below `max_tokens`. An assistant message's `thinking_blocks`
+(Anthropic's signed thinking and redacted thinking, as the answers carry them) go back first
+in its turn; a step that continues a tool loop whose assistant turn has none runs without
+thinking, because Anthropic then requires the signed thinking block. `web_search_options`
+adds Anthropic's web search server tool (`web_search_20250305`,
 with its approximate user location). `n` above 1 is a 400: Anthropic returns one answer per
 request.
 
@@ -21,8 +23,10 @@ it into a tool call, clash with the client's own tools and be refused with think
 `json_object` has no schema to constrain to, so it becomes a system instruction to answer
 with one JSON object only, which is also how OpenAI's JSON mode is steered.
 
-Response: text blocks are the content, thinking blocks `reasoning_content`, tool_use blocks
-`tool_calls` (arguments `{}` when the input is empty); stop reasons are mapped by the
+Response: text blocks are the content, thinking blocks `reasoning_content` and, signed as
+they are (with redacted thinking), the message's `thinking_blocks` (in a stream: one
+`thinking_blocks` delta when a block is complete), tool_use blocks `tool_calls` (arguments
+`{}` when the input is empty); stop reasons are mapped by the
 descriptor (refusal is `content_filter`, pause_turn `length`). Usage: prompt tokens are
 input + cache reads + cache writes, with the cache parts in `prompt_tokens_details`, so the
 catalogue's cache prices apply. Streams are a state machine over the named events; `ping` is
@@ -110,21 +114,26 @@ class AnthropicChat(SSEFraming):
     def parse(self, payload: Any, model: Model) -> dict[str, Any]:
         if not isinstance(payload, dict) or not isinstance(payload.get("content"), list):
             raise UpstreamError("The upstream provider answered without content.")
-        texts, thoughts, calls = [], [], []
+        texts, thoughts, calls, signed = [], [], [], []
         for block in payload["content"]:
             kind = block.get("type") if isinstance(block, dict) else None
             if kind == "text":
                 texts.append(block.get("text") or "")
             elif kind == "thinking":
                 thoughts.append(block.get("thinking") or "")
+                signed += _signed([block])
+            elif kind == "redacted_thinking":
+                signed += _signed([block])
             elif kind == "tool_use":
                 calls.append(cp.tool_call(None, block.get("id") or cp.new_id("toolu_"),
                                           block.get("name") or "",
                                           cp.arguments_json(block.get("input"))))
         finish = _finish(payload.get("stop_reason"), model)
         content = "".join(texts) if texts or not calls else None
-        choice = {"index": 0, "message": cp.message(content, "".join(thoughts), calls),
-                  "logprobs": None, "finish_reason": finish}
+        message = cp.message(content, "".join(thoughts), calls)
+        if signed:
+            message["thinking_blocks"] = signed
+        choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
         return cp.completion(f"chatcmpl-{payload.get('id') or cp.new_id('')}", model.id,
                              [choice], openai_usage(payload.get("usage") or {}))
 
@@ -198,7 +207,8 @@ def _messages(messages: list[dict[str, Any]]) -> tuple[list[dict], list[dict]]:
             if blocks:
                 add("user", blocks)
         elif role == "assistant":
-            blocks = []
+            # Signed thinking of this turn goes back first, as Anthropic wants it.
+            blocks = _signed(msg.get("thinking_blocks") or ())
             text = cp.text_of(msg.get("content")) or msg.get("refusal") or ""
             if text:
                 blocks.append({"type": "text", "text": text})
@@ -232,6 +242,22 @@ def _messages(messages: list[dict[str, Any]]) -> tuple[list[dict], list[dict]]:
         raise BadRequest("'messages' needs at least one user or assistant message with "
                          "content.", param="messages")
     return system, turns
+
+
+def _signed(blocks: Any) -> list[dict[str, Any]]:
+    """The thinking blocks Anthropic takes back: thinking with its signature, redacted
+    thinking with its data; only their own fields."""
+    out = []
+    for block in blocks:
+        if not isinstance(block, dict):
+            continue
+        if (block.get("type") == "thinking" and isinstance(block.get("thinking"), str)
+                and isinstance(block.get("signature"), str) and block["signature"]):
+            out.append({"type": "thinking", "thinking": block["thinking"],
+                        "signature": block["signature"]})
+        elif block.get("type") == "redacted_thinking" and isinstance(block.get("data"), str):
+            out.append({"type": "redacted_thinking", "data": block["data"]})
+    return out
 
 
 def _user_blocks(content: Any, param: str) -> list[dict[str, Any]]:
@@ -388,6 +414,11 @@ class _Stream:
                 block = self.blocks.get(data.get("index"))
                 if block and block["kind"] == "tool_use" and not block["args"]:
                     yield self._args(block["tool"], "{}")
+                elif block and block["kind"] == "thinking":
+                    signed = _signed([{"type": "thinking", "thinking": block["thinking"],
+                                       "signature": block["signature"]}])
+                    if signed:
+                        yield self.out.delta({"thinking_blocks": signed})
             elif kind == "message_delta":
                 delta = data.get("delta") or {}
                 if delta.get("stop_reason"):
@@ -403,7 +434,7 @@ class _Stream:
 
     def _block_start(self, index: Any, block: dict[str, Any]) -> Iterator[dict[str, Any]]:
         kind = block.get("type")
-        state = {"kind": kind, "tool": None, "args": False}
+        state = {"kind": kind, "tool": None, "args": False, "thinking": "", "signature": ""}
         self.blocks[index] = state
         if kind == "tool_use":
             state["tool"] = self.tools
@@ -414,13 +445,24 @@ class _Stream:
                 state["tool"], block.get("id") or cp.new_id("toolu_"), name, "")]})
         elif kind == "text" and block.get("text"):
             yield self._text("content", block["text"])
+        elif kind == "redacted_thinking":
+            signed = _signed([block])
+            if signed:
+                yield self.out.delta({"thinking_blocks": signed})
 
     def _block_delta(self, index: Any, delta: dict[str, Any]) -> Iterator[dict[str, Any]]:
         kind = delta.get("type")
         if kind == "text_delta" and delta.get("text"):
             yield self._text("content", delta["text"])
         elif kind == "thinking_delta" and delta.get("thinking"):
+            block = self.blocks.get(index)
+            if block:
+                block["thinking"] += delta["thinking"]
             yield self._text("reasoning_content", delta["thinking"])
+        elif kind == "signature_delta" and isinstance(delta.get("signature"), str):
+            block = self.blocks.get(index)
+            if block:
+                block["signature"] += delta["signature"]
         elif kind == "input_json_delta" and delta.get("partial_json"):
             block = self.blocks.get(index)
             if block and block["kind"] == "tool_use":

@@ -27,6 +27,8 @@ class UpstreamCall:
     headers: dict[str, str]
     body: bytes | Iterable[bytes]
     params: dict[str, str] = field(default_factory=dict)
+    # image URLs still to download into `body` once credits are held (pending_images.py)
+    images: tuple[Any, ...] = ()
 
 
 class StreamBroken(Exception):
@@ -37,6 +39,16 @@ class StreamBroken(Exception):
         self.message = message
         self.type = type
         self.status = status
+
+
+class EventTooLarge(StreamBroken):
+    """One event of an upstream stream is larger than the cap (runtime/sse.py); `received`
+    bytes of it were read, charged as output produced."""
+
+    def __init__(self, cap: int, received: int) -> None:
+        super().__init__(f"The upstream provider sent a stream event larger than this "
+                         f"gateway's limit of {cap} bytes (TOKMODEL_MAX_STREAM_EVENT_BYTES).")
+        self.received = received
 
 
 class SSEFraming:

@@ -3,7 +3,8 @@
 
 Request (camelCase only): system and developer messages become `systemInstruction`;
 assistant turns use the `model` role; images, audio and PDF files go as `inlineData`
-(http(s) image URLs are downloaded by the gateway, see runtime/image_fetch.py); tool calls
+(http(s) image URLs are downloaded by the gateway once credits are held, see
+runtime/providers/pending_images.py); tool calls
 become `functionCall` parts with object `args`, tool messages `functionResponse` parts in one
 user turn (the response is the tool's JSON object, or `{"result": <text>}`), named by looking
 up the call they answer. Function-call ids: Gemini often gives none, so the gateway makes
@@ -29,7 +30,6 @@ after reporting the usage produced so far.
 
 from __future__ import annotations
 
-import base64
 import json
 import math
 import mimetypes
@@ -39,6 +39,7 @@ from typing import Any
 from runtime.catalogue import Model
 from runtime.errors import BadRequest, GatewayError, UpstreamError
 from runtime.providers import chat_parts as cp
+from runtime.providers import pending_images
 from runtime.providers.base import (
     SSEFraming,
     StreamBroken,
@@ -97,8 +98,8 @@ class GeminiChat(SSEFraming):
             url = url.replace(":generateContent", ":streamGenerateContent")
             params["alt"] = "sse"
             headers["Accept"] = "text/event-stream"
-        return UpstreamCall("POST", url, headers,
-                            json.dumps(request, ensure_ascii=False).encode(), params)
+        raw, images = pending_images.encode(request)
+        return UpstreamCall("POST", url, headers, raw, params, images)
 
     def parse(self, payload: Any, model: Model) -> dict[str, Any]:
         if not isinstance(payload, dict):
@@ -308,10 +309,7 @@ def _image(url: str, param: str) -> dict[str, Any]:
         return {"inlineData": {"mimeType": data.mime, "data": data.data}}
     if not cp.is_http_url(url):
         raise BadRequest(f"'{param}' must be an http(s) or data URL.", param=param)
-    from runtime.image_fetch import fetch_image  # only requests with URL images need it
-
-    mime, raw = fetch_image(url, param)
-    return {"inlineData": {"mimeType": mime, "data": base64.b64encode(raw).decode()}}
+    return {"inlineData": pending_images.PendingImage(url, param)}
 
 
 def _tools(request: dict[str, Any], native: dict[str, Any], shape: dict[str, Any]) -> None:

@@ -29,6 +29,7 @@ from typing import Any, Protocol
 
 from runtime.catalogue import Model
 from runtime.errors import UpstreamError
+from runtime.providers import pending_images
 from runtime.providers.base import UpstreamCall, json_headers
 from runtime.providers.gemini_chat import GeminiChat
 
@@ -72,7 +73,8 @@ class GeminiCounter:
         self._chat = GeminiChat()
 
     def build(self, body: Mapping[str, Any], model: Model) -> UpstreamCall:
-        generate = self._chat.build(body, model, False)
+        # countTokens needs the image bytes too; it is not priced, so no hold comes first
+        generate = pending_images.fetched(self._chat.build(body, model, False))
         request = json.loads(generate.body)  # type: ignore[arg-type]
         wrapped = {"generateContentRequest": {"model": f"models/{model.upstream}", **request}}
         return UpstreamCall("POST", model.provider.url(KIND, model.upstream), generate.headers,

@@ -58,6 +58,7 @@ class CountTokens:
         key = self.gw.authenticate(req)
         if record is not None:
             record.account_id, record.key_id = key.account_id, key.id
+        self.gw.admit_body(req, key)
         _, body = self.gw.json_body(req, self.kind)
         model = self.gw.model_for(body.get("model"), "chat")
         if record is not None:

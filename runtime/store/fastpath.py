@@ -24,8 +24,8 @@ import re
 import sqlite3
 import time
 import weakref
-from collections.abc import Mapping
-from datetime import datetime
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine
@@ -199,6 +199,18 @@ class FastPath:
         return self._write(lambda cur: settle_with(
             _CursorStatements(cur, self._sql, usage, request_id, when), request_id, cost,
             usage.account_id))
+
+    def heartbeat(self, statements: Callable[[str, Any], Iterable[tuple[str, Any]]]
+                  ) -> bool | None:
+        """Run `statements(paramstyle, now)` (holds.heartbeat_statements) in one write
+        transaction; None when the driver failed."""
+        def work(cur) -> bool:
+            for sql, params in statements("qmark" if self._sqlite else "format",
+                                          self._time(datetime.now(UTC))):
+                cur.execute(sql, params)
+            return True
+
+        return self._write(work)
 
 
 class _CursorStatements:

@@ -29,6 +29,7 @@ from sqlalchemy import (
     Text,
     bindparam,
     insert,
+    inspect,
     select,
     text,
 )
@@ -170,6 +171,20 @@ def _nano_credits_and_ledger(conn: Connection) -> None:
         bindparam("now", datetime.now(UTC), type_=DateTime(timezone=True))))
 
 
+def _hold_heartbeats(conn: Connection) -> None:
+    """Owner, heartbeat and progress on `holds` (schema.py). Only the columns missing are
+    added: a SQLite database coming from version 1 got them already when version 2 rebuilt
+    `holds` from schema.py."""
+    present = {column["name"] for column in inspect(conn).get_columns("holds")}
+    preparer = conn.dialect.identifier_preparer
+    for name in ("owner", "heartbeat_at", "progress"):
+        if name in present:
+            continue
+        column = schema.holds.c[name]
+        kind = column.type.compile(dialect=conn.dialect)
+        conn.execute(text(f"ALTER TABLE holds ADD COLUMN {preparer.quote(name)} {kind}"))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "accounts, api_keys, holds, usage_log", _baseline),
     Migration(2, "holds without rowid (SQLite)", _holds_without_rowid),
@@ -177,6 +192,9 @@ MIGRATIONS: tuple[Migration, ...] = (
               lambda conn: schema.stored_responses.create(conn, checkfirst=True)),
     Migration(4, "nano-credits, debt, ledger_entries, usage_log without a unique request id",
               _nano_credits_and_ledger),
+    # 4 and 5 are independent (5 touches only the new columns of `holds`): a database that
+    # got 5 before 4 existed gets 4 when it is missing.
+    Migration(5, "holds: owner, heartbeat_at, progress", _hold_heartbeats),
 )
 
 

@@ -86,6 +86,12 @@ holds = Table(
     Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False),
     Column("amount_nano", BigInteger, nullable=False),
     Column("created_at", _Timestamp, nullable=False),
+    # Who keeps the hold alive and when it last said so (runtime/store/holds.py): a hold
+    # whose heartbeat (else created_at) is older than the grace period belongs to a lost
+    # worker and is settled by a sweeper at `progress`, the JSON record of what was produced.
+    Column("owner", Text, nullable=True),
+    Column("heartbeat_at", _Timestamp, nullable=True),
+    Column("progress", Text, nullable=True),
     CheckConstraint("amount_nano >= 0", name="amount_nonnegative"),
     # One b-tree keyed by request id instead of a rowid table plus its key index: a hold and
     # its settlement each write half the pages (measured on the hot path's commits).

@@ -11,6 +11,7 @@ integer nano-credits; every movement of money writes ledger entries in its trans
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -20,6 +21,7 @@ from typing import Any, ParamSpec, TypeVar
 from sqlalchemy import bindparam, insert, select, text, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from . import holds as holdlib
 from . import keys as keylib
 from . import ledger
 from . import responses as stored
@@ -29,6 +31,8 @@ from .fastpath import FastPath
 from .migrations import migrate
 from .records import Account, KeyRecord, StoredResponse, UsageRecord
 from .schema import accounts, api_keys, usage_log
+
+log = logging.getLogger("tokmodel.holds")
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -53,6 +57,13 @@ _account_by_name = select(*_account_cols).where(accounts.c.name == bindparam("b_
 _account_by_id = select(*_account_cols).where(accounts.c.id == bindparam("b_id"))
 _account_id_by_name = select(accounts.c.id).where(accounts.c.name == bindparam("b_name"))
 _all_accounts = select(*_account_cols).order_by(accounts.c.id)
+# Who may start a priced request before its cost is known (see Store.can_spend).
+_can_spend = (
+    select(accounts.c.id)
+    .where(accounts.c.id == bindparam("b_id"))
+    .where(accounts.c.balance_nano > 0)
+    .where(accounts.c.debt_nano == 0)
+)
 _insert_account = insert(accounts).returning(accounts.c.id)
 _account_for_update = (
     select(*_account_cols).where(accounts.c.name == bindparam("b_name")).with_for_update()
@@ -133,6 +144,8 @@ class Store:
         self._engine, self._reader = make_engines(url)
         self._fast = FastPath(self._engine, self._reader,
                               self._engine.dialect.name == "sqlite")
+        # The holds this process has open, kept alive by heartbeat_holds (store/holds.py).
+        self.open_holds = holdlib.OpenHolds()
         # For display and logs: the password, if any, is masked.
         self.url = self._engine.url.render_as_string(hide_password=True)
 
@@ -331,6 +344,14 @@ class Store:
     # credits: reserve -> forward -> settle
 
     @_db_errors
+    def can_spend(self, account_id: int) -> bool:
+        """True when the account may start a priced request at all (a positive balance and
+        no debt): the cheap check made before a large request body is read, ahead of the
+        exact hold."""
+        with self._reader.connect() as conn:
+            return conn.execute(_can_spend, {"b_id": account_id}).first() is not None
+
+    @_db_errors
     def hold(self, request_id: str, account_id: int, amount_nano: int) -> bool:
         """Reserve credits before forwarding; False (nothing changed) when not covered or
         when the account owes a debt its balance cannot pay (a debt the balance covers,
@@ -341,9 +362,16 @@ class Store:
         held = self._fast.hold(request_id, account_id, amount_nano, now)
         if held is None:
             held = self._hold_core(request_id, account_id, amount_nano, now)
+        if not held:
+            held = self._pay_debt_and_hold(request_id, account_id, amount_nano, now)
         if held:
-            return True
-        # Refused: refunds of requests in flight may have come back to an account in debt.
+            self.open_holds.add(request_id)
+        return held
+
+    def _pay_debt_and_hold(self, request_id: str, account_id: int, amount_nano: int,
+                           now: datetime) -> bool:
+        """After a refusal: refunds of requests in flight may have come back to an account
+        in debt; they pay the debt, and the hold is tried again once it is paid."""
         account = self.get_account_by_id(account_id)
         if account is None or not (account.debt_nano and account.balance_nano):
             return False
@@ -371,6 +399,8 @@ class Store:
         """
         _check_request_id(request_id)
         ledger.check_nano(cost_nano, "cost_nano")
+        # Settled, or left to a sweeper when this fails: no longer this process's to keep.
+        self.open_holds.discard(request_id)
         now = datetime.now(UTC)
         charged = self._fast.settle(request_id, cost_nano, usage, now)
         if charged is not None:
@@ -391,18 +421,75 @@ class Store:
     @_db_errors
     def release(self, request_id: str) -> int:
         """Give back a request's hold in full without logging it; return the amount."""
+        self.open_holds.discard(request_id)
         with self._engine.begin() as conn:
             return ledger.release(conn, request_id, datetime.now(UTC))
 
     @_db_errors
     def release_stale_holds(self, older_than_seconds: int) -> int:
-        """Give back holds older than that (after a crash); return how many."""
+        """Give back in full every hold created more than that ago, live or not; return how
+        many. Operators settle lost holds with `sweep_stale_holds` instead."""
         if not isinstance(older_than_seconds, int | float) or older_than_seconds < 0:
             raise ValueError("older_than_seconds must be >= 0")
         now = datetime.now(UTC)
         cutoff = now - timedelta(seconds=older_than_seconds)
         with self._engine.begin() as conn:
             return ledger.release_stale(conn, cutoff, now)
+
+    # holds of lost workers (store/holds.py)
+
+    def heartbeat_holds(self, owner: str) -> int:
+        """Stamp this process's open holds with `owner` and the time, recording the progress
+        that changed, in one statement per batch; return how many holds were stamped (0 when
+        the database failed: the next heartbeat tries again, well within the grace)."""
+        ids = self.open_holds.ids()
+        if not ids:
+            return 0
+        progress = self.open_holds.changed_progress()
+        done = self._fast.heartbeat(lambda paramstyle, when: holdlib.heartbeat_statements(
+            ids, progress, owner, when, paramstyle))
+        if not done:
+            log.warning("heartbeat of %d open hold(s) failed; retried next interval", len(ids))
+            return 0
+        self.open_holds.recorded(progress)
+        return len(ids)
+
+    @_db_errors
+    def sweep_stale_holds(self, stale_seconds: float, *, refund: bool = False,
+                          limit: int = 100) -> list[holdlib.Swept]:
+        """Settle holds whose heartbeat is older than `stale_seconds` at their recorded
+        progress, or give them back in full when none was recorded (or `refund`); one
+        transaction per hold. This process's own open holds are never swept."""
+        if not isinstance(stale_seconds, int | float) or stale_seconds < 0:
+            raise ValueError("stale_seconds must be >= 0")
+        now = datetime.now(UTC)
+        cutoff = now - timedelta(seconds=stale_seconds)
+        with self._reader.connect() as conn:
+            candidates = holdlib.stale_ids(conn, cutoff, limit)
+        swept = []
+        for request_id in candidates:
+            if request_id in self.open_holds:
+                continue
+            try:
+                with self._engine.begin() as conn:
+                    done = holdlib.sweep_one(conn, request_id, cutoff, now, refund)
+            except IntegrityError:
+                # The request id was logged already (held again after it was settled):
+                # give the hold back, charge nothing.
+                with self._engine.begin() as conn:
+                    held = ledger.release(conn, request_id, now)
+                done = None
+                if held:
+                    log.warning("hold %s of a logged request given back", request_id)
+            if done is not None:
+                swept.append(done)
+        return swept
+
+    @_db_errors
+    def list_holds(self) -> list[holdlib.HoldRecord]:
+        """Every open hold, oldest first, with its owner, heartbeat and progress."""
+        with self._reader.connect() as conn:
+            return holdlib.all_holds(conn)
 
     @_db_errors
     def usage(self, account_name: str, limit: int = 100) -> list[UsageRecord]:

@@ -34,11 +34,13 @@ Deterministic answers: ``"echo: " + <last user text>`` (plus ``[image <type> <n>
 ``[image <url>]`` per image of that turn); after tool results, ``"echo: " + <result text>``;
 with ``output_config.format`` the text is ``{"echo": <that text>}``. A ``tool_use``
 (``get_weather``-style, input ``{"city": "Oslo"}``) is answered when tool_choice forces a tool
-(or a ``Bash`` tool call with ``{"command": C}`` when a tool named Bash is declared and the
-last user text has a line starting ``run: C``)
 (any/tool) or, with auto, when the last user text mentions "weather" (then preceded by the
-text "Let me check."). Thinking enabled or adaptive adds a thinking block
-``"Thinking about <text>"`` with a signature. ``stop_sequences`` cut the text (stop_reason
+text "Let me check."); a line ``run: C`` in the last user text, with a coding agent's shell tool
+declared (``Bash``, ``exec_command``, ...), is answered with that tool running C (see
+``tests.fakes.shell_call``). Thinking enabled or adaptive adds a thinking block
+``"Thinking about <text>"`` with a signature; a thinking block sent back must carry a signature
+this fake issued (400 ``Invalid `signature` in `thinking` block`` otherwise, as Anthropic
+checks them). ``stop_sequences`` cut the text (stop_reason
 ``stop_sequence``); ``max_tokens`` below the word count truncates (``max_tokens``).
 Usage: ``input_tokens`` = words of system and all message texts, tool inputs and results;
 ``cache_read_input_tokens``/``cache_creation_input_tokens`` = the ``cache_read_tokens`` /
@@ -66,6 +68,7 @@ from typing import Any
 from requests.structures import CaseInsensitiveDict
 
 from .http_fake import FakeServer, Received, Reject, Reply
+from .shell_call import shell_call
 from .sse import encode_event
 
 FIELDS = frozenset({"model", "max_tokens", "messages", "system", "tools", "tool_choice",
@@ -84,9 +87,6 @@ _ID = re.compile(r"^[a-zA-Z0-9_-]+$")
 _TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,128}$")
 _WORDS = re.compile(r"\S+\s*")
 _WEATHER = re.compile(r"\bweather\b", re.IGNORECASE)
-# "run: <command>" in the last user text, with a tool named Bash declared: a Bash tool call
-# (how a coding agent's shell tool loop is driven deterministically)
-_RUN = re.compile(r"^run: (.+)$", re.MULTILINE)
 
 
 WEB_SEARCH = "web_search_20250305"
@@ -110,6 +110,7 @@ class FakeAnthropic(FakeServer):
         self.models = models
         self.cache_read_tokens = 0
         self.cache_write_tokens = 0
+        self.issued_signatures: set[str] = set()
         self._stream_errors: list[tuple[int, str, str]] = []
 
     def check_auth(self, headers: CaseInsensitiveDict[str], query: str) -> None:
@@ -159,7 +160,16 @@ class FakeAnthropic(FakeServer):
                 raise _bad("context_management.edits: Input should be a valid list")
         if self.models is not None and body["model"] not in self.models:
             raise Reject(404, f"model: {body['model']}")
+        for i, msg in enumerate(body["messages"]):
+            for j, block in enumerate(_blocks(msg["content"])):
+                if block.get("type") == "thinking" and (
+                        block.get("signature") not in self.issued_signatures):
+                    raise _bad(f"messages.{i}.content.{j}: Invalid `signature` in `thinking` "
+                               "block")
         answer = compose(body)
+        with self.lock:
+            self.issued_signatures.update(b["signature"] for b in answer["content"]
+                                          if b["type"] == "thinking")
         usage = {"input_tokens": max(1, prompt_words(body)),
                  "cache_creation_input_tokens": self.cache_write_tokens,
                  "cache_read_input_tokens": self.cache_read_tokens,
@@ -168,6 +178,8 @@ class FakeAnthropic(FakeServer):
                    "model": body["model"], "content": answer["content"],
                    "stop_reason": answer["stop_reason"],
                    "stop_sequence": answer["stop_sequence"], "usage": usage}
+        with self.lock:
+            self.usages.append(usage)
         if body.get("stream"):
             with self.lock:
                 failure = self._stream_errors.pop(0) if self._stream_errors else None
@@ -482,11 +494,11 @@ def compose(body: dict[str, Any]) -> dict[str, Any]:
         content.append({"type": "thinking", "thinking": f"Thinking about {user_text or 'it'}",
                         "signature": "sig_" + secrets.token_hex(8)})
     forced = choice["type"] in ("any", "tool")
-    command = _RUN.search("\n".join(b["text"] for b in last if b.get("type") == "text"))
-    if command and not results and any(t.get("name") == "Bash" for t in tools):
+    shell = shell_call("\n".join(b["text"] for b in last if b.get("type") == "text"),
+                       [str(t.get("name")) for t in tools])
+    if shell and not results:
         content.append({"type": "tool_use", "id": "toolu_" + secrets.token_hex(10),
-                        "name": "Bash", "input": {"command": command.group(1).strip(),
-                                                  "description": "Run the command"}})
+                        "name": shell[0], "input": shell[1]})
         return _finish(content, "tool_use", None)
     if tools and not results and (forced or (choice["type"] == "auto"
                                              and _WEATHER.search(user_text))):

@@ -36,9 +36,15 @@ Deterministic answers per candidate (``candidateCount``): ``"echo: " + <last use
 ``"echo: " + <each response as JSON>``; with ``responseMimeType: application/json``
 ``{"echo": <text>}``. A ``functionCall`` (no id, args ``{"city": "Oslo"}``, with a
 ``thoughtSignature`` when ``signatures`` is true) answers mode ANY (first allowed name) or
-AUTO/unset when the last user text mentions "weather"; finishReason is ``STOP`` either way.
-A positive ``thinkingBudget`` adds ``thoughtsTokenCount`` (words of ``"Thinking about
-<text>"``) and, with ``includeThoughts``, that text as a ``thought: true`` part.
+AUTO/unset when the last user text mentions "weather"; a line ``run: C`` in the last user
+text, with a coding agent's shell tool declared (``Bash``, ``exec_command``, ...), is answered
+with a call of that tool running C (see ``tests.fakes.shell_call``); finishReason is ``STOP``
+either way.
+With ``signatures`` on, a request is also refused (400, as Gemini 3 refuses it) when, in the
+current turn (after the last user text), a model step's first function call lacks a
+signature this fake issued. A positive ``thinkingBudget`` adds ``thoughtsTokenCount`` (words
+of ``"Thinking about <text>"``) and, with ``includeThoughts``, that text as a ``thought:
+true`` part.
 ``stopSequences`` cut the text; ``maxOutputTokens`` below the word count truncates
 (``MAX_TOKENS``). Usage: ``promptTokenCount`` = words of the system instruction and every
 text, function call and response, plus the ``cached_tokens`` attribute, which is also
@@ -66,6 +72,7 @@ from urllib.parse import parse_qs
 from requests.structures import CaseInsensitiveDict
 
 from .http_fake import FakeServer, Received, Reject, Reply
+from .shell_call import shell_call
 from .sse import encode_event
 
 FIELDS = frozenset({"contents", "systemInstruction", "tools", "toolConfig", "generationConfig",
@@ -90,8 +97,6 @@ _PATH = re.compile(r"^/(v1beta|v1)/models/(?P<model>[^:/]+):(?P<method>generateC
                    r"streamGenerateContent|countTokens)$")
 _WORDS = re.compile(r"\S+\s*")
 _WEATHER = re.compile(r"\bweather\b", re.IGNORECASE)
-# "run: <command>" with a function named Bash declared: a Bash call (a shell tool loop)
-_RUN = re.compile(r"^run: (.+)$", re.MULTILINE)
 
 
 # The tool kinds this fake knows (camelCase only, like every other field here).
@@ -120,6 +125,7 @@ class FakeGemini(FakeServer):
         self.models = models
         self.cached_tokens = 0
         self.signatures = False
+        self.issued_signatures: set[str] = set()
         self._stream_errors: list[int] = []
 
     def check_auth(self, headers: CaseInsensitiveDict[str], query: str) -> None:
@@ -167,8 +173,16 @@ class FakeGemini(FakeServer):
         if self.models is not None and model not in self.models:
             raise Reject(404, f"models/{model} is not found for API version v1beta, or is not "
                          "supported for generateContent.")
+        if self.signatures:
+            self._check_signatures(body)
         answers = compose(body, self.signatures)
+        with self.lock:
+            self.issued_signatures.update(
+                p["thoughtSignature"] for a in answers
+                for p in a["candidate"]["content"]["parts"] if "thoughtSignature" in p)
         usage = self._usage(body, answers)
+        with self.lock:
+            self.usages.append(usage)
         if match.group("method") == "generateContent":
             return Reply.json({
                 "candidates": [a["candidate"] for a in answers], "usageMetadata": usage,
@@ -179,6 +193,25 @@ class FakeGemini(FakeServer):
         if "alt=sse" not in req.query:
             return Reply(200, json.dumps(events).encode())
         return Reply(200, _sse(events, cut), "text/event-stream")
+
+    def _check_signatures(self, body: dict[str, Any]) -> None:
+        """As Gemini 3 does: in the current turn (after the last user text), the first
+        function call of each model step must carry the thought signature it came with."""
+        contents = body["contents"]
+        start = max((i for i, c in enumerate(contents) if c["role"] == "user"
+                     and any("text" in p for p in c["parts"])), default=0)
+        for i in range(start, len(contents)):
+            calls = [p for p in contents[i]["parts"] if "functionCall" in p]
+            if contents[i]["role"] != "model" or not calls:
+                continue
+            if calls[0].get("thoughtSignature") not in self.issued_signatures:
+                name = calls[0]["functionCall"]["name"]
+                raise _bad("Function call is missing a thought_signature in functionCall parts. "
+                           "This is required for tools to work correctly, and missing "
+                           "thought_signature may lead to degraded model performance. "
+                           f"Additional data, function call `default_api:{name}` , position "
+                           f"{i + 1}. Please refer to https://ai.google.dev/gemini-api/docs/"
+                           "thought-signatures for more details.")
 
     def _count(self, body: dict[str, Any], model: str) -> Reply:
         for key in body:
@@ -412,15 +445,14 @@ def compose(body: dict[str, Any], signatures: bool) -> list[dict[str, Any]]:
         if thought and thinking.get("includeThoughts"):
             parts.append({"text": thought, "thought": True})
         finish = "STOP"
-        command = _RUN.search("\n".join(p["text"] for p in last if "text" in p))
+        shell = shell_call("\n".join(p["text"] for p in last if "text" in p), names)
         part: dict[str, Any]
-        if command and not responses and "Bash" in names:
-            part = {"functionCall": {"name": "Bash", "args": {
-                "command": command.group(1).strip(), "description": "Run the command"}}}
+        if shell and not responses:
+            part = {"functionCall": {"name": shell[0], "args": shell[1]}}
             if signatures:
                 part["thoughtSignature"] = base64.b64encode(secrets.token_bytes(12)).decode()
             parts.append(part)
-            out = words(command.group(1))
+            out = words(json.dumps(shell[1]))
         elif names and not responses and (mode == "ANY" or (mode == "AUTO"
                                                           and _WEATHER.search(user_text))):
             name = (fcc.get("allowedFunctionNames") or names)[0]

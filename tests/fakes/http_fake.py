@@ -241,6 +241,8 @@ class FakeServer:
         self.requests: list[Received] = []
         self.scripts: list[Reply] = []
         self.errors: list[BaseException] = []
+        self.usages: list[dict[str, Any]] = []
+        """The usage of each answer a generating fake gave, in its own format and order."""
         self.disconnects = 0
         self.chunks_sent = 0
         self.lock = threading.Lock()
@@ -318,6 +320,7 @@ class FakeServer:
             self.requests.clear()
             self.scripts.clear()
             self.errors.clear()
+            self.usages.clear()
             self.disconnects = 0
             self.chunks_sent = 0
 

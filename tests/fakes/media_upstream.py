@@ -23,7 +23,10 @@ like api.openai.com (protocols.md §6-8):
   ``speech.audio.done`` event.
 * ``POST /audio/transcriptions`` and ``/audio/translations`` (multipart): ``file`` (a known
   audio extension) and ``model`` required; the audio must be a WAV file, whose duration (read
-  with the standard library's ``wave``) is the transcript's duration. ``response_format`` json
+  with the standard library's ``wave``, which ignores the header's byte rate) is the
+  transcript's duration, or (``.mp3``) MPEG audio Layer III frames from the first byte to the
+  last (an ID3v2 tag first is allowed), whose duration is the sum of the frames' samples
+  over their sample rate, as a decoder plays them. ``response_format`` json
   (with ``usage: {"type": "duration", "seconds"}`` unless ``json_usage`` is False), text, srt,
   vtt or verbose_json (``timestamp_granularities[]`` only with verbose_json).
 * ``POST /rerank`` (vLLM style): ``{model, query, documents, top_n?, return_documents?}`` ->
@@ -36,6 +39,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import math
 import struct
 import wave
 from typing import Any
@@ -87,6 +91,45 @@ def wav_duration(data: bytes) -> float:
     except (wave.Error, EOFError) as exc:
         raise Reject(400, "Audio file might be corrupted or unsupported.",
                      param="file") from exc
+
+
+# MPEG-1 and MPEG-2 Layer III: bitrates (kbit/s) by index, sample rates by index.
+_MP3_KBPS = {3: (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320),
+             2: (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160)}
+_MP3_RATES = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000)}
+
+
+def mp3_duration(data: bytes) -> float:
+    """Seconds of a Layer III stream, frame by frame; 400 unless the whole file is frames."""
+    pos = 0
+    if data[:3] == b"ID3" and len(data) >= 10:
+        pos = 10 + ((data[6] << 21) | (data[7] << 14) | (data[8] << 7) | data[9])
+    seconds = 0.0
+    while pos < len(data):
+        head = data[pos:pos + 4].ljust(4, b"\0")
+        version, layer = (head[1] >> 3) & 3, (head[1] >> 1) & 3
+        if head[0] != 0xFF or head[1] & 0xE0 != 0xE0 or layer != 1 or version not in _MP3_KBPS:
+            raise Reject(400, "Audio file might be corrupted or unsupported.", param="file")
+        kbps = _MP3_KBPS[version][head[2] >> 4] if head[2] >> 4 < 15 else 0
+        rate_index = (head[2] >> 2) & 3
+        if not kbps or rate_index == 3:
+            raise Reject(400, "Audio file might be corrupted or unsupported.", param="file")
+        rate = _MP3_RATES[version][rate_index]
+        samples = 1152 if version == 3 else 576
+        pos += samples // 8 * kbps * 1000 // rate + ((head[2] >> 1) & 1)
+        seconds += samples / rate
+    if seconds == 0:
+        raise Reject(400, "Audio file might be corrupted or unsupported.", param="file")
+    return seconds
+
+
+def make_mp3(seconds: float, kbps: int = 32) -> bytes:
+    """Silent mono MPEG-1 Layer III at 32 kHz and a constant `kbps`, no Xing header: frames
+    of 1152 samples (36 ms), the last one complete."""
+    index = _MP3_KBPS[3].index(kbps)
+    frame = bytes([0xFF, 0xFB, index << 4 | 2 << 2, 0xC0])
+    frame += bytes(144 * kbps * 1000 // 32000 - 4)
+    return frame * math.ceil(seconds / 0.036)
 
 
 def make_wav(seconds: float, rate: int = 8000) -> bytes:
@@ -290,7 +333,8 @@ class FakeOpenAIMedia(FakeServer):
         if ext not in AUDIO_EXTENSIONS:
             raise Reject(400, f"Invalid file format. Supported formats: {list(AUDIO_EXTENSIONS)}",
                          param="file")
-        seconds = wav_duration(files[0].data)
+        data = files[0].data
+        seconds = mp3_duration(data) if ext == "mp3" else wav_duration(data)
         fmt = fields.get("response_format") or "json"
         granularities = req.fields().get("timestamp_granularities[]", [])
         if granularities and fmt != "verbose_json":

@@ -43,7 +43,10 @@ Deterministic answers
   ``{"city": "Oslo"}``, id ``call_<random>``): when ``tools`` has a function tool and
   ``tool_choice`` is absent/``"auto"`` and the last message is a user message containing the
   word "weather" (first function tool), or ``tool_choice`` is ``"required"`` (first function
-  tool) or names a function (that function).
+  tool) or names a function (that function). With ``tool_choice`` absent/``"auto"``, a line
+  ``run: C`` in the last user message and a coding agent's shell tool declared (``Bash``,
+  ``exec_command``, ...) is answered with a call of that tool running C instead (arguments in
+  that tool's shape, see ``tests.fakes.shell_call``).
 * ``stop`` cuts the text before the first stop string; ``max_tokens``/``max_completion_tokens``
   smaller than the reply's word count keeps that many words, ``finish_reason: "length"``.
 * ``n`` choices with the same content (each tool call its own id).
@@ -62,7 +65,11 @@ tool calls 3 argument fragments), a finish chunk (empty delta, ``finish_reason``
 with ``stream_options.include_usage``, a usage chunk with ``choices: []``; earlier chunks carry
 ``usage: null``; then ``data: [DONE]``. With ``usage_in_last_chunk`` (Mistral) the usage is on
 the (last) finish chunk instead, whether asked or not, and there is no usage chunk.
-``keepalive_comments`` adds ``: keep-alive`` comments before and between events. With ``n`` > 1
+``keepalive_comments`` adds ``: keep-alive`` comments before and between events.
+``omit_usage`` answers without any usage, whole (no ``usage`` field) or streamed (no usage
+chunk, whatever ``stream_options`` asked), as some OpenAI-compatible servers do.
+``empty_deltas`` (default 0) sends that many chunks with an empty ``content`` delta per choice
+right after the role chunk, before any text (as servers do while a model thinks). With ``n`` > 1
 each step has one chunk per choice.
 
 Scripted behaviour
@@ -108,6 +115,7 @@ from typing import Any, Self
 from requests.structures import CaseInsensitiveDict
 
 from .http_fake import read_body
+from .shell_call import shell_call
 from .sse import DONE, encode_comment, encode_event
 
 OPENAI_CHAT_FIELDS: frozenset[str] = frozenset(
@@ -328,8 +336,8 @@ def _empty_array(param: str) -> _Reject:
     )
 
 
-def _text_of(content: Any) -> str:
-    """Text of a message content: the string, or its text parts joined with a space."""
+def _text_of(content: Any, sep: str = " ") -> str:
+    """Text of a message content: the string, or its text parts joined with `sep`."""
     if isinstance(content, str):
         return content
     if isinstance(content, list):
@@ -338,7 +346,7 @@ def _text_of(content: Any) -> str:
             for part in content
             if isinstance(part, dict) and isinstance(part.get("text"), str)
         ]
-        return " ".join(texts)
+        return sep.join(texts)
     return ""
 
 
@@ -705,6 +713,7 @@ class _Answer:
     finish_reason: str
     tool_name: str | None
     completion_tokens: int
+    arguments: str = TOOL_ARGUMENTS
 
 
 def _compose(body: dict[str, Any]) -> _Answer:
@@ -723,6 +732,11 @@ def _compose(body: dict[str, Any]) -> _Answer:
             tool_name = function_names[0]
         elif last.get("role") == "user" and _WEATHER.search(_text_of(last.get("content"))):
             tool_name = function_names[0]
+    shell = (shell_call(_text_of(last.get("content"), "\n"), function_names)
+             if last.get("role") == "user" and choice in (None, "auto") else None)
+    if shell is not None:
+        arguments = json.dumps(shell[1])
+        return _Answer(None, [], "tool_calls", shell[0], len(arguments.split()), arguments)
     if tool_name is not None:
         return _Answer(None, [], "tool_calls", tool_name, len(TOOL_ARGUMENTS.split()))
 
@@ -984,7 +998,7 @@ class _Handler(BaseHTTPRequestHandler):
                     {
                         "id": call_ids[index],
                         "type": "function",
-                        "function": {"name": answer.tool_name, "arguments": TOOL_ARGUMENTS},
+                        "function": {"name": answer.tool_name, "arguments": answer.arguments},
                     }
                 ]
             choices.append(
@@ -1005,6 +1019,8 @@ class _Handler(BaseHTTPRequestHandler):
             "service_tier": common["service_tier"],
             "system_fingerprint": common["system_fingerprint"],
         }
+        if self.server.fake.omit_usage:
+            del response["usage"]
         self._send_json(200, response)
 
     def _stream_events(
@@ -1015,6 +1031,8 @@ class _Handler(BaseHTTPRequestHandler):
         usage: dict[str, Any] | None,
     ) -> Iterator[tuple[str, dict[str, Any] | str]]:
         """Yield (kind, payload) with kind one of role, content, finish, usage, done."""
+        if self.server.fake.omit_usage:
+            usage = None
 
         def chunk(index: int, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
             return {
@@ -1034,6 +1052,9 @@ class _Handler(BaseHTTPRequestHandler):
         if answer.tool_name is None:
             for index in range(n):
                 yield "role", chunk(index, {"role": "assistant", "content": ""})
+            for _ in range(self.server.fake.empty_deltas):
+                for index in range(n):
+                    yield "role", chunk(index, {"content": ""})
             for piece in answer.pieces:
                 for index in range(n):
                     yield "content", chunk(index, {"content": piece})
@@ -1047,8 +1068,9 @@ class _Handler(BaseHTTPRequestHandler):
                 }
                 delta = {"role": "assistant", "content": None, "tool_calls": [first_delta]}
                 yield "role", chunk(index, delta)
-            size = -(-len(TOOL_ARGUMENTS) // 3)
-            fragments = [TOOL_ARGUMENTS[i : i + size] for i in range(0, len(TOOL_ARGUMENTS), size)]
+            args = answer.arguments
+            size = -(-len(args) // 3)
+            fragments = [args[i : i + size] for i in range(0, len(args), size)]
             for fragment in fragments:
                 for index in range(n):
                     delta = {"tool_calls": [{"index": 0, "function": {"arguments": fragment}}]}
@@ -1141,6 +1163,8 @@ class FakeOpenAI:
         keepalive_comments: bool = False,
         extra_forbidden: bool = False,
         usage_in_last_chunk: bool = False,
+        empty_deltas: int = 0,
+        omit_usage: bool = False,
     ) -> None:
         if max_tokens_field not in ("max_tokens", "max_completion_tokens"):
             raise ValueError("max_tokens_field must be 'max_tokens' or 'max_completion_tokens'")
@@ -1157,6 +1181,8 @@ class FakeOpenAI:
         self.keepalive_comments = keepalive_comments
         self.extra_forbidden = extra_forbidden
         self.usage_in_last_chunk = usage_in_last_chunk
+        self.empty_deltas = empty_deltas
+        self.omit_usage = omit_usage
         self.requests: list[Received] = []
         self.disconnects = 0
         self.errors: list[BaseException] = []

@@ -17,9 +17,16 @@ json_object the text is ``{"echo": <that text>}``. With function tools and the l
 mentioning "weather" (or ``tool_choice`` "required"/a named function) the output is one
 ``function_call`` (arguments ``{"city": "Oslo"}``) of the first function tool, which may be a
 member of a ``namespace`` tool group (then the item carries ``namespace``, as OpenAI's does).
+A line ``run: C`` in the last user text, with a coding agent's shell tool declared
+(``exec_command``, ``shell``, ...) and tool_choice auto, is answered with a call of that tool
+running C (see ``tests.fakes.shell_call``). With a ``reasoning.effort`` (other than none) and
+``include: ["reasoning.encrypted_content"]`` the output begins with a ``reasoning`` item
+(empty summary, an opaque ``encrypted_content``, kept in ``issued_reasoning``), as a reasoning
+model's does with ``store: false``.
 Usage: ``input_tokens`` = words of instructions and all input texts (min 1), ``cached_tokens``
 = the ``cached_tokens`` attribute, ``output_tokens`` = words of the answer (of the arguments
-for a call), ``reasoning_tokens`` 0.
+for a call) plus ``reasoning_tokens`` (words of ``"Thinking about <text>"`` with a reasoning
+item, else 0).
 
 Streams: real framing (``event:`` + ``data:``, ``type`` and ``sequence_number`` from 0):
 created, in_progress, output_item.added, content_part.added, one output_text.delta per word
@@ -40,6 +47,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from .http_fake import FakeServer, Received, Reject, Reply
+from .shell_call import shell_call
 from .sse import encode_event
 
 FIELDS = frozenset({"model", "input", "instructions", "tools", "tool_choice", "parallel_tool_calls",
@@ -87,6 +95,7 @@ class FakeResponses(FakeServer):
         self.models = models
         self.cached_tokens = 0
         self.issued: set[str] = set()
+        self.issued_reasoning: list[str] = []   # encrypted_content of reasoning items, in order
         self.responses: set[str] = set()
         self.stored: dict[str, dict[str, Any]] = {}   # id -> the answer and its input
         self._stream_error: int | None = None
@@ -105,6 +114,8 @@ class FakeResponses(FakeServer):
         super().reset()
         self._stream_error = None
         self.cached_tokens = 0
+        with self.lock:
+            self.issued_reasoning.clear()
 
     # -- validation --
 
@@ -183,7 +194,13 @@ class FakeResponses(FakeServer):
         text = ("echo: " + str(last.get("output")) if last.get("type") == "function_call_output"
                 else "echo: " + _text(last.get("content")))
         call_name = call_namespace = None
-        if tools and last.get("type") != "function_call_output":
+        arguments = json.dumps({"city": "Oslo"})
+        shell = (shell_call(_text(last.get("content")), [t["name"] for ns, t in tools if not ns])
+                 if last.get("type") != "function_call_output" and choice in (None, "auto")
+                 else None)
+        if shell is not None:
+            call_name, arguments = shell[0], json.dumps(shell[1])
+        elif tools and last.get("type") != "function_call_output":
             if isinstance(choice, dict):
                 call_name, call_namespace = choice.get("name"), choice.get("namespace")
             elif choice == "required" or (choice in (None, "auto")
@@ -197,7 +214,7 @@ class FakeResponses(FakeServer):
         if call_name:
             item = {"type": "function_call", "id": "fc_" + secrets.token_hex(6),
                     "call_id": "call_" + secrets.token_hex(6), "name": call_name,
-                    "arguments": json.dumps({"city": "Oslo"}), "status": "completed"}
+                    "arguments": arguments, "status": "completed"}
             if call_namespace:
                 item["namespace"] = call_namespace
             out_words = words(item["arguments"])
@@ -207,6 +224,18 @@ class FakeResponses(FakeServer):
                         {"type": "output_text", "text": text, "annotations": [],
                          "logprobs": []}]}
             out_words = words(text)
+        output = [item]
+        reasoning = body.get("reasoning") if isinstance(body.get("reasoning"), dict) else {}
+        thought = 0
+        if reasoning.get("effort") not in (None, "none") and (
+                "reasoning.encrypted_content" in (body.get("include") or ())):
+            # The model's state for the next turn, opaque to the client (store: false).
+            thought = words("Thinking about " + text)
+            encrypted = "gAAAAB" + secrets.token_urlsafe(24)
+            output.insert(0, {"type": "reasoning", "id": "rs_" + secrets.token_hex(6),
+                              "summary": [], "encrypted_content": encrypted})
+            with self.lock:
+                self.issued_reasoning.append(encrypted)
         rid = "resp_" + secrets.token_hex(8)
         with self.lock:
             self.responses.add(rid)
@@ -214,16 +243,16 @@ class FakeResponses(FakeServer):
         answer = {"id": rid, "object": "response", "created_at": int(time.time()),
                 "status": "completed", "error": None, "incomplete_details": None,
                 "instructions": body.get("instructions"), "model": body["model"] + "-2024-08-06",
-                "output": [item], "parallel_tool_calls": True, "previous_response_id":
+                "output": output, "parallel_tool_calls": True, "previous_response_id":
                 body.get("previous_response_id"), "store": body.get("store", True),
                 "text": {"format": {"type": "text"}}, "tool_choice": choice or "auto",
                 "tools": body.get("tools") or [], "truncation": "disabled", "metadata": {},
                 "usage": {"input_tokens": prompt,
                           "input_tokens_details": {"cached_tokens": self.cached_tokens,
                                                    "cache_write_tokens": 0},
-                          "output_tokens": out_words,
-                          "output_tokens_details": {"reasoning_tokens": 0},
-                          "total_tokens": prompt + out_words}}
+                          "output_tokens": out_words + thought,
+                          "output_tokens_details": {"reasoning_tokens": thought},
+                          "total_tokens": prompt + out_words + thought}}
         if body.get("store", True) is not False:
             items = body.get("input")
             with self.lock:
@@ -235,6 +264,8 @@ class FakeResponses(FakeServer):
     def create(self, req: Received) -> Reply:
         self._validate(req.body, FIELDS, need_input=True)
         answer = self._answer(req.body)
+        with self.lock:
+            self.usages.append(answer["usage"])
         if req.body.get("stream") is not True:
             return Reply.json(answer)
         with self.lock:
@@ -304,10 +335,16 @@ def _stream(answer: dict[str, Any], fail_after: int | None) -> Iterator[bytes]:
     shell = {**answer, "status": "in_progress", "output": [], "usage": None}
     yield ev({"type": "response.created", "response": shell})
     yield ev({"type": "response.in_progress", "response": shell})
-    item = answer["output"][0]
-    base = {"item_id": item["id"], "output_index": 0}
+    *before, item = answer["output"]
+    for index, reasoning in enumerate(before):
+        yield ev({"type": "response.output_item.added", "output_index": index,
+                  "item": reasoning})
+        yield ev({"type": "response.output_item.done", "output_index": index,
+                  "item": reasoning})
+    index = len(before)
+    base = {"item_id": item["id"], "output_index": index}
     if item["type"] == "function_call":
-        yield ev({"type": "response.output_item.added", "output_index": 0,
+        yield ev({"type": "response.output_item.added", "output_index": index,
                   "item": {**item, "arguments": "", "status": "in_progress"}})
         args = item["arguments"]
         pieces = [args[:5], args[5:12], args[12:]]
@@ -319,7 +356,7 @@ def _stream(answer: dict[str, Any], fail_after: int | None) -> Iterator[bytes]:
         yield ev({"type": "response.function_call_arguments.done", **base, "arguments": args})
     else:
         text = item["content"][0]["text"]
-        yield ev({"type": "response.output_item.added", "output_index": 0,
+        yield ev({"type": "response.output_item.added", "output_index": index,
                   "item": {**item, "status": "in_progress", "content": []}})
         yield ev({"type": "response.content_part.added", **base, "content_index": 0,
                   "part": {"type": "output_text", "text": "", "annotations": []}})
@@ -333,7 +370,7 @@ def _stream(answer: dict[str, Any], fail_after: int | None) -> Iterator[bytes]:
                   "text": text, "logprobs": []})
         yield ev({"type": "response.content_part.done", **base, "content_index": 0,
                   "part": item["content"][0]})
-    yield ev({"type": "response.output_item.done", "output_index": 0, "item": item})
+    yield ev({"type": "response.output_item.done", "output_index": index, "item": item})
     yield ev({"type": "response.completed", "response": answer})
 
 

@@ -219,6 +219,48 @@ def test_reasoning_effort_becomes_thinking_and_reasoning_content(gw, up, acct):
     assert reply.usage.completion_tokens == 3 + 2      # thinking words are output tokens
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+def test_thinking_stays_on_in_a_tool_loop_when_the_signed_block_comes_back(gw, up, acct,
+                                                                          stream):
+    """The answer carries the signed thinking block in `thinking_blocks`; a client that sends
+    the assistant message back as it came keeps thinking on for the next step (without it,
+    that step runs without thinking)."""
+    _, client = acct
+    ask = {"role": "user", "content": "What is the weather in Oslo?"}
+    if stream:
+        chunks = list(client.chat.completions.create(
+            model=MODEL, reasoning_effort="low", tools=[WEATHER_TOOL], messages=[ask],
+            stream=True))
+        deltas = [c.choices[0].delta for c in chunks if c.choices]
+        blocks = [b for d in deltas for b in (d.model_extra or {}).get("thinking_blocks") or ()]
+        calls = [t for d in deltas for t in d.tool_calls or ()]
+        message = {"role": "assistant", "content": "Let me check.", "thinking_blocks": blocks,
+                   "tool_calls": [{"id": calls[0].id, "type": "function", "function": {
+                       "name": "get_weather", "arguments": '{"city": "Oslo"}'}}]}
+    else:
+        first = client.chat.completions.create(model=MODEL, reasoning_effort="low",
+                                               tools=[WEATHER_TOOL], messages=[ask])
+        message = first.choices[0].message.model_dump(exclude_none=True)
+        blocks = message["thinking_blocks"]
+    signed = blocks
+    assert [b["type"] for b in signed] == ["thinking"]
+    assert signed[0]["signature"] in up.issued_signatures
+    result = {"role": "tool", "tool_call_id": message["tool_calls"][0]["id"],
+              "content": '{"temp_c": 4}'}
+
+    final = client.chat.completions.create(model=MODEL, reasoning_effort="low",
+                                           tools=[WEATHER_TOOL],
+                                           messages=[ask, message, result])
+    assert up.last.body["thinking"] == {"type": "enabled", "budget_tokens": 2048}
+    assert up.last.body["messages"][1]["content"][0] == signed[0]
+    assert final.choices[0].message.content == 'echo: {"temp_c": 4}'
+
+    message.pop("thinking_blocks")
+    client.chat.completions.create(model=MODEL, reasoning_effort="low", tools=[WEATHER_TOOL],
+                                   messages=[ask, message, result])
+    assert up.last.body["thinking"] == {"type": "disabled"}
+
+
 @pytest.mark.parametrize("kwargs, param", [
     ({"n": 2}, "n"), ({"temperature": 1.5}, "temperature"), ({"logit_bias": {"1": 5}},
                                                               "logit_bias"),

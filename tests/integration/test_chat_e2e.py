@@ -473,8 +473,9 @@ def test_error_mid_stream_is_an_error_event_charged_for_what_was_produced(gw, up
             received.append(chunk.choices[0].delta.content or "")
     assert "".join(received).strip() == "echo: alpha"
     charged = before - gw.balance(account)
-    # estimated: prompt 29 chars -> 8 tokens, produced "echo: alpha " 12 chars -> 3 tokens
-    assert charged == chat_cost_nano("openai/gpt-4o", 8, 3)
+    # estimated over the whole request: "role", "user", "content" and the 30-character text
+    # -> 45 chars -> 12 tokens; produced "echo: alpha " 12 chars -> 3 tokens
+    assert charged == chat_cost_nano("openai/gpt-4o", 12, 3)
 
 
 def test_cut_upstream_stream_is_charged_estimate_and_ends_with_error(gw, up):

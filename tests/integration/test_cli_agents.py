@@ -20,7 +20,15 @@ codex_exec, x-codex-* and session-id/thread-id headers) with `model`, `input` (d
 user messages), `tools` (function tools and a `web_search` tool), `tool_choice` auto,
 `parallel_tool_calls`, `reasoning: {"summary": "auto"}`, `store: false`,
 `include: ["reasoning.encrypted_content"]`, `prompt_cache_key`, `client_metadata` (session,
-turn and installation ids) and `stream: true`."""
+turn and installation ids) and `stream: true`; with `model_reasoning_effort` set,
+`reasoning.effort` too. Its shell tool is the function `exec_command` (`{"cmd": "<command>"}`);
+`codex exec` runs it in its default read-only sandbox without asking, and sends the output
+back as a `function_call_output` item, after the answer's reasoning item and function call.
+
+Both CLIs' tool loops are driven by the fakes: a `run: <command>` line in the last user text
+is answered with a call of the declared shell tool (tests/fakes/shell_call.py). Claude Code's
+Messages requests reach OpenAI models through OpenAI chat, so that case runs on a second
+gateway whose OpenAI is the strict chat fake."""
 
 from __future__ import annotations
 
@@ -33,6 +41,7 @@ from typing import Any
 
 import pytest
 
+from tests.fakes import FakeOpenAI
 from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.fakes.gemini_upstream import FakeGemini
 from tests.fakes.http_fake import Received, Reply
@@ -77,7 +86,8 @@ def cli_agents() -> Path:
 def fakes(start_fakes):
     return start_fakes(anthropic=FakeAnthropic(api_key=UPSTREAM_KEY),
                        openai=CodexUpstream(api_key=OPENAI_KEY),
-                       gemini=FakeGemini(api_key=GEMINI_KEY))
+                       gemini=FakeGemini(api_key=GEMINI_KEY),
+                       openai_chat=FakeOpenAI(api_key=OPENAI_KEY))
 
 
 @pytest.fixture(scope="module")
@@ -90,11 +100,36 @@ def gw(fakes, gateway_factory):
                                       "GOOGLE_API_KEY": GEMINI_KEY})
 
 
+@pytest.fixture(scope="module")
+def gw_chat(fakes, gateway_factory):
+    """A gateway whose OpenAI is the strict fake of OpenAI's chat completions (Claude Code's
+    Messages requests reach OpenAI models through chat; the module's own OpenAI fake serves
+    only the Responses API)."""
+    return gateway_factory("gw-cli-chat", {"OPENAI_BASE_URL": fakes["openai_chat"].base_url,
+                                           "OPENAI_API_KEY": OPENAI_KEY}, workers=1)
+
+
 @pytest.fixture
 def proxy(gw, up):
     p = RecordingProxy(gw.url).start()
     yield p
     p.stop()
+
+
+@pytest.fixture
+def proxy_to(request, up):
+    """proxy_to(upstream) -> (gateway, recording proxy in front of it): `gw_chat` for the
+    chat fake "openai_chat", else `gw`."""
+    started: list[RecordingProxy] = []
+
+    def start(upstream: str):
+        gateway = request.getfixturevalue("gw_chat" if upstream == "openai_chat" else "gw")
+        started.append(RecordingProxy(gateway.url).start())
+        return gateway, started[-1]
+
+    yield start
+    for p in started:
+        p.stop()
 
 
 def run_claude(cli: Path, proxy: RecordingProxy, key: str, home: Path, *args: str,
@@ -166,52 +201,68 @@ def test_claude_code_default_settings(cli_agents, gw, up, proxy, tmp_path):
     assert charged(gw, account) > 0
 
 
-def test_claude_code_on_a_gemini_model(cli_agents, gw, up, proxy, tmp_path):
-    """ANTHROPIC_MODEL and the small model on Gemini: Claude Code's Anthropic-format requests
-    (system turns, thinking, context management, cache_control, beta headers) are translated
-    and answered; nothing reaches Anthropic."""
+@pytest.mark.parametrize("model, upstream", [(GEMINI, "gemini"), (GPT, "openai_chat")])
+def test_claude_code_on_other_providers(cli_agents, up, proxy_to, tmp_path, model, upstream):
+    """ANTHROPIC_MODEL and the small model on Gemini or OpenAI: Claude Code's Anthropic-format
+    requests (system turns, thinking, context management, cache_control, beta headers) are
+    translated and answered; nothing reaches Anthropic."""
+    gw, proxy = proxy_to(upstream)
     account, secret = gw.account(START_CREDITS)
     code, result, stderr = run_claude(cli_agents, proxy, secret, tmp_path / "home",
-                                      ANTHROPIC_MODEL=GEMINI,
-                                      ANTHROPIC_DEFAULT_HAIKU_MODEL=GEMINI,
-                                      ANTHROPIC_SMALL_FAST_MODEL=GEMINI)
+                                      ANTHROPIC_MODEL=model,
+                                      ANTHROPIC_DEFAULT_HAIKU_MODEL=model,
+                                      ANTHROPIC_SMALL_FAST_MODEL=model)
     assert code == 0 and result is not None, (stderr, answers(proxy))
     assert result["is_error"] is False and result["result"].startswith("echo: ")
     assert all(status == 200 for status, _ in answers(proxy)), answers(proxy)
-    assert up["anthropic"].requests == [] and up["gemini"].requests
-    for got in up["gemini"].requests:
+    assert up["anthropic"].requests == [] and up[upstream].requests
+    for got in up[upstream].requests:
         assert "context_management" not in got.body and "cache_control" not in json.dumps(
             got.body)
     assert charged(gw, account) > 0
 
 
-@pytest.mark.parametrize("model, upstream", [(CLAUDE, "anthropic"), (GEMINI, "gemini")])
-def test_claude_code_bash_tool_loop(cli_agents, gw, up, proxy, tmp_path, model, upstream):
+@pytest.mark.parametrize("model, upstream", [(CLAUDE, "anthropic"), (GEMINI, "gemini"),
+                                             (GPT, "openai_chat")])
+def test_claude_code_bash_tool_loop(cli_agents, up, proxy_to, tmp_path, model, upstream):
     """The model asks for the Bash tool, Claude Code runs the command, sends its output back,
-    and the final answer carries it: a whole tool loop, on Claude and translated to Gemini."""
+    and the final answer carries it: a whole tool loop, on Claude and translated to Gemini
+    and to OpenAI chat."""
+    gw, proxy = proxy_to(upstream)
     account, secret = gw.account(START_CREDITS)
     code, result, stderr = run_claude(cli_agents, proxy, secret, tmp_path / "home",
                                       "--allowedTools", "Bash",
                                       prompt="run: printf tokmodel-%s 42",
                                       ANTHROPIC_MODEL=model,
-                                      ANTHROPIC_DEFAULT_HAIKU_MODEL=model)
+                                      ANTHROPIC_DEFAULT_HAIKU_MODEL=model,
+                                      ANTHROPIC_SMALL_FAST_MODEL=model)
     assert code == 0 and result is not None, (stderr, answers(proxy))
     assert result["is_error"] is False, result
     assert "tokmodel-42" in result["result"]
     assert up[upstream].requests and charged(gw, account) > 0
+    if upstream != "anthropic":
+        assert up["anthropic"].requests == []
+    if upstream == "openai_chat":
+        # the Bash call went out as a chat tool call and its output came back as a tool message
+        sent = up[upstream].last.body["messages"]
+        assert sent[-2]["tool_calls"][0]["function"]["name"] == "Bash"
+        assert sent[-1]["role"] == "tool" and "tokmodel-42" in json.dumps(sent[-1]["content"])
 
 
 # -- Codex --------------------------------------------------------------------------------------
 
-def run_codex(cli: Path, proxy: RecordingProxy, key: str, home: Path, model: str = GPT
+def run_codex(cli: Path, proxy: RecordingProxy, key: str, home: Path, model: str = GPT,
+              prompt: str = "say hi", settings: str = "", resume: bool = False
               ) -> tuple[int, list[dict[str, Any]], str]:
-    """`codex exec --json "say hi"` with a custom provider on the proxy: (exit code, the JSON
-    events it printed, stderr)."""
+    """`codex exec --json <prompt>` with a custom provider on the proxy (`settings`: more
+    top-level config.toml lines; `resume`: the next turn of the newest session, `codex exec
+    resume --last`): (exit code, the JSON events it printed, stderr)."""
     codex_home = home / ".codex"
     codex_home.mkdir(parents=True, exist_ok=True)
     (codex_home / "config.toml").write_text(f"""\
 model = "{model}"
 model_provider = "tokmodel"
+{settings}
 
 [model_providers.tokmodel]
 name = "TokModel"
@@ -221,8 +272,9 @@ wire_api = "responses"
 """)
     env = {"PATH": os.environ["PATH"], "HOME": str(home), "CODEX_HOME": str(codex_home),
            "TOKMODEL_API_KEY": key}
-    done = subprocess.run([str(cli / "node_modules" / ".bin" / "codex"), "exec",
-                           "--skip-git-repo-check", "--json", "say hi"], cwd=home, env=env,
+    command = ["exec", "resume", "--last"] if resume else ["exec"]
+    done = subprocess.run([str(cli / "node_modules" / ".bin" / "codex"), *command,
+                           "--skip-git-repo-check", "--json", prompt], cwd=home, env=env,
                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
     events = []
     for line in done.stdout.splitlines():
@@ -288,3 +340,120 @@ def test_codex_exec_on_other_providers(cli_agents, gw, up, proxy, tmp_path, mode
     assert all(status == 200 for status, _ in answers(proxy)), answers(proxy)
     assert up[upstream].requests and up["openai"].requests == []
     assert charged(gw, account) > 0
+
+
+# What the upstream's own usage of one answer costs on `model` (prompt, completion, cached,
+# cache writes in each provider's names).
+def upstream_cost(model: str, upstream: str, usage: dict[str, Any]) -> int:
+    if upstream == "openai":
+        return chat_cost_nano(model, usage["input_tokens"], usage["output_tokens"],
+                               cached=usage["input_tokens_details"]["cached_tokens"])
+    if upstream == "anthropic":
+        read, write = usage["cache_read_input_tokens"], usage["cache_creation_input_tokens"]
+        return chat_cost_nano(model, usage["input_tokens"] + read + write,
+                               usage["output_tokens"], cached=read, cache_write=write)
+    return chat_cost_nano(model, usage["promptTokenCount"],
+                           usage["candidatesTokenCount"] + usage.get("thoughtsTokenCount", 0),
+                           cached=usage.get("cachedContentTokenCount", 0))
+
+
+def tool_output_sent(upstream: str, body: dict[str, Any]) -> str:
+    """The latest shell command's output as an upstream request carries it, in that
+    provider's own format: a function_call_output item, a tool_result block, a
+    functionResponse part."""
+    if upstream == "openai":
+        assert body["input"][-1]["type"] == "function_call_output"
+        return body["input"][-1]["output"]
+    if upstream == "anthropic":
+        last = body["messages"][-1]["content"]
+        assert last[0]["type"] == "tool_result"
+        return json.dumps(last[0]["content"])
+    (part,) = body["contents"][-1]["parts"]
+    return json.dumps(part["functionResponse"]["response"])
+
+
+def codex_turn(cli: Path, proxy: RecordingProxy, secret: str, home: Path, model: str,
+               number: int, resume: bool) -> list[dict[str, Any]]:
+    """One `codex exec` turn asking to run `echo tokmodel-<number>` with a reasoning effort;
+    checks that Codex ran it once and answered with its output; returns the items it
+    printed."""
+    code, events, stderr = run_codex(cli, proxy, secret, home, model,
+                                     prompt=f"run: echo tokmodel-{number}",
+                                     settings='model_reasoning_effort = "medium"',
+                                     resume=resume)
+    assert code == 0, (stderr, events, answers(proxy))
+    done = [e["item"] for e in events if e.get("type") == "item.completed"]
+    commands = [i for i in done if i["type"] == "command_execution"]
+    assert len(commands) == 1 and f"echo tokmodel-{number}" in commands[0]["command"]
+    assert (commands[0]["exit_code"], commands[0]["aggregated_output"]) == (
+        0, f"tokmodel-{number}\n")
+    messages = [i["text"] for i in done if i["type"] == "agent_message"]
+    assert len(messages) == 1 and messages[0].startswith("echo: ")
+    assert f"tokmodel-{number}" in messages[0]
+    return done
+
+
+@pytest.mark.parametrize("model, upstream", [(GPT, "openai"), (CLAUDE, "anthropic"),
+                                             (GEMINI, "gemini")])
+def test_codex_shell_tool_loop_with_reasoning(cli_agents, gw, up, proxy, tmp_path, model,
+                                              upstream):
+    """Codex at its defaults (read-only sandbox, no approvals in `exec`) plus a reasoning
+    effort, two turns (`codex exec`, then `codex exec resume --last`): each time the model
+    calls Codex's shell tool (`exec_command`), Codex runs the command and sends its output
+    back with the reasoning items so far, and the answer carries the output. The reasoning
+    items come back as the provider's own: OpenAI's encrypted content unchanged, Claude's
+    signed thinking blocks, Gemini's thought signatures, each checked by its strict fake."""
+    up["openai"].accept_client_metadata = True
+    up["gemini"].signatures = True
+    home = tmp_path / "home"
+    try:
+        account, secret = gw.account(START_CREDITS)
+        codex_turn(cli_agents, proxy, secret, home, model, 42, resume=False)
+        codex_turn(cli_agents, proxy, secret, home, model, 43, resume=True)
+    finally:
+        up["openai"].accept_client_metadata = False
+
+    # per turn two requests, all answered: the call, then the answer to its output
+    assert [status for status, _ in answers(proxy)] == [200] * 4, answers(proxy)
+    sent = [r.body for r in proxy.requests]
+    assert sent[0]["include"] == ["reasoning.encrypted_content"] and sent[0]["store"] is False
+    assert sent[0]["reasoning"]["effort"] == "medium"
+    assert [t["name"] for t in sent[0]["tools"] if t["type"] == "function"][0] == "exec_command"
+    last = sent[-1]["input"]
+    calls = [i for i in last if i.get("type") == "function_call"]
+    outputs = [i for i in last if i.get("type") == "function_call_output"]
+    assert [json.loads(c["arguments"])["cmd"] for c in calls] == ["echo tokmodel-42",
+                                                                  "echo tokmodel-43"]
+    assert [o["call_id"] for o in outputs] == [c["call_id"] for c in calls]
+    # one reasoning item per earlier answer, each with the state Codex keeps for the provider
+    sent_back = [i for i in last if i.get("type") == "reasoning"]
+    assert len(sent_back) == 3
+
+    others = {"openai", "anthropic", "gemini"} - {upstream}
+    assert all(up[name].requests == [] for name in others)
+    got = [r.body for r in up[upstream].requests]
+    assert len(got) == 4
+    assert "tokmodel-42" in tool_output_sent(upstream, got[1])
+    assert "tokmodel-43" in tool_output_sent(upstream, got[3])
+    if upstream == "openai":
+        # OpenAI's own reasoning items went back to it as they came
+        assert [i["encrypted_content"] for i in sent_back] == up["openai"].issued_reasoning[:3]
+        assert [i for i in got[3]["input"] if i.get("type") == "reasoning"] == sent_back
+    elif upstream == "anthropic":
+        # thinking stays on: every assistant turn opens with its signed thinking block
+        assert all(r["thinking"]["type"] == "enabled" for r in got)
+        turns = [m["content"] for m in got[3]["messages"] if m["role"] == "assistant"]
+        assert [[b["type"] for b in t] for t in turns] == [
+            ["thinking", "tool_use"], ["thinking", "text"], ["thinking", "tool_use"]]
+        assert all(t[0]["signature"] in up["anthropic"].issued_signatures for t in turns)
+    else:
+        steps = [c["parts"] for c in got[3]["contents"] if c["role"] == "model"
+                 and "functionCall" in c["parts"][0]]
+        assert [p[0]["functionCall"]["args"]["cmd"] for p in steps] == ["echo tokmodel-42",
+                                                                        "echo tokmodel-43"]
+        assert all(p[0]["thoughtSignature"] in up["gemini"].issued_signatures for p in steps)
+
+    usages = up[upstream].usages
+    assert len(usages) == 4
+    cost = sum(upstream_cost(model, upstream, usage) for usage in usages)
+    assert cost > 0 and charged(gw, account) == cost

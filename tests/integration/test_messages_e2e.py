@@ -405,6 +405,6 @@ def test_mid_stream_error_raises_and_charges_what_was_produced(gw, up, acct, mod
     produced = math.ceil(len("echo: one ") / 4)
     if model == CLAUDE:   # input exact from message_start, output estimated from the text
         expected = chat_cost_nano(model, 6, produced)
-    else:                 # no usage at all: the prompt is estimated too
-        expected = chat_cost_nano(model, math.ceil(len(words) / 4), produced)
+    else:   # no usage at all: the whole request is estimated ("role", "user", "content")
+        expected = chat_cost_nano(model, math.ceil((15 + len(words)) / 4), produced)
     assert charged(gw, account) == expected

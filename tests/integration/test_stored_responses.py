@@ -126,3 +126,27 @@ def test_delete_and_store_false(gw, fakes):
                          headers={"Authorization": f"Bearer {secret}"})
         assert r.status_code == 404
         assert r.json()["error"]["type"] == "invalid_request_error"
+
+
+@pytest.mark.parametrize("model", [GPT, CLAUDE])
+def test_continuation_is_held_for_the_stored_conversation(gw, fakes, model):
+    """Native (the provider keeps the conversation) or translated (the gateway does): the
+    continuation's hold counts the stored conversation, so a balance that covers the new
+    message but not the 40,000 stored tokens is refused before anything is sent."""
+    reset_fakes(fakes)
+    account, c, _ = client(gw)
+    first = c.responses.create(model=model, input="word " * 40_000, max_output_tokens=16)
+    assert first.usage.input_tokens >= 40_000
+    pin = "pin-" + first.id
+    assert gw.store.hold(pin, account, gw.balance(account) - 20_000_000)
+    try:
+        sent = sum(len(f.requests) for f in fakes.values())
+        with pytest.raises(openai.APIStatusError) as refused:
+            c.responses.create(model=model, input="and then?", max_output_tokens=16,
+                               previous_response_id=first.id)
+        assert refused.value.status_code == 403
+        assert sum(len(f.requests) for f in fakes.values()) == sent
+        assert c.responses.create(model=model, input="and then?",
+                                  max_output_tokens=16).output_text
+    finally:
+        gw.store.release(pin)

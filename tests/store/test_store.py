@@ -522,8 +522,8 @@ def test_a_version_1_sqlite_database_keeps_its_holds_when_migrated(tmp_path):
         conn.exec_driver_sql("INSERT INTO schema_migrations VALUES (1, 'v1', '2026-01-01')")
         conn.exec_driver_sql("INSERT INTO accounts (id, name, balance_micro, created_at) "
                              "VALUES (1, 'acme', 900, '2026-01-01 00:00:00')")
-        conn.exec_driver_sql("INSERT INTO holds VALUES ('req-open', 1, 100, "
-                             "'2026-01-01 00:00:00')")
+        conn.exec_driver_sql("INSERT INTO holds (request_id, account_id, amount_micro, "
+                             "created_at) VALUES ('req-open', 1, 100, '2026-01-01 00:00:00')")
     engine.dispose()
 
     store = open_store(f"sqlite:///{path}")
@@ -607,3 +607,17 @@ def test_migration_4_refuses_amounts_nano_credits_cannot_hold(tmp_path):
     with sqlite3.connect(path) as conn:  # nothing changed: still version 3, in micro
         assert conn.execute("SELECT balance_micro FROM accounts").fetchone()[0] == 2**62
         assert conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()[0] == 3
+
+
+# the cheap credit check made before a large request body is read
+
+def test_can_spend_needs_a_positive_balance(store: Store) -> None:
+    empty = store.create_account("empty", 0)
+    funded = store.create_account("funded", 1)
+    assert not store.can_spend(empty.id)
+    assert store.can_spend(funded.id)
+    assert not store.can_spend(funded.id + 1000)   # no such account
+    store.topup("empty", 5)
+    assert store.can_spend(empty.id)
+    assert store.hold("req-all", funded.id, 1)       # the whole balance held: nothing left
+    assert not store.can_spend(funded.id)
