@@ -24,6 +24,14 @@ def new_request_id() -> str:
     return "req_" + uuid.uuid4().hex
 
 
+def refusal(store: Store, account_id: int) -> GatewayError:
+    """The 403 for an account that cannot pay: naming its debt when it owes one."""
+    account = store.get_account_by_id(account_id)
+    if account is not None and account.debt_nano:
+        return AccountInDebt(format_credits(account.debt_nano))
+    return InsufficientCredits()
+
+
 class Meter:
     def __init__(self, store: Store, key: KeyRecord, endpoint: str, model: str,
                  provider: str, request_id: str | None = None) -> None:
@@ -44,10 +52,7 @@ class Meter:
         """Hold `amount_nano`; 403 naming the debt when the account owes credits, else 403
         insufficient credits, when it cannot be held."""
         if not self.store.hold(self.request_id, self.key.account_id, amount_nano):
-            account = self.store.get_account_by_id(self.key.account_id)
-            if account is not None and account.debt_nano:
-                raise AccountInDebt(format_credits(account.debt_nano))
-            raise InsufficientCredits()
+            raise refusal(self.store, self.key.account_id)
         self.held = amount_nano
 
     def settle(self, usage: Usage | None, exact_cost: Decimal | int, status: int) -> int:

@@ -12,6 +12,7 @@ import sys
 import anthropic
 import openai
 import pytest
+import requests
 from sqlalchemy import create_engine, text
 
 from runtime.store import UsageRecord
@@ -65,6 +66,12 @@ def test_an_account_in_debt_is_refused_in_each_format_until_a_top_up_pays_it(gw,
             model=MODEL, max_tokens=10, messages=[{"role": "user", "content": "hello"}])
     assert info.value.body["error"]["type"] == "permission_error"
     assert "debt of 0.0000015 credits" in info.value.body["error"]["message"]
+    big = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "w " * 50_000}]})
+    refused = requests.post(f"{gw.base_url}/chat/completions", data=big, timeout=20,
+                            headers={"Authorization": f"Bearer {secret}",
+                                     "Content-Type": "application/json"})
+    assert refused.status_code == 403   # refused before its 100 kB body is read
+    assert "debt of 0.0000015 credits" in refused.json()["error"]["message"]
     assert up.requests == []
     assert gw.audit(account)["debt_nano"] == 1_500
 
