@@ -2,7 +2,7 @@
 
   tokmodel serve [--host H] [--port P] [--workers N] [--shutdown-timeout SECONDS]
   tokmodel accounts create NAME [--credits AMOUNT] | topup NAME AMOUNT | show NAME [--json]
-                    | list [--json]
+                    | list [--json] | adjust NAME [-]AMOUNT --note TEXT | audit NAME [--json]
   tokmodel keys create --account NAME [--name LABEL] | list --account NAME [--json]
                 | revoke KEY_ID
   tokmodel usage --account NAME [--limit N] [--json]
@@ -10,8 +10,10 @@
   tokmodel providers check [--file PATH]
   tokmodel catalogue import FILE   (LiteLLM's price-map JSON -> providers.yaml models, printed)
 
-Amounts are credits (1 credit = 1 USD of list price), exact to one micro-credit. A new key's
-secret is printed once, alone on the last line of stdout.
+Amounts are credits (1 credit = 1 USD of list price), typed and shown exactly, to one
+nano-credit (9 decimals); JSON gives them as exact decimal strings and as integer
+`*_nano` fields. `accounts audit` exits 1 when the account disagrees with its ledger. A new
+key's secret is printed once, alone on the last line of stdout.
 """
 
 from __future__ import annotations
@@ -38,9 +40,23 @@ def _store():
 
 def _account_json(account: Any) -> dict[str, Any]:
     return {"id": account.id, "name": account.name,
-            "balance": float(format_credits(account.balance_micro)),
-            "balance_micro": account.balance_micro,
+            "balance": format_credits(account.balance_nano),
+            "balance_nano": account.balance_nano,
+            "debt": format_credits(account.debt_nano), "debt_nano": account.debt_nano,
             "created_at": str(account.created_at)}
+
+
+def _account_text(account: Any, separator: str = "\t") -> str:
+    debt = f"{separator}debt {format_credits(account.debt_nano)}" if account.debt_nano else ""
+    name = account.name + (":" if separator == " " else "")
+    return f"{name}{separator}{format_credits(account.balance_nano)} credits{debt}"
+
+
+def _signed_credits(text: str) -> int:
+    """'-1.5' -> -1500000000: an adjustment's amount, either sign."""
+    negative = text.startswith("-")
+    nano = parse_credits(text[1:] if negative else text)
+    return -nano if negative else nano
 
 
 def _key_json(key: Any) -> dict[str, Any]:
@@ -75,13 +91,17 @@ def cmd_accounts(args: argparse.Namespace) -> int:
             account = store.create_account(args.name, parse_credits(args.credits))
         elif args.action == "topup":
             account = store.topup(args.name, parse_credits(args.amount))
+        elif args.action == "adjust":
+            account = store.adjust(args.name, _signed_credits(args.amount), args.note)
+        elif args.action == "audit":
+            return _audit(store.audit(args.name), args.json)
         elif args.action == "list":
             accounts = store.list_accounts()
             if args.json:
                 print(json.dumps([_account_json(a) for a in accounts], indent=2))
             else:
                 for a in accounts:
-                    print(f"{a.name}\t{format_credits(a.balance_micro)} credits")
+                    print(_account_text(a))
             return 0
         else:
             account = store.get_account(args.name)
@@ -96,8 +116,23 @@ def cmd_accounts(args: argparse.Namespace) -> int:
     if getattr(args, "json", False):
         print(json.dumps(_account_json(account), indent=2))
     else:
-        print(f"{account.name}: {format_credits(account.balance_micro)} credits")
+        print(_account_text(account, " "))
     return 0
+
+
+def _audit(report: dict[str, Any], as_json: bool) -> int:
+    """Print an audit; exit 1 when it found a discrepancy."""
+    if as_json:
+        print(json.dumps(report, indent=2))
+    else:
+        state = "ok" if report["ok"] else "DISCREPANCY"
+        print(f"{report['account']}: {state}: balance "
+              f"{format_credits(report['balance_nano'])}, debt "
+              f"{format_credits(report['debt_nano'])}, {report['entries']} ledger entries, "
+              f"{report['open_holds']} open holds, {report['usage_rows']} usage rows")
+        for problem in report["problems"]:
+            print(f"  {problem}")
+    return 0 if report["ok"] else 1
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
@@ -138,8 +173,8 @@ def cmd_usage(args: argparse.Namespace) -> int:
         return _fail(f"no account named {args.account!r}")
     out = [{"request_id": r.request_id, "created_at": str(r.created_at), "model": r.model,
             "endpoint": r.endpoint, "status": r.status, "prompt_tokens": r.prompt_tokens,
-            "completion_tokens": r.completion_tokens, "cost": format_credits(r.cost_micro),
-            "cost_micro": r.cost_micro, "latency_ms": r.latency_ms, "details": r.details}
+            "completion_tokens": r.completion_tokens, "cost": format_credits(r.cost_nano),
+            "cost_nano": r.cost_nano, "latency_ms": r.latency_ms, "details": r.details}
            for r in rows]
     if args.json:
         print(json.dumps(out, indent=2))
@@ -156,7 +191,7 @@ def cmd_holds(args: argparse.Namespace) -> int:
     store = _store()
     if args.action == "list":
         rows = [{"request_id": h.request_id, "account_id": h.account_id,
-                 "amount": format_credits(h.amount), "amount_micro": h.amount,
+                 "amount": format_credits(h.amount), "amount_nano": h.amount,
                  "created_at": str(h.created_at), "owner": h.owner,
                  "heartbeat_at": str(h.heartbeat_at) if h.heartbeat_at else None,
                  "progress": h.progress} for h in store.list_holds()]
@@ -245,6 +280,15 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--json", action="store_true")
     listing = acc.add_parser("list")
     listing.add_argument("--json", action="store_true")
+    adjust = acc.add_parser("adjust", help="a manual correction of the balance, either sign")
+    adjust.add_argument("name")
+    adjust.add_argument("amount", help="credits, e.g. 2.5 or -0.75")
+    adjust.add_argument("--note", required=True, help="why (kept in the ledger)")
+    adjust.add_argument("--json", action="store_true")
+    audit = acc.add_parser("audit", help="check the balance, holds and usage against the "
+                                         "ledger (exit 1 on a discrepancy)")
+    audit.add_argument("name")
+    audit.add_argument("--json", action="store_true")
     accounts.set_defaults(func=cmd_accounts)
 
     keys = sub.add_parser("keys", help="API keys")

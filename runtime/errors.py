@@ -90,6 +90,19 @@ class InsufficientCredits(GatewayError):
         super().__init__("Insufficient credits. Please top up your account balance.")
 
 
+class AccountInDebt(GatewayError):
+    """The account owes credits (a request cost more than its hold and balance): refused
+    until a top-up pays the debt."""
+
+    status = 403
+    type = "authorization_error"
+
+    def __init__(self, debt_text: str) -> None:
+        super().__init__(f"This account has a debt of {debt_text} credits from requests that "
+                         "cost more than its balance. Please top up your account balance to "
+                         "pay the debt.")
+
+
 class NotFound(GatewayError):
     status = 404
     type = "not_found_error"

@@ -14,8 +14,9 @@ from typing import Any
 import falcon
 
 from runtime import encodable, inbound, multipart
+from runtime.billing.meter import refusal
 from runtime.catalogue import Catalogue, Model
-from runtime.errors import BadRequest, GatewayError, InsufficientCredits, NotFound, Unauthorized
+from runtime.errors import BadRequest, GatewayError, NotFound, Unauthorized
 from runtime.ops import MappingError
 from runtime.settings import Settings
 from runtime.store import KeyRecord, Store
@@ -56,16 +57,16 @@ class Gateway:
         return key
 
     def admit_body(self, req: falcon.Request, key: KeyRecord) -> None:
-        """403 insufficient credits, before a large body is read, for an account that cannot
-        pay (Store.can_spend); the body then stays unread (runtime/client_body.py disposes of
-        it after the answer)."""
+        """403 insufficient credits (or naming the account's debt), before a large body is
+        read, for an account that cannot pay (Store.can_spend); the body then stays unread
+        (runtime/client_body.py disposes of it after the answer)."""
         length = req.content_length
         if length is not None and length <= SMALL_BODY_BYTES:
             return
         if length is None and not inbound.is_chunked(req):
             return
         if not self.store.can_spend(key.account_id):
-            raise InsufficientCredits()
+            raise refusal(self.store, key.account_id)
 
     def json_body(self, req: falcon.Request, kind: str) -> tuple[bytes, dict[str, Any]]:
         raw, body = inbound.read_json(req, self.settings.max_body_bytes)

@@ -3,7 +3,9 @@
 `start_gateway(workdir, env)` runs `tokmodel serve` in a subprocess on a free port with its
 own SQLite database (or TOKMODEL_DATABASE_URL from env), waits for /readyz, and returns a
 `Gateway` handle with a Store on the same database for creating accounts and keys and for
-reading balances. Provider env vars (OPENAI_BASE_URL, OPENAI_API_KEY, ...) point the gateway
+reading balances, and `Gateway.audit(account)` to check an account's money against its
+ledger (`LIVE` lists the gateways running, for the integration tests' automatic audit).
+Provider env vars (OPENAI_BASE_URL, OPENAI_API_KEY, ...) point the gateway
 at fake upstream servers; all other provider keys are cleared so nothing reaches the internet.
 """
 
@@ -17,6 +19,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import requests
 from anthropic import Anthropic
@@ -25,7 +28,8 @@ from openai import OpenAI
 from runtime.store import Store, open_store
 
 ROOT = Path(__file__).resolve().parent.parent
-START_CREDITS = 5_000_000  # what the end-to-end tests' accounts start with
+START_CREDITS = 5_000_000_000  # what the end-to-end tests' accounts start with (5 credits)
+LIVE: list[Gateway] = []  # started and not yet stopped
 
 
 def free_port() -> int:
@@ -49,28 +53,39 @@ class Gateway:
     process: subprocess.Popen
     log_path: Path
     _accounts: int = field(default=0)
+    created: list[str] = field(default_factory=list)
+    """Names of the accounts `account()` created, oldest first."""
 
     @property
     def base_url(self) -> str:
         """What the openai SDK takes as base_url."""
         return f"{self.url}/v1"
 
-    def account(self, credits_micro: int = 10_000_000, name: str | None = None
+    def account(self, credits_nano: int = 10_000_000_000, name: str | None = None
                 ) -> tuple[int, str]:
         """A new account with a balance and one key: (account id, secret)."""
         self._accounts += 1
         name = name or f"acct-{self._accounts}-{time.monotonic_ns()}"
-        account = self.store.create_account(name, credits_micro)
+        account = self.store.create_account(name, credits_nano)
+        self.created.append(name)
         _, secret = self.store.create_key(name, "test")
         return account.id, secret
 
+    def audit(self, account: int | str) -> dict[str, Any]:
+        """The store's audit of an account (by id or name): {"ok": ..., "problems": [...]}."""
+        if not isinstance(account, str):
+            account = self.store.get_account_by_id(account).name
+        return self.store.audit(account)
+
     def balance(self, account_id: int) -> int:
-        return self.store.get_account_by_id(account_id).balance_micro
+        return self.store.get_account_by_id(account_id).balance_nano
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
+        if self in LIVE:
+            LIVE.remove(self)
         self.process.send_signal(signal.SIGINT)  # quick shutdown: tests hold keep-alives
         try:
             self.process.wait(timeout=15)
@@ -103,7 +118,9 @@ def start_gateway(workdir: Path, env: dict[str, str], workers: int = 1,
                                + log_path.read_text(errors="replace"))
         try:
             if requests.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return Gateway(url, db_url, store, process, log_path)
+                gateway = Gateway(url, db_url, store, process, log_path)
+                LIVE.append(gateway)
+                return gateway
         except requests.RequestException:
             pass
         time.sleep(0.1)
@@ -125,7 +142,7 @@ def anthropic_client(gw: Gateway, secret: str) -> Anthropic:
 
 
 def charged(gw: Gateway, account: int, start: int = START_CREDITS) -> int:
-    """What the account has been charged since it was created with `start` micro-credits."""
+    """What the account has been charged since it was created with `start` nano-credits."""
     return start - gw.balance(account)
 
 

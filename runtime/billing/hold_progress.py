@@ -21,7 +21,7 @@ from decimal import Decimal
 from typing import Any
 
 from runtime.billing.meter import Meter
-from runtime.billing.pricing import Usage, charge_micro
+from runtime.billing.pricing import Usage, charge_nano
 
 
 class CutNow:
@@ -49,7 +49,7 @@ def reporter(meter: Meter, body: Any) -> Callable[[], dict[str, Any] | None] | N
         if meter.settled:
             return None
         usage, exact = produced()
-        return {"cost": charge_micro(Decimal(exact)), "prompt_tokens": usage.prompt_tokens,
+        return {"cost": charge_nano(Decimal(exact)), "prompt_tokens": usage.prompt_tokens,
                 "completion_tokens": usage.completion_tokens,
                 "cached_tokens": usage.cached_tokens, "units": dict(usage.units),
                 "endpoint": meter.endpoint, "model": meter.model, "provider": meter.provider,

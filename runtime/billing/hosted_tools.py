@@ -31,7 +31,7 @@ def web_searches(body: Mapping[str, Any]) -> int:
 
 
 def hosted_tools_hold(model: Model, body: Mapping[str, Any]) -> Decimal:
-    """Micro-credits (unrounded) the request's hosted tools may cost at most on `model`."""
+    """Nano-credits (unrounded) the request's hosted tools may cost at most on `model`."""
     if not model.price("per_web_search"):
         return Decimal(0)
     return web_search_cost(model, web_searches(body))

@@ -14,13 +14,22 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from decimal import Decimal
 
-from runtime.billing.pricing import Usage, charge_micro
-from runtime.errors import GatewayError, InsufficientCredits
+from runtime.billing.credits import format_credits
+from runtime.billing.pricing import Usage, charge_nano
+from runtime.errors import AccountInDebt, GatewayError, InsufficientCredits
 from runtime.store import KeyRecord, Store, UsageRecord
 
 
 def new_request_id() -> str:
     return "req_" + uuid.uuid4().hex
+
+
+def refusal(store: Store, account_id: int) -> GatewayError:
+    """The 403 for an account that cannot pay: naming its debt when it owes one."""
+    account = store.get_account_by_id(account_id)
+    if account is not None and account.debt_nano:
+        return AccountInDebt(format_credits(account.debt_nano))
+    return InsufficientCredits()
 
 
 class Meter:
@@ -39,24 +48,27 @@ class Meter:
         # Called once settled, with (status, usage, charged): the request's record.
         self.on_settled: Callable[[int, Usage, int], None] | None = None
 
-    def reserve(self, amount_micro: int) -> None:
-        if not self.store.hold(self.request_id, self.key.account_id, amount_micro):
-            raise InsufficientCredits()
-        self.held = amount_micro
+    def reserve(self, amount_nano: int) -> None:
+        """Hold `amount_nano`; 403 naming the debt when the account owes credits, else 403
+        insufficient credits, when it cannot be held."""
+        if not self.store.hold(self.request_id, self.key.account_id, amount_nano):
+            raise refusal(self.store, self.key.account_id)
+        self.held = amount_nano
 
     def settle(self, usage: Usage | None, exact_cost: Decimal | int, status: int) -> int:
-        """Charge once; returns micro-credits charged (0 on every call after the first)."""
+        """Charge once; returns nano-credits charged (0 on every call after the first). The
+        exact cost is rounded once, up to the nano-credit (pricing.charge_nano)."""
         if self.settled:
             return 0
         self.settled = True
         usage = usage or Usage()
-        cost = charge_micro(Decimal(exact_cost))
+        cost = charge_nano(Decimal(exact_cost))
         record = UsageRecord(
             request_id=self.request_id, account_id=self.key.account_id, key_id=self.key.id,
             endpoint=self.endpoint, model=self.model, provider=self.provider, status=status,
             prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
             cached_tokens=usage.cached_tokens, details=dict(usage.units),
-            cost_micro=cost, latency_ms=int((time.monotonic() - self.started) * 1000))
+            cost_nano=cost, latency_ms=int((time.monotonic() - self.started) * 1000))
         self.charged = self.store.settle(self.request_id, cost, record)
         if self.on_settled is not None:
             self.on_settled(status, usage, self.charged)

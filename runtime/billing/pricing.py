@@ -1,19 +1,28 @@
-"""Exact prices: usage and catalogue list prices in, integer micro-credits out.
+"""Exact prices: usage and catalogue list prices in, integer nano-credits out.
 
-1 credit = 1 USD of list price = 1,000,000 micro-credits, so a price of P USD per million
-tokens is exactly P micro-credits per token. Sums are computed with Decimal and rounded
-once per request: half up for a charge, up (ceiling) for a hold, so a hold always covers.
+1 credit = 1 USD of list price = 1,000,000,000 nano-credits, so a price of P USD per million
+tokens is exactly 1000 * P nano-credits per token. Every unit of a request is priced with
+Decimal, summed exactly, and the request's total is rounded once, up to the next whole
+nano-credit (`charge_nano` for the charge, `hold_nano` for the hold: the same rule, so a
+hold computed from the same usage always covers the charge). A 4-token request at 0.02 USD
+per million tokens costs exactly 80 nano-credits (0.00000008 credit).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 
+from runtime.billing.credits import nano_to_credits
 from runtime.catalogue import Model
 
-MICRO = Decimal(1_000_000)
+__all__ = ["NANO", "Usage", "charge_nano", "chat_worst_case", "hold_nano", "nano_to_credits",
+           "token_cost"]
+
+NANO = Decimal(1_000_000_000)
+# A price per million units is this many nano-credits per unit per USD.
+NANO_PER_MUNIT = Decimal(1_000)
 
 
 @dataclass(slots=True)
@@ -47,7 +56,7 @@ def _int(value: object) -> int:
 
 
 def token_cost(model: Model, usage: Usage) -> Decimal:
-    """Exact cost in micro-credits (a Decimal, not yet rounded)."""
+    """Exact cost in nano-credits (a Decimal, not yet rounded)."""
     price_in = model.price("input_per_mtok") or Decimal(0)
     price_cached = model.price("cached_input_per_mtok")
     price_write = model.price("cache_write_per_mtok")
@@ -58,23 +67,21 @@ def token_cost(model: Model, usage: Usage) -> Decimal:
     return (fresh * price_in
             + cached * (price_cached if price_cached is not None else price_in)
             + written * (price_write if price_write is not None else price_in)
-            + usage.completion_tokens * price_out)
+            + usage.completion_tokens * price_out) * NANO_PER_MUNIT
 
 
-def charge_micro(exact: Decimal) -> int:
-    return int(exact.quantize(Decimal(1), rounding=ROUND_HALF_UP))
-
-
-def hold_micro(exact: Decimal) -> int:
+def charge_nano(exact: Decimal) -> int:
+    """A request's exact total cost -> the nano-credits charged: rounded up, once."""
     return math.ceil(exact)
 
 
-def micro_to_credits(micro: int) -> float:
-    return float(Decimal(micro) / MICRO)
+def hold_nano(exact: Decimal) -> int:
+    """A request's exact worst-case cost -> the nano-credits held: rounded up, once."""
+    return math.ceil(exact)
 
 
 def chat_worst_case(model: Model, prompt_bound: int, max_output: int) -> int:
     """Hold for a chat request: every prompt token at the input price, every allowed output
     token at the output price."""
-    return hold_micro(token_cost(model, Usage(prompt_tokens=prompt_bound,
+    return hold_nano(token_cost(model, Usage(prompt_tokens=prompt_bound,
                                               completion_tokens=max_output)))

@@ -92,11 +92,11 @@ class HoldKeeper:
         swept = self.store.sweep_stale_holds(self.settings.stale_seconds, limit=SWEEP_LIMIT)
         for hold in swept:
             if hold.logged:
-                log.warning("hold %s of a lost worker settled: %d of %d micro-credits charged "
+                log.warning("hold %s of a lost worker settled: %d of %d nano-credits charged "
                             "(account %d)", hold.request_id, hold.charged, hold.held,
                             hold.account_id)
             else:
-                log.warning("hold %s of a lost worker given back (%d micro-credits, account "
+                log.warning("hold %s of a lost worker given back (%d nano-credits, account "
                             "%d): the provider had not accepted it", hold.request_id,
                             hold.held, hold.account_id)
         return swept

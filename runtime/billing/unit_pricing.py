@@ -2,11 +2,11 @@
 characters, rerank searches, hosted web searches, embedding and rerank tokens, and gpt-image
 token usage.
 
-Every function returns micro-credits as an unrounded Decimal (1 USD of list price =
-1,000,000 micro-credits), computed from the catalogue's decimal-string prices; the caller
-rounds once, via Meter.settle (charge) or pricing.hold_micro (hold). A price the catalogue
-does not have for what the client asked (an image size, a quality) is a 400 naming the field
-and the values that are priced.
+Every function returns nano-credits as an unrounded Decimal (1 USD of list price =
+1,000,000,000 nano-credits), computed from the catalogue's decimal-string prices; the caller
+rounds the request's total once, via Meter.settle (charge) or pricing.hold_nano (hold). A
+price the catalogue does not have for what the client asked (an image size, a quality) is a
+400 naming the field and the values that are priced.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from runtime.billing.pricing import MICRO
+from runtime.billing.pricing import NANO, NANO_PER_MUNIT
 from runtime.catalogue import Model
 from runtime.errors import BadRequest
 
@@ -67,7 +67,7 @@ def image_price(model: Model, size: str | None, quality: str | None) -> Decimal:
 
 
 def images_cost(model: Model, size: str | None, quality: str | None, count: int) -> Decimal:
-    return image_price(model, size, quality) * count * MICRO
+    return image_price(model, size, quality) * count * NANO
 
 
 def gpt_image_output_tokens(size: str | None, quality: str | None) -> int:
@@ -88,7 +88,7 @@ def gpt_image_usage_cost(model: Model, usage: Mapping[str, Any]) -> Decimal:
     price_image_in = model.price("image_input_per_mtok") or price_text
     price_out = model.price("image_output_per_mtok") or model.price("output_per_mtok") or 0
     return (text_in * price_text + image_in * price_image_in
-            + _count(usage.get("output_tokens")) * Decimal(price_out))
+            + _count(usage.get("output_tokens")) * Decimal(price_out)) * NANO_PER_MUNIT
 
 
 def gpt_image_hold(model: Model, prompt_chars: int, n: int, size: str | None,
@@ -102,26 +102,26 @@ def gpt_image_hold(model: Model, prompt_chars: int, n: int, size: str | None,
 
 
 def speech_cost(model: Model, chars: int) -> Decimal:
-    """per_mchar is USD per million characters, i.e. micro-credits per character."""
-    return chars * (model.price("per_mchar") or Decimal(0))
+    """per_mchar is USD per million characters, i.e. 1000 * per_mchar nano-credits each."""
+    return chars * (model.price("per_mchar") or Decimal(0)) * NANO_PER_MUNIT
 
 
 def audio_seconds_cost(model: Model, seconds: Decimal) -> Decimal:
-    return seconds * (model.price("per_audio_second") or Decimal(0)) * MICRO
+    return seconds * (model.price("per_audio_second") or Decimal(0)) * NANO
 
 
 def search_cost(model: Model, searches: int) -> Decimal:
-    return searches * (model.price("per_search") or Decimal(0)) * MICRO
+    return searches * (model.price("per_search") or Decimal(0)) * NANO
 
 
 def web_search_cost(model: Model, searches: int) -> Decimal:
     """Hosted web searches of a chat request (`per_web_search`, USD per search)."""
-    return searches * (model.price("per_web_search") or Decimal(0)) * MICRO
+    return searches * (model.price("per_web_search") or Decimal(0)) * NANO
 
 
 def input_tokens_cost(model: Model, tokens: int) -> Decimal:
-    """input_per_mtok is USD per million tokens, i.e. micro-credits per token."""
-    return tokens * (model.price("input_per_mtok") or Decimal(0))
+    """input_per_mtok is USD per million tokens, i.e. 1000 * input_per_mtok nano-credits each."""
+    return tokens * (model.price("input_per_mtok") or Decimal(0)) * NANO_PER_MUNIT
 
 
 def _count(value: Any) -> int:

@@ -33,7 +33,7 @@ from typing import Any
 from runtime import multipart
 from runtime.billing.audio_length import audio_seconds
 from runtime.billing.meter import Meter
-from runtime.billing.pricing import Usage, hold_micro, micro_to_credits, token_cost
+from runtime.billing.pricing import Usage, hold_nano, nano_to_credits, token_cost
 from runtime.billing.settling_body import SettlingBody
 from runtime.billing.unit_pricing import audio_seconds_cost, speech_cost
 from runtime.catalogue import Model
@@ -103,7 +103,7 @@ class AudioStream(SettlingBody):
 
 
 def speech_hold(request: Request, model: Model) -> int:
-    return hold_micro(speech_cost(model, len(request.body["input"])))
+    return hold_nano(speech_cost(model, len(request.body["input"])))
 
 
 class SpeechExchange:
@@ -170,7 +170,7 @@ def upload_seconds(part: multipart.Part) -> Decimal:
 
 def transcription_hold(request: Request, model: Model) -> int:
     seconds = Decimal(math.ceil(upload_seconds(upload(request))))
-    return hold_micro(audio_seconds_cost(model, seconds))
+    return hold_nano(audio_seconds_cost(model, seconds))
 
 
 class TranscriptionExchange:
@@ -209,7 +209,7 @@ class TranscriptionExchange:
             if not isinstance(payload.get("usage"), dict):
                 payload["usage"] = {"type": "duration",
                                     "seconds": float(usage.units["seconds"])}
-            payload["usage"]["cost"] = micro_to_credits(charged)
+            payload["usage"]["cost"] = nano_to_credits(charged)
             return json.dumps(payload).encode()
 
         return Answer(usage, cost, render, content_type=JSON)

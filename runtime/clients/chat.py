@@ -39,10 +39,10 @@ from runtime.billing.metered_stream import (
 )
 from runtime.billing.pricing import (
     Usage,
-    charge_micro,
+    charge_nano,
     chat_worst_case,
-    hold_micro,
-    micro_to_credits,
+    hold_nano,
+    nano_to_credits,
     token_cost,
 )
 from runtime.billing.prompt_bound import prompt_token_bound
@@ -79,7 +79,7 @@ def chat_hold(model: Model, raw: bytes, body: Mapping[str, Any], output: int,
     provider adds, e.g. a stored conversation), `output` tokens, and hosted tool fees."""
     prompt = prompt_token_bound(raw, body, image_tokens(model)) + context_tokens
     return (chat_worst_case(model, prompt, output)
-            + hold_micro(hosted_tools_hold(model, body)))
+            + hold_nano(hosted_tools_hold(model, body)))
 
 
 def chat_adapter(model: Model, what: str, client_model: str) -> ChatAdapter:
@@ -115,7 +115,7 @@ class ChatExchange:
 
         def render(charged: int) -> bytes:
             if isinstance(payload.get("usage"), dict):
-                payload["usage"]["cost"] = micro_to_credits(charged)
+                payload["usage"]["cost"] = nano_to_credits(charged)
             return fastjson.dumps(payload)
 
         return Answer(usage, token_cost(self.model, usage), render)
@@ -205,7 +205,7 @@ class ChatStream(MeteredStream):
         return _event(chunk)
 
     def _cost(self) -> float:
-        return micro_to_credits(charge_micro(token_cost(self._model, self._usage)))
+        return nano_to_credits(charge_nano(token_cost(self._model, self._usage)))
 
     def _final_usage(self) -> bytes | None:
         """The usage chunk still owed to a client that asked for one, if any."""

@@ -18,7 +18,7 @@ import math
 import struct
 from typing import Any
 
-from runtime.billing.pricing import Usage, hold_micro, micro_to_credits
+from runtime.billing.pricing import Usage, hold_nano, nano_to_credits
 from runtime.billing.unit_pricing import input_tokens_cost
 from runtime.catalogue import Model
 from runtime.errors import BadRequest, GatewayError
@@ -68,7 +68,7 @@ def check_dimensions(body: dict[str, Any], model: Model) -> None:
 
 
 def hold(request: Request, model: Model) -> int:
-    return hold_micro(input_tokens_cost(model, len(request.raw)))
+    return hold_nano(input_tokens_cost(model, len(request.raw)))
 
 
 class EmbeddingsExchange:
@@ -105,7 +105,7 @@ class EmbeddingsExchange:
                          for i, v in enumerate(vectors)],
                 "model": self.shown,
                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens,
-                          "cost": micro_to_credits(charged)},
+                          "cost": nano_to_credits(charged)},
             }).encode()
 
         return Answer(usage, input_tokens_cost(self.model, tokens), render)

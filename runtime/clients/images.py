@@ -19,7 +19,7 @@ from decimal import Decimal
 from typing import Any
 
 from runtime import multipart
-from runtime.billing.pricing import Usage, hold_micro, micro_to_credits
+from runtime.billing.pricing import Usage, hold_nano, nano_to_credits
 from runtime.billing.unit_pricing import (
     gpt_image_hold,
     gpt_image_output_tokens,
@@ -41,8 +41,8 @@ MAX_IMAGES = 10
 def hold_for(model: Model, size: str | None, quality: str | None, n: int, prompt: str,
              input_images: int = 0) -> int:
     if is_token_priced_image(model):
-        return hold_micro(gpt_image_hold(model, len(prompt), n, size, quality, input_images))
-    return hold_micro(images_cost(model, size, quality, n))
+        return hold_nano(gpt_image_hold(model, len(prompt), n, size, quality, input_images))
+    return hold_nano(images_cost(model, size, quality, n))
 
 
 def generation_hold(request: Request, model: Model) -> int:
@@ -118,7 +118,7 @@ class ImagesExchange:
         logged.units["images"] = count
 
         def render(charged: int) -> bytes:
-            usage["cost"] = micro_to_credits(charged)
+            usage["cost"] = nano_to_credits(charged)
             return json.dumps(payload).encode()
 
         return Answer(logged, cost, render)

@@ -51,7 +51,7 @@ from runtime.billing.metered_stream import (
     estimate_tokens,
     settle_produced,
 )
-from runtime.billing.pricing import Usage, charge_micro, micro_to_credits, token_cost
+from runtime.billing.pricing import Usage, charge_nano, nano_to_credits, token_cost
 from runtime.billing.prompt_estimate import lazy_prompt
 from runtime.billing.settling_body import SettlingBody
 from runtime.catalogue import Model
@@ -123,7 +123,7 @@ class PassthroughExchange:
 
         def render(charged: int) -> bytes:
             if isinstance(payload.get("usage"), dict):
-                payload["usage"]["cost"] = micro_to_credits(charged)
+                payload["usage"]["cost"] = nano_to_credits(charged)
             return _answer(payload)
 
         return Answer(usage, token_cost(self.model, usage), render)
@@ -245,7 +245,7 @@ class TranslatedExchange:
         completion = self.adapter.parse(read_json(upstream), self.model)
         usage = Usage.from_openai(with_usage(completion, lazy_prompt(self.body, self.model)))
         return Answer(usage, token_cost(self.model, usage), lambda charged: _answer(
-            inbound.to_message(completion, self.shown, usage, micro_to_credits(charged),
+            inbound.to_message(completion, self.shown, usage, nano_to_credits(charged),
                                self.carry)))
 
     def stream_body(self, chunks: Iterator[bytes], upstream: UpstreamResponse,
@@ -315,7 +315,7 @@ class TranslatedStream(MeteredStream):
         else:
             self._finish()
             yield b"".join(self._writer.end(self.charged_usage,
-                                            micro_to_credits(self._meter.charged)))
+                                            nano_to_credits(self._meter.charged)))
         finally:
             self._finish()
 
@@ -387,7 +387,7 @@ class PassthroughStream(SettlingBody):
                 self._usage.update({k: v for k, v in usage.items() if v is not None})
                 self._counted_output = "output_tokens" in usage
                 cost = token_cost(self._model, self._current())
-                usage["cost"] = micro_to_credits(charge_micro(cost))
+                usage["cost"] = nano_to_credits(charge_nano(cost))
             return encode(json.dumps(data, ensure_ascii=False, separators=(",", ":")), name)
         if name == "error":
             err = data.get("error") if isinstance(data.get("error"), dict) else {}

@@ -19,7 +19,7 @@ import math
 import secrets
 from typing import Any
 
-from runtime.billing.pricing import Usage, hold_micro, micro_to_credits
+from runtime.billing.pricing import Usage, hold_nano, nano_to_credits
 from runtime.billing.unit_pricing import input_tokens_cost, search_cost
 from runtime.catalogue import Model
 from runtime.errors import GatewayError
@@ -41,7 +41,7 @@ def estimate_tokens(query: str, texts: list[str]) -> int:
 
 def cost_of(model: Model, billed: dict[str, int], query: str, texts: list[str]
             ) -> tuple[Any, Usage]:
-    """(exact micro-credits, usage for the log) from what the provider billed."""
+    """(exact nano-credits, usage for the log) from what the provider billed."""
     usage = Usage()
     if "per_search" in model.pricing:
         searches = billed.get("search_units") or searches_for(len(texts))
@@ -69,8 +69,8 @@ def hold_for(model: Model, query: str, texts: list[str]) -> int:
     """Covers chunked documents (Cohere bills a long document as several) and one token per
     character of every query-document pair."""
     if "per_search" in model.pricing:
-        return hold_micro(search_cost(model, 2 * searches_for(len(texts))))
-    return hold_micro(input_tokens_cost(model, len(query) * len(texts) + sum(map(len, texts))))
+        return hold_nano(search_cost(model, 2 * searches_for(len(texts))))
+    return hold_nano(input_tokens_cost(model, len(query) * len(texts) + sum(map(len, texts))))
 
 
 class RerankExchange:
@@ -112,7 +112,7 @@ class RerankExchange:
             return json.dumps({
                 "id": "rerank-" + secrets.token_hex(16), "model": self.shown,
                 "results": results,
-                "usage": {**billed, "cost": micro_to_credits(charged)},
+                "usage": {**billed, "cost": nano_to_credits(charged)},
             }).encode()
 
         return Answer(usage, cost, render)

@@ -34,7 +34,7 @@ from typing import Any
 
 from runtime.billing.meter import Meter
 from runtime.billing.metered_stream import MeteredStream
-from runtime.billing.pricing import Usage, micro_to_credits, token_cost
+from runtime.billing.pricing import Usage, nano_to_credits, token_cost
 from runtime.billing.prompt_estimate import lazy_prompt
 from runtime.catalogue import Model
 from runtime.clients import responses_translation as ri
@@ -124,7 +124,7 @@ def _answer(payload: dict[str, Any], model: Model,
 
     def render(charged: int) -> bytes:
         if isinstance(payload.get("usage"), dict):
-            payload["usage"]["cost"] = micro_to_credits(charged)
+            payload["usage"]["cost"] = nano_to_credits(charged)
         return json.dumps(payload).encode()
 
     return Answer(usage, token_cost(model, usage), render, headers=headers or {})
@@ -310,7 +310,7 @@ class NativeStream(MeteredStream):
                         self._usage = usage
                     self._finish()
                     if isinstance(response.get("usage"), dict):
-                        response["usage"]["cost"] = micro_to_credits(self._meter.charged)
+                        response["usage"]["cost"] = nano_to_credits(self._meter.charged)
                     _done(self._on_done, response)
                 yield ri.sse(data, kind)
                 if kind in TERMINAL:
@@ -370,7 +370,7 @@ class TranslatedStream(MeteredStream):
             "prompt_tokens_details": {"cached_tokens": u.cached_tokens,
                                       "cache_write_tokens": u.cache_write_tokens}})
         usage["output_tokens_details"]["reasoning_tokens"] = self._reasoning
-        usage["cost"] = micro_to_credits(self._meter.charged)
+        usage["cost"] = nano_to_credits(self._meter.charged)
         return usage
 
 

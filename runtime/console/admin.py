@@ -7,7 +7,7 @@ Contract:
   signed operator cookie is bound to a digest of the token, so changing it logs out every
   operator.
 - Amounts are typed in credits and converted exactly with `parse_credits` (plain decimals
-  only: no sign, no exponent, at most 6 decimals); a bad amount re-renders the form with an
+  only: no sign, no exponent, at most 9 decimals); a bad amount re-renders the form with an
   error and changes nothing. Successful POSTs redirect (303), except key creation, whose
   answer shows the secret once.
 """
@@ -35,7 +35,7 @@ from runtime.console.web import (
     set_cookie,
 )
 from runtime.store import Account, AccountExists, AccountNotFound
-from runtime.store.ledger import MAX_MICRO
+from runtime.store.ledger import MAX_NANO
 
 ACCOUNT_USAGE_ROWS = 20
 _MAX_ID = 2**63 - 1  # ids are signed 64-bit integers in the database
@@ -51,19 +51,20 @@ _AMOUNT_HINT = "Enter an amount of credits greater than 0, such as 12.5."
 
 
 def parse_amount(text: str | None) -> int:
-    """Credits typed by the operator -> micro-credits, or ValueError with a form message."""
+    """Credits typed by the operator -> nano-credits, or ValueError with a form message."""
     text = (text or "").strip()
     if not text or len(text) > 40 or not _AMOUNT.fullmatch(text):
         raise ValueError(_AMOUNT_HINT)
     try:
-        micro = parse_credits(text)
+        nano = parse_credits(text)
     except ValueError:
-        raise ValueError("Amounts are exact to 0.000001 credit: use at most 6 decimals.") from None
-    if micro <= 0:
+        raise ValueError("Amounts are exact to 0.000000001 credit: use at most 9 decimals."
+                         ) from None
+    if nano <= 0:
         raise ValueError(_AMOUNT_HINT)
-    if micro > MAX_MICRO:
+    if nano > MAX_NANO:
         raise ValueError("That amount is too large.")
-    return micro
+    return nano
 
 
 def token_matches(given: str, expected: str) -> bool:

@@ -239,7 +239,7 @@ class Usage:
         rows = store.usage(viewer.account.name, USAGE_ROWS)
         self.console.render(
             resp, "usage.html", **_page(viewer, "usage"), rows=rows,
-            total_micro=sum(row.cost_micro for row in rows), limit=USAGE_ROWS,
+            total_nano=sum(row.cost_nano for row in rows), limit=USAGE_ROWS,
             key_names={key.id: key.name for key in store.list_keys(viewer.account.name)},
         )
 

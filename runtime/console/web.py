@@ -69,8 +69,8 @@ def _when(value: datetime | None) -> str:
     return "" if value is None else value.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def _credits(micro: int) -> str:
-    return format_credits(micro)
+def _credits(nano: int) -> str:
+    return format_credits(nano)
 
 
 class Console:

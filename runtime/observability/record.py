@@ -15,7 +15,7 @@ record and calls `finish` itself when its body ends or is closed. A ``quiet`` re
 The log line's fields, in order: time (ISO-8601 UTC, ms), request_id, client_request_id,
 account (account id), key_id, endpoint, model, provider, deployment, attempts, status,
 latency_ms, ttfb_ms (null unless a first byte was marked), prompt_tokens, completion_tokens,
-cached_tokens, cost (credits as an exact decimal number from integer micro-credits), stream.
+cached_tokens, cost (credits as an exact decimal number from integer nano-credits), stream.
 Nothing else: never a key secret, an upstream credential or prompt text.
 
 Events that are not one request's end are plain functions: `attempt` (one call to a
@@ -38,7 +38,7 @@ _log = logging.getLogger("tokmodel")
 def _dumps(obj: dict) -> str:
     return fastjson.dumps(obj).decode()
 
-MICRO = 1_000_000
+NANO = 1_000_000_000
 
 
 @dataclass(slots=True)
@@ -65,8 +65,8 @@ class RequestRecord:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
-    cost_micro: int = 0
-    """Integer micro-credits charged."""
+    cost_nano: int = 0
+    """Integer nano-credits charged."""
     stream: bool = False
     finished: bool = False
     deferred: bool = False
@@ -115,8 +115,8 @@ class RequestRecord:
             metrics.tokens(model, "completion").inc(self.completion_tokens)
         if self.cached_tokens:
             metrics.tokens(model, "cached").inc(self.cached_tokens)
-        if self.cost_micro:
-            metrics.cost(model).inc(self.cost_micro / MICRO)
+        if self.cost_nano:
+            metrics.cost(model).inc(self.cost_nano / NANO)
 
     def log_line(self, latency: float | None = None) -> str:
         """The access-log JSON object (one line, no newline)."""
@@ -143,7 +143,7 @@ class RequestRecord:
             "cached_tokens": self.cached_tokens,
         })
         # cost is spliced in as an exact decimal literal: a float would print 1e-06
-        return (f'{head[:-1]},"cost":{credits_text(self.cost_micro)},'
+        return (f'{head[:-1]},"cost":{credits_text(self.cost_nano)},'
                 f'"stream":{"true" if self.stream else "false"}}}')
 
 
@@ -160,13 +160,13 @@ def iso_utc(t: float) -> str:
 _second: tuple[int, str] = (-1, "")
 
 
-def credits_text(micro: int) -> str:
-    """Integer micro-credits as an exact decimal number of credits: 1500 -> 0.0015."""
-    sign = "-" if micro < 0 else ""
-    whole, frac = divmod(abs(int(micro)), MICRO)
+def credits_text(nano: int) -> str:
+    """Integer nano-credits as an exact decimal number of credits: 1500000 -> 0.0015."""
+    sign = "-" if nano < 0 else ""
+    whole, frac = divmod(abs(int(nano)), NANO)
     if not frac:
         return f"{sign}{whole}"
-    return f"{sign}{whole}.{frac:06d}".rstrip("0")
+    return f"{sign}{whole}.{frac:09d}".rstrip("0")
 
 
 def attempt(provider: str, deployment: str, outcome: str) -> None:

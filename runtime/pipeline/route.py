@@ -54,7 +54,7 @@ class Request:
 @dataclass(slots=True)
 class Answer:
     """A whole answer: what to charge, and how to render the body once the charge is known
-    (`render(charged_micro) -> bytes`)."""
+    (`render(charged_nano) -> bytes`)."""
 
     usage: Usage
     cost: Decimal | int

@@ -239,7 +239,7 @@ def _settled(record: observe.RequestRecord, status: int, usage: Usage, charged: 
     record.prompt_tokens = usage.prompt_tokens
     record.completion_tokens = usage.completion_tokens
     record.cached_tokens = usage.cached_tokens
-    record.cost_micro = charged
+    record.cost_nano = charged
     if record.deferred:
         observe.stream_closed()
         record.finish(status)

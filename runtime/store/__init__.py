@@ -2,8 +2,9 @@
 
 `open_store(url)` connects to embedded SQLite (`sqlite:///var/tokmodel.db`) or PostgreSQL
 (`postgresql://...`), applies pending migrations and returns a `Store`. Money is integer
-micro-credits (1 credit = 1,000,000); charging is hold -> forward -> settle, and a balance
-never goes below zero however many workers and nodes share the database.
+nano-credits (1 credit = 1,000,000,000); charging is hold -> forward -> settle, every
+movement of money is an append-only ledger entry, and a balance never goes below zero however
+many workers and nodes share the database (a cost nothing covers becomes a recorded debt).
 """
 
 from __future__ import annotations

@@ -4,9 +4,11 @@ connections taken from the store's SQLAlchemy pools.
 They are the gateway's hot path: SQLAlchemy Core's execution machinery costs about 50 µs per
 statement, several times the work SQLite itself does, so these run the same SQL as ledger.py
 directly on the driver's cursor; settlement runs the one algorithm of ledger.settle_with on
-that cursor. Semantics are identical to the Core versions; any driver
-error rolls back and returns `None`, and the Store then repeats the call on the Core path,
-which owns every corner case (duplicate request ids, error mapping).
+that cursor. A request writes: hold = UPDATE accounts, INSERT holds, INSERT ledger entry;
+settle = DELETE holds, UPDATE accounts (unless the cost equals the hold), INSERT ledger
+entry (the net movement), INSERT usage_log; two transactions. Semantics are identical to the
+Core versions; any driver error rolls back and returns `None`, and the Store then repeats the
+call on the Core path, which owns every corner case (duplicate request ids, error mapping).
 
 On a SQLite file the fast path keeps its own connections with busy_timeout 0: SQLite's busy
 handler sleeps inside C, which under gevent freezes every request of the worker while
@@ -35,18 +37,24 @@ from .records import UsageRecord
 _AUTH = ("SELECT k.id, k.account_id, a.name, k.name, k.display_prefix, k.created_at, "
          "k.revoked_at FROM api_keys k JOIN accounts a ON a.id = k.account_id "
          "WHERE k.secret_hash = :hash AND k.revoked_at IS NULL")
-_DEBIT_IF_COVERED = ("UPDATE accounts SET balance_micro = balance_micro - :amount "
-                     "WHERE id = :account AND balance_micro >= :amount")
-_INSERT_HOLD = ("INSERT INTO holds (request_id, account_id, amount_micro, created_at) "
+_DEBIT_IF_COVERED = ("UPDATE accounts SET balance_nano = balance_nano - :amount "
+                     "WHERE id = :account AND balance_nano >= :amount AND debt_nano = 0")
+_INSERT_HOLD = ("INSERT INTO holds (request_id, account_id, amount_nano, created_at) "
                 "VALUES (:rid, :account, :amount, :now)")
-_TAKE_HOLD = "DELETE FROM holds WHERE request_id = :rid RETURNING account_id, amount_micro"
-_LOGGED = "SELECT 1 FROM usage_log WHERE request_id = :rid"
-_CREDIT = "UPDATE accounts SET balance_micro = balance_micro + :amount WHERE id = :account"
-_DEBIT = "UPDATE accounts SET balance_micro = balance_micro - :amount WHERE id = :account"
-_BALANCE = "SELECT balance_micro FROM accounts WHERE id = :account"
+_INSERT_HOLD_ENTRY = ("INSERT INTO ledger_entries (account_id, reference, kind, amount_nano, "
+                      "debt_nano, created_at) VALUES (:account, :rid, 'hold', :taken, 0, :now)")
+_INSERT_ENTRY = ("INSERT INTO ledger_entries (account_id, reference, kind, amount_nano, "
+                 "debt_nano, created_at) VALUES (:account, :rid, :kind, :amount, :debt, :now)")
+_TAKE_HOLD = "DELETE FROM holds WHERE request_id = :rid RETURNING account_id, amount_nano"
+_SETTLED = ("SELECT 1 FROM ledger_entries WHERE account_id = :account AND reference = :rid "
+            "AND kind = 'settle'")
+_CREDIT = "UPDATE accounts SET balance_nano = balance_nano + :amount WHERE id = :account"
+_DEBIT = ("UPDATE accounts SET balance_nano = balance_nano - :amount, "
+          "debt_nano = debt_nano + :debt WHERE id = :account")
+_BALANCE = "SELECT balance_nano FROM accounts WHERE id = :account"
 _INSERT_USAGE = (
     "INSERT INTO usage_log (request_id, created_at, account_id, key_id, endpoint, model, "
-    "provider, status, prompt_tokens, completion_tokens, cached_tokens, details, cost_micro, "
+    "provider, status, prompt_tokens, completion_tokens, cached_tokens, details, cost_nano, "
     "latency_ms) VALUES (:rid, :now, :account, :key, :endpoint, :model, :provider, :status, "
     ":prompt, :completion, :cached, :details, :cost, :latency)")
 
@@ -121,7 +129,8 @@ class FastPath:
         convert = (lambda sql: sql) if sqlite else (lambda sql: _NAMED.sub(r"%(\1)s", sql))
         self._sql = {name: convert(sql) for name, sql in (
             ("auth", _AUTH), ("debit_if_covered", _DEBIT_IF_COVERED),
-            ("insert_hold", _INSERT_HOLD), ("take_hold", _TAKE_HOLD), ("logged", _LOGGED),
+            ("insert_hold", _INSERT_HOLD), ("hold_entry", _INSERT_HOLD_ENTRY),
+            ("entry", _INSERT_ENTRY), ("take_hold", _TAKE_HOLD), ("settled", _SETTLED),
             ("credit", _CREDIT), ("debit", _DEBIT), ("usage", _INSERT_USAGE),
             ("balance", _BALANCE if sqlite else _BALANCE + " FOR UPDATE"))}
 
@@ -176,8 +185,10 @@ class FastPath:
             cur.execute(sql["debit_if_covered"], {"amount": amount, "account": account_id})
             if cur.rowcount != 1:
                 return False
-            cur.execute(sql["insert_hold"], {"rid": request_id, "account": account_id,
-                                             "amount": amount, "now": self._time(now)})
+            params = {"rid": request_id, "account": account_id, "amount": amount,
+                      "taken": -amount, "now": self._time(now)}
+            cur.execute(sql["insert_hold"], params)
+            cur.execute(sql["hold_entry"], params)
             return True
 
         return self._write(work)
@@ -215,20 +226,26 @@ class _CursorStatements:
         row = self.cur.fetchone()
         return None if row is None else (row[0], row[1])
 
-    def is_logged(self, request_id: str) -> bool:
-        self.cur.execute(self.sql["logged"], {"rid": request_id})
+    def is_settled(self, account_id: int, request_id: str) -> bool:
+        self.cur.execute(self.sql["settled"], {"account": account_id, "rid": request_id})
         return self.cur.fetchone() is not None
 
     def credit(self, account_id: int, amount: int) -> None:
         self.cur.execute(self.sql["credit"], {"amount": amount, "account": account_id})
 
-    def debit(self, account_id: int, amount: int) -> None:
-        self.cur.execute(self.sql["debit"], {"amount": amount, "account": account_id})
+    def debit(self, account_id: int, amount: int, debt: int) -> None:
+        self.cur.execute(self.sql["debit"], {"amount": amount, "debt": debt,
+                                             "account": account_id})
 
     def balance_for_update(self, account_id: int) -> int:
         self.cur.execute(self.sql["balance"], {"account": account_id})
         found = self.cur.fetchone()
         return found[0] if found else 0
+
+    def entry(self, account_id: int, kind: str, amount: int, debt: int) -> None:
+        self.cur.execute(self.sql["entry"], {"account": account_id, "rid": self.request_id,
+                                             "kind": kind, "amount": amount, "debt": debt,
+                                             "now": self.when})
 
     def log(self, account_id: int, charged: int) -> None:
         self.cur.execute(self.sql["usage"], _usage_params(self.usage, self.request_id,

@@ -144,13 +144,13 @@ _stale = (
     .limit(bindparam("b_limit"))
 )
 _claim = (
-    select(holds.c.account_id, holds.c.amount_micro, holds.c.created_at,
+    select(holds.c.account_id, holds.c.amount_nano, holds.c.created_at,
            holds.c.heartbeat_at, holds.c.progress)
     .where(holds.c.request_id == bindparam("b_request_id"))
     .where(_beat < bindparam("b_cutoff"))
     .with_for_update(skip_locked=True)
 )
-_all = select(holds.c.request_id, holds.c.account_id, holds.c.amount_micro,
+_all = select(holds.c.request_id, holds.c.account_id, holds.c.amount_nano,
               holds.c.created_at, holds.c.owner, holds.c.heartbeat_at,
               holds.c.progress).order_by(holds.c.created_at)
 
@@ -199,7 +199,7 @@ def sweep_one(conn: Connection, request_id: str, cutoff: datetime, now: datetime
     if progress is None:
         if text and not refund:
             log.warning("hold %s has an unreadable progress record: given back", request_id)
-        ledger.release(conn, request_id)
+        ledger.release(conn, request_id, now)
         return Swept(request_id, account_id, held, 0, logged=False)
     created, beat = ledger.utc(created), ledger.utc(beat)
     lasted = (beat - created).total_seconds() if beat and created else 0.0
@@ -213,9 +213,9 @@ def sweep_one(conn: Connection, request_id: str, cutoff: datetime, now: datetime
         completion_tokens=_count(progress.get("completion_tokens")),
         cached_tokens=_count(progress.get("cached_tokens")),
         details=dict(progress.get("units") or {}),
-        cost_micro=_count(progress.get("cost")),
+        cost_nano=_count(progress.get("cost")),
         latency_ms=max(0, int(lasted * 1000)))
-    charged = ledger.settle(conn, request_id, usage.cost_micro, usage, now)
+    charged = ledger.settle(conn, request_id, usage.cost_nano, usage, now)
     return Swept(request_id, account_id, held, charged, logged=True)
 
 

@@ -14,9 +14,28 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, Engine, MetaData, insert, inspect, select, text
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    Connection,
+    DateTime,
+    Engine,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    bindparam,
+    insert,
+    inspect,
+    select,
+    text,
+)
 
 from . import schema
+from .errors import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -37,18 +56,119 @@ def _baseline(conn: Connection) -> None:
 
 def _holds_without_rowid(conn: Connection) -> None:
     """SQLite: rebuild `holds` as one b-tree keyed by request id (schema.py says why).
-    PostgreSQL has no rowid tables: nothing to do."""
+    PostgreSQL has no rowid tables: nothing to do. The table is spelled out as it was at
+    version 2, whatever schema.py says today."""
     if conn.dialect.name != "sqlite":
         return
-    scratch = MetaData()
-    schema.accounts.to_metadata(scratch)  # the foreign key's target
-    rebuilt = schema.holds.to_metadata(scratch, name="holds_rebuilt")
+    scratch = MetaData(naming_convention=schema.NAMING_CONVENTION)
+    Table("accounts", scratch, Column("id", Integer, primary_key=True))  # the FK's target
+    rebuilt = Table(
+        "holds_rebuilt", scratch,
+        Column("request_id", Text, primary_key=True),
+        Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False),
+        Column("amount_micro", BigInteger, nullable=False),
+        Column("created_at", DateTime(timezone=True), nullable=False),
+        CheckConstraint("amount_micro >= 0", name="amount_nonnegative"),
+        sqlite_with_rowid=False)
     rebuilt.create(conn)
     conn.execute(text("INSERT INTO holds_rebuilt (request_id, account_id, amount_micro, "
                       "created_at) SELECT request_id, account_id, amount_micro, created_at "
                       "FROM holds"))
     conn.execute(text("DROP TABLE holds"))
     conn.execute(text("ALTER TABLE holds_rebuilt RENAME TO holds"))
+
+
+_NANO_PER_MICRO = 1_000
+_MONEY_COLUMNS = (("accounts", "balance_micro", "balance_nano"),
+                  ("holds", "amount_micro", "amount_nano"),
+                  ("usage_log", "cost_micro", "cost_nano"))
+_USAGE_COLUMNS = ("id, request_id, created_at, account_id, key_id, endpoint, model, provider, "
+                  "status, prompt_tokens, completion_tokens, cached_tokens, details, {cost}, "
+                  "latency_ms")
+
+
+def _usage_log_v4(metadata: MetaData, name: str) -> Table:
+    """usage_log as version 4 has it: cost_nano, and no unique index on request_id (the
+    request's settle entry is unique instead)."""
+    Table("accounts", metadata, Column("id", Integer, primary_key=True), extend_existing=True)
+    return Table(
+        name, metadata,
+        Column("id", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True,
+               autoincrement=True),
+        Column("request_id", Text, nullable=False),
+        Column("created_at", DateTime(timezone=True), nullable=False),
+        Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False),
+        Column("key_id", String(16), nullable=True),
+        Column("endpoint", Text, nullable=False),
+        Column("model", Text, nullable=False),
+        Column("provider", Text, nullable=False),
+        Column("status", Integer, nullable=False),
+        Column("prompt_tokens", Integer, nullable=False, default=0),
+        Column("completion_tokens", Integer, nullable=False, default=0),
+        Column("cached_tokens", Integer, nullable=False, default=0),
+        Column("details", Text, nullable=False, default="{}"),
+        Column("cost_nano", BigInteger, nullable=False),
+        Column("latency_ms", Integer, nullable=False, default=0))
+
+
+def _usage_log_in_nano(conn: Connection) -> None:
+    """usage_log.cost_micro -> cost_nano (x 1000) without the unique index on request_id.
+    SQLite cannot drop a table's own constraint: the table is copied once into its new
+    shape (the copy also does the multiplication); PostgreSQL alters it in place."""
+    if conn.dialect.name != "sqlite":
+        conn.execute(text("ALTER TABLE usage_log DROP CONSTRAINT uq_usage_log_request_id"))
+        conn.execute(text("ALTER TABLE usage_log RENAME COLUMN cost_micro TO cost_nano"))
+        conn.execute(text(f"UPDATE usage_log SET cost_nano = cost_nano * {_NANO_PER_MICRO}"))
+        return
+    _usage_log_v4(MetaData(), "usage_log_rebuilt").create(conn)
+    conn.execute(text(
+        f"INSERT INTO usage_log_rebuilt ({_USAGE_COLUMNS.format(cost='cost_nano')}) "
+        f"SELECT {_USAGE_COLUMNS.format(cost=f'cost_micro * {_NANO_PER_MICRO}')} "
+        "FROM usage_log"))
+    conn.execute(text("DROP TABLE usage_log"))
+    conn.execute(text("ALTER TABLE usage_log_rebuilt RENAME TO usage_log"))
+    conn.execute(text("CREATE INDEX ix_usage_log_account_id_created_at "
+                      "ON usage_log (account_id, created_at)"))
+
+
+def _nano_credits_and_ledger(conn: Connection) -> None:
+    """Money in nano-credits, accounts' debt, and the ledger, on a database at version 3.
+
+    Every amount is multiplied by 1000 in place (no balance changes: 1 micro-credit is 1000
+    nano-credits) and its column renamed (usage_log also loses its unique index on
+    request_id); an amount too large for BIGINT nano-credits stops
+    the migration, which then changes nothing. The ledger starts consistent with the data:
+    a `hold` entry per open hold, a `settle` entry per usage row (its cost), and per
+    account an `opening` entry of balance + open holds + past costs, so the balance is the
+    sum of the entries and `audit` holds for the history too."""
+    limit = (2**63 - 1) // _NANO_PER_MICRO
+    for table, old, _new in _MONEY_COLUMNS:
+        biggest = conn.execute(text(f"SELECT MAX({old}) FROM {table}")).scalar()
+        if biggest is not None and biggest > limit:
+            raise StoreError(f"{table}.{old} holds {biggest} micro-credits, more than "
+                               "nano-credits can count in 64 bits")
+    for table, old, new in _MONEY_COLUMNS[:2]:
+        conn.execute(text(f"ALTER TABLE {table} RENAME COLUMN {old} TO {new}"))
+        conn.execute(text(f"UPDATE {table} SET {new} = {new} * {_NANO_PER_MICRO}"))
+    _usage_log_in_nano(conn)
+    conn.execute(text("ALTER TABLE accounts ADD COLUMN debt_nano BIGINT NOT NULL DEFAULT 0 "
+                      "CONSTRAINT ck_accounts_debt_nonnegative CHECK (debt_nano >= 0)"))
+    schema.ledger_entries.create(conn)
+    entry = ("INSERT INTO ledger_entries (account_id, reference, kind, amount_nano, debt_nano, "
+             "created_at, note) ")
+    conn.execute(text(entry + "SELECT account_id, request_id, 'hold', -amount_nano, 0, "
+                      "created_at, NULL FROM holds"))
+    conn.execute(text(entry + "SELECT account_id, request_id, 'settle', -cost_nano, 0, "
+                      "created_at, 'charged before the ledger' FROM usage_log"))
+    opening = ("a.balance_nano"
+               " + COALESCE((SELECT SUM(h.amount_nano) FROM holds h"
+               " WHERE h.account_id = a.id), 0)"
+               " + COALESCE((SELECT SUM(u.cost_nano) FROM usage_log u"
+               " WHERE u.account_id = a.id), 0)")
+    conn.execute(text(entry + f"SELECT a.id, 'opening', 'opening', {opening}, 0, :now, "
+                      "'credits before the ledger' FROM accounts a "
+                      f"WHERE {opening} <> 0").bindparams(
+        bindparam("now", datetime.now(UTC), type_=DateTime(timezone=True))))
 
 
 def _hold_heartbeats(conn: Connection) -> None:
@@ -70,9 +190,10 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "holds without rowid (SQLite)", _holds_without_rowid),
     Migration(3, "stored_responses",
               lambda conn: schema.stored_responses.create(conn, checkfirst=True)),
-    # Version 4 is reserved for money in nano-credits and the ledger table. Versions need
-    # only ascend and each is applied when missing, so 5 touches only `holds` and applies
-    # after 3 until 4 exists.
+    Migration(4, "nano-credits, debt, ledger_entries, usage_log without a unique request id",
+              _nano_credits_and_ledger),
+    # 4 and 5 are independent (5 touches only the new columns of `holds`): a database that
+    # got 5 before 4 existed gets 4 when it is missing.
     Migration(5, "holds: owner, heartbeat_at, progress", _hold_heartbeats),
 )
 

@@ -1,6 +1,6 @@
 """Immutable records the store returns and accepts.
 
-Money is integer micro-credits (1 credit = 1,000,000). Timestamps are timezone-aware UTC
+Money is integer nano-credits (1 credit = 1,000,000,000). Timestamps are timezone-aware UTC
 datetimes. Records never hold a key secret: `KeyRecord.display_prefix` is all that is shown.
 """
 
@@ -13,10 +13,14 @@ from typing import Any
 
 @dataclass(frozen=True, slots=True)
 class Account:
+    """`balance_nano` is what the account can spend; `debt_nano` what it owes (requests that
+    cost more than their hold and the balance): requests are refused while it is not 0."""
+
     id: int
     name: str
-    balance_micro: int
+    balance_nano: int
     created_at: datetime
+    debt_nano: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +37,7 @@ class KeyRecord:
 @dataclass(frozen=True, slots=True)
 class UsageRecord:
     """One settled request. `details` holds the other priced units (images, audio seconds,
-    characters, searches ...); `cost_micro` is what was actually charged."""
+    characters, searches ...); `cost_nano` is what was charged (the whole cost, debt included)."""
 
     request_id: str
     account_id: int
@@ -46,7 +50,7 @@ class UsageRecord:
     completion_tokens: int = 0
     cached_tokens: int = 0
     details: dict[str, Any] = field(default_factory=dict)
-    cost_micro: int = 0
+    cost_nano: int = 0
     latency_ms: int = 0
     created_at: datetime | None = None
 

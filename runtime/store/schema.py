@@ -2,12 +2,19 @@
 
 This is the current shape of the database: a fresh database is created from it, and every
 change here comes with a migration in migrations.py that brings an existing database to the
-same shape. Money columns are BIGINT micro-credits; timestamps are stored in UTC.
+same shape. Money columns are BIGINT nano-credits (1 credit = 10^9, named `*_nano`);
+timestamps are stored in UTC.
+
+`ledger_entries` is append-only (UPDATE and DELETE are refused by triggers on both
+databases): every movement of an account's money is one row, written in the same
+transaction as the change to `accounts`, so `accounts.balance_nano` is always the sum of
+the account's `amount_nano` and `accounts.debt_nano` the sum of its `debt_nano`.
 """
 
 from __future__ import annotations
 
 from sqlalchemy import (
+    DDL,
     BigInteger,
     Boolean,
     CheckConstraint,
@@ -17,9 +24,11 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
+    event,
 )
 
 NAMING_CONVENTION = {
@@ -49,9 +58,13 @@ accounts = Table(
     metadata,
     Column("id", Integer, primary_key=True),
     Column("name", Text, nullable=False, unique=True),
-    Column("balance_micro", BigInteger, nullable=False),
+    Column("balance_nano", BigInteger, nullable=False),
     Column("created_at", _Timestamp, nullable=False),
-    CheckConstraint("balance_micro >= 0", name="balance_nonnegative"),
+    # What the account owes: the part of a request's cost that neither its hold nor the
+    # balance covered. Requests are refused while it is above zero; a top-up pays it first.
+    Column("debt_nano", BigInteger, nullable=False, server_default="0"),
+    CheckConstraint("balance_nano >= 0", name="balance_nonnegative"),
+    CheckConstraint("debt_nano >= 0", name="debt_nonnegative"),
 )
 
 api_keys = Table(
@@ -71,7 +84,7 @@ holds = Table(
     metadata,
     Column("request_id", Text, primary_key=True),
     Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False),
-    Column("amount_micro", BigInteger, nullable=False),
+    Column("amount_nano", BigInteger, nullable=False),
     Column("created_at", _Timestamp, nullable=False),
     # Who keeps the hold alive and when it last said so (runtime/store/holds.py): a hold
     # whose heartbeat (else created_at) is older than the grace period belongs to a lost
@@ -79,7 +92,7 @@ holds = Table(
     Column("owner", Text, nullable=True),
     Column("heartbeat_at", _Timestamp, nullable=True),
     Column("progress", Text, nullable=True),
-    CheckConstraint("amount_micro >= 0", name="amount_nonnegative"),
+    CheckConstraint("amount_nano >= 0", name="amount_nonnegative"),
     # One b-tree keyed by request id instead of a rowid table plus its key index: a hold and
     # its settlement each write half the pages (measured on the hot path's commits).
     sqlite_with_rowid=False,
@@ -89,7 +102,10 @@ usage_log = Table(
     "usage_log",
     metadata,
     Column("id", _BigId, primary_key=True, autoincrement=True),
-    Column("request_id", Text, nullable=False, unique=True),
+    # One row per request id: the request's settle entry in ledger_entries is unique and
+    # written in the same transaction (a unique index here would be one more b-tree write
+    # per request).
+    Column("request_id", Text, nullable=False),
     Column("created_at", _Timestamp, nullable=False),
     Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False),
     Column("key_id", String(16), nullable=True),
@@ -101,7 +117,7 @@ usage_log = Table(
     Column("completion_tokens", Integer, nullable=False, default=0),
     Column("cached_tokens", Integer, nullable=False, default=0),
     Column("details", Text, nullable=False, default="{}"),
-    Column("cost_micro", BigInteger, nullable=False),
+    Column("cost_nano", BigInteger, nullable=False),
     Column("latency_ms", Integer, nullable=False, default=0),
     Index("ix_usage_log_account_id_created_at", "account_id", "created_at"),
 )
@@ -124,3 +140,51 @@ stored_responses = Table(
     Column("expires_at", _Timestamp, nullable=False),
     Index("ix_stored_responses_expires_at", "expires_at"),
 )
+
+
+# What a ledger entry records (`kind`); `reference` is the request id for the movements of
+# a request (hold, settle, release, debt) and a generated id otherwise.
+LEDGER_KINDS = (
+    "opening",       # the balance an account had when the ledger began (migration 4)
+    "topup",         # credits added by an operator (also an account's initial credits)
+    "adjustment",    # a manual correction, either sign
+    "hold",          # a request's worst case taken from the balance before forwarding
+    "settle",        # the request's net movement once charged: hold - cost given back
+                     # (a refund) or, above the hold, the overrun taken from the balance
+    "release",       # a hold given back in full (nothing was charged)
+    "debt",          # the part of a request's cost nothing covered (debt_nano > 0)
+    "debt_payment",  # credits that paid a debt (amount_nano < 0, debt_nano < 0)
+)
+
+ledger_entries = Table(
+    "ledger_entries",
+    metadata,
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False),
+    Column("reference", Text, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("amount_nano", BigInteger, nullable=False),
+    Column("debt_nano", BigInteger, nullable=False),
+    Column("created_at", _Timestamp, nullable=False),
+    Column("note", Text, nullable=True),
+    # The key is also the guarantee: one entry of each kind per request and account, so a
+    # request can be held once and settled once; entries of an account are one range.
+    PrimaryKeyConstraint("account_id", "reference", "kind"),
+    CheckConstraint("kind IN (" + ", ".join(f"'{k}'" for k in LEDGER_KINDS) + ")",
+                    name="kind_known"),
+    # One b-tree and no secondary index: each entry is one page write on the hot path.
+    sqlite_with_rowid=False,
+)
+
+_APPEND_ONLY = "ledger entries are append-only"
+for _event in ("UPDATE", "DELETE"):
+    event.listen(ledger_entries, "after_create", DDL(
+        f"CREATE TRIGGER ledger_entries_no_{_event.lower()} BEFORE {_event} ON ledger_entries "
+        f"BEGIN SELECT RAISE(ABORT, '{_APPEND_ONLY}'); END").execute_if(dialect="sqlite"))
+event.listen(ledger_entries, "after_create", DDL(
+    "CREATE OR REPLACE FUNCTION ledger_entries_append_only() RETURNS trigger "
+    f"LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION '{_APPEND_ONLY}'; END $$").execute_if(
+        dialect="postgresql"))
+event.listen(ledger_entries, "after_create", DDL(
+    "CREATE TRIGGER ledger_entries_append_only BEFORE UPDATE OR DELETE ON ledger_entries "
+    "FOR EACH ROW EXECUTE FUNCTION ledger_entries_append_only()").execute_if(
+        dialect="postgresql"))

@@ -3,14 +3,17 @@
 Every method is one short synchronous transaction (or one statement), safe to call from many
 threads, gevent greenlets, worker processes and gateway nodes sharing the database. Nothing
 is cached: a revocation or top-up made by any process is seen by the next call anywhere.
-Database errors surface as `StoreError`; argument errors as ValueError/TypeError.
+Database errors surface as `StoreError`; argument errors as ValueError/TypeError. Amounts are
+integer nano-credits; every movement of money writes ledger entries in its transaction
+(ledger.py), and `audit(name)` checks an account against them.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
@@ -37,7 +40,8 @@ R = TypeVar("R")
 MAX_NAME_LENGTH = 200
 MAX_USAGE_LIMIT = 10_000
 
-_account_cols = (accounts.c.id, accounts.c.name, accounts.c.balance_micro, accounts.c.created_at)
+_account_cols = (accounts.c.id, accounts.c.name, accounts.c.balance_nano, accounts.c.created_at,
+                 accounts.c.debt_nano)
 _key_cols = (
     api_keys.c.id,
     api_keys.c.account_id,
@@ -57,15 +61,12 @@ _all_accounts = select(*_account_cols).order_by(accounts.c.id)
 _can_spend = (
     select(accounts.c.id)
     .where(accounts.c.id == bindparam("b_id"))
-    .where(accounts.c.balance_micro > 0)
+    .where(accounts.c.balance_nano > 0)
+    .where(accounts.c.debt_nano == 0)
 )
 _insert_account = insert(accounts).returning(accounts.c.id)
-_topup = (
-    update(accounts)
-    .where(accounts.c.name == bindparam("b_name"))
-    .where(accounts.c.balance_micro <= ledger.MAX_MICRO - bindparam("b_amount"))
-    .values(balance_micro=accounts.c.balance_micro + bindparam("b_amount"))
-    .returning(*_account_cols)
+_account_for_update = (
+    select(*_account_cols).where(accounts.c.name == bindparam("b_name")).with_for_update()
 )
 _insert_key = insert(api_keys)
 _authenticate = (
@@ -127,7 +128,7 @@ def _check_request_id(request_id: str) -> str:
 
 
 def _account(row: Any) -> Account:
-    return Account(row[0], row[1], row[2], ledger.utc(row[3]))
+    return Account(row[0], row[1], row[2], ledger.utc(row[3]), row[4])
 
 
 def _key(row: Any) -> KeyRecord:
@@ -173,21 +174,25 @@ class Store:
     # accounts
 
     @_db_errors
-    def create_account(self, name: str, balance_micro: int = 0) -> Account:
+    def create_account(self, name: str, balance_nano: int = 0) -> Account:
+        """A new account; its initial credits are a top-up entry of the ledger."""
         _check_name(name, "account name")
-        ledger.check_micro(balance_micro, "balance_micro")
+        ledger.check_nano(balance_nano, "balance_nano")
         now = datetime.now(UTC)
         try:
             with self._engine.begin() as conn:
                 account_id = conn.execute(
                     _insert_account,
-                    {"name": name, "balance_micro": balance_micro, "created_at": now},
+                    {"name": name, "balance_nano": 0, "debt_nano": 0, "created_at": now},
                 ).scalar_one()
+                if balance_nano:
+                    ledger.credit(conn, account_id, balance_nano, "topup", now,
+                                  "initial credits")
         except IntegrityError as exc:
             if self.get_account(name) is not None:
                 raise AccountExists(f"account {name!r} already exists") from None
             raise StoreError("could not create account") from exc
-        return Account(account_id, name, balance_micro, now)
+        return Account(account_id, name, balance_nano, now, 0)
 
     @_db_errors
     def get_account(self, name: str) -> Account | None:
@@ -202,15 +207,62 @@ class Store:
         return None if row is None else _account(row)
 
     @_db_errors
-    def topup(self, name: str, amount_micro: int) -> Account:
-        ledger.check_micro(amount_micro, "amount_micro", positive=True)
+    def topup(self, name: str, amount_nano: int, note: str | None = None) -> Account:
+        """Add credits; a debt is paid from them first. Returns the account after."""
+        ledger.check_nano(amount_nano, "amount_nano", positive=True)
         with self._engine.begin() as conn:
-            row = conn.execute(_topup, {"b_name": name, "b_amount": amount_micro}).first()
-            if row is None:
-                if conn.execute(_account_id_by_name, {"b_name": name}).first() is None:
-                    raise AccountNotFound(f"no account named {name!r}")
+            account = self._locked_account(conn, name)
+            if account.balance_nano > ledger.MAX_NANO - amount_nano:
                 raise ValueError("top-up would overflow the balance")
+            ledger.credit(conn, account.id, amount_nano, "topup", datetime.now(UTC), note)
+            return _account(conn.execute(_account_by_id, {"b_id": account.id}).one())
+
+    @_db_errors
+    def adjust(self, name: str, amount_nano: int, note: str | None = None) -> Account:
+        """A manual correction of the balance, either sign (a positive one pays a debt first
+        like a top-up); a negative one larger than the balance is refused (ValueError)."""
+        if not isinstance(amount_nano, int) or isinstance(amount_nano, bool) or not amount_nano:
+            raise ValueError("an adjustment must be a non-zero int of nano-credits")
+        ledger.check_nano(abs(amount_nano), "amount_nano", positive=True)
+        with self._engine.begin() as conn:
+            account = self._locked_account(conn, name)
+            now = datetime.now(UTC)
+            if amount_nano > 0:
+                if account.balance_nano > ledger.MAX_NANO - amount_nano:
+                    raise ValueError("adjustment would overflow the balance")
+                ledger.credit(conn, account.id, amount_nano, "adjustment", now, note)
+            elif not ledger.debit(conn, account.id, -amount_nano, now, note):
+                raise ValueError("the balance does not cover that adjustment")
+            return _account(conn.execute(_account_by_id, {"b_id": account.id}).one())
+
+    @staticmethod
+    def _locked_account(conn: Any, name: str) -> Account:
+        row = conn.execute(_account_for_update, {"b_name": name}).first()
+        if row is None:
+            raise AccountNotFound(f"no account named {name!r}")
         return _account(row)
+
+    @_db_errors
+    def audit(self, name: str) -> dict[str, Any]:
+        """Check the account's balance, debt, open holds and usage log against its ledger, in
+        one consistent snapshot (see ledger.audit); AccountNotFound when there is none."""
+        with self._snapshot() as conn:
+            row = conn.execute(_account_by_name, {"b_name": name}).first()
+            if row is None:
+                raise AccountNotFound(f"no account named {name!r}")
+            return ledger.audit(conn, _account(row))
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[Any]:
+        """A read transaction that sees one state of the database while gateways write."""
+        if self._engine.dialect.name == "postgresql":
+            with self._engine.connect() as conn:
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+                with conn.begin():
+                    yield conn
+        else:  # SQLite: the write lock, for the few milliseconds an audit takes
+            with self._engine.begin() as conn:
+                yield conn
 
     @_db_errors
     def list_accounts(self) -> list[Account]:
@@ -293,54 +345,77 @@ class Store:
 
     @_db_errors
     def can_spend(self, account_id: int) -> bool:
-        """True when the account may start a priced request at all (a positive balance): the
-        cheap check made before a large request body is read, ahead of the exact hold."""
+        """True when the account may start a priced request at all (a positive balance and
+        no debt): the cheap check made before a large request body is read, ahead of the
+        exact hold."""
         with self._reader.connect() as conn:
             return conn.execute(_can_spend, {"b_id": account_id}).first() is not None
 
     @_db_errors
-    def hold(self, request_id: str, account_id: int, amount_micro: int) -> bool:
-        """Reserve credits before forwarding; False (nothing changed) when not covered."""
+    def hold(self, request_id: str, account_id: int, amount_nano: int) -> bool:
+        """Reserve credits before forwarding; False (nothing changed) when not covered or
+        when the account owes a debt its balance cannot pay (a debt the balance covers,
+        after refunds, is paid first)."""
         _check_request_id(request_id)
-        ledger.check_micro(amount_micro, "amount_micro")
+        ledger.check_nano(amount_nano, "amount_nano")
         now = datetime.now(UTC)
-        held = self._fast.hold(request_id, account_id, amount_micro, now)
+        held = self._fast.hold(request_id, account_id, amount_nano, now)
         if held is None:
-            try:
-                with self._engine.begin() as conn:
-                    held = ledger.hold(conn, request_id, account_id, amount_micro, now)
-            except IntegrityError as exc:
-                raise StoreError(f"request {request_id!r} already holds credits") from exc
+            held = self._hold_core(request_id, account_id, amount_nano, now)
+        if not held:
+            held = self._pay_debt_and_hold(request_id, account_id, amount_nano, now)
         if held:
             self.open_holds.add(request_id)
         return held
 
+    def _pay_debt_and_hold(self, request_id: str, account_id: int, amount_nano: int,
+                           now: datetime) -> bool:
+        """After a refusal: refunds of requests in flight may have come back to an account
+        in debt; they pay the debt, and the hold is tried again once it is paid."""
+        account = self.get_account_by_id(account_id)
+        if account is None or not (account.debt_nano and account.balance_nano):
+            return False
+        with self._engine.begin() as conn:
+            ledger.pay_debt(conn, account_id, None, now)
+        if self.get_account_by_id(account_id).debt_nano:
+            return False
+        return self._hold_core(request_id, account_id, amount_nano, now)
+
+    def _hold_core(self, request_id: str, account_id: int, amount_nano: int,
+                   now: datetime) -> bool:
+        try:
+            with self._engine.begin() as conn:
+                return ledger.hold(conn, request_id, account_id, amount_nano, now)
+        except IntegrityError as exc:
+            raise StoreError(f"request {request_id!r} already held credits") from exc
+
     @_db_errors
-    def settle(self, request_id: str, cost_micro: int, usage: UsageRecord) -> int:
-        """Charge min(cost, hold + balance), give back the rest, log `usage`; return the charge.
+    def settle(self, request_id: str, cost_nano: int, usage: UsageRecord) -> int:
+        """Charge the cost (from the hold, then the balance, the rest as the account's debt),
+        give back what the hold did not need, log `usage`; return the charge.
 
         Idempotent per request id: a second settle charges nothing and logs nothing. A cost
         of 0 releases the hold fully.
         """
         _check_request_id(request_id)
-        ledger.check_micro(cost_micro, "cost_micro")
+        ledger.check_nano(cost_nano, "cost_nano")
         # Settled, or left to a sweeper when this fails: no longer this process's to keep.
         self.open_holds.discard(request_id)
         now = datetime.now(UTC)
-        charged = self._fast.settle(request_id, cost_micro, usage, now)
+        charged = self._fast.settle(request_id, cost_nano, usage, now)
         if charged is not None:
             return charged
         try:
             with self._engine.begin() as conn:
-                return ledger.settle(conn, request_id, cost_micro, usage, now)
+                return ledger.settle(conn, request_id, cost_nano, usage, now)
         except IntegrityError:
-            # A concurrent settle of the same request won the log row, or the request id was
-            # held again after being settled: give back any hold, charge nothing.
+            # A concurrent settle of the same request wrote its settle entry first (the
+            # entry's key allows one): give back any hold left, charge nothing.
             with self._reader.connect() as conn:
-                if not ledger.is_logged(conn, request_id):
+                if not ledger.is_settled(conn, usage.account_id, request_id):
                     raise
             with self._engine.begin() as conn:
-                ledger.release(conn, request_id)
+                ledger.release(conn, request_id, now)
             return 0
 
     @_db_errors
@@ -348,7 +423,7 @@ class Store:
         """Give back a request's hold in full without logging it; return the amount."""
         self.open_holds.discard(request_id)
         with self._engine.begin() as conn:
-            return ledger.release(conn, request_id)
+            return ledger.release(conn, request_id, datetime.now(UTC))
 
     @_db_errors
     def release_stale_holds(self, older_than_seconds: int) -> int:
@@ -356,9 +431,10 @@ class Store:
         many. Operators settle lost holds with `sweep_stale_holds` instead."""
         if not isinstance(older_than_seconds, int | float) or older_than_seconds < 0:
             raise ValueError("older_than_seconds must be >= 0")
-        cutoff = datetime.now(UTC) - timedelta(seconds=older_than_seconds)
+        now = datetime.now(UTC)
+        cutoff = now - timedelta(seconds=older_than_seconds)
         with self._engine.begin() as conn:
-            return ledger.release_stale(conn, cutoff)
+            return ledger.release_stale(conn, cutoff, now)
 
     # holds of lost workers (store/holds.py)
 
@@ -401,7 +477,7 @@ class Store:
                 # The request id was logged already (held again after it was settled):
                 # give the hold back, charge nothing.
                 with self._engine.begin() as conn:
-                    held = ledger.release(conn, request_id)
+                    held = ledger.release(conn, request_id, now)
                 done = None
                 if held:
                     log.warning("hold %s of a logged request given back", request_id)

@@ -27,7 +27,7 @@ def env(tmp_path, fake):
     store = open_store(settings.database_url)
     catalogue = load_catalogue(env={"OPENAI_BASE_URL": fake.base_url, "OPENAI_API_KEY": "up-key"})
     app = create_app(settings, registry, store, Upstream(2, 5), catalogue)
-    account = store.create_account("acme", 1_000_000)
+    account = store.create_account("acme", 1_000_000_000)
     _, secret = store.create_key("acme", "ci")
     yield testing.TestClient(app, headers={"Authorization": f"Bearer {secret}"}), store, account
     store.close()
@@ -40,8 +40,8 @@ def test_chat_round_trip_charges_the_account(env):
     assert result.status_code == 200
     assert result.json["model"] == "openai/gpt-4o-mini"
     assert result.headers["x-request-id"].startswith("req_")
-    charged = 1_000_000 - store.get_account("acme").balance_micro
-    assert result.json["usage"]["cost"] == charged / 1_000_000
+    charged = 1_000_000_000 - store.get_account("acme").balance_nano
+    assert result.json["usage"]["cost"] == charged / 1_000_000_000
     assert [r.request_id for r in store.usage("acme")] == [result.headers["x-request-id"]]
 
 
@@ -65,7 +65,7 @@ def test_body_limit_is_413(env):
     result = client.simulate_post("/v1/chat/completions", json={
         "model": "openai/gpt-4o", "messages": [{"role": "user", "content": "x" * 5000}]})
     assert result.status_code == 413
-    assert store.get_account("acme").balance_micro == 1_000_000
+    assert store.get_account("acme").balance_nano == 1_000_000_000
 
 
 @pytest.mark.parametrize("body", [b"", b"[]", b"nul", b'{"model": 1, "messages": []}'])
@@ -105,7 +105,7 @@ def test_another_catalogue_file_is_served(tmp_path, fake):
                                                "OPENAI_API_KEY": "up-key"})
     store = open_store(f"sqlite:///{tmp_path / 'other.db'}")
     app = create_app(Settings(), registry, store, Upstream(2, 5), catalogue)
-    store.create_account("acme", 1_000_000)
+    store.create_account("acme", 1_000_000_000)
     _, secret = store.create_key("acme")
     client = testing.TestClient(app, headers={"Authorization": f"Bearer {secret}"})
     assert [m["id"] for m in client.simulate_get("/v1/models").json["data"]] == [
@@ -114,8 +114,8 @@ def test_another_catalogue_file_is_served(tmp_path, fake):
         "model": "openai/house-model", "messages": [{"role": "user", "content": "a b"}]})
     assert result.status_code == 200 and fake.last.body["model"] == "gpt-4o"
     usage = result.json["usage"]
-    expected = usage["prompt_tokens"] * 1000 + usage["completion_tokens"] * 2000
-    assert 1_000_000 - store.get_account("acme").balance_micro == expected
+    expected = (usage["prompt_tokens"] * 1000 + usage["completion_tokens"] * 2000) * 1000
+    assert 1_000_000_000 - store.get_account("acme").balance_nano == expected
     gone = client.simulate_post("/v1/chat/completions", json={
         "model": "openai/gpt-4o", "messages": [{"role": "user", "content": "a b"}]})
     assert gone.status_code == 404

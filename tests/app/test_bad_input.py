@@ -95,13 +95,13 @@ class App:
             conn.close()
 
     def balance(self) -> int:
-        return self.store.get_account("acme").balance_micro
+        return self.store.get_account("acme").balance_nano
 
     def last_usage_id(self) -> int:
         return self._query("SELECT COALESCE(MAX(id), 0) FROM usage_log")[0][0]
 
     def usage_since(self, after: int) -> list[tuple[str, int, int]]:
-        return self._query("SELECT request_id, status, cost_micro FROM usage_log WHERE id > ?",
+        return self._query("SELECT request_id, status, cost_nano FROM usage_log WHERE id > ?",
                            after)
 
     # -- one request and every check on its answer --

@@ -20,10 +20,14 @@ def tokmodel(tmp_path, *args: str, env: dict[str, str] | None = None):
 
 def test_accounts_and_topups_are_exact(tmp_path):
     assert tokmodel(tmp_path, "accounts", "create", "acme", "--credits", "12.5").returncode == 0
-    assert tokmodel(tmp_path, "accounts", "topup", "acme", "0.000001").returncode == 0
+    assert tokmodel(tmp_path, "accounts", "topup", "acme", "0.000000001").returncode == 0
     shown = json.loads(tokmodel(tmp_path, "accounts", "show", "acme", "--json").stdout)
-    assert shown["name"] == "acme" and shown["balance"] == 12.500001
-    assert shown["balance_micro"] == 12_500_001
+    assert shown["name"] == "acme" and shown["balance"] == "12.500000001"
+    assert shown["balance_nano"] == 12_500_000_001 and shown["debt_nano"] == 0
+    plain = tokmodel(tmp_path, "accounts", "show", "acme").stdout
+    assert "12.500000001 credits" in plain
+    finer = tokmodel(tmp_path, "accounts", "topup", "acme", "0.0000000001")
+    assert finer.returncode == 1 and "0.000000001" in finer.stderr
     dup = tokmodel(tmp_path, "accounts", "create", "acme")
     assert dup.returncode == 1 and "already exists" in dup.stderr
     bad = tokmodel(tmp_path, "accounts", "topup", "acme", "-5")

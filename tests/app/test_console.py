@@ -92,7 +92,7 @@ def build(tmp_path, monkeypatch, admin_token: str | None = None,
 @pytest.fixture
 def env(tmp_path, monkeypatch):
     env = build(tmp_path, monkeypatch)
-    env.store.create_account("acme", 1_234_567)
+    env.store.create_account("acme", 1_234_567_000)
     yield env
     env.store.close()
 
@@ -100,7 +100,7 @@ def env(tmp_path, monkeypatch):
 @pytest.fixture
 def admin_env(tmp_path, monkeypatch):
     env = build(tmp_path, monkeypatch, admin_token=ADMIN_TOKEN)
-    env.store.create_account("acme", 1_000_000)
+    env.store.create_account("acme", 1_000_000_000)
     yield env
     env.store.close()
 
@@ -122,11 +122,11 @@ def admin_login(env: Env) -> Browser:
     return browser
 
 
-def log_usage(store: Store, account: str, request_id: str, cost_micro: int,
+def log_usage(store: Store, account: str, request_id: str, cost_nano: int,
               model: str = "openai/gpt-4o-mini") -> None:
     acct = store.get_account(account)
-    assert store.hold(request_id, acct.id, cost_micro)
-    store.settle(request_id, cost_micro, UsageRecord(
+    assert store.hold(request_id, acct.id, cost_nano)
+    store.settle(request_id, cost_nano, UsageRecord(
         request_id=request_id, account_id=acct.id, key_id=None, endpoint="chat",
         model=model, provider="openai", status=200, prompt_tokens=11, completion_tokens=7))
 
@@ -162,10 +162,10 @@ def test_login_form_needs_its_csrf_token(env):
 
 def test_dashboard_shows_the_exact_balance_and_recent_usage(env):
     browser, _ = login(env)
-    log_usage(env.store, "acme", "req_dash1", 1_234)
+    log_usage(env.store, "acme", "req_dash1", 1_234_000)
     page = browser.get("/console")
     assert page.status_code == 200
-    assert "1.233333" in page.text  # 1_234_567 - 1_234 micro-credits, exact
+    assert "1.233333" in page.text  # 1_234_567_000 - 1_234_000 nano-credits, exact
     assert "openai/gpt-4o-mini" in page.text and "0.001234" in page.text
     assert page.headers["cache-control"] == "no-store"
     assert "default-src 'none'" in page.headers["content-security-policy"]
@@ -203,7 +203,7 @@ def test_a_tampered_or_expired_cookie_goes_back_to_login(env):
     browser, _ = login(env)
     value, path = browser.jar["tokmodel_console"]
     account_id, key_id, expires, mac = value.split(".")
-    other = env.store.create_account("other", 99_000_000)
+    other = env.store.create_account("other", 99_000_000_000)
     forged = [
         f"{other.id}.{key_id}.{expires}.{mac}",            # another account
         f"{account_id}.{key_id}.{int(expires) + 10**6}.{mac}",  # longer life
@@ -353,8 +353,8 @@ def test_forms_must_be_urlencoded(env):
 
 def test_usage_lists_cost_per_request_and_the_total(env):
     browser, _ = login(env)
-    log_usage(env.store, "acme", "req_u1", 250_000, model="openai/gpt-4o")
-    log_usage(env.store, "acme", "req_u2", 1_500)
+    log_usage(env.store, "acme", "req_u1", 250_000_000, model="openai/gpt-4o")
+    log_usage(env.store, "acme", "req_u2", 1_500_000)
     page = browser.get("/console/usage")
     assert page.status_code == 200
     assert "0.25" in page.text and "0.0015" in page.text
@@ -402,13 +402,36 @@ def test_admin_top_up_is_exact(admin_env):
     result = browser.submit(page, f"{page}/topup", amount="12.5")
     assert result.status_code == 303
     assert result.headers["location"].endswith(f"{page}?done=topup")
-    assert admin_env.store.get_account("acme").balance_micro == 1_000_000 + 12_500_000
+    assert admin_env.store.get_account("acme").balance_nano == 1_000_000_000 + 12_500_000_000
     assert "13.5" in browser.get(f"{page}?done=topup").text
 
 
-@pytest.mark.parametrize("amount", ["", "abc", "-1", "0", "0.0000001", "1e3", "NaN",
+def test_nano_credit_amounts_and_a_debt_are_shown_exactly(admin_env):
+    store = admin_env.store
+    account = store.get_account("acme")
+    log_usage(store, "acme", "req_tiny", 80)  # a 4-token embedding at 0.02 USD per M
+    # a request that cost 1.000000001 credits more than its hold and the balance
+    assert store.hold("req_big", account.id, 999_999_920)
+    store.settle("req_big", 1_999_999_921, UsageRecord(
+        request_id="req_big", account_id=account.id, key_id=None, endpoint="chat",
+        model="openai/gpt-4o", provider="openai", status=200))
+    browser = admin_login(admin_env)
+    listing = browser.get("/console/admin").text
+    assert re.search(r">0</td>\s*<td class=\"num\">1\.000000001</td>", listing), listing
+    page = browser.get(f"/console/admin/accounts/{account.id}").text
+    assert "0.00000008" in page and "Debt: 1.000000001 credits" in page
+    result = browser.submit(f"/console/admin/accounts/{account.id}",
+                            f"/console/admin/accounts/{account.id}/topup", amount="1.5")
+    assert result.status_code == 303
+    after = store.get_account("acme")
+    assert (after.balance_nano, after.debt_nano) == (499_999_999, 0)
+    assert "0.499999999" in browser.get(f"/console/admin/accounts/{account.id}").text
+    assert store.audit("acme")["ok"]
+
+
+@pytest.mark.parametrize("amount", ["", "abc", "-1", "0", "0.0000000001", "1e3", "NaN",
                                     "Infinity", "1,5", "+5", "12.5.1", "9" * 41,
-                                    "9223372036854.775808"])
+                                    "9223372036.854775808"])
 def test_admin_invalid_amounts_show_an_error_and_change_nothing(admin_env, amount):
     browser = admin_login(admin_env)
     account = admin_env.store.get_account("acme")
@@ -416,7 +439,7 @@ def test_admin_invalid_amounts_show_an_error_and_change_nothing(admin_env, amoun
     result = browser.submit(page, f"{page}/topup", amount=amount)
     assert result.status_code == 400
     assert 'class="error"' in result.text
-    assert admin_env.store.get_account("acme").balance_micro == 1_000_000
+    assert admin_env.store.get_account("acme").balance_nano == 1_000_000_000
 
 
 def test_admin_creates_an_account_and_a_key_for_it(admin_env):
@@ -444,7 +467,7 @@ def test_admin_posts_need_the_csrf_token(admin_env):
                           {"amount": "5", "csrf": "bad"})
     assert result.status_code == 403
     assert browser.post("/console/admin/accounts", {"name": "x"}).status_code == 403
-    assert admin_env.store.get_account("acme").balance_micro == 1_000_000
+    assert admin_env.store.get_account("acme").balance_nano == 1_000_000_000
     assert admin_env.store.get_account("x") is None
 
 
@@ -452,7 +475,7 @@ def test_admin_posts_need_the_csrf_token(admin_env):
 
 def test_pages_escape_account_and_key_names(admin_env):
     store = admin_env.store
-    store.create_account(EVIL, 5_000_000)
+    store.create_account(EVIL, 5_000_000_000)
     browser, _ = login(admin_env, account=EVIL, key_name=EVIL)
     created = browser.submit("/console/keys", "/console/keys", name=EVIL)
     pages = [created, browser.get("/console"), browser.get("/console/keys"),

@@ -55,7 +55,7 @@ from runtime.observability import metrics, record
 assert metrics.multiprocess_dir()
 for _ in range(int(sys.argv[1])):
     r = record.RequestRecord("req_x", None, "chat", 0.0, 0.0, model="openai/gpt-4o",
-                             provider="openai", prompt_tokens=3, cost_micro=250)
+                             provider="openai", prompt_tokens=3, cost_nano=250_000)
     r.finish(200)
 record.stream_opened()
 record.attempt("openai", "default", "ok")
@@ -166,7 +166,7 @@ def test_finish_is_idempotent_and_logs_exact_fields(log_lines):
     ttfb_before = sample("tokmodel_time_to_first_byte_seconds_count", {"endpoint": "chat"})
     record = _record(account_id=7, key_id="key_0123456789ab", model="openai/gpt-4o",
                      provider="openai", deployment="default", attempts=2, prompt_tokens=11,
-                     completion_tokens=5, cached_tokens=4, cost_micro=1500, stream=True)
+                     completion_tokens=5, cached_tokens=4, cost_nano=1_500_000, stream=True)
     record.mark_first_byte()
     first = record.first_byte
     record.mark_first_byte()
@@ -197,10 +197,10 @@ def test_finish_is_idempotent_and_logs_exact_fields(log_lines):
 
 
 def test_log_line_has_cost_as_exact_decimal_and_no_secrets(log_lines):
-    record = _record(model="openai/gpt-4o", cost_micro=1)
+    record = _record(model="openai/gpt-4o", cost_nano=1)
     record.finish(403)
     raw = record.log_line()
-    assert '"cost":0.000001,' in raw and "e-" not in raw
+    assert '"cost":0.000000001,' in raw and "e-" not in raw
     line = log_lines()[0]
     assert line["ttfb_ms"] is None and line["stream"] is False and line["account"] is None
     assert not {"key", "secret", "authorization", "prompt", "messages"} & set(line)
@@ -208,10 +208,11 @@ def test_log_line_has_cost_as_exact_decimal_and_no_secrets(log_lines):
 
 def test_credits_text_and_time_format():
     assert credits_text(0) == "0"
-    assert credits_text(1) == "0.000001"
-    assert credits_text(1_500_000) == "1.5"
-    assert credits_text(123_456_789_012) == "123456.789012"
-    assert credits_text(-250) == "-0.00025"
+    assert credits_text(1) == "0.000000001"
+    assert credits_text(80) == "0.00000008"
+    assert credits_text(1_500_000_000) == "1.5"
+    assert credits_text(123_456_789_012_345) == "123456.789012345"
+    assert credits_text(-250_000) == "-0.00025"
     assert iso_utc(0) == "1970-01-01T00:00:00.000Z"
     assert iso_utc(0.999) == "1970-01-01T00:00:00.999Z"
     assert iso_utc(86461.25) == "1970-01-02T00:01:01.250Z"

@@ -113,7 +113,7 @@ def test_sigterm_refuses_new_connections_and_lets_the_open_stream_finish(
     assert gw.process.returncode == 0
     rows = _usage(gw, account)
     assert len(rows) == 1 and rows[0].status == 200
-    assert rows[0].cost_micro > 0 and before - gw.balance(account) == rows[0].cost_micro
+    assert rows[0].cost_nano > 0 and before - gw.balance(account) == rows[0].cost_nano
     assert gw.store.release_stale_holds(0) == 0  # nothing left held
     assert "Shutdown timeout" not in gw.log()
 
@@ -153,7 +153,7 @@ def test_stream_outliving_the_shutdown_timeout_is_cut_and_settled_once(
     rows = _usage(gw, account)
     assert len(rows) == 1, gw.log()
     assert rows[0].completion_tokens > 0  # charged for what was produced, no more
-    assert before - gw.balance(account) == rows[0].cost_micro > 0
+    assert before - gw.balance(account) == rows[0].cost_nano > 0
     assert gw.store.release_stale_holds(0) == 0
 
 

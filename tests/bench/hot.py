@@ -70,7 +70,7 @@ def measure(workdir: Path, iterations: int = 2000, budget: float = 10.0) -> dict
             return UsageRecord(request_id=rid, account_id=account.id, key_id=key.id,
                                endpoint="chat", model="openai/gpt-4o-mini", provider="openai",
                                status=200, prompt_tokens=9, completion_tokens=9,
-                               cached_tokens=0, details={}, cost_micro=7, latency_ms=1)
+                               cached_tokens=0, details={}, cost_nano=7, latency_ms=1)
 
         out["settle"] = _timed(store.settle, [(rid, 7, record(rid)) for rid in held], budget)
     finally:

@@ -1,4 +1,4 @@
-"""Exact money: prices from the catalogue, integer micro-credits, rounding once."""
+"""Exact money: prices from the catalogue, integer nano-credits, rounding once."""
 
 import json
 from decimal import Decimal
@@ -6,7 +6,7 @@ from decimal import Decimal
 import pytest
 
 from runtime.billing.credits import format_credits, parse_credits
-from runtime.billing.pricing import Usage, charge_micro, chat_worst_case, token_cost
+from runtime.billing.pricing import Usage, charge_nano, chat_worst_case, token_cost
 from runtime.catalogue import load_catalogue
 
 
@@ -18,10 +18,11 @@ def catalogue():
 def test_gpt4o_cost_is_usage_times_list_price(catalogue):
     model = catalogue.get("openai/gpt-4o")
     usage = Usage(prompt_tokens=1000, completion_tokens=500, cached_tokens=200)
-    # 800 fresh at $2.50/M, 200 cached at $1.25/M, 500 out at $10/M, in micro-credits
-    expected = Decimal(800) * Decimal("2.5") + 200 * Decimal("1.25") + 500 * Decimal(10)
+    # 800 fresh at $2.50/M, 200 cached at $1.25/M, 500 out at $10/M: 1000 nano-credits per
+    # token per USD per million tokens
+    expected = (Decimal(800) * Decimal("2.5") + 200 * Decimal("1.25") + 500 * Decimal(10)) * 1000
     assert token_cost(model, usage) == expected
-    assert charge_micro(token_cost(model, usage)) == 7250
+    assert charge_nano(token_cost(model, usage)) == 7_250_000
 
 
 def test_cache_writes_use_their_own_price(catalogue):
@@ -29,30 +30,43 @@ def test_cache_writes_use_their_own_price(catalogue):
     usage = Usage(prompt_tokens=100, completion_tokens=10, cached_tokens=30,
                   cache_write_tokens=50)
     expected = 20 * Decimal(3) + 30 * Decimal("0.3") + 50 * Decimal("3.75") + 10 * Decimal(15)
-    assert token_cost(model, usage) == expected
+    assert token_cost(model, usage) == expected * 1000
 
 
-def test_rounding_is_half_up_once_per_request(catalogue):
-    model = catalogue.get("openai/gpt-4o-mini")  # 0.15 micro per input token
-    assert charge_micro(token_cost(model, Usage(prompt_tokens=3))) == 0      # 0.45
-    assert charge_micro(token_cost(model, Usage(prompt_tokens=10))) == 2     # 1.5
+def test_cheap_requests_cost_their_exact_price(catalogue):
+    # 0.02 USD per million tokens: 4 tokens cost 0.00000008 credit, which micro-credits
+    # rounded to 0
+    model = catalogue.get("openai/text-embedding-3-small")
+    assert model.price("input_per_mtok") == Decimal("0.02")
+    assert charge_nano(token_cost(model, Usage(prompt_tokens=4))) == 80
+    assert format_credits(80) == "0.00000008"
+
+
+def test_rounding_is_up_once_per_request(catalogue):
+    model = catalogue.get("openai/gpt-4o-mini")  # 150 nano-credits per input token
+    assert charge_nano(token_cost(model, Usage(prompt_tokens=3))) == 450
+    assert charge_nano(Decimal("450.0001")) == 451
+    assert charge_nano(Decimal(0)) == 0
+    # cached input at 0.075 USD/M is 75 nano-credits a token: whole, so nothing to round
+    assert charge_nano(token_cost(model, Usage(prompt_tokens=3, cached_tokens=3))) == 225
 
 
 def test_hold_covers_any_outcome(catalogue):
     model = catalogue.get("openai/gpt-4o-mini")
     hold = chat_worst_case(model, prompt_bound=3, max_output=1)
-    assert hold == 2  # ceil(0.45 + 0.6)
-    assert hold >= charge_micro(token_cost(model, Usage(prompt_tokens=3, completion_tokens=1)))
+    assert hold == 1050  # 3 * 150 + 600
+    assert hold >= charge_nano(token_cost(model, Usage(prompt_tokens=3, completion_tokens=1)))
 
 
-@pytest.mark.parametrize("text,micro", [("0", 0), ("12.5", 12_500_000), ("0.000001", 1),
-                                        ("100", 100_000_000)])
-def test_parse_credits(text, micro):
-    assert parse_credits(text) == micro
-    assert parse_credits(format_credits(micro)) == micro
+@pytest.mark.parametrize("text,nano", [("0", 0), ("12.5", 12_500_000_000),
+                                       ("0.000000001", 1), ("0.00000008", 80),
+                                       ("100", 100_000_000_000)])
+def test_parse_credits(text, nano):
+    assert parse_credits(text) == nano
+    assert parse_credits(format_credits(nano)) == nano
 
 
-@pytest.mark.parametrize("bad", ["-1", "abc", "0.0000001", "nan", "inf"])
+@pytest.mark.parametrize("bad", ["-1", "abc", "0.0000000001", "nan", "inf"])
 def test_parse_credits_refuses(bad):
     with pytest.raises(ValueError):
         parse_credits(bad)

@@ -29,10 +29,10 @@ def catalogue():
 
 
 def meter(store, model: str) -> Meter:
-    store.create_account("acct", 1_000_000)
+    store.create_account("acct", 1_000_000_000)
     key, _secret = store.create_key("acct")
     m = Meter(store, key, "messages", model, model.split("/")[0])
-    m.reserve(500_000)
+    m.reserve(500_000_000)
     return m
 
 
@@ -50,7 +50,7 @@ def test_anthropic_body_never_started_pays_message_start_input(store, catalogue)
     body.close()
     (row,) = store.usage("acct")
     assert (row.status, row.prompt_tokens, row.completion_tokens) == (499, 1234, 1)
-    assert row.cost_micro == 1234 * 3 + 15 and closed == [True]
+    assert row.cost_nano == (1234 * 3 + 15) * 1000 and closed == [True]
 
 
 def test_chat_body_never_started_pays_the_prompt_estimate(store, catalogue):
@@ -61,4 +61,4 @@ def test_chat_body_never_started_pays_the_prompt_estimate(store, catalogue):
     body.close()
     (row,) = store.usage("acct")
     assert (row.status, row.prompt_tokens, row.completion_tokens) == (499, 400, 0)
-    assert row.cost_micro == 1000
+    assert row.cost_nano == 1_000_000

@@ -1,6 +1,7 @@
 """Fixtures the end-to-end modules share. A module defines its own `fakes` (one fake upstream
 or a dict of them, started with `start_fakes`) and its `gw` (started with `gateway_factory`);
-`up` and `acct` below then work on them."""
+`up` and `acct` below then work on them. After every test, each account the test created
+with `Gateway.account` is audited against its ledger (`money_is_accounted_for`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,33 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import START_CREDITS, Gateway, openai_client, reset_fakes, start_gateway
+from tests.harness import (
+    LIVE,
+    START_CREDITS,
+    Gateway,
+    openai_client,
+    reset_fakes,
+    start_gateway,
+)
+
+
+@pytest.fixture(autouse=True)
+def money_is_accounted_for():
+    """Fail a test after which an account it created disagrees with its ledger: balance and
+    debt equal to the sums of the entries, open holds matching hold entries, usage rows
+    matching settle entries. One consistent snapshot per account, so requests still
+    settling (a stream's last bytes) cannot make it fail; a gateway the test stopped is
+    left alone."""
+    before = {id(gw): len(gw.created) for gw in LIVE}
+    yield
+    problems = []
+    for gw in list(LIVE):
+        for name in gw.created[before.get(id(gw), 0):]:
+            report = gw.audit(name)
+            if not report["ok"]:
+                problems.append(f"{name}: {report['problems']}")
+    if problems:
+        pytest.fail("money not accounted for: " + "; ".join(problems))
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.fakes import FakeOpenAI
 from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.harness import START_CREDITS, anthropic_client, charged, openai_client, usage_rows
-from tests.pricing_oracle import chat_cost_micro, credits
+from tests.pricing_oracle import chat_cost_nano, credits
 
 pytestmark = pytest.mark.integration
 
@@ -53,12 +53,12 @@ def test_openai_sdk_with_a_bare_openai_name(gw, up):
     assert reply.model == "gpt-4o-mini"
     assert reply.choices[0].message.content == "echo: hello there gateway"
     assert up["openai"].last.body["model"] == "gpt-4o-mini"
-    cost = chat_cost_micro("openai/gpt-4o-mini", reply.usage.prompt_tokens,
+    cost = chat_cost_nano("openai/gpt-4o-mini", reply.usage.prompt_tokens,
                            reply.usage.completion_tokens)
     assert cost > 0 and charged(gw, account) == cost
     assert reply.usage.model_extra["cost"] == credits(cost)
     (row,) = usage_rows(gw, account)
-    assert row.model == "openai/gpt-4o-mini" and row.cost_micro == cost
+    assert row.model == "openai/gpt-4o-mini" and row.cost_nano == cost
     request_id = raw.headers["x-request-id"]
     (line,) = [json.loads(entry) for entry in gw.log().splitlines()
                if entry.startswith("{") and request_id in entry]
@@ -78,7 +78,7 @@ def test_openai_sdk_stream_with_a_dated_openai_name(gw, up):
         "echo: hello there gateway"
     assert up["openai"].last.body["model"] == "gpt-4o-mini"
     usage = chunks[-1].usage
-    cost = chat_cost_micro("openai/gpt-4o-mini", usage.prompt_tokens, usage.completion_tokens)
+    cost = chat_cost_nano("openai/gpt-4o-mini", usage.prompt_tokens, usage.completion_tokens)
     assert charged(gw, account) == cost
     (row,) = usage_rows(gw, account)
     assert row.model == "openai/gpt-4o-mini"
@@ -92,7 +92,7 @@ def test_anthropic_sdk_with_a_dated_claude_id(gw, up):
     assert reply.model == "claude-sonnet-4-5-20250929"
     assert reply.content[0].text == "echo: hello there gateway"
     assert up["anthropic"].last.body["model"] == "claude-sonnet-4-5"
-    cost = chat_cost_micro("anthropic/claude-sonnet-4-5", reply.usage.input_tokens,
+    cost = chat_cost_nano("anthropic/claude-sonnet-4-5", reply.usage.input_tokens,
                            reply.usage.output_tokens)
     assert cost > 0 and charged(gw, account) == cost
     (row,) = usage_rows(gw, account)
@@ -107,7 +107,7 @@ def test_anthropic_sdk_stream_with_claude_codes_opus(gw, up):
         final = stream.get_final_message()
     assert final.model == "claude-opus-4-8"
     assert up["anthropic"].last.body["model"] == "claude-opus-4-8"
-    cost = chat_cost_micro("anthropic/claude-opus-4-8", final.usage.input_tokens,
+    cost = chat_cost_nano("anthropic/claude-opus-4-8", final.usage.input_tokens,
                            final.usage.output_tokens)
     assert cost > 0 and charged(gw, account) == cost
     (row,) = usage_rows(gw, account)

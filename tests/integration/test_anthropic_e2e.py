@@ -14,7 +14,7 @@ import requests
 
 from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.harness import charged
-from tests.pricing_oracle import chat_cost_micro, credits
+from tests.pricing_oracle import chat_cost_nano, credits
 
 pytestmark = pytest.mark.integration
 
@@ -60,7 +60,7 @@ def test_text_with_system_is_translated_and_charged_exactly(gw, up, acct):
     assert reply.choices[0].finish_reason == "stop"
     assert reply.model == MODEL
     assert (reply.usage.prompt_tokens, reply.usage.completion_tokens) == (8, 4)
-    cost = chat_cost_micro(MODEL, 8, 4)
+    cost = chat_cost_nano(MODEL, 8, 4)
     assert charged(gw, account) == cost
     assert reply.usage.model_extra["cost"] == credits(cost)
 
@@ -76,7 +76,7 @@ def test_cache_reads_and_writes_count_as_prompt_at_cache_prices(gw, up, acct):
     assert usage.prompt_tokens == 3 + 1000 + 200
     assert usage.prompt_tokens_details.cached_tokens == 1000
     assert getattr(usage.prompt_tokens_details, "cache_write_tokens", None) == 200
-    assert charged(gw, account) == chat_cost_micro(MODEL, 1203, usage.completion_tokens,
+    assert charged(gw, account) == chat_cost_nano(MODEL, 1203, usage.completion_tokens,
                                                    cached=1000, cache_write=200)
 
 
@@ -97,7 +97,7 @@ def test_stream_text_chunks_usage_and_cost(gw, up, acct):
     assert chunks[-1].choices == []
     # message_delta repeats the cumulative totals: counted once, not added up
     assert (usage.prompt_tokens, usage.completion_tokens) == (4 + 10, 5)
-    cost = chat_cost_micro(MODEL, 14, 5, cached=10)
+    cost = chat_cost_nano(MODEL, 14, 5, cached=10)
     assert usage.model_extra["cost"] == credits(cost)
     assert charged(gw, account) == cost
 
@@ -130,8 +130,8 @@ def test_tool_round_trip(gw, up, acct):
     assert final.choices[0].message.content == 'echo: {"temp_c": 4}'
     assert final.choices[0].finish_reason == "stop"
     assert charged(gw, account) == (
-        chat_cost_micro(MODEL, first.usage.prompt_tokens, first.usage.completion_tokens)
-        + chat_cost_micro(MODEL, final.usage.prompt_tokens, final.usage.completion_tokens))
+        chat_cost_nano(MODEL, first.usage.prompt_tokens, first.usage.completion_tokens)
+        + chat_cost_nano(MODEL, final.usage.prompt_tokens, final.usage.completion_tokens))
 
 
 def test_tool_round_trip_streamed(gw, up, acct):
@@ -328,12 +328,12 @@ def test_mid_stream_error_becomes_error_event_and_charges_what_was_produced(gw, 
     text = "".join(c.choices[0].delta.content or "" for c in got if c.choices)
     assert text == "echo: one "
     # input is exact from message_start; output estimated from the text (ceil(10/4) = 3)
-    assert charged(gw, account) == chat_cost_micro(MODEL, 6, 3)
+    assert charged(gw, account) == chat_cost_nano(MODEL, 6, 3)
 
 
 def test_raw_stream_framing_ends_with_done(gw, up, acct):
     account, _ = acct
-    secret = gw.account(5_000_000)[1]
+    secret = gw.account(5_000_000_000)[1]
     resp = requests.post(f"{gw.base_url}/chat/completions", headers={
         "Authorization": f"Bearer {secret}"}, json={
         "model": MODEL, "stream": True, "messages": [{"role": "user", "content": "hi"}]},

@@ -18,17 +18,17 @@ from urllib3 import encode_multipart_formdata
 from tests.fakes.media_stack import media_stack
 from tests.fakes.media_upstream import SPEECH_CHUNKS, TRANSCRIPT, make_wav, speech_bytes
 from tests.harness import openai_client
-from tests.pricing_oracle import micro, price
+from tests.pricing_oracle import per_munit, price, usd
 
 pytestmark = pytest.mark.integration
 
-START = 5_000_000
+START = 5_000_000_000
 LIMIT = 2 * 1024 * 1024
 TEXT = "Welcome to TokModel, your unified gateway."
 
 
 def seconds_cost(model: str, seconds: str) -> int:
-    return micro(Decimal(seconds) * price(model, "per_audio_second") * 1_000_000)
+    return usd(Decimal(seconds) * price(model, "per_audio_second"))
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,7 @@ def test_speech_streams_to_file_and_charges_per_character(stack, account, tmp_pa
     assert target.read_bytes() == speech_bytes(TEXT)
     assert stack.openai.last.body == {"model": "tts-1-hd", "voice": "nova", "input": TEXT,
                                       "response_format": "opus"}
-    cost = micro(len(TEXT) * price("openai/tts-1-hd", "per_mchar"))
+    cost = per_munit(len(TEXT) * price("openai/tts-1-hd", "per_mchar"))
     assert stack.gateway.balance(account_id) == START - cost
 
 
@@ -91,7 +91,7 @@ def test_speech_sse_passthrough(stack, account):
                      if e["type"] == "speech.audio.delta")
     assert audio == speech_bytes(TEXT) and events[-1]["type"] == "speech.audio.done"
     assert stack.openai.last.body["stream_format"] == "sse"
-    cost = micro(len(TEXT) * price("openai/tts-1", "per_mchar"))
+    cost = per_munit(len(TEXT) * price("openai/tts-1", "per_mchar"))
     assert stack.gateway.balance(account_id) == START - cost
 
 
@@ -103,7 +103,7 @@ def test_speech_client_gone_is_settled_once(stack, account):
                          json={"model": "openai/tts-1", "voice": "alloy", "input": TEXT})
     next(resp.iter_content(1024))
     resp.close()
-    cost = micro(len(TEXT) * price("openai/tts-1", "per_mchar"))
+    cost = per_munit(len(TEXT) * price("openai/tts-1", "per_mchar"))
     deadline = time.monotonic() + 5
     while stack.gateway.balance(account_id) != START - cost and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -125,7 +125,7 @@ def test_transcribe_json_text_verbose(stack, account, kind):
     assert out.text == TRANSCRIPT
     cost = seconds_cost("openai/whisper-1", "3.5")
     usage = out.usage if isinstance(out.usage, dict) else out.usage.model_dump()
-    assert usage["cost"] == cost / 1_000_000
+    assert usage["cost"] == cost / 1_000_000_000
     assert stack.gateway.balance(account_id) == START - cost
 
     text = api.create(model="openai/whisper-1", file=("clip.wav", wav), response_format="text")

@@ -12,16 +12,16 @@ import requests
 from tests.fakes.media_stack import media_stack
 from tests.fakes.media_upstream import TRANSCRIPT, make_mp3, make_wav
 from tests.harness import usage_rows
-from tests.pricing_oracle import micro, price
+from tests.pricing_oracle import price, usd
 
 pytestmark = pytest.mark.integration
 
-START = 5_000_000
+START = 5_000_000_000
 WHISPER = "openai/whisper-1"
 
 
 def seconds_cost(seconds: str) -> int:
-    return micro(Decimal(seconds) * price(WHISPER, "per_audio_second") * 1_000_000)
+    return usd(Decimal(seconds) * price(WHISPER, "per_audio_second"))
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +72,7 @@ def test_forged_wav_byte_rate_pays_the_real_length(stack, account, fmt, byte_rat
     cost = seconds_cost("6")
     assert stack.gateway.balance(account_id) == START - cost
     (row,) = usage_rows(stack.gateway, account_id)
-    assert row.cost_micro == cost and row.details["seconds"] == 6.0
+    assert row.cost_nano == cost and row.details["seconds"] == 6.0
 
 
 def test_wav_claiming_a_tiny_sample_rate_is_refused_and_free(stack, account):

@@ -173,7 +173,7 @@ def test_small_bodies_of_a_zero_balance_account_are_refused_by_the_hold(gw, up):
 
 
 def test_an_account_with_credit_sends_big_bodies(gw, up):
-    account, secret = gw.account(50_000_000)
+    account, secret = gw.account(50_000_000_000)
     text = "word " * 200_000   # 1 MB
     reply = openai_client(gw, secret).chat.completions.create(
         model="openai/gpt-4o-mini", max_tokens=5,
@@ -190,7 +190,7 @@ def test_unknown_key_with_a_big_body_is_refused_unread(gw, up):
 # -- idle timeout --------------------------------------------------------------------------
 
 def test_stalled_json_body_gets_408(gw, up):
-    account, secret = gw.account(5_000_000)
+    account, secret = gw.account(5_000_000_000)
     got = raw_post(gw, "/v1/chat/completions", chat_headers(secret, 500), b'{"model": "op',
                    linger=2)
     assert got.status == 408, got.head
@@ -201,28 +201,28 @@ def test_stalled_json_body_gets_408(gw, up):
 
 
 def test_stalled_big_json_body_gets_408(gw, up):
-    _, secret = gw.account(5_000_000)
+    _, secret = gw.account(5_000_000_000)
     got = raw_post(gw, "/v1/chat/completions", chat_headers(secret, BIG), b"{" + b" " * 70000,
                    linger=2)
     assert got.status == 408 and got.closed
 
 
 def test_stalled_chunked_body_gets_408(gw, up):
-    _, secret = gw.account(5_000_000)
+    _, secret = gw.account(5_000_000_000)
     got = raw_post(gw, "/v1/chat/completions", chat_headers(secret, None), b"5\r\n{\"mod",
                    linger=2)
     assert got.status == 408 and got.closed
 
 
 def test_stalled_anthropic_body_gets_408_in_anthropics_format(gw, up):
-    _, secret = gw.account(5_000_000)
+    _, secret = gw.account(5_000_000_000)
     got = raw_post(gw, "/v1/messages", {"x-api-key": secret, "Content-Length": "300",
                                         "Content-Type": "application/json"}, b'{"mo')
     assert got.status == 408 and b'"type": "error"' in got.body
 
 
 def test_stalled_multipart_body_gets_408(gw, up):
-    _, secret = gw.account(5_000_000)
+    _, secret = gw.account(5_000_000_000)
     headers = {"Authorization": f"Bearer {secret}",
                "Content-Type": "multipart/form-data; boundary=xyz", "Content-Length": "5000"}
     got = raw_post(gw, "/v1/audio/transcriptions", headers,
@@ -238,7 +238,7 @@ def test_stalled_console_login_gets_408(gw, up):
 
 def test_a_slow_but_steady_body_is_not_cut(gw, up):
     """The timeout is between bytes, not for the whole body."""
-    _, secret = gw.account(5_000_000)
+    _, secret = gw.account(5_000_000_000)
     body = b'{"model":"openai/gpt-4o-mini","messages":[{"role":"user","content":"slow"}]}'
     host, port = gw.url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=15) as sock:

@@ -13,7 +13,7 @@ import requests
 
 from tests.fakes import FakeOpenAI
 from tests.harness import free_port, openai_client, usage_rows
-from tests.pricing_oracle import chat_cost_micro, credits
+from tests.pricing_oracle import chat_cost_nano, credits
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +48,7 @@ def gw(fakes, gateway_factory):
 
 
 def test_chat_non_stream_charges_usage_times_price(gw, up):
-    account, secret = gw.account(5_000_000)
+    account, secret = gw.account(5_000_000_000)
     before = gw.balance(account)
     reply = openai_client(gw, secret).chat.completions.create(
         model="openai/gpt-4o", messages=[{"role": "user", "content": "hello there gateway"}])
@@ -57,13 +57,13 @@ def test_chat_non_stream_charges_usage_times_price(gw, up):
     received = up["openai"].last
     assert received.body["model"] == "gpt-4o"
     assert received.headers["Authorization"] == "Bearer sk-openai-upstream"
-    expected = chat_cost_micro("openai/gpt-4o", reply.usage.prompt_tokens,
+    expected = chat_cost_nano("openai/gpt-4o", reply.usage.prompt_tokens,
                                reply.usage.completion_tokens)
     assert expected > 0
     assert before - gw.balance(account) == expected
     assert reply.usage.model_extra["cost"] == pytest.approx(credits(expected))
     rows = usage_rows(gw, account)
-    assert len(rows) == 1 and rows[0].cost_micro == expected and rows[0].status == 200
+    assert len(rows) == 1 and rows[0].cost_nano == expected and rows[0].status == 200
     assert rows[0].prompt_tokens == reply.usage.prompt_tokens
 
 
@@ -107,7 +107,7 @@ def test_stream_with_usage_carries_cost_and_charges_it(gw, up):
     assert [c.choices[0].finish_reason for c in finals] == ["stop"]
     usage = chunks[-1].usage
     assert chunks[-1].choices == [] and usage is not None
-    expected = chat_cost_micro("openai/gpt-4o", usage.prompt_tokens, usage.completion_tokens)
+    expected = chat_cost_nano("openai/gpt-4o", usage.prompt_tokens, usage.completion_tokens)
     assert usage.model_extra["cost"] == pytest.approx(credits(expected))
     assert before - gw.balance(account) == expected
 
@@ -127,7 +127,7 @@ def test_stream_without_usage_hides_it_but_still_charges(gw, up):
     assert all(c.get("usage") is None for c in chunks)
     assert up["openai"].last.body["stream_options"] == {"include_usage": True}
     # prompt "a b c" = 3 words, reply "echo: a b c" = 4 words
-    assert before - gw.balance(account) == chat_cost_micro("openai/gpt-4o", 3, 4)
+    assert before - gw.balance(account) == chat_cost_nano("openai/gpt-4o", 3, 4)
 
 
 def test_stream_is_forwarded_chunk_by_chunk(gw, up):
@@ -227,7 +227,7 @@ def test_mistral_stream_takes_usage_from_its_last_chunk(gw, up, include_usage):
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == "echo: " + MISTRAL_PROMPT
     assert "stream_options" not in up["mistral"].last.body
-    expected = chat_cost_micro(MISTRAL, 6, 7)
+    expected = chat_cost_nano(MISTRAL, 6, 7)
     assert before - gw.balance(account) == expected
     with_usage = [c for c in chunks if c.usage is not None]
     if include_usage:
@@ -305,14 +305,14 @@ def test_authentication_and_revocation_in_every_worker(gw, up):
 
 
 def test_insufficient_credits_is_403_and_nothing_is_sent(gw, up):
-    account, secret = gw.account(credits_micro=10)
+    account, secret = gw.account(credits_nano=10_000)
     with pytest.raises(openai.PermissionDeniedError) as err:
         openai_client(gw, secret).chat.completions.create(
             model="openai/gpt-4o", messages=[{"role": "user", "content": "hello"}])
     assert err.value.body["type"] == "authorization_error"
     assert err.value.body["message"].startswith("Insufficient credits")
     assert up["openai"].requests == []
-    assert gw.balance(account) == 10
+    assert gw.balance(account) == 10_000
 
 
 @pytest.mark.parametrize("body,param", [
@@ -367,7 +367,7 @@ def test_chunked_json_body_is_read_whole_and_charged(gw, up):
     assert resp.status_code == 200, resp.text
     assert resp.json()["choices"][0]["message"]["content"] == "echo: " + words
     assert up["openai"].last.body["messages"][0]["content"] == words
-    assert before - gw.balance(account) == chat_cost_micro("openai/gpt-4o", 3000, 3001)
+    assert before - gw.balance(account) == chat_cost_nano("openai/gpt-4o", 3000, 3001)
 
 
 def test_chunked_json_body_over_the_limit_is_413_and_free(gw, up):
@@ -475,7 +475,7 @@ def test_error_mid_stream_is_an_error_event_charged_for_what_was_produced(gw, up
     charged = before - gw.balance(account)
     # estimated over the whole request: "role", "user", "content" and the 30-character text
     # -> 45 chars -> 12 tokens; produced "echo: alpha " 12 chars -> 3 tokens
-    assert charged == chat_cost_micro("openai/gpt-4o", 12, 3)
+    assert charged == chat_cost_nano("openai/gpt-4o", 12, 3)
 
 
 def test_cut_upstream_stream_is_charged_estimate_and_ends_with_error(gw, up):
@@ -488,7 +488,7 @@ def test_cut_upstream_stream_is_charged_estimate_and_ends_with_error(gw, up):
     with pytest.raises(openai.APIError):
         list(stream)
     charged = before - gw.balance(account)
-    assert 0 < charged < chat_cost_micro("openai/gpt-4o", 100, 100)
+    assert 0 < charged < chat_cost_nano("openai/gpt-4o", 100, 100)
     assert usage_rows(gw, account)[0].status == 502
 
 
@@ -514,13 +514,13 @@ def test_client_disconnect_settles_once(gw, up):
     rows = usage_rows(gw, account)
     assert len(rows) == 1 and rows[0].status == 499
     charged = before - gw.balance(account)
-    assert charged == rows[0].cost_micro
-    assert 0 < charged < chat_cost_micro("openai/gpt-4o", 40, 40)
+    assert charged == rows[0].cost_nano
+    assert 0 < charged < chat_cost_nano("openai/gpt-4o", 40, 40)
 
 
 def test_concurrent_requests_never_overdraw(gw, up):
-    # each hold is about 16 * 0.15 + 1000 * 0.6 micro; the balance covers three at a time
-    account, secret = gw.account(credits_micro=2_000)
+    # each hold is about 16 * 150 + 1000 * 600 nano-credits; the balance covers three at a time
+    account, secret = gw.account(credits_nano=2_000_000)
     results = []
 
     def call():
@@ -537,7 +537,7 @@ def test_concurrent_requests_never_overdraw(gw, up):
         t.join()
     assert set(results) <= {200, 403} and 200 in results
     rows = usage_rows(gw, account)
-    assert gw.balance(account) == 2_000 - sum(r.cost_micro for r in rows) >= 0
+    assert gw.balance(account) == 2_000_000 - sum(r.cost_nano for r in rows) >= 0
     assert len([r for r in rows if r.status == 200]) == results.count(200)
 
 

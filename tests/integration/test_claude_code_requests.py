@@ -30,7 +30,7 @@ from tests.fakes import FakeOpenAI
 from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.fakes.gemini_upstream import FakeGemini
 from tests.harness import START_CREDITS, anthropic_client, charged
-from tests.pricing_oracle import chat_cost_micro, micro
+from tests.pricing_oracle import chat_cost_nano, per_munit
 
 CLAUDE = "anthropic/claude-sonnet-4-5"
 GPT = "openai/gpt-4o"
@@ -123,19 +123,19 @@ def price(model: str, name: str) -> Decimal:
     return Decimal(str(table.get(name, table["input_per_mtok"])))
 
 
-def cost_micro(model: str, usage: Any) -> int:
+def cost_nano(model: str, usage: Any) -> int:
     """The charge for `usage`: the shared oracle for catalogue models, the same formula on
-    this module's prices for the added ones (whole micro-credits, half up)."""
+    this module's prices for the added ones (nano-credits, rounded up once)."""
     prompt = (usage.input_tokens + (usage.cache_read_input_tokens or 0)
               + (usage.cache_creation_input_tokens or 0))
     cached, written = usage.cache_read_input_tokens or 0, usage.cache_creation_input_tokens or 0
     if model not in ADDED:
-        return chat_cost_micro(model, prompt, usage.output_tokens, cached, written)
+        return chat_cost_nano(model, prompt, usage.output_tokens, cached, written)
     exact = (price(model, "input_per_mtok") * (prompt - cached - written)
              + price(model, "cached_input_per_mtok") * cached
              + price(model, "cache_write_per_mtok") * written
              + price(model, "output_per_mtok") * usage.output_tokens)
-    return micro(exact)
+    return per_munit(exact)
 
 
 def upstream_of(up: dict[str, Any], model: str):
@@ -217,7 +217,7 @@ def test_claude_code_request_is_answered(gw, up, acct, model, stream):
         assert [c["role"] for c in got.body["contents"]] == ["user", "model", "user"]
         assert got.body["tools"][0]["functionDeclarations"][0]["name"] == "Bash"
 
-    cost = cost_micro(model, reply.usage)
+    cost = cost_nano(model, reply.usage)
     assert cost > 0 and charged(gw, account) == cost
     assert gw.balance(account) == START_CREDITS - cost
 
@@ -252,7 +252,7 @@ def test_tool_loop_on_openai_model(gw, up, acct, stream):
     assert got["messages"][7] == {"role": "system", "content": "Command output is trusted."}
     assert got["max_completion_tokens"] == LIMITS[GPT]
     assert charged(gw, account) == sum(
-        chat_cost_micro(GPT, prompt_of(m.usage), m.usage.output_tokens) for m in (first, final))
+        chat_cost_nano(GPT, prompt_of(m.usage), m.usage.output_tokens) for m in (first, final))
 
 
 @pytest.mark.parametrize("model", [GPT, GEMINI])

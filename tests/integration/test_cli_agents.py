@@ -49,7 +49,7 @@ from tests.fakes.recording_proxy import RecordingProxy
 from tests.fakes.responses_upstream import FakeResponses
 from tests.harness import START_CREDITS, charged
 from tests.node_install import NODE_DIR, npm_ci
-from tests.pricing_oracle import chat_cost_micro
+from tests.pricing_oracle import chat_cost_nano
 
 pytestmark = pytest.mark.integration
 
@@ -184,7 +184,7 @@ def test_claude_code_with_a_gateway_model_id(cli_agents, gw, up, proxy, tmp_path
                                       or "defer_loading" in body), body
 
     usage = result["modelUsage"][CLAUDE]
-    cost = chat_cost_micro(CLAUDE, usage["inputTokens"] + usage["cacheReadInputTokens"]
+    cost = chat_cost_nano(CLAUDE, usage["inputTokens"] + usage["cacheReadInputTokens"]
                            + usage["cacheCreationInputTokens"], usage["outputTokens"],
                            cached=usage["cacheReadInputTokens"],
                            cache_write=usage["cacheCreationInputTokens"])
@@ -320,7 +320,7 @@ def check_codex_run(gw, up, proxy: RecordingProxy, account: int, secret: str, co
     usages = [e["usage"] for e in events if e.get("type") == "turn.completed"]
     assert len(usages) == 1
     usage = usages[0]
-    cost = chat_cost_micro(GPT, usage["input_tokens"], usage["output_tokens"],
+    cost = chat_cost_nano(GPT, usage["input_tokens"], usage["output_tokens"],
                            cached=usage["cached_input_tokens"])
     assert cost > 0 and charged(gw, account) == cost
 
@@ -362,13 +362,13 @@ def test_codex_exec_on_other_providers(cli_agents, gw, up, proxy, tmp_path, mode
 # cache writes in each provider's names).
 def upstream_cost(model: str, upstream: str, usage: dict[str, Any]) -> int:
     if upstream == "openai":
-        return chat_cost_micro(model, usage["input_tokens"], usage["output_tokens"],
+        return chat_cost_nano(model, usage["input_tokens"], usage["output_tokens"],
                                cached=usage["input_tokens_details"]["cached_tokens"])
     if upstream == "anthropic":
         read, write = usage["cache_read_input_tokens"], usage["cache_creation_input_tokens"]
-        return chat_cost_micro(model, usage["input_tokens"] + read + write,
+        return chat_cost_nano(model, usage["input_tokens"] + read + write,
                                usage["output_tokens"], cached=read, cache_write=write)
-    return chat_cost_micro(model, usage["promptTokenCount"],
+    return chat_cost_nano(model, usage["promptTokenCount"],
                            usage["candidatesTokenCount"] + usage.get("thoughtsTokenCount", 0),
                            cached=usage.get("cachedContentTokenCount", 0))
 

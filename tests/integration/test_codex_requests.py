@@ -20,7 +20,7 @@ from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.fakes.gemini_upstream import FakeGemini
 from tests.fakes.responses_upstream import FakeResponses
 from tests.harness import START_CREDITS, charged, openai_client, reset_fakes
-from tests.pricing_oracle import chat_cost_micro
+from tests.pricing_oracle import chat_cost_nano
 
 pytestmark = pytest.mark.integration
 
@@ -163,7 +163,7 @@ def test_codex_tool_loop(gw, up, model, stream):
         call_part = sent["contents"][1]["parts"][-1]["functionCall"]
         assert call_part["name"] == FLAT and call_part["args"] == {"city": "Oslo"}
 
-    total = sum(chat_cost_micro(model, r.usage.input_tokens, r.usage.output_tokens,
+    total = sum(chat_cost_nano(model, r.usage.input_tokens, r.usage.output_tokens,
                                 cached=r.usage.input_tokens_details.cached_tokens)
                 for r in (first, second))
     assert total > 0 and charged(gw, acct) == total
@@ -184,7 +184,7 @@ def test_web_search_dropped_where_the_provider_has_none(gw, up, stream):
     sent = up["mistral"].last.body
     assert [t["function"]["name"] for t in sent["tools"]] == [FLAT, "shell"]
     assert "web_search_options" not in sent and "client_metadata" not in sent
-    assert charged(gw, acct) == chat_cost_micro(MISTRAL, resp.usage.input_tokens,
+    assert charged(gw, acct) == chat_cost_nano(MISTRAL, resp.usage.input_tokens,
                                                 resp.usage.output_tokens)
 
 
@@ -208,7 +208,7 @@ def test_object_tool_choice_names_a_namespaced_tool(gw, up, model):
             "mode": "ANY", "allowedFunctionNames": [FLAT]}
     elif model == MISTRAL:
         assert sent["tool_choice"] == {"type": "function", "function": {"name": FLAT}}
-    assert charged(gw, acct) == chat_cost_micro(model, resp.usage.input_tokens,
+    assert charged(gw, acct) == chat_cost_nano(model, resp.usage.input_tokens,
                                                 resp.usage.output_tokens)
 
 

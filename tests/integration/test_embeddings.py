@@ -14,12 +14,12 @@ import requests
 
 from tests.fakes.media_stack import media_stack
 from tests.fakes.media_upstream import vector_value
-from tests.harness import openai_client
-from tests.pricing_oracle import micro, price
+from tests.harness import openai_client, usage_rows
+from tests.pricing_oracle import per_munit, price
 
 pytestmark = pytest.mark.integration
 
-LONG = " ".join(f"word{i}" for i in range(600))  # 600 words: a charge of whole micro-credits
+LONG = " ".join(f"word{i}" for i in range(600))  # 600 words
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def stack(tmp_path_factory):
 @pytest.fixture
 def account(stack):
     stack.reset()
-    account_id, secret = stack.gateway.account(5_000_000)
+    account_id, secret = stack.gateway.account(5_000_000_000)
     client = openai_client(stack.gateway, secret)
     return account_id, secret, client
 
@@ -55,10 +55,27 @@ def test_openai_float(stack, account):
     assert out.model == "openai/text-embedding-3-small"
     tokens = 600 + 2
     assert out.usage.prompt_tokens == tokens
-    cost = micro(tokens * price("openai/text-embedding-3-small", "input_per_mtok"))
-    assert cost == 12
-    assert stack.gateway.balance(account_id) == 5_000_000 - cost
-    assert out.usage.model_extra["cost"] == cost / 1_000_000
+    cost = per_munit(tokens * price("openai/text-embedding-3-small", "input_per_mtok"))
+    assert cost == 12_040  # 602 tokens at 20 nano-credits each
+    assert stack.gateway.balance(account_id) == 5_000_000_000 - cost
+    assert out.usage.model_extra["cost"] == cost / 1_000_000_000
+
+
+def test_a_four_token_request_costs_its_exact_price(stack, account):
+    """0.02 USD per million tokens: 4 tokens cost 0.00000008 credit, 80 nano-credits (what
+    micro-credits rounded to nothing)."""
+    account_id, _secret, client = account
+    raw = client.embeddings.with_raw_response.create(
+        model="openai/text-embedding-3-small", input="one two three four",
+        encoding_format="float")
+    out = raw.parse()
+    assert out.usage.prompt_tokens == 4
+    assert out.usage.model_extra["cost"] == 0.00000008
+    assert raw.http_response.json()["usage"]["cost"] == 0.00000008
+    assert stack.gateway.balance(account_id) == 5_000_000_000 - 80
+    [row] = usage_rows(stack.gateway, account_id)
+    assert row.cost_nano == 80
+    assert stack.gateway.audit(account_id)["ok"]
 
 
 def test_openai_base64_default_and_dimensions(stack, account):
@@ -71,8 +88,8 @@ def test_openai_base64_default_and_dimensions(stack, account):
     assert isinstance(wire["data"][0]["embedding"], str)
     out = raw.parse()
     assert out.data[0].embedding == expected_vector(0, 256)
-    cost = micro(600 * price("openai/text-embedding-3-large", "input_per_mtok"))
-    assert stack.gateway.balance(account_id) == 5_000_000 - cost
+    cost = per_munit(600 * price("openai/text-embedding-3-large", "input_per_mtok"))
+    assert stack.gateway.balance(account_id) == 5_000_000_000 - cost
 
 
 def test_token_arrays_pass_through_to_openai(stack, account):
@@ -99,8 +116,8 @@ def test_google_float_base64_order_dimensions_and_estimated_usage(stack, account
     assert [d.embedding for d in out.data] == [expected_vector(i, 768) for i in range(3)]
     tokens = sum(math.ceil(len(t) / 4) for t in texts)  # Gemini reports no usage
     assert out.usage.prompt_tokens == tokens
-    cost = micro(tokens * price("google/gemini-embedding-001", "input_per_mtok"))
-    assert stack.gateway.balance(account_id) == 5_000_000 - cost
+    cost = per_munit(tokens * price("google/gemini-embedding-001", "input_per_mtok"))
+    assert stack.gateway.balance(account_id) == 5_000_000_000 - cost
     again = client.embeddings.with_raw_response.create(
         model="google/gemini-embedding-001", input="one", encoding_format="base64",
         dimensions=4)
@@ -118,9 +135,9 @@ def test_cohere_embed(stack, account):
                          "output_dimension": 512, "input_type": "search_document",
                          "embedding_types": ["float"]}
     assert out.data[1].embedding == expected_vector(1, 512)
-    cost = micro(602 * price("cohere/embed-v4.0", "input_per_mtok"))
+    cost = per_munit(602 * price("cohere/embed-v4.0", "input_per_mtok"))
     assert out.usage.prompt_tokens == 602
-    assert stack.gateway.balance(account_id) == 5_000_000 - cost
+    assert stack.gateway.balance(account_id) == 5_000_000_000 - cost
 
 
 def test_jina_base64_encoded_by_gateway(stack, account):
@@ -157,7 +174,7 @@ def test_refusals_are_4xx_without_charge_or_upstream_call(stack, account):
         assert resp.json()["error"]["param"] == param
     assert "rerank" in cases[3][0].json()["error"]["message"]
     assert stack.openai.requests == [] and stack.gemini.requests == []
-    assert stack.gateway.balance(account_id) == 5_000_000
+    assert stack.gateway.balance(account_id) == 5_000_000_000
 
 
 def test_upstream_error_keeps_status_and_charges_nothing(stack, account):
@@ -170,4 +187,4 @@ def test_upstream_error_keeps_status_and_charges_nothing(stack, account):
         stack.gemini.fail_next(503)
     with pytest.raises(openai.InternalServerError):
         client.embeddings.create(model="google/gemini-embedding-001", input="x")
-    assert stack.gateway.balance(account_id) == 5_000_000
+    assert stack.gateway.balance(account_id) == 5_000_000_000

@@ -16,7 +16,7 @@ import pytest
 
 from tests.fakes.gemini_upstream import FakeGemini
 from tests.harness import charged
-from tests.pricing_oracle import chat_cost_micro, credits
+from tests.pricing_oracle import chat_cost_nano, credits
 
 pytestmark = pytest.mark.integration
 
@@ -93,7 +93,7 @@ def test_text_with_system_is_translated_and_charged_exactly(gw, up, acct):
     assert reply.choices[0].finish_reason == "stop"
     assert reply.model == MODEL
     assert (reply.usage.prompt_tokens, reply.usage.completion_tokens) == (8, 4)
-    cost = chat_cost_micro(MODEL, 8, 4)
+    cost = chat_cost_nano(MODEL, 8, 4)
     assert charged(gw, account) == cost
     assert reply.usage.model_extra["cost"] == credits(cost)
 
@@ -112,7 +112,7 @@ def test_cached_and_thinking_tokens_are_counted(gw, up, acct):
     assert usage.completion_tokens == 5
     assert usage.completion_tokens_details.reasoning_tokens == 3
     assert reply.choices[0].message.model_extra["reasoning_content"] == "Thinking about ponder"
-    assert charged(gw, account) == chat_cost_micro(MODEL, 401, 5, cached=400)
+    assert charged(gw, account) == chat_cost_nano(MODEL, 401, 5, cached=400)
 
 
 def test_stream_crlf_events_become_chunks_with_usage_and_cost(gw, up, acct):
@@ -129,7 +129,7 @@ def test_stream_crlf_events_become_chunks_with_usage_and_cost(gw, up, acct):
             and c.choices[0].finish_reason] == ["stop"]
     usage = chunks[-1].usage
     assert (usage.prompt_tokens, usage.completion_tokens) == (4, 5)
-    cost = chat_cost_micro(MODEL, 4, 5)
+    cost = chat_cost_nano(MODEL, 4, 5)
     assert usage.model_extra["cost"] == credits(cost)
     assert charged(gw, account) == cost
 
@@ -163,8 +163,8 @@ def test_tool_round_trip_with_generated_ids_and_signatures(gw, up, acct):
         {"functionResponse": {"name": "get_weather", "response": {"temp_c": 4}}}]}
     assert final.choices[0].message.content == 'echo: {"temp_c": 4}'
     assert charged(gw, account) == (
-        chat_cost_micro(MODEL, first.usage.prompt_tokens, first.usage.completion_tokens)
-        + chat_cost_micro(MODEL, final.usage.prompt_tokens, final.usage.completion_tokens))
+        chat_cost_nano(MODEL, first.usage.prompt_tokens, first.usage.completion_tokens)
+        + chat_cost_nano(MODEL, final.usage.prompt_tokens, final.usage.completion_tokens))
 
 
 def test_tool_round_trip_streamed(gw, up, acct):
@@ -243,7 +243,7 @@ def test_n_is_candidate_count(gw, up, acct):
     assert [c.index for c in reply.choices] == [0, 1]
     assert all(c.message.content == "echo: twice" for c in reply.choices)
     assert reply.usage.completion_tokens == 4
-    assert charged(gw, account) == chat_cost_micro(MODEL, 1, 4)
+    assert charged(gw, account) == chat_cost_nano(MODEL, 1, 4)
 
 
 def test_bad_gateway_key_is_a_502_for_the_operator(gw, up, acct):
@@ -292,7 +292,7 @@ def test_mid_stream_error_event_charges_what_was_produced(gw, up, acct):
     assert "overloaded" in str(info.value)
     assert "".join(c.choices[0].delta.content or "" for c in got if c.choices) == "echo: one "
     # the running usage had only the prompt; output estimated from the text (ceil(10/4) = 3)
-    assert charged(gw, account) == chat_cost_micro(MODEL, 6, 3)
+    assert charged(gw, account) == chat_cost_nano(MODEL, 6, 3)
 
 
 @pytest.mark.parametrize("kwargs, param", [

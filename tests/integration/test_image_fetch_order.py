@@ -71,7 +71,7 @@ def images(host: str, n: int) -> list[dict]:
 
 
 def test_seventeen_image_urls_are_a_400_before_any_download(gw, up, image_host, seen):
-    account, secret = gw.account(5_000_000)
+    account, secret = gw.account(5_000_000_000)
     with pytest.raises(openai.BadRequestError) as info:
         openai_client(gw, secret).chat.completions.create(
             model=MODEL, messages=[{"role": "user", "content": images(image_host, 17)}])
@@ -82,7 +82,7 @@ def test_seventeen_image_urls_are_a_400_before_any_download(gw, up, image_host, 
 
 
 def test_sixteen_image_urls_are_downloaded_after_the_hold(gw, up, image_host, seen):
-    account, secret = gw.account(5_000_000)
+    account, secret = gw.account(5_000_000_000)
     reply = openai_client(gw, secret).chat.completions.create(
         model=MODEL, messages=[{"role": "user", "content": images(image_host, 16)}])
     assert sorted(seen) == sorted(f"/{i}.png" for i in range(16))

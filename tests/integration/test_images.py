@@ -13,17 +13,17 @@ import requests
 from tests.fakes.media_stack import media_stack
 from tests.fakes.media_upstream import GPT_IMAGE_TOKENS, IMAGE_INPUT_TOKENS, PNG
 from tests.harness import openai_client
-from tests.pricing_oracle import CATALOGUE, micro, price
+from tests.pricing_oracle import CATALOGUE, NANO, nano, per_munit, price
 
 pytestmark = pytest.mark.integration
 
-START = 5_000_000
+START = 5_000_000_000
 
 
 def per_image(model: str, size: str, quality: str | None = None) -> Decimal:
     table = CATALOGUE["models"][model]["pricing"]["per_image"]
     value = table[size] if quality is None else table[size][quality]
-    return Decimal(str(value)) * 1_000_000
+    return Decimal(str(value)) * NANO
 
 
 @pytest.fixture(scope="module")
@@ -48,9 +48,9 @@ def test_generate_with_default_model(stack, account):
                                       "model": "dall-e-2"}
     assert [d.url for d in out.data] == ["https://images.example/0.png",
                                          "https://images.example/1.png"]
-    cost = micro(2 * per_image("openai/dall-e-2", "512x512"))
+    cost = nano(2 * per_image("openai/dall-e-2", "512x512"))
     assert stack.gateway.balance(account_id) == START - cost
-    assert out.usage.model_extra["cost"] == cost / 1_000_000
+    assert out.usage.model_extra["cost"] == cost / 1_000_000_000
 
 
 def test_generate_dall_e_3_hd(stack, account):
@@ -60,7 +60,7 @@ def test_generate_dall_e_3_hd(stack, account):
     assert stack.openai.last.body["model"] == "dall-e-3"
     assert out.data[0].revised_prompt == "revised: a lighthouse"
     assert out.data[0].b64_json
-    cost = micro(per_image("openai/dall-e-3", "1792x1024", "hd"))
+    cost = nano(per_image("openai/dall-e-3", "1792x1024", "hd"))
     assert stack.gateway.balance(account_id) == START - cost
 
 
@@ -70,10 +70,10 @@ def test_generate_gpt_image_charged_from_usage(stack, account):
                                  quality="high", size="1024x1024")
     assert out.usage.output_tokens == GPT_IMAGE_TOKENS["high"]
     m = "openai/gpt-image-1"
-    cost = micro(3 * price(m, "input_per_mtok")
-                 + GPT_IMAGE_TOKENS["high"] * price(m, "image_output_per_mtok"))
+    cost = per_munit(3 * price(m, "input_per_mtok")
+                     + GPT_IMAGE_TOKENS["high"] * price(m, "image_output_per_mtok"))
     assert stack.gateway.balance(account_id) == START - cost
-    assert out.usage.model_extra["cost"] == cost / 1_000_000
+    assert out.usage.model_extra["cost"] == cost / 1_000_000_000
 
 
 def test_edit_single_image_with_mask(stack, account):
@@ -89,7 +89,7 @@ def test_edit_single_image_with_mask(stack, account):
     files = {(f.name, f.filename, f.data) for f in sent.files()}
     assert files == {("image", "in.png", PNG), ("mask", "mask.png", PNG)}
     assert len(out.data) == 1
-    cost = micro(per_image("openai/dall-e-2", "256x256"))
+    cost = nano(per_image("openai/dall-e-2", "256x256"))
     assert stack.gateway.balance(account_id) == START - cost
 
 
@@ -103,9 +103,9 @@ def test_edit_several_images_gpt_image(stack, account):
     assert [(f.name, f.data) for f in sent.files()] == [("image[]", PNG), ("image[]", big)]
     assert out.usage.input_tokens == 2 + 2 * IMAGE_INPUT_TOKENS
     m = "openai/gpt-image-1"
-    cost = micro(2 * price(m, "input_per_mtok")
-                 + 2 * IMAGE_INPUT_TOKENS * price(m, "image_input_per_mtok")
-                 + GPT_IMAGE_TOKENS["low"] * price(m, "image_output_per_mtok"))
+    cost = per_munit(2 * price(m, "input_per_mtok")
+                     + 2 * IMAGE_INPUT_TOKENS * price(m, "image_input_per_mtok")
+                     + GPT_IMAGE_TOKENS["low"] * price(m, "image_output_per_mtok"))
     assert stack.gateway.balance(account_id) == START - cost
 
 
@@ -117,7 +117,7 @@ def test_variation(stack, account):
     assert sent.path == "/v1/images/variations"
     assert sent.fields() == {"model": ["dall-e-2"], "n": ["3"], "size": ["1024x1024"]}
     assert len(out.data) == 3
-    cost = micro(3 * per_image("openai/dall-e-2", "1024x1024"))
+    cost = nano(3 * per_image("openai/dall-e-2", "1024x1024"))
     assert stack.gateway.balance(account_id) == START - cost
 
 

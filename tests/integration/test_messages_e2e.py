@@ -24,7 +24,7 @@ from tests.fakes import FakeOpenAI
 from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.fakes.gemini_upstream import FakeGemini
 from tests.harness import START_CREDITS, anthropic_client, charged
-from tests.pricing_oracle import chat_cost_micro, credits
+from tests.pricing_oracle import chat_cost_nano, credits
 
 CLAUDE = "anthropic/claude-sonnet-4-5"
 GPT = "openai/gpt-4o"
@@ -95,7 +95,7 @@ def test_anthropic_model_gets_the_body_unchanged_except_model(gw, up, acct):
     assert [b.type for b in reply.content] == ["thinking", "text"]
     assert reply.content[1].text == "echo: hello there gateway"
     assert reply.content[0].signature.startswith("sig_")
-    cost = chat_cost_micro(CLAUDE, reply.usage.input_tokens, reply.usage.output_tokens)
+    cost = chat_cost_nano(CLAUDE, reply.usage.input_tokens, reply.usage.output_tokens)
     assert charged(gw, account) == cost
     assert reply.usage.model_extra["cost"] == credits(cost)
 
@@ -122,7 +122,7 @@ def test_text_with_system_prompt(gw, up, acct, model):
         assert got["generationConfig"]["maxOutputTokens"] == 200
     usage = reply.usage
     assert (prompt_of(usage), usage.output_tokens) == (5, 4)   # words, in every fake
-    cost = chat_cost_micro(model, prompt_of(usage), usage.output_tokens,
+    cost = chat_cost_nano(model, prompt_of(usage), usage.output_tokens,
                            cached=usage.cache_read_input_tokens or 0)
     assert cost > 0 and charged(gw, account) == cost
     assert usage.model_extra["cost"] == credits(cost)
@@ -136,7 +136,7 @@ def test_cache_tokens_are_prompt_at_cache_prices(gw, up, acct):
     usage = reply.usage
     assert (usage.input_tokens, usage.cache_read_input_tokens,
             usage.cache_creation_input_tokens) == (3, 1000, 200)
-    assert charged(gw, account) == chat_cost_micro(CLAUDE, 1203, usage.output_tokens,
+    assert charged(gw, account) == chat_cost_nano(CLAUDE, 1203, usage.output_tokens,
                                                    cached=1000, cache_write=200)
 
 
@@ -156,7 +156,7 @@ def test_stream_text(gw, up, acct, model):
     assert upstream_of(up, model).last.body.get("stream", True) is True
     usage = final.usage
     assert usage.output_tokens == 5 and prompt_of(usage) > 0
-    assert charged(gw, account) == chat_cost_micro(model, prompt_of(usage), usage.output_tokens)
+    assert charged(gw, account) == chat_cost_nano(model, prompt_of(usage), usage.output_tokens)
 
 
 @pytest.mark.parametrize("model", [CLAUDE, GPT])
@@ -179,7 +179,7 @@ def test_stream_raw_events(gw, up, acct, model):
     delta = events[-2][1]
     assert delta["delta"]["stop_reason"] == "end_turn"
     usage = delta["usage"]
-    cost = chat_cost_micro(model, usage["input_tokens"], usage["output_tokens"])
+    cost = chat_cost_nano(model, usage["input_tokens"], usage["output_tokens"])
     assert usage["cost"] == credits(cost) and charged(gw, account) == cost
 
 
@@ -236,7 +236,7 @@ def test_tool_round_trip(gw, up, acct, model, stream):
         assert got["messages"][2] == {"role": "tool", "tool_call_id": uses[0].id,
                                       "content": "4 degrees"}
     assert charged(gw, account) == sum(
-        chat_cost_micro(model, prompt_of(m.usage), m.usage.output_tokens) for m in (first, final))
+        chat_cost_nano(model, prompt_of(m.usage), m.usage.output_tokens) for m in (first, final))
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
@@ -264,7 +264,7 @@ def test_gemini_tool_loop_gives_back_thought_signatures(gw, up, acct, stream):
         {"functionCall": {"name": "get_weather", "args": {"city": "Oslo"}},
          "thoughtSignature": issued}]}
     assert charged(gw, account) == sum(
-        chat_cost_micro(GEMINI, prompt_of(m.usage), m.usage.output_tokens) for m in (first, final))
+        chat_cost_nano(GEMINI, prompt_of(m.usage), m.usage.output_tokens) for m in (first, final))
 
     # the same conversation continued on a Claude model: Anthropic never sees the carrier
     again = client.messages.create(model=CLAUDE, max_tokens=200, tools=[TOOL],
@@ -439,7 +439,7 @@ def test_mid_stream_error_raises_and_charges_what_was_produced(gw, up, acct, mod
                                                                  "api_error")
     produced = math.ceil(len("echo: one ") / 4)
     if model == CLAUDE:   # input exact from message_start, output estimated from the text
-        expected = chat_cost_micro(model, 6, produced)
+        expected = chat_cost_nano(model, 6, produced)
     else:   # no usage at all: the whole request is estimated ("role", "user", "content")
-        expected = chat_cost_micro(model, math.ceil((15 + len(words)) / 4), produced)
+        expected = chat_cost_nano(model, math.ceil((15 + len(words)) / 4), produced)
     assert charged(gw, account) == expected

@@ -45,8 +45,8 @@ def nodes(pg_url, start_fakes, gateway_factory):
 
 def test_load_over_two_nodes_never_overdraws(nodes):
     first, second = nodes
-    # a hold is about 90 bytes * 0.15 + 500 * 0.6 micro-credits: about three fit at a time
-    account, secret = first.account(credits_micro=1_000)
+    # a hold is about 90 bytes * 150 + 500 * 600 nano-credits: about three fit at a time
+    account, secret = first.account(credits_nano=1_000_000)
     statuses: list[int] = []
 
     def call(node):
@@ -64,7 +64,7 @@ def test_load_over_two_nodes_never_overdraws(nodes):
     assert set(statuses) <= {200, 403} and statuses.count(200) > 0
     rows = second.store.usage(first.store.get_account_by_id(account).name, 1000)
     assert len([r for r in rows if r.status == 200]) == statuses.count(200)
-    assert second.balance(account) == 1_000 - sum(r.cost_micro for r in rows) >= 0
+    assert second.balance(account) == 1_000_000 - sum(r.cost_nano for r in rows) >= 0
 
 
 def test_revocation_on_one_node_is_seen_by_the_other(nodes):

@@ -21,13 +21,13 @@ import requests
 from tests.fakes import FakeOpenAI
 from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.harness import usage_rows
-from tests.pricing_oracle import chat_cost_micro
+from tests.pricing_oracle import chat_cost_nano
 
 pytestmark = pytest.mark.integration
 
 GPT = "openai/gpt-4o"
 CLAUDE = "anthropic/claude-sonnet-4-5"
-START = 5_000_000
+START = 5_000_000_000
 TEXT = "please tell me a long story about the sea and the ships"
 
 
@@ -116,8 +116,8 @@ def test_anthropic_stream_left_after_headers_pays_message_start_input(gw, slow):
     # the fake's message_start: input = words of the system prompt and the messages (12),
     # output the placeholder 1; the client left before the first text delta
     assert (row.prompt_tokens, row.completion_tokens) == (12, 1)
-    assert row.cost_micro == chat_cost_micro(CLAUDE, 12, 1) > 0
-    assert START - gw.balance(account) == row.cost_micro
+    assert row.cost_nano == chat_cost_nano(CLAUDE, 12, 1) > 0
+    assert START - gw.balance(account) == row.cost_nano
 
 
 def test_openai_stream_left_after_headers_pays_the_estimated_prompt(gw, slow):
@@ -137,8 +137,8 @@ def test_openai_stream_left_after_headers_pays_the_estimated_prompt(gw, slow):
     prompt = estimate(2 * len("rolecontent") + len("system") + len("user") + len(system)
                       + len(TEXT))
     assert (row.prompt_tokens, row.completion_tokens) == (prompt, 0)
-    assert row.cost_micro == chat_cost_micro(GPT, prompt, 0) > 0
-    assert START - gw.balance(account) == row.cost_micro
+    assert row.cost_nano == chat_cost_nano(GPT, prompt, 0) > 0
+    assert START - gw.balance(account) == row.cost_nano
 
 
 @pytest.mark.parametrize("path, model", [("/v1/chat/completions", GPT),
@@ -151,7 +151,7 @@ def test_upstream_refusal_before_success_stays_free(gw, up, path, model):
             "messages": [{"role": "user", "content": TEXT}]}
     resp = requests.post(gw.url + path, json=body, headers=auth(secret, anthropic), timeout=20)
     assert resp.status_code == 400
-    assert [r.cost_micro for r in usage_rows(gw, account)] == [0]
+    assert [r.cost_nano for r in usage_rows(gw, account)] == [0]
     assert gw.balance(account) == START
 
 
@@ -191,8 +191,8 @@ def test_stream_abandoned_with_a_400_kb_tool_pays_the_tool(gw, slow, path):
     # message text alone, was 14 tokens)
     tool_tokens = estimate(len(BIG))
     assert row.prompt_tokens >= tool_tokens
-    assert row.cost_micro >= chat_cost_micro(model, tool_tokens, 0)
-    assert START - gw.balance(account) == row.cost_micro
+    assert row.cost_nano >= chat_cost_nano(model, tool_tokens, 0)
+    assert START - gw.balance(account) == row.cost_nano
 
 
 # -- holds count what the request pulls in ------------------------------------------------------
@@ -202,9 +202,9 @@ IMAGE = "https://example.com/photo-{}.png"
 
 @pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages"])
 def test_images_by_url_raise_the_hold(gw, up, path):
-    # 40,000 micro-credits cover the text and its 16 output tokens many times over, but not
+    # 40,000,000 nano-credits cover the text and its 16 output tokens many times over, but not
     # four images at the per-image estimate (at least 6,000 tokens each)
-    account, secret = gw.account(40_000)
+    account, secret = gw.account(40_000_000)
     anthropic = path == "/v1/messages"
     model = CLAUDE if anthropic else GPT
     if anthropic:
@@ -222,7 +222,7 @@ def test_images_by_url_raise_the_hold(gw, up, path):
                             timeout=20)
     assert refused.status_code == 403, refused.text
     assert fake.requests == []
-    assert gw.balance(account) == 40_000
+    assert gw.balance(account) == 40_000_000
     answered = requests.post(gw.url + path, json=text_only, headers=auth(secret, anthropic),
                              timeout=20)
     assert answered.status_code == 200, answered.text
@@ -230,9 +230,9 @@ def test_images_by_url_raise_the_hold(gw, up, path):
 
 def test_hosted_web_searches_raise_the_hold(gw, up):
     # Claude's web search costs $10 per 1,000 searches (the catalogue's per_web_search); a
-    # request that allows it without a limit is held for 5: 50,000 micro-credits, more than
-    # this account has, although it covers the text many times over
-    account, secret = gw.account(40_000)
+    # request that allows it without a limit is held for 5: 50,000,000 nano-credits, more
+    # than this account has, although it covers the text many times over
+    account, secret = gw.account(40_000_000)
     body = {"model": CLAUDE, "max_tokens": 16,
             "messages": [{"role": "user", "content": TEXT}]}
     refused = requests.post(gw.url + "/v1/chat/completions",
@@ -277,5 +277,5 @@ def test_an_upstream_that_never_reports_usage_is_charged_the_estimate(gw, no_usa
     assert row.status == 200
     assert 1_000 < row.prompt_tokens < 1_100
     assert row.completion_tokens == estimate(len("echo: " + TEXT))
-    assert row.cost_micro == chat_cost_micro(GPT, row.prompt_tokens, row.completion_tokens)
-    assert START - gw.balance(account) == row.cost_micro
+    assert row.cost_nano == chat_cost_nano(GPT, row.prompt_tokens, row.completion_tokens)
+    assert START - gw.balance(account) == row.cost_nano

@@ -26,7 +26,7 @@ from tests.fakes.media_upstream import TRANSCRIPT, make_wav, vector_value
 from tests.fakes.responses_upstream import FakeResponses
 from tests.harness import START_CREDITS, charged, reset_fakes
 from tests.node_install import NODE_DIR, npm_ci
-from tests.pricing_oracle import chat_cost_micro, credits, micro, price
+from tests.pricing_oracle import chat_cost_nano, credits, per_munit, price, usd
 
 pytestmark = pytest.mark.integration
 
@@ -58,19 +58,19 @@ def ok(result: dict[str, Any], step: str) -> dict[str, Any]:
 
 def chat_cost(model: str, usage: dict[str, Any]) -> int:
     cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
-    return chat_cost_micro(model, usage["prompt_tokens"], usage["completion_tokens"],
+    return chat_cost_nano(model, usage["prompt_tokens"], usage["completion_tokens"],
                            cached=cached)
 
 
 def responses_cost(usage: dict[str, Any]) -> int:
-    return chat_cost_micro(GPT, usage["input_tokens"], usage["output_tokens"],
+    return chat_cost_nano(GPT, usage["input_tokens"], usage["output_tokens"],
                            cached=usage["input_tokens_details"]["cached_tokens"])
 
 
 def messages_cost(usage: dict[str, Any]) -> int:
     read = usage.get("cache_read_input_tokens") or 0
     write = usage.get("cache_creation_input_tokens") or 0
-    return chat_cost_micro(CLAUDE, usage["input_tokens"] + read + write, usage["output_tokens"],
+    return chat_cost_nano(CLAUDE, usage["input_tokens"] + read + write, usage["output_tokens"],
                            cached=read, cache_write=write)
 
 
@@ -184,10 +184,10 @@ def test_openai_embeddings_default_base64(node_sdks, stack):
     for i in range(2):
         assert out["head"][i] == pytest.approx([vector_value(i, j) for j in range(3)],
                                                rel=1e-6)
-    cost = micro(out["usage"]["prompt_tokens"]
-                 * price("openai/text-embedding-3-small", "input_per_mtok"))
+    cost = per_munit(out["usage"]["prompt_tokens"]
+                     * price("openai/text-embedding-3-small", "input_per_mtok"))
     assert out["usage"]["prompt_tokens"] == 5
-    assert out["usage"]["cost"] == cost / 1_000_000
+    assert out["usage"]["cost"] == cost / 1_000_000_000
     assert charged(stack.gateway, account) == cost
 
 
@@ -206,8 +206,8 @@ def test_openai_transcription_from_read_stream(node_sdks, stack, tmp_path):
     assert len(sent) == 1
     assert [(f.name, f.filename, f.data) for f in sent[0].files()] == [
         ("file", "clip.wav", wav.read_bytes())]
-    cost = micro(Decimal("3.5") * price("openai/whisper-1", "per_audio_second") * 1_000_000)
-    assert out["usage"]["cost"] == cost / 1_000_000
+    cost = usd(Decimal("3.5") * price("openai/whisper-1", "per_audio_second"))
+    assert out["usage"]["cost"] == cost / 1_000_000_000
     assert charged(stack.gateway, account) == cost
 
 

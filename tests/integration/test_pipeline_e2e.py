@@ -17,14 +17,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.fakes import FakeOpenAI
 from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.harness import ROOT, free_port, openai_client, usage_rows
-from tests.pricing_oracle import chat_cost_micro
+from tests.pricing_oracle import chat_cost_nano
 
 pytestmark = pytest.mark.integration
 
 OPENAI_MODEL = "openai/gpt-4o-mini"
 CLAUDE = "anthropic/claude-haiku-4-5"
 MESSAGES = [{"role": "user", "content": "hello pipeline"}]
-BALANCE = 5_000_000
+BALANCE = 5_000_000_000
 
 
 def catalogue(path: Path, openai_deployments: list[dict], **provider_extra: object) -> str:
@@ -87,8 +87,8 @@ def test_503_then_200_is_answered_and_charged_once(gw, up):
     (row,) = usage_rows(gw, account)
     assert row.status == 200 and row.model == OPENAI_MODEL
     u = reply.usage
-    assert BALANCE - gw.balance(account) == chat_cost_micro(
-        OPENAI_MODEL, u.prompt_tokens, u.completion_tokens) == row.cost_micro
+    assert BALANCE - gw.balance(account) == chat_cost_nano(
+        OPENAI_MODEL, u.prompt_tokens, u.completion_tokens) == row.cost_nano
 
 
 def test_weights_spread_requests_3_to_1(gw, up):
@@ -123,8 +123,8 @@ def test_fallback_to_claude_when_openai_keeps_failing(gw, up):
     (row,) = usage_rows(gw, account)
     assert row.model == CLAUDE and row.provider == "anthropic"
     u = reply.usage
-    assert row.cost_micro == chat_cost_micro(CLAUDE, u.prompt_tokens, u.completion_tokens)
-    assert BALANCE - gw.balance(account) == row.cost_micro
+    assert row.cost_nano == chat_cost_nano(CLAUDE, u.prompt_tokens, u.completion_tokens)
+    assert BALANCE - gw.balance(account) == row.cost_nano
 
 
 def test_fallback_streamed_is_priced_as_the_fallback(gw, up):
@@ -137,9 +137,9 @@ def test_fallback_streamed_is_priced_as_the_fallback(gw, up):
     usage = chunks[-1].usage
     (row,) = usage_rows(gw, account)
     assert row.model == CLAUDE
-    assert row.cost_micro == chat_cost_micro(CLAUDE, usage.prompt_tokens,
+    assert row.cost_nano == chat_cost_nano(CLAUDE, usage.prompt_tokens,
                                              usage.completion_tokens)
-    assert BALANCE - gw.balance(account) == row.cost_micro
+    assert BALANCE - gw.balance(account) == row.cost_nano
 
 
 def test_request_models_field_overrides_and_is_never_forwarded(gw, up):
@@ -184,8 +184,8 @@ def test_drop_mid_stream_is_not_retried_and_charged_for_what_was_produced(gw, up
     assert '"error"' in text and "[DONE]" not in text
     assert openai_calls(up) == 1
     (row,) = usage_rows(gw, account)
-    assert row.status == 502 and row.cost_micro > 0
-    assert BALANCE - gw.balance(account) == row.cost_micro
+    assert row.status == 502 and row.cost_nano > 0
+    assert BALANCE - gw.balance(account) == row.cost_nano
 
 
 def metric(gw, name: str, **labels: str) -> float:

@@ -8,11 +8,11 @@ import pytest
 import requests
 
 from tests.fakes.media_stack import media_stack
-from tests.pricing_oracle import micro, price
+from tests.pricing_oracle import per_munit, price, usd
 
 pytestmark = pytest.mark.integration
 
-START = 5_000_000
+START = 5_000_000_000
 QUERY = "capital city of the united states"
 DOCS = ["Carson City is the capital city of Nevada.",
         {"text": "Washington is the capital city of the United States."},
@@ -56,8 +56,8 @@ def test_cohere_per_search(stack, account):
     assert out["model"] == "cohere/rerank-v3.5" and out["id"]
     assert [r["index"] for r in out["results"]] == [1, 0]
     assert out["results"][0]["document"] == {"text": TEXTS[1]}
-    cost = micro(price("cohere/rerank-v3.5", "per_search") * 1_000_000)
-    assert out["usage"] == {"search_units": 1, "cost": cost / 1_000_000}
+    cost = usd(price("cohere/rerank-v3.5", "per_search"))
+    assert out["usage"] == {"search_units": 1, "cost": cost / 1_000_000_000}
     assert stack.gateway.balance(account_id) == START - cost
 
 
@@ -70,8 +70,8 @@ def test_jina_per_token_without_documents(stack, account):
     scores = [r["relevance_score"] for r in out["results"]]
     assert scores == sorted(scores, reverse=True) and len(scores) == 3
     assert all("document" not in r for r in out["results"])
-    cost = micro(fake_tokens() * price("jina/jina-reranker-v2-base-multilingual",
-                                       "input_per_mtok"))
+    cost = per_munit(fake_tokens() * price("jina/jina-reranker-v2-base-multilingual",
+                                           "input_per_mtok"))
     assert out["usage"]["total_tokens"] == fake_tokens()
     assert stack.gateway.balance(account_id) == START - cost
 
@@ -84,7 +84,7 @@ def test_voyage_top_k_and_data(stack, account):
                                       "documents": TEXTS, "top_k": 1}
     assert out["results"] == [{"index": 1, "relevance_score": out["results"][0][
         "relevance_score"], "document": {"text": TEXTS[1]}}]
-    cost = micro(fake_tokens() * price("voyage/rerank-2.5", "input_per_mtok"))
+    cost = per_munit(fake_tokens() * price("voyage/rerank-2.5", "input_per_mtok"))
     assert stack.gateway.balance(account_id) == START - cost
 
 

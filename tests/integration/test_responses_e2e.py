@@ -20,7 +20,7 @@ from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.fakes.gemini_upstream import FakeGemini
 from tests.fakes.responses_upstream import FakeResponses
 from tests.harness import START_CREDITS, charged, openai_client, reset_fakes
-from tests.pricing_oracle import chat_cost_micro, credits
+from tests.pricing_oracle import chat_cost_nano, credits
 
 pytestmark = pytest.mark.integration
 
@@ -68,8 +68,8 @@ def up(fakes):
         assert not fake.errors
 
 
-def account(gw, micro: int = START_CREDITS) -> tuple[int, OpenAI]:
-    acct, secret = gw.account(micro)
+def account(gw, nano: int = START_CREDITS) -> tuple[int, OpenAI]:
+    acct, secret = gw.account(nano)
     return acct, openai_client(gw, secret)
 
 
@@ -87,7 +87,7 @@ def settled(gw, acct: int, timeout: float = 5.0) -> None:
 
 
 def assert_usage_charged(gw, acct: int, model: str, usage) -> None:
-    expected = chat_cost_micro(model, usage.input_tokens, usage.output_tokens,
+    expected = chat_cost_nano(model, usage.input_tokens, usage.output_tokens,
                                cached=usage.input_tokens_details.cached_tokens)
     assert expected > 0
     assert charged(gw, acct) == expected
@@ -172,7 +172,7 @@ def test_function_call_round_trip(gw, up, model, stream):
     second = create()
     assert "temp_c" in second.output_text and "4" in second.output_text
     assert not [i for i in second.output if i.type == "function_call"]
-    total = sum(chat_cost_micro(model, r.usage.input_tokens, r.usage.output_tokens)
+    total = sum(chat_cost_nano(model, r.usage.input_tokens, r.usage.output_tokens)
                 for r in (first, second))
     assert charged(gw, acct) == total
     if model.startswith("mistral"):
@@ -227,7 +227,7 @@ def test_cached_tokens_are_priced_natively(gw, up):
     up["openai"].cached_tokens = 2
     resp = c.responses.create(model=NATIVE, input="one two three four five six")
     assert resp.usage.input_tokens_details.cached_tokens == 2
-    assert charged(gw, acct) == chat_cost_micro(NATIVE, resp.usage.input_tokens,
+    assert charged(gw, acct) == chat_cost_nano(NATIVE, resp.usage.input_tokens,
                                               resp.usage.output_tokens, cached=2)
 
 
@@ -244,7 +244,7 @@ def test_compact_then_continue(gw, up, model):
     assert kinds == [("user", "message"), ("user", "message"), (None, "compaction")]
     assert compacted.output[0].content[0].text == "My name is Ada."
     usage = compacted.usage
-    assert charged(gw, acct) == chat_cost_micro(model, usage.input_tokens, usage.output_tokens)
+    assert charged(gw, acct) == chat_cost_nano(model, usage.input_tokens, usage.output_tokens)
     assert usage.model_extra["cost"] > 0
     item = compacted.output[-1]
     if model != NATIVE:
@@ -296,7 +296,7 @@ def test_bad_key_unknown_model_and_insufficient_credits(gw, up):
 
 
 def test_invalid_body_names_the_field(gw, up):
-    acct, secret = gw.account(5_000_000)
+    acct, secret = gw.account(5_000_000_000)
     resp = requests.post(f"{gw.base_url}/responses", headers={
         "Authorization": f"Bearer {secret}"}, json={"model": NATIVE, "input": "x",
                                                     "temperature": 7}, timeout=10)
@@ -343,11 +343,11 @@ def test_mid_stream_error_raises_and_charges_what_was_produced(gw, up, model):
     assert [r.status for r in gw.store.usage(gw.store.get_account_by_id(acct).name)] == [502]
     if model != NATIVE:
         # the prompt is known from usage or estimated; the output was produced
-        assert cost < chat_cost_micro(model, 100, 100)
+        assert cost < chat_cost_nano(model, 100, 100)
     else:
         produced = len("echo: one ")
         prompt = len("one two three four five")
-        assert cost == chat_cost_micro(model, math.ceil(prompt / 4),
+        assert cost == chat_cost_nano(model, math.ceil(prompt / 4),
                                        math.ceil(produced / 4))
 
 

@@ -138,7 +138,7 @@ def test_continuation_is_held_for_the_stored_conversation(gw, fakes, model):
     first = c.responses.create(model=model, input="word " * 40_000, max_output_tokens=16)
     assert first.usage.input_tokens >= 40_000
     pin = "pin-" + first.id
-    assert gw.store.hold(pin, account, gw.balance(account) - 20_000)
+    assert gw.store.hold(pin, account, gw.balance(account) - 20_000_000)
     try:
         sent = sum(len(f.requests) for f in fakes.values())
         with pytest.raises(openai.APIStatusError) as refused:

@@ -16,7 +16,7 @@ import openai
 import pytest
 
 from tests.harness import openai_client, usage_rows
-from tests.pricing_oracle import chat_cost_micro
+from tests.pricing_oracle import chat_cost_nano
 
 pytestmark = pytest.mark.integration
 
@@ -138,13 +138,13 @@ def worker_rss_kib(gw) -> int:
 
 
 def expected_charge(received: int) -> int:
-    return chat_cost_micro(MODEL, estimate(PROMPT_CHARS), estimate(received))
+    return chat_cost_nano(MODEL, estimate(PROMPT_CHARS), estimate(received))
 
 
 @pytest.mark.parametrize("mode", ["big", "big-chunked"])
 def test_oversized_answer_is_a_502_charged_from_the_bytes_received(gw, hostile, mode):
     hostile.mode = mode
-    account, secret = gw.account(5_000_000)
+    account, secret = gw.account(5_000_000_000)
     before = worker_rss_kib(gw)
     with pytest.raises(openai.APIStatusError) as info:
         openai_client(gw, secret).chat.completions.create(
@@ -159,13 +159,13 @@ def test_oversized_answer_is_a_502_charged_from_the_bytes_received(gw, hostile, 
     assert row.status == 502
     assert (row.prompt_tokens, row.completion_tokens) == (estimate(PROMPT_CHARS),
                                                           estimate(ANSWER_CAP + 1))
-    assert row.cost_micro == expected_charge(ANSWER_CAP + 1) > 0
-    assert gw.balance(account) == 5_000_000 - row.cost_micro
+    assert row.cost_nano == expected_charge(ANSWER_CAP + 1) > 0
+    assert gw.balance(account) == 5_000_000_000 - row.cost_nano
 
 
 def test_oversized_answer_on_messages_is_a_502_in_anthropics_format(gw, hostile):
     hostile.mode = "big"
-    account, secret = gw.account(5_000_000)
+    account, secret = gw.account(5_000_000_000)
     client = anthropic.Anthropic(base_url=gw.url, api_key=secret, max_retries=0, timeout=30)
     with pytest.raises(anthropic.APIStatusError) as info:
         client.messages.create(model=MODEL, max_tokens=100,
@@ -174,12 +174,12 @@ def test_oversized_answer_on_messages_is_a_502_in_anthropics_format(gw, hostile)
     assert info.value.body["type"] == "error"
     assert "TOKMODEL_MAX_UPSTREAM_ANSWER_BYTES" in info.value.body["error"]["message"]
     (row,) = usage_rows(gw, account)
-    assert row.cost_micro == expected_charge(ANSWER_CAP + 1)
+    assert row.cost_nano == expected_charge(ANSWER_CAP + 1)
 
 
 def test_oversized_stream_event_ends_the_stream_with_an_error_and_a_charge(gw, hostile):
     hostile.mode = "event"
-    account, secret = gw.account(5_000_000)
+    account, secret = gw.account(5_000_000_000)
     before = worker_rss_kib(gw)
     stream = openai_client(gw, secret).chat.completions.create(
         model=MODEL, stream=True, messages=[{"role": "user", "content": PROMPT}])
@@ -199,6 +199,6 @@ def test_oversized_stream_event_ends_the_stream_with_an_error_and_a_charge(gw, h
     assert estimate(len("Hello there") + EVENT_CAP + 1) <= row.completion_tokens
     assert produced <= len("Hello there") + EVENT_CAP + 2 * READ + 4
     assert row.prompt_tokens == estimate(PROMPT_CHARS)
-    assert row.cost_micro == chat_cost_micro(MODEL, row.prompt_tokens,
+    assert row.cost_nano == chat_cost_nano(MODEL, row.prompt_tokens,
                                              row.completion_tokens) > 0
 

@@ -18,14 +18,6 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import (
-    BigInteger,
-    Column,
-    DateTime,
-    ForeignKey,
-    Integer,
-    MetaData,
-    Table,
-    Text,
     create_engine,
     insert,
     select,
@@ -37,7 +29,8 @@ from runtime.store import Store, UsageRecord, open_store
 from runtime.store.engine import normalize_url
 from runtime.store.holds import HEARTBEAT_BATCH, WORKER_LOST_STATUS, heartbeat_statements
 from runtime.store.migrations import MIGRATIONS
-from runtime.store.schema import holds, metadata, schema_migrations
+from runtime.store.schema import holds, schema_migrations
+from tests.store.schema_v3 import metadata_v3
 
 PG_ENV = "TOKMODEL_TEST_POSTGRES_URL"
 
@@ -106,7 +99,7 @@ def _row(raw, request_id: str):
 
 
 def _balance(store: Store, account_id: int) -> int:
-    return store.get_account_by_id(account_id).balance_micro
+    return store.get_account_by_id(account_id).balance_nano
 
 
 def _usage(store: Store, account_id: int) -> list[UsageRecord]:
@@ -180,7 +173,7 @@ def test_a_lost_workers_hold_is_settled_at_its_progress(worker, other, raw):
     assert _row(raw, "req-lost") is None
     assert _balance(other, acme.id) == 97_000
     [row] = _usage(other, acme.id)
-    assert (row.status, row.cost_micro, row.prompt_tokens, row.completion_tokens,
+    assert (row.status, row.cost_nano, row.prompt_tokens, row.completion_tokens,
             row.model, row.endpoint) == (WORKER_LOST_STATUS, 3_000, 120, 45, "openai/gpt-4o",
                                          "chat")
     assert other.sweep_stale_holds(60) == []
@@ -225,8 +218,10 @@ def test_progress_beyond_hold_and_balance_never_drives_the_balance_below_zero(wo
     worker.heartbeat_holds("node-a:1:aa")
     _age(raw, "req", 120)
     [swept] = other.sweep_stale_holds(60)
-    assert swept.charged == 1_500
+    assert swept.charged == 9_999          # the rest beyond hold and balance is a debt
     assert _balance(other, acme.id) == 0
+    assert other.get_account("acme").debt_nano == 9_999 - 1_500
+    assert other.audit("acme")["ok"]
 
 
 def test_many_sweepers_settle_each_hold_exactly_once(db_url, worker, raw):
@@ -256,7 +251,7 @@ def test_many_sweepers_settle_each_hold_exactly_once(db_url, worker, raw):
     assert sorted(r.request_id for r in results) == sorted(ids)
     expected = sum(100 + i for i in range(len(ids)))
     rows = worker.usage("acme", 1000)
-    assert len(rows) == len(ids) and sum(r.cost_micro for r in rows) == expected
+    assert len(rows) == len(ids) and sum(r.cost_nano for r in rows) == expected
     assert _balance(worker, acme.id) == 10_000_000 - expected
 
 
@@ -282,7 +277,7 @@ def test_the_keeper_keeps_its_holds_alive_and_sweeps_a_dead_workers(worker, othe
     finally:
         keeper.stop()
     [row] = _usage(other, acme.id)
-    assert (row.request_id, row.cost_micro, row.status) == ("dead-stream", 2_500, 499)
+    assert (row.request_id, row.cost_nano, row.status) == ("dead-stream", 2_500, 499)
     assert _balance(other, acme.id) == 100_000 - 10_000 - 2_500
 
 
@@ -299,15 +294,7 @@ def test_the_grace_must_cover_several_heartbeats():
 def test_migration_5_adds_the_columns_and_keeps_open_holds(db_url, raw):
     """A database at version 3 (holds without owner, heartbeat, progress) gets them; an open
     hold survives and can be swept."""
-    old = MetaData()
-    for table in metadata.sorted_tables:
-        if table.name != "holds":
-            table.to_metadata(old)
-    Table("holds", old, Column("request_id", Text, primary_key=True),
-          Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False),
-          Column("amount_micro", BigInteger, nullable=False),
-          Column("created_at", DateTime(timezone=True), nullable=False),
-          sqlite_with_rowid=False)   # as version 2 left it
+    old = metadata_v3()   # holds without rowid, as version 2 left it
     then = datetime.now(UTC) - timedelta(hours=1)
     with raw.begin() as conn:
         old.create_all(conn)
@@ -325,7 +312,8 @@ def test_migration_5_adds_the_columns_and_keeps_open_holds(db_url, raw):
         assert _row(raw, "req-open").owner is None
         [swept] = store.sweep_stale_holds(60)
         assert (swept.request_id, swept.logged) == ("req-open", False)
-        assert store.get_account("acme").balance_micro == 1_000
+        assert store.get_account("acme").balance_nano == 1_000_000   # version 4: nano
+        assert store.audit("acme")["ok"]
         assert store.migrate() == []
 
 
@@ -362,11 +350,12 @@ def test_holds_release_settles_what_was_produced_and_refund_gives_back(db_url, w
     released = _tokmodel(db_url, "holds", "release", "--older-than", "3600")
     assert released.returncode == 0, released.stderr
     assert "2 hold(s)" in released.stdout and "1 settled" in released.stdout
-    assert "0.004 credits charged" in released.stdout
+    assert "0.000004 credits charged" in released.stdout
     [row] = _usage(worker, acme.id)
-    assert (row.request_id, row.cost_micro, row.status) == ("produced", 4_000, 499)
+    assert (row.request_id, row.cost_nano, row.status) == ("produced", 4_000, 499)
     assert _row(raw, "recent") is not None
     assert _balance(worker, acme.id) == 100_000 - 10_000 - 4_000
+    assert worker.audit("acme")["ok"]
 
 
 def _utc(value: datetime) -> datetime:

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import MetaData, create_engine, func, select, text, update
+from sqlalchemy import create_engine, func, inspect, select, text, update
 
 from runtime.store import (
     Account,
@@ -26,7 +26,15 @@ from runtime.store import (
 )
 from runtime.store.engine import normalize_url
 from runtime.store.migrations import MIGRATIONS
-from runtime.store.schema import holds, metadata, schema_migrations, usage_log
+from runtime.store.schema import (
+    accounts,
+    holds,
+    ledger_entries,
+    metadata,
+    schema_migrations,
+    usage_log,
+)
+from tests.store.schema_v3 import create_v3, metadata_v3
 
 ALL_VERSIONS = [m.version for m in MIGRATIONS]
 PG_ENV = "TOKMODEL_TEST_POSTGRES_URL"
@@ -95,7 +103,17 @@ def _usage(request_id: str, account: Account, key_id: str | None = None, **kw) -
 def _balance(store: Store, name: str) -> int:
     account = store.get_account(name)
     assert account is not None
-    return account.balance_micro
+    return account.balance_nano
+
+
+def _debt(store: Store, name: str) -> int:
+    return store.get_account(name).debt_nano
+
+
+def _kinds(store: Store, account_id: int) -> list[str]:
+    with store._engine.connect() as conn:
+        return list(conn.execute(select(ledger_entries.c.kind)
+                                 .where(ledger_entries.c.account_id == account_id)).scalars())
 
 
 # migrations
@@ -163,7 +181,7 @@ def test_unsupported_url_is_refused() -> None:
 def test_accounts_create_get_duplicate_topup(store: Store) -> None:
     acme = store.create_account("acme", 1_000_000)
     assert isinstance(acme, Account)
-    assert acme.balance_micro == 1_000_000
+    assert acme.balance_nano == 1_000_000
     assert acme.created_at.tzinfo is not None
     assert store.get_account("acme") == acme
     assert store.get_account_by_id(acme.id) == acme
@@ -172,7 +190,7 @@ def test_accounts_create_get_duplicate_topup(store: Store) -> None:
 
     with pytest.raises(AccountExists):
         store.create_account("acme")
-    assert store.topup("acme", 250).balance_micro == 1_000_250
+    assert store.topup("acme", 250).balance_nano == 1_000_250
     assert _balance(store, "acme") == 1_000_250
     with pytest.raises(AccountNotFound):
         store.topup("nobody", 5)
@@ -299,7 +317,7 @@ def test_settle_charges_exactly_and_logs_one_row(store: Store, raw) -> None:
     assert (row.request_id, row.account_id, row.key_id) == ("req-1", acme.id, key.id)
     assert (row.prompt_tokens, row.completion_tokens, row.cached_tokens) == (12, 34, 5)
     assert row.details == {"images": 2, "audio_seconds": "1.5"}
-    assert (row.cost_micro, row.latency_ms, row.status) == (123_456, 87, 200)
+    assert (row.cost_nano, row.latency_ms, row.status) == (123_456, 87, 200)
     assert row.created_at is not None and row.created_at.tzinfo is not None
     with raw.connect() as conn:
         assert conn.execute(select(func.count()).select_from(holds)).scalar() == 0
@@ -314,23 +332,112 @@ def test_settle_is_idempotent(store: Store, raw) -> None:
     assert _balance(store, "acme") == 8_500
     with raw.connect() as conn:
         assert conn.execute(select(func.count()).select_from(usage_log)).scalar() == 1
-    # The same request id held again by mistake: the hold is given back, nothing logged.
-    assert store.hold("req", acme.id, 1_000)
-    assert store.settle("req", 500, _usage("req", acme)) == 0
+    # A request id holds once: held again by mistake after its settle, it is refused.
+    with pytest.raises(StoreError):
+        store.hold("req", acme.id, 1_000)
     assert _balance(store, "acme") == 8_500
     assert len(store.usage("acme")) == 1
+    assert store.audit("acme")["ok"]
 
 
-def test_settle_above_hold_takes_from_balance_but_never_below_zero(store: Store) -> None:
+def test_a_cost_beyond_hold_and_balance_is_a_debt_until_a_top_up_pays_it(store: Store) -> None:
     acme = store.create_account("acme", 1_000)
     assert store.hold("a", acme.id, 100)
     assert store.settle("a", 150, _usage("a", acme)) == 150  # overrun covered by the balance
     assert _balance(store, "acme") == 850
     assert store.hold("b", acme.id, 600)
     assert _balance(store, "acme") == 250
-    assert store.settle("b", 5_000, _usage("b", acme)) == 850  # capped at hold + balance
-    assert _balance(store, "acme") == 0
-    assert [u.cost_micro for u in store.usage("acme")] == [850, 150]
+    # 5000 charged: 600 held, 250 left in the balance, the other 4150 is owed
+    assert store.settle("b", 5_000, _usage("b", acme)) == 5_000
+    after = store.get_account("acme")
+    assert (after.balance_nano, after.debt_nano) == (0, 4_150)
+    assert [u.cost_nano for u in store.usage("acme")] == [5_000, 150]
+    report = store.audit("acme")
+    assert report["ok"] and report["debt_nano"] == 4_150, report
+    assert store.hold("c", acme.id, 0) is False  # an account in debt is refused outright
+    assert (store.topup("acme", 4_000).balance_nano, _debt(store, "acme")) == (0, 150)
+    assert store.hold("c", acme.id, 1) is False
+    topped = store.topup("acme", 1_000)  # pays the last 150 first
+    assert (topped.balance_nano, topped.debt_nano) == (850, 0)
+    assert store.hold("c", acme.id, 850)
+    assert store.settle("c", 850, _usage("c", acme)) == 850
+    report = store.audit("acme")
+    assert report["ok"] and (report["balance_nano"], report["debt_nano"]) == (0, 0), report
+    assert _kinds(store, acme.id).count("debt_payment") == 2
+
+
+def test_refunds_that_came_back_pay_a_debt_before_the_next_hold(store: Store) -> None:
+    acme = store.create_account("acme", 1_000)
+    assert store.hold("x", acme.id, 500) and store.hold("y", acme.id, 400)
+    assert store.settle("x", 700, _usage("x", acme)) == 700  # 500 + the last 100 + 100 owed
+    assert (_balance(store, "acme"), _debt(store, "acme")) == (0, 100)
+    assert store.settle("y", 0, _usage("y", acme, status=502)) == 0  # 400 given back
+    assert (_balance(store, "acme"), _debt(store, "acme")) == (400, 100)
+    assert store.hold("z", acme.id, 300)  # the debt is paid from the refund first
+    assert (_balance(store, "acme"), _debt(store, "acme")) == (0, 0)
+    assert store.audit("acme")["ok"]
+
+
+def test_every_movement_is_an_entry_and_the_ledger_is_append_only(store: Store, raw) -> None:
+    acme = store.create_account("acme", 1_000)
+    assert store.hold("r1", acme.id, 400)
+    assert store.settle("r1", 250, _usage("r1", acme)) == 250
+    assert store.hold("r2", acme.id, 100)
+    assert store.release("r2") == 100
+    store.topup("acme", 50)
+    store.adjust("acme", -20, "goodwill reversed")
+    with raw.connect() as conn:
+        rows = conn.execute(select(ledger_entries.c.kind, ledger_entries.c.amount_nano,
+                                   ledger_entries.c.reference, ledger_entries.c.note)
+                            .where(ledger_entries.c.account_id == acme.id)).all()
+    moves = sorted((kind, amount) for kind, amount, _, _ in rows)
+    assert moves == sorted([("topup", 1_000), ("hold", -400), ("settle", 150),
+                            ("hold", -100), ("release", 100), ("topup", 50),
+                            ("adjustment", -20)])
+    assert sum(amount for _, amount in moves) == _balance(store, "acme") == 780
+    assert ("adjustment", "goodwill reversed") in {(k, n) for k, _, _, n in rows}
+    for statement in (update(ledger_entries).values(amount_nano=0),
+                      ledger_entries.delete()):
+        with pytest.raises(Exception, match="append-only"), raw.begin() as conn:
+            conn.execute(statement)
+    assert store.audit("acme")["ok"]
+
+
+def test_adjustments_either_sign_never_below_zero(store: Store) -> None:
+    store.create_account("acme", 100)
+    assert store.adjust("acme", 25, "credit note").balance_nano == 125
+    assert store.adjust("acme", -125, "correction").balance_nano == 0
+    with pytest.raises(ValueError):
+        store.adjust("acme", -1, "too much")
+    with pytest.raises(ValueError):
+        store.adjust("acme", 0, "nothing")
+    with pytest.raises(AccountNotFound):
+        store.adjust("nobody", 5, "x")
+    assert _balance(store, "acme") == 0 and store.audit("acme")["ok"]
+
+
+def test_audit_names_each_discrepancy(store: Store, raw) -> None:
+    acme = store.create_account("acme", 10_000)
+    for rid in ("ok-1", "ok-2"):
+        assert store.hold(rid, acme.id, 1_000)
+        store.settle(rid, 300, _usage(rid, acme))
+    assert store.hold("open", acme.id, 1_000)
+    assert store.audit("acme")["ok"]
+    with raw.begin() as conn:  # money changed behind the ledger's back
+        conn.execute(update(accounts).where(accounts.c.id == acme.id)
+                     .values(balance_nano=accounts.c.balance_nano + 7))
+        conn.execute(update(usage_log).where(usage_log.c.request_id == "ok-2")
+                     .values(cost_nano=299))
+        conn.execute(holds.delete().where(holds.c.request_id == "open"))
+    report = store.audit("acme")
+    assert not report["ok"]
+    text_ = "\n".join(report["problems"])
+    assert "balance is 8407" in text_ and "sums to 8400" in text_
+    assert "ok-2" in text_ and "ok-1" not in text_
+    assert "open" in text_
+    assert len(report["problems"]) == 3
+    with pytest.raises(AccountNotFound):
+        store.audit("nobody")
 
 
 def test_settle_with_zero_cost_releases_the_hold(store: Store) -> None:
@@ -340,7 +447,7 @@ def test_settle_with_zero_cost_releases_the_hold(store: Store) -> None:
     assert store.settle("r", 0, _usage("r", acme, status=502)) == 0
     assert _balance(store, "acme") == 700
     [row] = store.usage("acme")
-    assert (row.cost_micro, row.status) == (0, 502)
+    assert (row.cost_nano, row.status) == (0, 502)
 
 
 def test_release_gives_back_without_logging(store: Store) -> None:
@@ -410,11 +517,7 @@ def test_a_version_1_sqlite_database_keeps_its_holds_when_migrated(tmp_path):
     """Version 2 rebuilds `holds` without rowid; an open hold survives and settles."""
     path = tmp_path / "v1.db"
     engine = create_engine(f"sqlite:///{path}")
-    v1 = MetaData()
-    for table in metadata.tables.values():
-        copy = table.to_metadata(v1)
-        copy.dialect_options["sqlite"]._non_defaults.pop("with_rowid", None)
-    v1.create_all(engine)
+    metadata_v3(holds_with_rowid=True).create_all(engine)
     with engine.begin() as conn:
         conn.exec_driver_sql("INSERT INTO schema_migrations VALUES (1, 'v1', '2026-01-01')")
         conn.exec_driver_sql("INSERT INTO accounts (id, name, balance_micro, created_at) "
@@ -430,10 +533,80 @@ def test_a_version_1_sqlite_database_keeps_its_holds_when_migrated(tmp_path):
         assert "WITHOUT ROWID" in sql
         usage = UsageRecord(request_id="req-open", account_id=1, key_id=None, endpoint="chat",
                             model="m", provider="p", status=200)
-        assert store.settle("req-open", 60, usage) == 60
-        assert store.get_account("acme").balance_micro == 940
+        assert store.settle("req-open", 60_000, usage) == 60_000
+        assert store.get_account("acme").balance_nano == 940_000
+        assert store.audit("acme")["ok"]
     finally:
         store.close()
+
+
+def test_a_version_3_database_moves_to_nano_credits_and_a_ledger_unchanged(db_url, raw):
+    """Migration 4 on real balances, open holds and usage rows: every amount is the same
+    money in nano-credits, the ledger explains it, and the account carries on."""
+    if db_url.startswith("sqlite"):
+        Path(normalize_url(db_url).database).parent.mkdir(parents=True, exist_ok=True)
+    create_v3(raw)
+    past = "2026-01-02 03:04:05"
+    with raw.begin() as conn:
+        conn.execute(text("INSERT INTO accounts (id, name, balance_micro, created_at) VALUES "
+                          "(1, 'acme', 12500001, :t), (2, 'beta', 0, :t), (3, 'idle', 7, :t)"),
+                     {"t": past})
+        conn.execute(text("INSERT INTO holds (request_id, account_id, amount_micro, created_at) "
+                          "VALUES ('req-open', 1, 4000, :t), ('req-beta', 2, 1, :t)"),
+                     {"t": past})
+        for rid, account, cost in (("req-1", 1, 1234), ("req-2", 1, 0), ("req-3", 2, 99)):
+            conn.execute(text(
+                "INSERT INTO usage_log (request_id, created_at, account_id, key_id, endpoint, "
+                "model, provider, status, prompt_tokens, completion_tokens, cached_tokens, "
+                "details, cost_micro, latency_ms) VALUES (:rid, :t, :a, NULL, 'chat', "
+                "'openai/gpt-4o', 'openai', 200, 10, 5, 0, '{}', :cost, 12)"),
+                {"rid": rid, "t": past, "a": account, "cost": cost})
+    with open_store(db_url) as store:
+        with raw.connect() as conn:
+            versions = conn.execute(select(schema_migrations.c.version)).scalars().all()
+        assert sorted(versions) == ALL_VERSIONS
+        acme, beta, idle = (store.get_account(n) for n in ("acme", "beta", "idle"))
+        assert (acme.balance_nano, acme.debt_nano) == (12_500_001_000, 0)
+        assert (beta.balance_nano, idle.balance_nano) == (0, 7_000)
+        assert sorted(u.cost_nano for u in store.usage("acme")) == [0, 1_234_000]
+        assert [u.cost_nano for u in store.usage("beta")] == [99_000]
+        for name in ("acme", "beta", "idle"):
+            report = store.audit(name)
+            assert report["ok"], report["problems"]
+        assert store.audit("acme")["open_holds"] == 1
+        # the open hold of before settles in nano-credits; new money moves as usual
+        usage = _usage("req-open", acme)
+        assert store.settle("req-open", 1_500_000, usage) == 1_500_000
+        assert _balance(store, "acme") == 12_500_001_000 + 4_000_000 - 1_500_000
+        assert store.hold("req-new", acme.id, 80) and store.settle(
+            "req-new", 80, _usage("req-new", acme)) == 80
+        store.topup("beta", 5)
+        for name in ("acme", "beta", "idle"):
+            assert store.audit(name)["ok"]
+    with raw.connect() as conn:  # the same shape as a database created at version 4
+        migrated = inspect(conn)
+        for table in metadata.sorted_tables:
+            assert ({c["name"] for c in migrated.get_columns(table.name)}
+                    == {c.name for c in table.columns}), table.name
+            assert ({i["name"] for i in migrated.get_indexes(table.name) if not i["unique"]}
+                    == {i.name for i in table.indexes}), table.name
+        assert migrated.get_unique_constraints("usage_log") == []
+        assert not any(i["unique"] for i in migrated.get_indexes("usage_log"))
+
+
+def test_migration_4_refuses_amounts_nano_credits_cannot_hold(tmp_path):
+    path = tmp_path / "big.db"
+    engine = create_engine(f"sqlite:///{path}")
+    create_v3(engine)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO accounts (id, name, balance_micro, created_at) "
+                          "VALUES (1, 'whale', :b, '2026-01-01 00:00:00')"), {"b": 2**62})
+    engine.dispose()
+    with pytest.raises(StoreError, match="balance_micro"):
+        open_store(f"sqlite:///{path}")
+    with sqlite3.connect(path) as conn:  # nothing changed: still version 3, in micro
+        assert conn.execute("SELECT balance_micro FROM accounts").fetchone()[0] == 2**62
+        assert conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()[0] == 3
 
 
 # the cheap credit check made before a large request body is read

@@ -1,6 +1,7 @@
 """Credits under contention: threads in this process plus several spawned OS processes hold
 and settle on one account at once, on SQLite and (when TOKMODEL_TEST_POSTGRES_URL is set) on
-PostgreSQL. The balance never goes below zero and every micro-credit is accounted for."""
+PostgreSQL. The balance never goes below zero, every nano-credit is accounted for (a cost
+nothing covered is the account's debt), and the account agrees with its ledger."""
 
 from __future__ import annotations
 
@@ -190,7 +191,7 @@ def _table_facts(url: str) -> tuple[int, int, int]:
     engine = create_engine(normalize_url(url))
     try:
         with engine.connect() as conn:
-            rows = conn.execute(select(func.count(), func.sum(usage_log.c.cost_micro))).one()
+            rows = conn.execute(select(func.count(), func.sum(usage_log.c.cost_nano))).one()
             held = conn.execute(select(func.count()).select_from(holds)).scalar()
     finally:
         engine.dispose()
@@ -203,22 +204,28 @@ def test_concurrent_holds_stop_exactly_at_the_balance(db_url: str) -> None:
         account = store.create_account("shared", initial)
         results = _everywhere(db_url, account.id, "only_hold", rounds=6)
         assert sum(r["holds"] for r in results) == 10
-        assert store.get_account("shared").balance_micro == HOLD // 2
+        assert store.get_account("shared").balance_nano == HOLD // 2
         assert _table_facts(db_url)[2] == 10
+        assert store.audit("shared")["open_holds"] == 10
         assert store.release_stale_holds(0) == 10
-        assert store.get_account("shared").balance_micro == initial
+        assert store.get_account("shared").balance_nano == initial
+        assert store.audit("shared")["ok"]
 
 
-def test_concurrent_hold_and_settle_account_for_every_micro_credit(db_url: str) -> None:
+def test_concurrent_hold_and_settle_account_for_every_nano_credit(db_url: str) -> None:
     with open_store(db_url) as store:
         initial = 25_000  # far less than the workers would spend: most holds get refused
         account = store.create_account("shared", initial)
         results = _everywhere(db_url, account.id, "hold_and_settle", rounds=15)
-        final = store.get_account("shared").balance_micro
+        after = store.get_account("shared")
+        final = after.balance_nano
         charged = sum(r["charged"] for r in results)
         settles = sum(r["settles"] for r in results)
-        assert final >= 0
-        assert initial - final == charged
+        assert final >= 0 and after.debt_nano >= 0
+        assert initial - final + after.debt_nano == charged
+        report = store.audit("shared")
+        assert report["ok"], report["problems"]
+        assert report["usage_rows"] == settles and report["open_holds"] == 0
         assert sum(r["holds"] for r in results) == settles
         logged, logged_cost, held = _table_facts(db_url)
         assert (logged, logged_cost, held) == (settles, charged, 0)
@@ -234,8 +241,9 @@ def test_racing_settles_of_the_same_requests_charge_once(db_url: str) -> None:
         results = _everywhere(db_url, account.id, "settle_given", rounds=rounds)
         assert sum(r["settles"] for r in results) == rounds
         assert sum(r["charged"] for r in results) == rounds * 700
-        assert store.get_account("shared").balance_micro == rounds * (HOLD - 700)
+        assert store.get_account("shared").balance_nano == rounds * (HOLD - 700)
         assert _table_facts(db_url) == (rounds, rounds * 700, 0)
+        assert store.audit("shared")["ok"]
 
 
 def test_processes_starting_together_migrate_once(db_url: str) -> None:
@@ -256,4 +264,4 @@ def test_processes_starting_together_migrate_once(db_url: str) -> None:
                 p.kill()
     assert sorted(applied) == [[]] * (PROCESSES - 1) + [[m.version for m in MIGRATIONS]]
     with open_store(db_url) as store:
-        assert store.create_account("after").balance_micro == 0
+        assert store.create_account("after").balance_nano == 0
