@@ -22,6 +22,7 @@ import falcon
 from runtime.console.admin import add_admin_routes
 from runtime.console.pages import add_account_routes
 from runtime.console.session import Signer, load_secret
+from runtime.console.usage import add_usage_routes
 from runtime.console.web import Console, add_handlers
 from runtime.settings import Settings
 from runtime.store import Store
@@ -46,5 +47,6 @@ def add_console_routes(app: falcon.App, store: Store, settings: Settings,
     console = Console(store, signer, admin_token)
     add_handlers(app, console)
     add_account_routes(app, console)
+    add_usage_routes(app, console)
     add_admin_routes(app, console)
     return console

@@ -22,6 +22,7 @@ import falcon
 
 from runtime.billing.credits import parse_credits
 from runtime.console.pages import clean_name
+from runtime.console.usage import HISTORY_KINDS
 from runtime.console.web import (
     ADMIN_COOKIE,
     LOGIN_COOKIE,
@@ -36,13 +37,16 @@ from runtime.console.web import (
 )
 from runtime.store import Account, AccountExists, AccountNotFound
 from runtime.store.ledger import MAX_NANO
+from runtime.store.usage_report import UsageFilter
 
 ACCOUNT_USAGE_ROWS = 20
+ACCOUNT_HISTORY_ROWS = 50
 _MAX_ID = 2**63 - 1  # ids are signed 64-bit integers in the database
 LOGIN_FAILED = "That token was not accepted."
 ADMIN_NOTICES = {
     "created": "Account created.",
     "topup": "Credits added.",
+    "revoked": "Key revoked. Requests made with it are refused from now on.",
     "out": "You are logged out.",
     "ended": "Your operator session has ended. Log in again.",
 }
@@ -112,7 +116,10 @@ class _Admin:
         context.setdefault("key_error", "")
         self.console.render(resp, "admin_account.html", status=status, **self.page(binding),
                             active="accounts", account=account, keys=keys,
-                            rows=store.usage(account.name, ACCOUNT_USAGE_ROWS),
+                            rows=store.usage_report_page(UsageFilter(account_id=account.id),
+                                                         ACCOUNT_USAGE_ROWS).rows,
+                            entries=store.money_history(account.id, ACCOUNT_HISTORY_ROWS),
+                            kinds=HISTORY_KINDS,
                             key_names={key.id: key.name for key in keys}, **context)
 
     def accounts_page(self, resp: falcon.Response, binding: str, status: int = 200,
@@ -180,7 +187,8 @@ class AdminAccounts(_Admin):
 
 
 class AdminAccount(_Admin):
-    """One account: balance, keys, recent usage; POST /topup and POST /keys."""
+    """One account: balance, keys, recent usage and money history; POST /topup, POST /keys
+    and POST /keys/{key_id}/revoke."""
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, account_id: int) -> None:
         binding = self.binding(req)
@@ -205,6 +213,18 @@ class AdminAccount(_Admin):
                               amount=form.get("amount", ""))
             return
         raise Redirect(f"/console/admin/accounts/{account.id}?done=topup")
+
+    def on_post_revoke(self, req: falcon.Request, resp: falcon.Response, account_id: int,
+                       key_id: str) -> None:
+        """Revoke one key of the account (the key id must belong to it: else a 404)."""
+        binding = self.binding(req)
+        require_csrf(self.console, binding, read_form(req))
+        account = self.account(account_id)
+        key = self.console.store.get_key(key_id) if len(key_id) <= 64 else None
+        if key is None or key.account_id != account.id:
+            raise PageError(404, "There is no such key in this account.")
+        self.console.store.revoke_key(key.id)
+        raise Redirect(f"/console/admin/accounts/{account.id}?done=revoked")
 
     def on_post_keys(self, req: falcon.Request, resp: falcon.Response,
                      account_id: int) -> None:
@@ -235,3 +255,4 @@ def add_admin_routes(app: falcon.App, console: Console) -> None:
     app.add_route(base, account)
     app.add_route(f"{base}/topup", account, suffix="topup")
     app.add_route(f"{base}/keys", account, suffix="keys")
+    app.add_route(f"{base}/keys/{{key_id}}/revoke", account, suffix="revoke")

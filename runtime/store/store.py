@@ -23,7 +23,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from . import holds as holdlib
 from . import keys as keylib
-from . import ledger
+from . import ledger, money_history, usage_report
 from . import responses as stored
 from .engine import make_engines
 from .errors import AccountExists, AccountNotFound, StoreError
@@ -500,6 +500,47 @@ class Store:
         with self._reader.connect() as conn:
             return [ledger.usage_record(row) for row in conn.execute(_usage_of_account, params)]
 
+
+    # the console's reports (usage_report.py, money_history.py)
+
+    @_db_errors
+    def usage_report_page(self, where: usage_report.UsageFilter, limit: int,
+                          cursor: str | None = None) -> usage_report.Page:
+        """One keyset page of the filter, newest first, with the older and newer cursors."""
+        with self._reader.connect() as conn:
+            return usage_report.page(conn, where, limit, cursor)
+
+    @_db_errors
+    def usage_report_totals(self, where: usage_report.UsageFilter) -> usage_report.UsageTotals:
+        with self._reader.connect() as conn:
+            return usage_report.totals(conn, where)
+
+    @_db_errors
+    def usage_report_daily(self, where: usage_report.UsageFilter) -> list[dict[str, Any]]:
+        with self._reader.connect() as conn:
+            return usage_report.daily_by_model(conn, where)
+
+    @_db_errors
+    def usage_report_values(self, where: usage_report.UsageFilter, column: str) -> list[str]:
+        with self._reader.connect() as conn:
+            return usage_report.distinct(conn, where, column)
+
+    def usage_report_batches(self, where: usage_report.UsageFilter, batch: int = 500
+                             ) -> Iterator[list[usage_report.UsageRow]]:
+        return usage_report.batches(self._reader.connect, where, batch)
+
+    @_db_errors
+    def key_spend_report(self, key_ids: list[str]) -> dict[str, usage_report.KeySpend]:
+        """What each key was charged in all, today and this month (UTC), from the usage log."""
+        with self._reader.connect() as conn:
+            return usage_report.spend_by_key(conn, key_ids, datetime.now(UTC))
+
+    @_db_errors
+    def money_history(self, account_id: int, limit: int = 500
+                      ) -> list[money_history.MoneyEntry]:
+        """Top-ups, adjustments, debts and debt payments of the account, newest first."""
+        with self._reader.connect() as conn:
+            return money_history.entries(conn, account_id, limit)
 
     # -- stored Responses API conversations ---------------------------------------------------
 
