@@ -14,10 +14,10 @@ from tests.store.test_store import db_url, store  # noqa: F401  (fixtures)
 NOON = datetime(2026, 11, 10, 12, tzinfo=UTC)
 
 
-def _settle(store, account, rid, cost, when, **fields):
-    assert store.hold(rid, account.id, cost)
+def _settle(db, account, rid, cost, when, **fields):
+    assert db.hold(rid, account.id, cost)
     fields.setdefault("model", "m1")
-    store.settle(rid, cost, UsageRecord(
+    db.settle(rid, cost, UsageRecord(
         request_id=rid, account_id=account.id, key_id=fields.pop("key_id", None),
         endpoint=fields.pop("endpoint", "chat"), provider="p", status=200, created_at=when,
         **fields))
