@@ -26,6 +26,11 @@ _DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[^;,]*)*
 # Anthropic tool ids must match this; other ids are made to fit, the same way on both sides.
 _ID_UNSAFE = re.compile(r"[^a-zA-Z0-9_-]")
 
+# A chunk may carry, under this key, usage the provider reported before its end (Anthropic's
+# input count in message_start): for the meter only, removed before the client sees the chunk
+# (runtime/billing/metered_stream.py), so a stream the client leaves is charged from it.
+EARLY_USAGE = "_early_usage"
+
 STRUCTURAL = ("messages", "tools", "tool_choice", "parallel_tool_calls", "response_format",
               "stream", "stream_options", "modalities", "model")
 
