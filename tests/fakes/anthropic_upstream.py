@@ -42,7 +42,8 @@ declared (``Bash``, ``exec_command``, ...), is answered with that tool running C
 this fake issued (400 ``Invalid `signature` in `thinking` block`` otherwise, as Anthropic
 checks them). ``stop_sequences`` cut the text (stop_reason
 ``stop_sequence``); ``max_tokens`` below the word count truncates (``max_tokens``).
-Usage: ``input_tokens`` = words of system and all message texts, tool inputs and results;
+Usage: ``input_tokens`` = words of system and all message texts, tool inputs and results,
+and of the tool definitions (as count_tokens counts, and as Anthropic bills them);
 ``cache_read_input_tokens``/``cache_creation_input_tokens`` = the ``cache_read_tokens`` /
 ``cache_write_tokens`` attributes; ``output_tokens`` = words of text, thinking and tool input.
 
@@ -170,7 +171,7 @@ class FakeAnthropic(FakeServer):
         with self.lock:
             self.issued_signatures.update(b["signature"] for b in answer["content"]
                                           if b["type"] == "thinking")
-        usage = {"input_tokens": max(1, prompt_words(body)),
+        usage = {"input_tokens": count_words(body),
                  "cache_creation_input_tokens": self.cache_write_tokens,
                  "cache_read_input_tokens": self.cache_read_tokens,
                  "output_tokens": answer["output_tokens"]}
