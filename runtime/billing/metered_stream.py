@@ -28,7 +28,7 @@ from typing import Any
 
 from runtime.billing.hold_progress import CutNow
 from runtime.billing.meter import Meter
-from runtime.billing.pricing import Usage, token_cost
+from runtime.billing.pricing import WEB_SEARCHES, Usage, token_cost
 from runtime.billing.prompt_estimate import estimate_tokens
 from runtime.billing.settling_body import SettlingBody
 from runtime.catalogue import Model
@@ -48,7 +48,10 @@ class MeteredStream(SettlingBody):
     produced (see settle_produced); `charged_usage` is what was charged, once settled."""
 
     def __init__(self, *, model: Model, meter: Meter, prompt: PromptEstimate,
-                 on_close: Callable[[], None]) -> None:
+                 on_close: Callable[[], None], web_searches: int = 0) -> None:
+        # searches a provider bills per request without reporting them (OpenAI's chat
+        # web_search_options): charged unless the usage counts its own
+        self._web_searches = web_searches
         self._model = model
         self._prompt = prompt
         self._on_close = on_close
@@ -91,15 +94,19 @@ class MeteredStream(SettlingBody):
                                                  self._status)
 
     def _reported(self) -> Usage | None:
-        """The upstream's final usage, else its early usage with the output produced so far."""
-        if self._usage is not None or self._early is None or not self._early.prompt_tokens:
-            return self._usage
-        early = self._early
-        return Usage(prompt_tokens=early.prompt_tokens,
-                     completion_tokens=max(early.completion_tokens,
-                                           estimate_tokens(self._produced_chars)),
-                     cached_tokens=early.cached_tokens,
-                     cache_write_tokens=early.cache_write_tokens)
+        """The upstream's final usage, else its early usage with the output produced so far,
+        with the searches billed per request."""
+        usage, early = self._usage, self._early
+        if usage is None and early is not None and early.prompt_tokens:
+            usage = Usage(prompt_tokens=early.prompt_tokens,
+                          completion_tokens=max(early.completion_tokens,
+                                                estimate_tokens(self._produced_chars)),
+                          cached_tokens=early.cached_tokens,
+                          cache_write_tokens=early.cache_write_tokens, units=early.units)
+        if self._web_searches:
+            usage = usage or Usage()
+            usage.units.setdefault(WEB_SEARCHES, self._web_searches)
+        return usage
 
 
 def settle_produced(meter: Meter, model: Model, usage: Usage | None, prompt: PromptEstimate,
@@ -108,9 +115,11 @@ def settle_produced(meter: Meter, model: Model, usage: Usage | None, prompt: Pro
     estimate of the whole prompt and of what was produced; returns the usage charged. Never
     raises: the client already has its stream."""
     try:
-        if usage is None or usage.empty:
+        if usage is None or not (usage.prompt_tokens or usage.completion_tokens):
+            # no token counts: estimated; other units reported (web searches) are kept
             usage = Usage(prompt_tokens=prompt(),
-                          completion_tokens=estimate_tokens(produced_chars))
+                          completion_tokens=estimate_tokens(produced_chars),
+                          units=dict(usage.units) if usage else {})
         elif not usage.prompt_tokens:
             # usage that counts only the output (an upstream's partial report)
             usage.prompt_tokens = prompt()

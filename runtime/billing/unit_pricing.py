@@ -1,6 +1,6 @@
 """Exact prices of the units that are not chat tokens: images, audio seconds, text-to-speech
-characters, rerank searches, hosted web searches, embedding and rerank tokens, and gpt-image
-token usage.
+characters, rerank searches, embedding and rerank tokens, and gpt-image token usage (hosted
+web searches are priced with the chat tokens: pricing.token_cost).
 
 Every function returns nano-credits as an unrounded Decimal (1 USD of list price =
 1,000,000,000 nano-credits), computed from the catalogue's decimal-string prices; the caller
@@ -112,11 +112,6 @@ def audio_seconds_cost(model: Model, seconds: Decimal) -> Decimal:
 
 def search_cost(model: Model, searches: int) -> Decimal:
     return searches * (model.price("per_search") or Decimal(0)) * NANO
-
-
-def web_search_cost(model: Model, searches: int) -> Decimal:
-    """Hosted web searches of a chat request (`per_web_search`, USD per search)."""
-    return searches * (model.price("per_web_search") or Decimal(0)) * NANO
 
 
 def input_tokens_cost(model: Model, tokens: int) -> Decimal:

@@ -233,14 +233,20 @@ def prepare_scalars(body: dict[str, Any]) -> None:
 
 
 def usage(prompt: int, completion: int, *, cached: int = 0, cache_write: int = 0,
-          reasoning: int = 0) -> dict[str, Any]:
-    return {"prompt_tokens": prompt, "completion_tokens": completion,
-            "total_tokens": prompt + completion,
-            "prompt_tokens_details": {"cached_tokens": cached, "cache_write_tokens": cache_write,
-                                      "audio_tokens": 0},
-            "completion_tokens_details": {"reasoning_tokens": reasoning, "audio_tokens": 0,
-                                          "accepted_prediction_tokens": 0,
-                                          "rejected_prediction_tokens": 0}}
+          reasoning: int = 0, web_searches: int = 0) -> dict[str, Any]:
+    """OpenAI's usage; hosted web searches the provider ran go in `server_tool_use` (as
+    Anthropic reports them), present only when there were some."""
+    out: dict[str, Any] = {
+        "prompt_tokens": prompt, "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": cached, "cache_write_tokens": cache_write,
+                                  "audio_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": reasoning, "audio_tokens": 0,
+                                      "accepted_prediction_tokens": 0,
+                                      "rejected_prediction_tokens": 0}}
+    if web_searches:
+        out["server_tool_use"] = {"web_search_requests": web_searches}
+    return out
 
 
 def message(content: str | None, reasoning: str | None, tool_calls: list[dict[str, Any]],
