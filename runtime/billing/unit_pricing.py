@@ -66,6 +66,19 @@ def image_price(model: Model, size: str | None, quality: str | None) -> Decimal:
     return Decimal(by_size[quality])
 
 
+def dearest_image_price(model: Model, size: str | None = None) -> Decimal:
+    """USD of the dearest image the model's `per_image` table prices (of `size`, when
+    given): a hold before the size and quality are known."""
+    table = model.pricing.get("per_image")
+    if isinstance(table, str):
+        return Decimal(table)
+    if not isinstance(table, Mapping):
+        raise BadRequest(f"The model '{model.id}' has no per-image price.", param="model")
+    rows = [table[size]] if size is not None and size in table else list(table.values())
+    return max(Decimal(price) for row in rows
+               for price in (row.values() if isinstance(row, Mapping) else [row]))
+
+
 def images_cost(model: Model, size: str | None, quality: str | None, count: int) -> Decimal:
     return image_price(model, size, quality) * count * NANO
 
