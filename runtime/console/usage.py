@@ -24,6 +24,7 @@ from urllib.parse import urlencode
 import falcon
 
 from runtime.billing.credits import format_credits
+from runtime.billing.pricing import WEB_SEARCHES
 from runtime.console.pages import Viewer, account_page, current_viewer
 from runtime.console.web import Console, PageError, secure_headers
 from runtime.store.usage_report import UsageFilter, UsageRow
@@ -41,7 +42,7 @@ UNIT_WORDS = {
     "seconds": ("second of audio", "seconds of audio"),
     "characters": ("character", "characters"),
     "searches": ("search", "searches"),
-    "web_searches": ("web search", "web searches"),
+    WEB_SEARCHES: ("web search", "web searches"),
     "documents": ("document", "documents"),
 }
 
@@ -221,7 +222,7 @@ def csv_lines(rows: Iterator[list[UsageRow]], key_names: dict[str, str]) -> Iter
                 row.status, row.prompt_tokens, row.completion_tokens, row.cached_tokens,
                 units.get("images", ""), units.get("seconds", ""),
                 units.get("characters", ""), units.get("searches", ""),
-                units.get("web_searches", ""), format_credits(row.cost_nano),
+                units.get(WEB_SEARCHES, ""), format_credits(row.cost_nano),
                 row.latency_ms)])
         yield flush()
 
