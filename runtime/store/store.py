@@ -23,9 +23,8 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from . import holds as holdlib
 from . import keys as keylib
-from . import ledger
+from . import ledger, usage_queries
 from . import responses as stored
-from . import usage_queries
 from .engine import make_engines
 from .errors import AccountExists, AccountNotFound, StoreError
 from .fastpath import FastPath
