@@ -30,7 +30,7 @@ from .errors import AccountExists, AccountNotFound, StoreError
 from .fastpath import FastPath
 from .migrations import migrate
 from .records import Account, KeyRecord, StoredResponse, UsageRecord
-from .schema import accounts, api_keys, usage_log
+from .schema import accounts, api_keys, ledger_entries, usage_log
 
 log = logging.getLogger("tokmodel.holds")
 
@@ -529,6 +529,23 @@ class Store:
         params = {"b_name": account_name, "b_limit": min(limit, MAX_USAGE_LIMIT)}
         with self._reader.connect() as conn:
             return [ledger.usage_record(row) for row in conn.execute(_usage_of_account, params)]
+
+    @_db_errors
+    def topups(self, name: str, limit: int = 1000) -> list[dict[str, Any]]:
+        """The account's top-ups (its initial credits included), newest first, from the
+        ledger: [{"reference", "amount_nano", "note", "created_at"}]; AccountNotFound when
+        there is none."""
+        with self._reader.connect() as conn:
+            account_id = conn.execute(_account_id_by_name, {"b_name": name}).scalar()
+            if account_id is None:
+                raise AccountNotFound(f"no account named {name!r}")
+            e = ledger_entries.c
+            rows = conn.execute(
+                select(e.reference, e.amount_nano, e.note, e.created_at)
+                .where(e.account_id == account_id).where(e.kind == "topup")
+                .order_by(e.created_at.desc(), e.reference).limit(limit))
+            return [{"reference": ref, "amount_nano": amount, "note": note,
+                     "created_at": ledger.utc(when)} for ref, amount, note, when in rows]
 
     # usage queries (usage_queries.py)
 
