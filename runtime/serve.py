@@ -221,8 +221,8 @@ class GatewayServer(BaseApplication):
                 self.cfg.set(key, value)
 
     def load(self):  # noqa: ANN201 - gunicorn's interface
-        from runtime.app import build_app
         from runtime.admin.retention import RetentionSettings, UsagePruner
+        from runtime.app import build_app
         from runtime.billing.sweeper import HoldKeeper, HoldSettings
 
         app, store = build_app()
