@@ -43,7 +43,7 @@ class RetentionSettings:
         days = None if raw is None else float(raw)
         if days is not None and not days > 0:
             raise ValueError(f"{RETENTION_ENV} must be a number of days > 0 (unset: forever)")
-        interval = float(env.get(INTERVAL_ENV) or cls.interval_seconds)
+        interval = float(env.get(INTERVAL_ENV) or cls().interval_seconds)
         if not interval > 0:
             raise ValueError(f"{INTERVAL_ENV} must be > 0")
         return cls(days, interval)
