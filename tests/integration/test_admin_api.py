@@ -339,3 +339,34 @@ def test_retention_prunes_old_usage_rows_and_the_audit_stays_ok(fakes, gateway_f
     assert audit.returncode == 0, audit.stdout + audit.stderr
     chat(short, secret)  # rows written after the pruning are audited as before
     assert short.audit(name)["ok"]
+
+
+# -- the command line ------------------------------------------------------------------------
+
+def tokmodel(gw, *args: str) -> subprocess.CompletedProcess:
+    env = clean_env({"TOKMODEL_DATABASE_URL": gw.db_url})
+    return subprocess.run([sys.executable, "-m", "runtime.cli", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_the_command_line_makes_management_keys_and_disables_accounts(gw, up):
+    account, inference = gw.account()
+    name = gw.store.get_account_by_id(account).name
+    made = tokmodel(gw, "keys", "create", "--account", name, "--name", "owner", "--manage")
+    assert made.returncode == 0, made.stderr
+    key_id, secret = made.stdout.split()[1], made.stdout.split()[-1]
+    assert "management key" in made.stderr
+    assert console_login(gw, secret).status_code == 303
+    assert console_login(gw, inference).status_code == 403
+    assert tokmodel(gw, "keys", "update", key_id, "--no-manage").returncode == 0
+    assert console_login(gw, secret).status_code == 403
+    listed = json.loads(tokmodel(gw, "keys", "list", "--account", name, "--json").stdout)
+    assert [k["manage"] for k in listed] == [False, False]
+    assert tokmodel(gw, "keys", "update", key_id).returncode == 1  # nothing to change
+    assert tokmodel(gw, "accounts", "disable", name).returncode == 0
+    with pytest.raises(openai.PermissionDeniedError):
+        chat(gw, inference)
+    shown = json.loads(tokmodel(gw, "accounts", "show", name, "--json").stdout)
+    assert shown["disabled"] is True
+    assert tokmodel(gw, "accounts", "enable", name).returncode == 0
+    chat(gw, inference)
