@@ -37,7 +37,7 @@ from runtime.console.web import (
 )
 from runtime.store import Account, AccountExists, AccountNotFound
 from runtime.store.ledger import MAX_NANO
-from runtime.store.usage_report import UsageFilter
+from runtime.store.usage_queries import UsageFilter
 
 ACCOUNT_USAGE_ROWS = 20
 ACCOUNT_HISTORY_ROWS = 50
@@ -116,8 +116,8 @@ class _Admin:
         context.setdefault("key_error", "")
         self.console.render(resp, "admin_account.html", status=status, **self.page(binding),
                             active="accounts", account=account, keys=keys,
-                            rows=store.usage_report_page(UsageFilter(account_id=account.id),
-                                                         ACCOUNT_USAGE_ROWS).rows,
+                            rows=store.usage_page(UsageFilter(account_id=account.id),
+                                                         ACCOUNT_USAGE_ROWS)[0],
                             entries=store.money_history(account.id, ACCOUNT_HISTORY_ROWS),
                             kinds=HISTORY_KINDS,
                             key_names={key.id: key.name for key in keys}, **context)

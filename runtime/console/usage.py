@@ -4,7 +4,8 @@ its CSV export, and the money history (top-ups, adjustments, debts).
 Contract:
 - Filters come from the query string: `key` (a key id of the account), `model`, `endpoint`,
   `since` and `until` (UTC days, YYYY-MM-DD, both inclusive), `size` (one of PAGE_SIZES) and
-  `cursor` (opaque, from an "Older"/"Newer" link). A bad value is a 400 page naming it.
+  `before` or `after` (opaque cursors of the "Older" and "Newer" links; pages are keyset
+  pages of runtime/store/usage_queries.py). A bad value is a 400 page naming it.
 - Totals and the chart cover every row of the filter, not only the page shown.
 - `/console/usage.csv` streams every row of the filter, read in short batches.
 - Units are shown per kind: tokens in/out, images, audio seconds, speech characters,
@@ -27,7 +28,7 @@ from runtime.billing.credits import format_credits
 from runtime.billing.pricing import WEB_SEARCHES
 from runtime.console.pages import Viewer, account_page, current_viewer
 from runtime.console.web import Console, PageError, secure_headers
-from runtime.store.usage_report import UsageFilter, UsageRow
+from runtime.store.usage_queries import UsageFilter, UsageRow, encode_cursor
 
 PAGE_SIZES = (25, 50, 100, 200)
 DEFAULT_SIZE = 50
@@ -78,7 +79,8 @@ class Filters:
     since: str = ""
     until: str = ""
     size: int = DEFAULT_SIZE
-    cursor: str | None = None
+    before: str | None = None
+    after: str | None = None
 
     def where(self, account_id: int) -> UsageFilter:
         since = _day(self.since, "since") if self.since else None
@@ -124,7 +126,8 @@ def read_filters(req: falcon.Request, key_ids: set[str]) -> Filters:
     if not size_text.isdigit() or int(size_text) not in PAGE_SIZES:
         raise PageError(400, "The page size must be one of "
                              + ", ".join(map(str, PAGE_SIZES)) + ".")
-    return Filters(**values, size=int(size_text), cursor=req.get_param("cursor") or None)
+    return Filters(**values, size=int(size_text), before=req.get_param("before") or None,
+                   after=req.get_param("after") or None)
 
 
 def chart(daily: list[dict[str, Any]], width: int = 720, height: int = 200
@@ -170,22 +173,36 @@ class Usage:
         filters = read_filters(req, {key.id for key in keys})
         where = filters.where(viewer.account.id)
         try:
-            page = store.usage_report_page(where, filters.size, filters.cursor)
+            rows, older, newer = self._page(where, filters)
         except ValueError:
-            raise PageError(400, "That page link is not valid any more: start again from "
-                                 "the newest page.") from None
-        totals = store.usage_report_totals(where)
+            raise PageError(400, "That page link is not valid: start again from the newest "
+                                 "page.") from None
+        totals = store.usage_totals(where)
         everything = UsageFilter(account_id=viewer.account.id)
         self.console.render(
             resp, "usage.html", **account_page(viewer, "usage"), filters=filters,
-            rows=page.rows, totals=totals,
-            older=f"?{filters.query(cursor=page.older)}" if page.older else "",
-            newer=f"?{filters.query(cursor=page.newer)}" if page.newer else "",
+            rows=rows, totals=totals,
+            older=f"?{filters.query(before=older)}" if older else "",
+            newer=f"?{filters.query(after=newer)}" if newer else "",
             csv_link=f"/console/usage.csv?{filters.query(size='')}",
-            chart=chart(store.usage_report_daily(where)), sizes=PAGE_SIZES, keys=keys,
+            chart=chart(store.usage_daily(where)), sizes=PAGE_SIZES, keys=keys,
             key_names={key.id: key.name for key in keys},
-            models=store.usage_report_values(everything, "model"),
-            endpoints=store.usage_report_values(everything, "endpoint"))
+            models=store.usage_values(everything, "model"),
+            endpoints=store.usage_values(everything, "endpoint"))
+
+    def _page(self, where: UsageFilter, filters: Filters
+              ) -> tuple[list[UsageRow], str | None, str | None]:
+        """The rows to show and the cursors of the older and newer pages (None: none)."""
+        store = self.console.store
+        if filters.after:
+            rows, newer = store.usage_page_newer(where, filters.size, filters.after)
+            return rows, encode_cursor(rows[-1].id) if rows else None, newer
+        rows, older = store.usage_page(where, filters.size, filters.before)
+        newer = None
+        if filters.before and rows:
+            above = encode_cursor(rows[0].id)
+            newer = above if store.usage_page_newer(where, 1, above)[0] else None
+        return rows, older, newer
 
 
 CSV_COLUMNS = ("time_utc", "request_id", "key", "model", "endpoint", "provider", "status",
@@ -239,7 +256,7 @@ class UsageCsv:
         resp.content_type = "text/csv; charset=utf-8"
         secure_headers(resp)
         resp.set_header("Content-Disposition", 'attachment; filename="usage.csv"')
-        resp.stream = csv_lines(self.console.store.usage_report_batches(where),
+        resp.stream = csv_lines(self.console.store.usage_batches(where),
                                 {key.id: key.name for key in keys})
 
 

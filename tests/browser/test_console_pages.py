@@ -21,7 +21,7 @@ DAY = datetime(2026, 11, 20, 9, tzinfo=UTC)
 
 def new_account(gw: Gateway, name: str) -> tuple[int, str]:
     account = gw.store.create_account(name, 1_000_000_000)
-    return account.id, gw.store.create_key(name, "login")[1]
+    return account.id, gw.store.create_key(name, "login", manage=True)[1]
 
 
 def settle(gw: Gateway, account_id: int, request_id: str, cost: int, **fields) -> None:
