@@ -47,6 +47,8 @@ ADMIN_NOTICES = {
     "created": "Account created.",
     "topup": "Credits added.",
     "revoked": "Key revoked. Requests made with it are refused from now on.",
+    "disabled": "Account disabled: every request with its keys is refused (403) from now on.",
+    "enabled": "Account enabled: its keys work again.",
     "out": "You are logged out.",
     "ended": "Your operator session has ended. Log in again.",
 }
@@ -187,8 +189,8 @@ class AdminAccounts(_Admin):
 
 
 class AdminAccount(_Admin):
-    """One account: balance, keys, recent usage and money history; POST /topup, POST /keys
-    and POST /keys/{key_id}/revoke."""
+    """One account: balance, keys, recent usage and money history; POST /topup, /keys,
+    /keys/{key_id}/revoke and /disable."""
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, account_id: int) -> None:
         binding = self.binding(req)
@@ -213,6 +215,21 @@ class AdminAccount(_Admin):
                               amount=form.get("amount", ""))
             return
         raise Redirect(f"/console/admin/accounts/{account.id}?done=topup")
+
+    def on_post_disable(self, req: falcon.Request, resp: falcon.Response,
+                        account_id: int) -> None:
+        """Disable (form field `disabled` = "1") or enable the account."""
+        binding = self.binding(req)
+        form = read_form(req)
+        require_csrf(self.console, binding, form)
+        account = self.account(account_id)
+        disabled = form.get("disabled") == "1"
+        try:
+            self.console.store.set_account_disabled(account.name, disabled)
+        except AccountNotFound:
+            raise PageError(404, "There is no such account.") from None
+        done = "disabled" if disabled else "enabled"
+        raise Redirect(f"/console/admin/accounts/{account.id}?done={done}")
 
     def on_post_revoke(self, req: falcon.Request, resp: falcon.Response, account_id: int,
                        key_id: str) -> None:
@@ -256,3 +273,4 @@ def add_admin_routes(app: falcon.App, console: Console) -> None:
     app.add_route(f"{base}/topup", account, suffix="topup")
     app.add_route(f"{base}/keys", account, suffix="keys")
     app.add_route(f"{base}/keys/{{key_id}}/revoke", account, suffix="revoke")
+    app.add_route(f"{base}/disable", account, suffix="disable")

@@ -217,3 +217,20 @@ def test_operator_revokes_any_key_of_an_account(admin_env):
     result = browser.submit(page, f"{page}/keys/{theirs.id}/revoke")
     assert result.status_code == 404
     assert admin_env.store.get_key(theirs.id).revoked_at is None
+
+
+def test_operator_disables_and_enables_an_account(admin_env):
+    browser = admin_login(admin_env)
+    account = admin_env.store.get_account("acme")
+    page = f"/console/admin/accounts/{account.id}"
+    result = browser.submit(page, f"{page}/disable", disabled="1")
+    assert result.status_code == 303 and result.headers["location"].endswith("done=disabled")
+    assert admin_env.store.get_account("acme").disabled_at is not None
+    shown = browser.get(page).text
+    assert "Enable account" in shown and "account_disabled" in shown
+    assert "disabled" in browser.get("/console/admin").text
+    result = browser.submit(page, f"{page}/disable", disabled="0")
+    assert result.status_code == 303
+    assert admin_env.store.get_account("acme").disabled_at is None
+    assert browser.post(f"{page}/disable", {"disabled": "1", "csrf": "forged"}).status_code == 403
+    assert admin_env.store.get_account("acme").disabled_at is None

@@ -1,7 +1,8 @@
 """The console's account and operator pages in a real headless Chromium against the gateway
 under gunicorn: usage pages and filters with totals over the whole filter, units per kind,
 the daily chart, CSV export, top-up history, an operator revoking a key (the next API request
-is a 401), and every page at 375 px wide without horizontal scrolling."""
+is a 401), disabling an account (its key gets 403), and every page at 375 px wide without
+horizontal scrolling."""
 
 from __future__ import annotations
 
@@ -126,6 +127,29 @@ def test_operator_revokes_a_key_and_the_next_request_is_401(browser, gateway):
     page.wait_for_url(re.compile(r"done=topup"))
     assert "+2.5" in page.locator("table.history").inner_text()
     assert gateway.store.get_account_by_id(account_id).balance_nano == 3_500_000_000
+
+
+def test_operator_disables_an_account_and_its_key_gets_403(browser, gateway):
+    new_account(gateway, "browser-disabled")
+    _, app_key = gateway.store.create_key("browser-disabled", "app")
+    headers = {"Authorization": f"Bearer {app_key}"}
+    assert requests.get(f"{gateway.base_url}/models", headers=headers,
+                        timeout=10).status_code == 200
+    page = browser.new_page()
+    page.goto(f"{gateway.url}/console/admin/login")
+    page.fill("#token", ADMIN_TOKEN)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{gateway.url}/console/admin")
+    page.click("text=browser-disabled")
+    page.click("text=Disable account")
+    page.wait_for_url(re.compile(r"done=disabled"))
+    refused = requests.get(f"{gateway.base_url}/models", headers=headers, timeout=10)
+    assert refused.status_code == 403
+    assert refused.json()["error"]["code"] == "account_disabled"
+    page.click("text=Enable account")
+    page.wait_for_url(re.compile(r"done=enabled"))
+    assert requests.get(f"{gateway.base_url}/models", headers=headers,
+                        timeout=10).status_code == 200
 
 
 def test_pages_fit_a_375px_phone_without_horizontal_scroll(browser, gateway):
