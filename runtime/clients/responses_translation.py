@@ -217,8 +217,7 @@ def tool_plan(body: Mapping[str, Any], web_search: bool) -> ToolPlan:
                 fn["function"]["name"] = flat
                 plan.functions.append(fn)
         elif kind in WEB_SEARCH_TOOLS:
-            options = hosted_search.web_search({**tool, "name": "web_search"}, web_search,
-                                               plan.dropped)
+            options = hosted_search.web_search(tool, web_search, plan.dropped)
             if options is not None:
                 plan.web_search = options
         else:
