@@ -17,6 +17,7 @@ from runtime import encodable, inbound, multipart
 from runtime.billing.meter import refusal
 from runtime.catalogue import Catalogue, Model
 from runtime.errors import BadRequest, GatewayError, NotFound, Unauthorized
+from runtime.limits.admission import check_expiry
 from runtime.ops import MappingError
 from runtime.settings import Settings
 from runtime.store import KeyRecord, Store
@@ -54,6 +55,7 @@ class Gateway:
         key = self.store.authenticate(secret) if secret else None
         if key is None:
             raise Unauthorized()
+        check_expiry(key.limits)
         return key
 
     def admit_body(self, req: falcon.Request, key: KeyRecord) -> None:

@@ -14,9 +14,10 @@ and finishes the request's record then.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -30,6 +31,7 @@ from runtime.billing.prompt_estimate import lazy_prompt
 from runtime.catalogue import Model
 from runtime.errors import BadRequest, GatewayError
 from runtime.gateway import Gateway
+from runtime.limits import admission, rates
 from runtime.observability import record as observe
 from runtime.ops import MappingError
 from runtime.pipeline.attempts import Answered, Attempts, chunks_after
@@ -41,6 +43,8 @@ from runtime.store import KeyRecord
 from runtime.upstream import AnswerTooLarge, broken_off
 
 MAX_FALLBACKS = 5
+
+log = logging.getLogger("tokmodel.limits")
 
 
 class Pipeline:
@@ -68,7 +72,10 @@ class Pipeline:
                 route.check(request)
             candidates = self.candidates(request, route)
             record.model, record.provider = candidates[0].id, candidates[0].provider.id
-            self.admit(key, request, candidates)
+            counted = self.admit(key, request, candidates)
+            if counted is not None:
+                for name, value in admission.rate_headers(counted).items():
+                    resp.set_header(name, value)
             shown = request.model_id if isinstance(request.model_id, str) else candidates[0].id
             primary = _exchange(route, request, candidates[0], shown)
             record.stream = primary.stream
@@ -78,6 +85,8 @@ class Pipeline:
                           request_id=record.request_id)
             meter.on_settled = lambda status, usage, charged: _settled(
                 record, status, usage, charged)
+            if counted is not None and counted.tokens is not None:
+                meter.on_settled = self._correcting_tokens(key, counted, meter.on_settled)
             meter.reserve(max(route.hold(request, m) for m in candidates))
             for name in route.id_headers:
                 resp.set_header(name, record.request_id)
@@ -108,9 +117,42 @@ class Pipeline:
                 found.append(model)
         return found[:MAX_FALLBACKS + 1]
 
-    def admit(self, key: KeyRecord, request: Request, candidates: list[Model]) -> None:
-        """Admission: where per-key limits (models, rates, spend caps, expiry) are checked,
-        before anything is held or sent. Nothing is limited yet."""
+    def admit(self, key: KeyRecord, request: Request, candidates: list[Model]
+              ) -> rates.Admitted | None:
+        """Admission: the key's limits (runtime/limits/), before anything is held or sent.
+        Models outside the key's list: 403 for the model or a fallback the client named,
+        catalogue fallbacks dropped. Over rpm or tpm: 429; else the request is counted and
+        its count returned (for the rate-limit headers and the token correction). Expiry is
+        checked with the key (Gateway.authenticate), spend limits with the hold
+        (Meter.reserve). A key without limits costs nothing here."""
+        limits = key.limits
+        if limits is None:
+            return None
+        if limits.models is not None:
+            named = [candidates[0], *(m for name in (request.fallbacks or ())
+                                      if (m := self.gw.catalogue.get(name)) is not None)]
+            admission.check_models(limits, named, candidates)
+        if not limits.limits_rate:
+            return None
+        tokens = admission.token_estimate(request.raw, request.body,
+                                          candidates[0].max_output_tokens)
+        return admission.check_rates(self.gw.store.write, key.id, limits, tokens,
+                                     time.time())
+
+    def _correcting_tokens(self, key: KeyRecord, counted: rates.Admitted,
+                           then: Callable[[int, Usage, int], None]
+                           ) -> Callable[[int, Usage, int], None]:
+        """The settle's callback, also replacing the request's counted token estimate by
+        the tokens it used."""
+        def settled(status: int, usage: Usage, charged: int) -> None:
+            used = usage.prompt_tokens + usage.completion_tokens
+            try:
+                rates.correct(self.gw.store.write, key.id, counted.minute,
+                              used - counted.estimate)
+            except Exception:   # the count stays at the estimate: never under
+                log.exception("token count of key %s not corrected", key.id)
+            then(status, usage, charged)
+        return settled
 
     # -- attempts and the answer ----------------------------------------------------------
 

@@ -185,6 +185,21 @@ def _hold_heartbeats(conn: Connection) -> None:
         conn.execute(text(f"ALTER TABLE holds ADD COLUMN {preparer.quote(name)} {kind}"))
 
 
+def _key_limits(conn: Connection) -> None:
+    """Per-key limit and spend columns on `api_keys` (schema.py) and `key_rates`."""
+    preparer = conn.dialect.identifier_preparer
+    present = {column["name"] for column in inspect(conn).get_columns("api_keys")}
+    for column in schema.api_keys.columns:
+        if column.name in present:
+            continue
+        kind = column.type.compile(dialect=conn.dialect)
+        default = (f" NOT NULL DEFAULT {column.server_default.arg}"
+                   if column.server_default is not None else "")
+        conn.execute(text(f"ALTER TABLE api_keys ADD COLUMN {preparer.quote(column.name)} "
+                          f"{kind}{default}"))
+    schema.key_rates.create(conn, checkfirst=True)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "accounts, api_keys, holds, usage_log", _baseline),
     Migration(2, "holds without rowid (SQLite)", _holds_without_rowid),
@@ -195,6 +210,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     # 4 and 5 are independent (5 touches only the new columns of `holds`): a database that
     # got 5 before 4 existed gets 4 when it is missing.
     Migration(5, "holds: owner, heartbeat_at, progress", _hold_heartbeats),
+    Migration(6, "api_keys: limits and spend; key_rates", _key_limits),
 )
 
 

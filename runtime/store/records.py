@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from runtime.limits.policy import KeyLimits
+
 
 @dataclass(frozen=True, slots=True)
 class Account:
@@ -32,6 +34,8 @@ class KeyRecord:
     display_prefix: str
     created_at: datetime
     revoked_at: datetime | None
+    # None: no limit of any kind is set (runtime/limits/)
+    limits: KeyLimits | None = None
 
 
 @dataclass(frozen=True, slots=True)

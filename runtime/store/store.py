@@ -21,6 +21,9 @@ from typing import Any, ParamSpec, TypeVar
 from sqlalchemy import bindparam, insert, select, text, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from runtime.limits import spend as spendlib
+from runtime.limits.policy import limits_from_row, parse_models
+
 from . import holds as holdlib
 from . import keys as keylib
 from . import ledger
@@ -50,6 +53,14 @@ _key_cols = (
     api_keys.c.display_prefix,
     api_keys.c.created_at,
     api_keys.c.revoked_at,
+    # the limits, read with the key (runtime/limits/policy.py, in this order)
+    api_keys.c.expires_at,
+    api_keys.c.models,
+    api_keys.c.rpm,
+    api_keys.c.tpm,
+    api_keys.c.spend_limit_nano,
+    api_keys.c.daily_limit_nano,
+    api_keys.c.monthly_limit_nano,
 )
 _keys_join = api_keys.join(accounts, api_keys.c.account_id == accounts.c.id)
 
@@ -127,12 +138,34 @@ def _check_request_id(request_id: str) -> str:
     return request_id
 
 
+_LIMIT_COLUMNS = ("expires_at", "models", "rpm", "tpm", "spend_limit_nano",
+                  "daily_limit_nano", "monthly_limit_nano")
+
+
+def _check_limits(changes: dict[str, Any]) -> dict[str, Any]:
+    for column, value in changes.items():
+        if column not in _LIMIT_COLUMNS:
+            raise ValueError(f"unknown key limit {column!r}")
+        if value is None or column == "expires_at":
+            continue
+        if column == "models":
+            parse_models(value)
+        elif column in ("rpm", "tpm"):
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{column} must be a positive integer")
+        else:
+            ledger.check_nano(value, column)
+    return changes
+
+
 def _account(row: Any) -> Account:
     return Account(row[0], row[1], row[2], ledger.utc(row[3]), row[4])
 
 
 def _key(row: Any) -> KeyRecord:
-    return KeyRecord(row[0], row[1], row[2], row[3], row[4], ledger.utc(row[5]), ledger.utc(row[6]))
+    limits = limits_from_row((ledger.utc(row[7]), *row[8:14]))
+    return KeyRecord(row[0], row[1], row[2], row[3], row[4], ledger.utc(row[5]),
+                     ledger.utc(row[6]), limits)
 
 
 class Store:
@@ -146,6 +179,8 @@ class Store:
                               self._engine.dialect.name == "sqlite")
         # The holds this process has open, kept alive by heartbeat_holds (store/holds.py).
         self.open_holds = holdlib.OpenHolds()
+        # The time settles and spend-limit periods (UTC days, months) go by; tests move it.
+        self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)
         # For display and logs: the password, if any, is masked.
         self.url = self._engine.url.render_as_string(hide_password=True)
 
@@ -272,9 +307,12 @@ class Store:
     # keys
 
     @_db_errors
-    def create_key(self, account_name: str, name: str = "default") -> tuple[KeyRecord, str]:
-        """Create a key; return its record and the secret, which is shown this once only."""
+    def create_key(self, account_name: str, name: str = "default",
+                   limits: dict[str, Any] | None = None) -> tuple[KeyRecord, str]:
+        """Create a key; return its record and the secret, which is shown this once only.
+        `limits`: api_keys limit columns and their values (see `update_key_limits`)."""
         _check_name(name, "key name")
+        limits = _check_limits(limits or {})
         for attempt in range(3):
             secret = keylib.new_secret()
             now = datetime.now(UTC)
@@ -285,6 +323,7 @@ class Store:
                 "display_prefix": keylib.display_prefix(secret),
                 "created_at": now,
                 "revoked_at": None,
+                **limits,
             }
             try:
                 with self._engine.begin() as conn:
@@ -298,10 +337,7 @@ class Store:
                 if attempt == 2:  # three random 48-bit ids collided: something else is wrong
                     raise
                 continue
-            record = KeyRecord(
-                values["id"], account_id, account_name, name, values["display_prefix"], now, None
-            )
-            return record, secret
+            return self.get_key(values["id"]), secret
         raise AssertionError("unreachable")
 
     @_db_errors
@@ -328,6 +364,18 @@ class Store:
         _check_name(name, "key name")
         with self._engine.begin() as conn:
             return conn.execute(_rename_key, {"b_id": key_id, "b_name": name}).rowcount == 1
+
+    @_db_errors
+    def update_key_limits(self, key_id: str, changes: dict[str, Any]) -> KeyRecord | None:
+        """Set (or, with None, clear) limit columns of a key: expires_at, models (the
+        comma-separated patterns), rpm, tpm, spend_limit_nano, daily_limit_nano,
+        monthly_limit_nano. Seen by the key's next request on every worker and node.
+        None when there is no such key."""
+        changes = _check_limits(changes)
+        if changes:
+            with self._engine.begin() as conn:
+                conn.execute(update(api_keys).where(api_keys.c.id == key_id).values(**changes))
+        return self.get_key(key_id)
 
     @_db_errors
     def authenticate(self, secret: str) -> KeyRecord | None:
@@ -389,8 +437,47 @@ class Store:
         except IntegrityError as exc:
             raise StoreError(f"request {request_id!r} already held credits") from exc
 
+    def write(self) -> Any:
+        """A write transaction (SQLAlchemy Core connection) for statements of other
+        modules (runtime/limits/rates.py)."""
+        return self._engine.begin()
+
+    # per-key spend limits (runtime/limits/spend.py)
+
     @_db_errors
-    def settle(self, request_id: str, cost_nano: int, usage: UsageRecord) -> int:
+    def reserve_key_spend(self, key_id: str, amount_nano: int) -> str | None:
+        """Add a request's hold to the key's spend in flight if every spend limit of the key
+        allows it; else change nothing and return the limit it would pass ('spend limit',
+        'daily limit', 'monthly limit')."""
+        params = {"amount": amount_nano, "key": key_id, **spendlib.periods(self.clock())}
+        count = self._fast.execute(spendlib.RESERVE, params)
+        if count is None:
+            with self._engine.begin() as conn:
+                count = conn.execute(text(spendlib.RESERVE), params).rowcount
+        if count == 1:
+            return None
+        with self._reader.connect() as conn:
+            row = conn.execute(text(spendlib.READ), {"key": key_id}).first()
+        if row is None:
+            return "spend limit"
+        return spendlib.KeySpend.from_row(row, self.clock()).refused_by(row, amount_nano)
+
+    @_db_errors
+    def unreserve_key_spend(self, key_id: str, amount_nano: int) -> None:
+        """Take back a reservation whose hold was then refused."""
+        with self._engine.begin() as conn:
+            conn.execute(text(spendlib.UNRESERVE), {"amount": amount_nano, "key": key_id})
+
+    @_db_errors
+    def key_spend(self, key_id: str) -> spendlib.KeySpend | None:
+        """What the key spent in all, today and this month (UTC), and holds in flight."""
+        with self._reader.connect() as conn:
+            row = conn.execute(text(spendlib.READ), {"key": key_id}).first()
+        return None if row is None else spendlib.KeySpend.from_row(row, self.clock())
+
+    @_db_errors
+    def settle(self, request_id: str, cost_nano: int, usage: UsageRecord,
+               spend_key: str | None = None) -> int:
         """Charge the cost (from the hold, then the balance, the rest as the account's debt),
         give back what the hold did not need, log `usage`; return the charge.
 
@@ -401,13 +488,20 @@ class Store:
         ledger.check_nano(cost_nano, "cost_nano")
         # Settled, or left to a sweeper when this fails: no longer this process's to keep.
         self.open_holds.discard(request_id)
-        now = datetime.now(UTC)
-        charged = self._fast.settle(request_id, cost_nano, usage, now)
+        now = self.clock()
+
+        def with_key(db: Any, run: Callable[[str, dict[str, Any]], Any]) -> Any:
+            return spendlib.KeySpendStatements(db, run, spend_key, now) if spend_key else db
+
+        charged = self._fast.settle(request_id, cost_nano, usage, now,
+                                    with_key if spend_key else None)
         if charged is not None:
             return charged
         try:
             with self._engine.begin() as conn:
-                return ledger.settle(conn, request_id, cost_nano, usage, now)
+                wrap = (lambda db: with_key(db, lambda sql, p: conn.execute(text(sql), p))
+                        ) if spend_key else None
+                return ledger.settle(conn, request_id, cost_nano, usage, now, wrap)
         except IntegrityError:
             # A concurrent settle of the same request wrote its settle entry first (the
             # entry's key allows one): give back any hold left, charge nothing.
