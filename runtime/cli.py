@@ -3,8 +3,11 @@
   tokmodel serve [--host H] [--port P] [--workers N] [--shutdown-timeout SECONDS]
   tokmodel accounts create NAME [--credits AMOUNT] | topup NAME AMOUNT | show NAME [--json]
                     | list [--json] | adjust NAME [-]AMOUNT --note TEXT | audit NAME [--json]
-  tokmodel keys create --account NAME [--name LABEL] | list --account NAME [--json]
-                | revoke KEY_ID
+  tokmodel keys create --account NAME [--name LABEL] [LIMITS] | update KEY_ID [LIMITS]
+                | list [--account NAME] [--json] | revoke KEY_ID
+        LIMITS: [--models PATTERNS] [--rpm N] [--tpm N] [--spend-limit CREDITS]
+                [--daily-limit CREDITS] [--monthly-limit CREDITS]
+                [--expires-in DURATION | --expires ISO8601]; update also --clear-NAME
   tokmodel usage --account NAME [--limit N] [--json]
   tokmodel holds list [--json] | release [--older-than SECONDS] [--refund]
   tokmodel providers check [--file PATH]
@@ -26,6 +29,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from runtime.billing.credits import format_credits, parse_credits
+from runtime.limits import options as keyopts
 from runtime.settings import Settings
 
 if TYPE_CHECKING:
@@ -140,8 +144,19 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
     store = _store()
     try:
+        if args.action in ("create", "update"):
+            try:
+                limits = keyopts.changes(args)
+            except ValueError as exc:
+                return _fail(str(exc))
+        if args.action == "update":
+            record = store.update_key_limits(args.key_id, limits)
+            if record is None:
+                return _fail(f"no key {args.key_id!r}")
+            print(f"updated {record.id}")
+            return 0
         if args.action == "create":
-            record, secret = store.create_key(args.account, args.name)
+            record, secret = store.create_key(args.account, args.name, limits)
             print(f"created key {record.id} ({record.name}) for account {args.account}; "
                   "the secret is shown once:", file=sys.stderr)
             print(f"key_id: {record.id}")
@@ -150,7 +165,9 @@ def cmd_keys(args: argparse.Namespace) -> int:
         if args.action == "list":
             keys = store.list_keys(args.account)
             if args.json:
-                print(json.dumps([_key_json(k) for k in keys], indent=2))
+                print(json.dumps([{**_key_json(k),
+                                   **keyopts.limits_json(k, store.key_spend(k.id))}
+                                  for k in keys], indent=2))
             else:
                 for k in keys:
                     state = "revoked" if k.revoked_at else "active"
@@ -296,8 +313,12 @@ def build_parser() -> argparse.ArgumentParser:
     kcreate = ks.add_parser("create")
     kcreate.add_argument("--account", required=True)
     kcreate.add_argument("--name", default="default")
+    keyopts.add_flags(kcreate, clearing=False)
+    kupdate = ks.add_parser("update", help="change a key's limits (next request on)")
+    kupdate.add_argument("key_id")
+    keyopts.add_flags(kupdate, clearing=True)
     klist = ks.add_parser("list")
-    klist.add_argument("--account", required=True)
+    klist.add_argument("--account", help="only this account's keys (default: all)")
     klist.add_argument("--json", action="store_true")
     krevoke = ks.add_parser("revoke")
     krevoke.add_argument("key_id")

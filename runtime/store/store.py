@@ -92,6 +92,8 @@ _keys_of_account = (
     .where(accounts.c.name == bindparam("b_name"))
     .order_by(api_keys.c.created_at, api_keys.c.id)
 )
+_all_keys = (select(*_key_cols).select_from(_keys_join)
+             .order_by(api_keys.c.created_at, api_keys.c.id))
 _key_by_id = select(*_key_cols).select_from(_keys_join).where(api_keys.c.id == bindparam("b_id"))
 _revoke_key = (
     update(api_keys)
@@ -341,9 +343,12 @@ class Store:
         raise AssertionError("unreachable")
 
     @_db_errors
-    def list_keys(self, account_name: str) -> list[KeyRecord]:
-        """All keys of the account, revoked ones included, oldest first ([] if no account)."""
+    def list_keys(self, account_name: str | None) -> list[KeyRecord]:
+        """All keys of the account (None: of every account), revoked ones included, oldest
+        first ([] if no account)."""
         with self._reader.connect() as conn:
+            if account_name is None:
+                return [_key(row) for row in conn.execute(_all_keys)]
             return [_key(row) for row in conn.execute(_keys_of_account, {"b_name": account_name})]
 
     @_db_errors
