@@ -13,6 +13,7 @@
 | TOKMODEL_MAX_IMAGES_PER_REQUEST | 16: image URLs the gateway downloads for one request |
 | TOKMODEL_MAX_UPSTREAM_ANSWER_BYTES | 67108864 (64 MiB): a whole (non-stream) upstream answer |
 | TOKMODEL_MAX_STREAM_EVENT_BYTES | 16777216 (16 MiB): one event of an upstream stream |
+| TOKMODEL_REDIS_URL | unset: keys' rpm/tpm counters in the database; set: in this Redis |
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class Settings:
     max_images_per_request: int = 16
     max_upstream_answer_bytes: int = 64 * 1024 * 1024
     max_stream_event_bytes: int = 16 * 1024 * 1024
+    redis_url: str | None = field(default=None, repr=False)  # may hold a password
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -61,4 +63,5 @@ class Settings:
                                           or base.max_upstream_answer_bytes),
             max_stream_event_bytes=int(env.get("TOKMODEL_MAX_STREAM_EVENT_BYTES")
                                        or base.max_stream_event_bytes),
+            redis_url=env.get("TOKMODEL_REDIS_URL") or None,
         )

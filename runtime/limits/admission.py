@@ -101,7 +101,7 @@ def rate_headers(admitted: rates.Admitted) -> dict[str, str]:
     return headers
 
 
-def check_rates(write: Any, key_id: str, limits: KeyLimits, tokens: int,
+def check_rates(counter: rates.RateCounter, key_id: str, limits: KeyLimits, tokens: int,
                 now: float) -> rates.Admitted:
     """Count the request; 429 when over `rpm` or `tpm` (also when its estimate alone is
     more than `tpm`: it could never pass)."""
@@ -110,7 +110,7 @@ def check_rates(write: Any, key_id: str, limits: KeyLimits, tokens: int,
             f"This request may use up to {tokens} tokens (prompt and max output), more than "
             f"this API key's limit of {limits.tpm} tokens per minute. Lower max_tokens.",
             {"x-ratelimit-limit-tokens": str(limits.tpm)})
-    admitted = rates.admit(write, key_id, limits.rpm, limits.tpm, tokens, now)
+    admitted = counter.admit(key_id, limits.rpm, limits.tpm, tokens, now)
     if admitted.refused is None:
         return admitted
     headers = rate_headers(admitted)

@@ -57,6 +57,7 @@ class Pipeline:
                 if deployment.usable:
                     observe.deployment_up(provider.id, deployment.name, True)
         self.attempts = Attempts(gateway.upstream, self.health)
+        self.rates = rates.counter(gateway.settings.redis_url, gateway.store.write)
 
     # -- the sequence ---------------------------------------------------------------------
 
@@ -134,10 +135,9 @@ class Pipeline:
             admission.check_models(limits, named, candidates)
         if not limits.limits_rate:
             return None
-        tokens = admission.token_estimate(request.raw, request.body,
-                                          candidates[0].max_output_tokens)
-        return admission.check_rates(self.gw.store.write, key.id, limits, tokens,
-                                     time.time())
+        tokens = 0 if limits.tpm is None else admission.token_estimate(
+            request.raw, request.body, candidates[0].max_output_tokens)
+        return admission.check_rates(self.rates, key.id, limits, tokens, time.time())
 
     def _correcting_tokens(self, key: KeyRecord, counted: rates.Admitted,
                            then: Callable[[int, Usage, int], None]
@@ -147,8 +147,7 @@ class Pipeline:
         def settled(status: int, usage: Usage, charged: int) -> None:
             used = usage.prompt_tokens + usage.completion_tokens
             try:
-                rates.correct(self.gw.store.write, key.id, counted.minute,
-                              used - counted.estimate)
+                self.rates.correct(key.id, counted.minute, used - counted.estimate)
             except Exception:   # the count stays at the estimate: never under
                 log.exception("token count of key %s not corrected", key.id)
             then(status, usage, charged)

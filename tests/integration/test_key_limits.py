@@ -17,6 +17,7 @@ import anthropic
 import openai
 import pytest
 import requests
+from sqlalchemy import text
 
 from tests.fakes import FakeOpenAI
 from tests.fakes.anthropic_upstream import FakeAnthropic
@@ -232,3 +233,56 @@ def pg_gw(fakes, gateway_factory):
 
 def test_a_spend_limit_is_never_passed_under_concurrency_on_postgresql(pg_gw, up):
     spend_race(pg_gw, up)
+
+
+REDIS_ENV = "TOKMODEL_TEST_REDIS_URL"
+
+
+@pytest.fixture(scope="module")
+def nodes(fakes, gateway_factory, tmp_path_factory):
+    """Two gateways (nodes) sharing one database and one Redis."""
+    url = os.environ.get(REDIS_ENV)
+    if not url:
+        pytest.skip(f"{REDIS_ENV} not set: the Redis variant needs a server")
+    shared = tmp_path_factory.mktemp("gw-key-limits-redis")
+    env = {**_env(fakes), "TOKMODEL_REDIS_URL": url,
+           "TOKMODEL_DATABASE_URL": f"sqlite:///{shared / 'tokmodel.db'}"}
+    return (gateway_factory(shared / "a", env, workers=2),
+            gateway_factory(shared / "b", env, workers=2))
+
+
+def test_rate_limits_hold_across_nodes_with_redis(nodes, up):
+    a, b = nodes
+    _, key_id, secret = limited_key(a, rpm=3)
+    clients = [openai_client(a, secret), openai_client(b, secret)]
+    remaining = []
+    for client in (clients[0], clients[1], clients[0]):
+        raw = client.chat.completions.with_raw_response.create(model=MODEL, messages=HELLO)
+        remaining.append(int(raw.headers["x-ratelimit-remaining-requests"]))
+    assert remaining == [2, 1, 0]
+    with pytest.raises(openai.RateLimitError) as err:
+        clients[1].chat.completions.create(model=MODEL, messages=HELLO)
+    assert int(err.value.response.headers["Retry-After"]) >= 1
+    assert "3 requests per minute" in err.value.message
+    # tokens: one node's request in flight holds its estimate for the other node too
+    a.store.update_key_limits(key_id, {"rpm": None, "tpm": 2000})
+    up["openai"].hang_next(2.0)
+    slow = threading.Thread(target=lambda: clients[0].chat.completions.create(
+        model=MODEL, messages=HELLO, max_tokens=1500))
+    slow.start()
+    try:
+        deadline = time.monotonic() + 5
+        while up["openai"].pending_scripts and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with pytest.raises(openai.RateLimitError) as err:
+            clients[1].chat.completions.create(model=MODEL, messages=HELLO, max_tokens=1500)
+        assert "2000 tokens per minute" in err.value.message
+    finally:
+        slow.join(10)
+    # settled: corrected to what it used, so the other node has room again
+    clients[1].chat.completions.create(model=MODEL, messages=HELLO, max_tokens=1500)
+    # the counts were in Redis, not in the database
+    with a.store.write() as conn:
+        rows = conn.execute(text("SELECT COUNT(*) FROM key_rates WHERE key_id = :k"),
+                            {"k": key_id}).scalar()
+    assert rows == 0
