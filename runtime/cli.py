@@ -165,8 +165,8 @@ def cmd_keys(args: argparse.Namespace) -> int:
         if args.action == "list":
             keys = store.list_keys(args.account)
             if args.json:
-                print(json.dumps([{**_key_json(k),
-                                   **keyopts.limits_json(k, store.key_spend(k.id))}
+                spend = store.spend_by_key([k.id for k in keys])
+                print(json.dumps([{**_key_json(k), **keyopts.limits_json(k, spend[k.id])}
                                   for k in keys], indent=2))
             else:
                 for k in keys:

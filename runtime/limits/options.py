@@ -90,8 +90,8 @@ def changes(args: argparse.Namespace, now: datetime | None = None) -> dict[str, 
 
 
 def limits_json(key: Any, spend: Any) -> dict[str, Any]:
-    """A key's limits and spend for `keys list --json` (credits as exact strings, and the
-    integer nano-credits)."""
+    """A key's limits and spend (Store.spend_by_key) for `keys list --json` (credits as exact
+    strings, and the integer nano-credits)."""
     limits = key.limits
     out: dict[str, Any] = {
         "expires_at": limits.expires_at.isoformat() if limits and limits.expires_at else None,
@@ -106,6 +106,5 @@ def limits_json(key: Any, spend: Any) -> dict[str, Any]:
     if spend is not None:
         out["spend"] = {name: format_credits(getattr(spend, name))
                         for name in ("total", "today", "month")}
-        out["spend_nano"] = {name: getattr(spend, name)
-                             for name in ("total", "today", "month", "held")}
+        out["spend_nano"] = {name: getattr(spend, name) for name in ("total", "today", "month")}
     return out

@@ -91,3 +91,11 @@ class KeySpendStatements:
         self._inner.log(account_id, charged)
         self._run(SETTLE, {"held": self._held, "cost": charged, "key": self._key,
                            **periods(self._now)})
+
+
+def core_wrap(conn: Any, key_id: str, now: datetime) -> Callable[[Any], KeySpendStatements]:
+    """The `wrap` of ledger.settle for SQLAlchemy Core: the key's statements on `conn`."""
+    from sqlalchemy import text
+
+    return lambda db: KeySpendStatements(db, lambda sql, params: conn.execute(
+        text(sql), params), key_id, now)

@@ -18,7 +18,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
 
-from sqlalchemy import bindparam, insert, select, text, update
+from sqlalchemy import bindparam, case, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from runtime.limits import spend as spendlib
@@ -140,8 +140,8 @@ def _check_request_id(request_id: str) -> str:
     return request_id
 
 
-_LIMIT_COLUMNS = ("expires_at", "models", "rpm", "tpm", "spend_limit_nano",
-                  "daily_limit_nano", "monthly_limit_nano")
+_SPEND_COLUMNS = ("spend_limit_nano", "daily_limit_nano", "monthly_limit_nano")
+_LIMIT_COLUMNS = ("expires_at", "models", "rpm", "tpm", *_SPEND_COLUMNS)
 
 
 def _check_limits(changes: dict[str, Any]) -> dict[str, Any]:
@@ -377,6 +377,18 @@ class Store:
         monthly_limit_nano. Seen by the key's next request on every worker and node.
         None when there is no such key."""
         changes = _check_limits(changes)
+        before = self.get_key(key_id)
+        if before is None:
+            return None
+        if any(changes.get(c) is not None for c in _SPEND_COLUMNS) and not (
+                before.limits and before.limits.limits_spend):
+            # a first spend limit counts what the key spent before it (the counters on the
+            # key are only kept up to date while it has one)
+            spent = self.spend_by_key([key_id])[key_id]
+            day = spendlib.periods(self.clock())
+            changes = {**changes, "held_nano": 0, "spent_nano": spent.total,
+                       "spent_day": day["day"], "spent_day_nano": spent.today,
+                       "spent_month": day["month"], "spent_month_nano": spent.month}
         if changes:
             with self._engine.begin() as conn:
                 conn.execute(update(api_keys).where(api_keys.c.id == key_id).values(**changes))
@@ -481,6 +493,26 @@ class Store:
         return None if row is None else spendlib.KeySpend.from_row(row, self.clock())
 
     @_db_errors
+    def spend_by_key(self, key_ids: list[str]) -> dict[str, spendlib.KeySpend]:
+        """What each key was charged in all, today and this month (UTC), from the usage log
+        (every key, limited or not; `held` is 0): a report, not the hot path."""
+        now = self.clock()
+        day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        month = day.replace(day=1)
+        cost = usage_log.c.cost_nano
+        query = (select(usage_log.c.key_id, func.sum(cost),
+                        func.sum(case((usage_log.c.created_at >= day, cost), else_=0)),
+                        func.sum(case((usage_log.c.created_at >= month, cost), else_=0)))
+                 .where(usage_log.c.key_id.in_(key_ids)).group_by(usage_log.c.key_id))
+        found = {key_id: spendlib.KeySpend(0, 0, 0, 0) for key_id in key_ids}
+        if key_ids:
+            with self._reader.connect() as conn:
+                for key_id, total, today, this_month in conn.execute(query):
+                    found[key_id] = spendlib.KeySpend(int(total), int(today),
+                                                      int(this_month), 0)
+        return found
+
+    @_db_errors
     def settle(self, request_id: str, cost_nano: int, usage: UsageRecord,
                spend_key: str | None = None) -> int:
         """Charge the cost (from the hold, then the balance, the rest as the account's debt),
@@ -495,17 +527,14 @@ class Store:
         self.open_holds.discard(request_id)
         now = self.clock()
 
-        def with_key(db: Any, run: Callable[[str, dict[str, Any]], Any]) -> Any:
-            return spendlib.KeySpendStatements(db, run, spend_key, now) if spend_key else db
-
-        charged = self._fast.settle(request_id, cost_nano, usage, now,
-                                    with_key if spend_key else None)
+        charged = self._fast.settle(request_id, cost_nano, usage, now, (
+            lambda db, run: spendlib.KeySpendStatements(db, run, spend_key, now)
+        ) if spend_key else None)
         if charged is not None:
             return charged
         try:
             with self._engine.begin() as conn:
-                wrap = (lambda db: with_key(db, lambda sql, p: conn.execute(text(sql), p))
-                        ) if spend_key else None
+                wrap = spendlib.core_wrap(conn, spend_key, now) if spend_key else None
                 return ledger.settle(conn, request_id, cost_nano, usage, now, wrap)
         except IntegrityError:
             # A concurrent settle of the same request wrote its settle entry first (the

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
-from runtime.store import open_store
+from runtime.store import UsageRecord, open_store
 from tests.app.test_cli import tokmodel
 
 
@@ -75,3 +75,28 @@ def test_bad_limit_values_are_refused_naming_the_problem(tmp_path):
     assert both.returncode != 0
     missing = tokmodel(tmp_path, "keys", "update", "key_000000000000", "--rpm", "3")
     assert missing.returncode == 1 and "key_000000000000" in missing.stderr
+
+
+def test_list_shows_each_keys_spend_in_all_today_and_this_month(tmp_path):
+    tokmodel(tmp_path, "accounts", "create", "acme", "--credits", "10")
+    store = open_store(f"sqlite:///{tmp_path / 'cli.db'}")
+    plain, _ = store.create_key("acme", "plain")
+    capped, _ = store.create_key("acme", "capped", {"daily_limit_nano": 10**9})
+    account = store.get_account("acme").id
+    now = datetime.now(UTC)
+    when = {"today": now, "yesterday": now - timedelta(days=1),
+            "long ago": now - timedelta(days=40)}
+    for n, (key, at, cost) in enumerate([(plain, "today", 1), (plain, "yesterday", 20),
+                                         (plain, "long ago", 300), (capped, "yesterday", 7)]):
+        rid = f"r{n}"
+        assert store.hold(rid, account, 1000)
+        store.settle(rid, cost, UsageRecord(rid, account, key.id, "chat", "m", "p", 200,
+                                            created_at=when[at]))
+    store.close()
+    listed = {k["name"]: k for k in _listed(tmp_path, "--account", "acme")}
+    same_month = when["yesterday"].month == now.month
+    assert listed["plain"]["spend_nano"] == {
+        "total": 321, "today": 1, "month": 21 if same_month else 1}
+    assert listed["capped"]["spend_nano"] == {
+        "total": 7, "today": 0, "month": 7 if same_month else 0}
+    assert listed["capped"]["spend"]["total"] == "0.000000007"

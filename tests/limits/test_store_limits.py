@@ -4,11 +4,12 @@ database, and a key without limits reading as one."""
 
 from __future__ import annotations
 
+import json
 import os
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import insert
+from sqlalchemy import insert, text
 
 from runtime.limits import rates
 from runtime.limits.admission import RateLimited, check_rates
@@ -154,3 +155,32 @@ def test_migration_6_gives_existing_keys_no_limits(db_url, raw):  # noqa: F811
         assert store.key_spend(key.id).total == 0
         store.update_key_limits(key.id, {"spend_limit_nano": 5})
         assert store.authenticate(secret).limits.spend_limit_nano == 5
+
+
+def test_a_first_spend_limit_counts_what_the_key_spent_before(store):
+    key, _ = store.create_key("acme", "k")
+    account = store.get_account("acme").id
+    assert store.hold("r1", account, 3 * CREDIT)
+    store.settle("r1", 2 * CREDIT, UsageRecord("r1", account, key.id, "chat", "m", "p", 200))
+    store.update_key_limits(key.id, {"spend_limit_nano": 3 * CREDIT})
+    assert store.key_spend(key.id).total == 2 * CREDIT
+    assert store.reserve_key_spend(key.id, 2 * CREDIT) == "spend limit"
+    assert store.reserve_key_spend(key.id, CREDIT) is None
+
+
+def test_a_swept_hold_of_a_limited_key_moves_its_spend(db_url):  # noqa: F811
+    with open_store(db_url) as worker, open_store(db_url) as sweeper:
+        worker.create_account("acme", 10 * CREDIT)
+        key, _ = worker.create_key("acme", "k", {"spend_limit_nano": 5 * CREDIT})
+        account = worker.get_account("acme").id
+        assert worker.reserve_key_spend(key.id, 4 * CREDIT) is None
+        assert worker.hold("lost", account, 4 * CREDIT)
+        with sweeper.write() as conn:   # the worker recorded progress, then was lost
+            conn.execute(text("UPDATE holds SET progress = :p WHERE request_id = 'lost'"),
+                         {"p": json.dumps({"cost": CREDIT, "key_id": key.id,
+                                           "endpoint": "chat", "model": "m",
+                                           "provider": "p"})})
+        [swept] = sweeper.sweep_stale_holds(0)
+        assert swept.charged == CREDIT
+        spend = sweeper.key_spend(key.id)
+        assert (spend.total, spend.held) == (CREDIT, 0)
