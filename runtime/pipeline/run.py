@@ -88,7 +88,12 @@ class Pipeline:
                 record, status, usage, charged)
             if counted is not None and counted.tokens is not None:
                 meter.on_settled = self._correcting_tokens(key, counted, meter.on_settled)
-            meter.reserve(max(route.hold(request, m) for m in candidates))
+            try:
+                meter.reserve(max(route.hold(request, m) for m in candidates))
+            except GatewayError:
+                if counted is not None and counted.estimate:   # nothing will be used
+                    self.rates.correct(key.id, counted.minute, -counted.estimate)
+                raise
             for name in route.id_headers:
                 resp.set_header(name, record.request_id)
             with meter.releasing_on_failure():

@@ -168,6 +168,18 @@ def test_tokens_per_minute_are_reserved_at_admission_and_corrected_at_settle(gw,
     assert "more than this API key's limit of 2000 tokens" in err.value.message
 
 
+def test_a_request_refused_at_the_hold_gives_its_tokens_back(gw, up):
+    _, key_id, secret = limited_key(gw, tpm=2000, spend_limit_nano=1)
+    client = openai_client(gw, secret)
+    with pytest.raises(openai.PermissionDeniedError) as err:
+        client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=1500)
+    assert "spend limit" in err.value.message
+    assert not up["openai"].requests
+    gw.store.update_key_limits(key_id, {"spend_limit_nano": None})
+    # the refused request's ~1600 tokens no longer count: this one fits
+    client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=1500)
+
+
 def test_an_expired_key_is_a_401_saying_so(gw, up):
     _, key_id, secret = limited_key(gw, expires_at=datetime.now(UTC) + timedelta(hours=1))
     client = openai_client(gw, secret)
