@@ -44,6 +44,20 @@ KEY_NOTICES = {
     "revoked": "Key revoked. Requests made with it are refused from now on.",
 }
 LOGIN_FAILED = "That key was not accepted. Check it and try again."
+NOT_A_MANAGEMENT_KEY = ("That is an inference key: it can call the API but not open the "
+                        "console. Log in with a management key of this account (ask your "
+                        "operator for one if you have none).")
+ACCOUNT_DISABLED = "This account is disabled. Contact the gateway's operator."
+
+
+def login_refusal(key: KeyRecord | None) -> str:
+    """Why this key may not open the console ("" when it may): only live management keys
+    of enabled accounts do."""
+    if key is None:
+        return LOGIN_FAILED
+    if key.account_disabled:
+        return ACCOUNT_DISABLED
+    return "" if key.manage else NOT_A_MANAGEMENT_KEY
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +78,7 @@ def current_viewer(console: Console, req: falcon.Request) -> Viewer:
     session = console.signer.read_account(value)
     key = console.store.get_key(session.key_id) if session else None
     if (session is None or key is None or key.revoked_at is not None
-            or key.account_id != session.account_id):
+            or key.account_id != session.account_id or login_refusal(key)):
         raise Redirect("/console/login?m=ended", clear=[SESSION_COOKIE])
     account = console.store.get_account_by_id(session.account_id)
     if account is None:
@@ -111,9 +125,10 @@ class Login:
         require_csrf(self.console, binding, form)
         secret = form.get("key", "").strip()
         key = self.console.store.authenticate(secret) if secret else None
-        if key is None:
-            self.console.render(resp, "login.html", status=400, error=LOGIN_FAILED,
-                                csrf=self.console.signer.csrf_token(binding))
+        error = login_refusal(key)
+        if error:
+            self.console.render(resp, "login.html", status=400 if key is None else 403,
+                                error=error, csrf=self.console.signer.csrf_token(binding))
             return
         set_cookie(req, resp, SESSION_COOKIE,
                    self.console.signer.account_cookie(key.account_id, key.id))
