@@ -20,6 +20,7 @@ from collections.abc import Mapping
 import falcon
 
 from runtime.console.admin import add_admin_routes
+from runtime.console.key_limits import add_key_limits_routes
 from runtime.console.pages import add_account_routes
 from runtime.console.session import Signer, load_secret
 from runtime.console.usage import add_usage_routes
@@ -48,5 +49,6 @@ def add_console_routes(app: falcon.App, store: Store, settings: Settings,
     add_handlers(app, console)
     add_account_routes(app, console)
     add_usage_routes(app, console)
+    add_key_limits_routes(app, console)
     add_admin_routes(app, console)
     return console

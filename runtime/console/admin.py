@@ -52,14 +52,14 @@ ADMIN_NOTICES = {
     "out": "You are logged out.",
     "ended": "Your operator session has ended. Log in again.",
 }
-_AMOUNT = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
+AMOUNT_PATTERN = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
 _AMOUNT_HINT = "Enter an amount of credits greater than 0, such as 12.5."
 
 
 def parse_amount(text: str | None) -> int:
     """Credits typed by the operator -> nano-credits, or ValueError with a form message."""
     text = (text or "").strip()
-    if not text or len(text) > 40 or not _AMOUNT.fullmatch(text):
+    if not text or len(text) > 40 or not AMOUNT_PATTERN.fullmatch(text):
         raise ValueError(_AMOUNT_HINT)
     try:
         nano = parse_credits(text)

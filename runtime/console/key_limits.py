@@ -18,6 +18,7 @@ from typing import Any
 import falcon
 
 from runtime.billing.credits import format_credits, parse_credits
+from runtime.console.admin import AMOUNT_PATTERN
 from runtime.console.pages import Viewer, account_page, current_viewer
 from runtime.console.web import Console, PageError, Redirect, read_form, require_csrf
 from runtime.store import KeyRecord
@@ -66,6 +67,8 @@ def _parse(name: str, text: str) -> Any:
         return int(text)
     if name in _CREDITS:
         try:
+            if not AMOUNT_PATTERN.fullmatch(text):
+                raise ValueError(text)
             nano = parse_credits(text)
         except ValueError:
             raise ValueError(f"{label} must be an amount of credits such as 12.5 "
@@ -129,3 +132,30 @@ class KeyLimitsPage:
         if saved is None:
             raise PageError(404, "There is no such key in this account.")
         raise Redirect("/console/keys?done=limits")
+
+
+def summary(key: KeyRecord) -> list[str]:
+    """The key's limits in a few words each, for the keys list ([] when none is set)."""
+    limits = key.limits
+    if limits is None:
+        return []
+    out = []
+    if limits.models is not None:
+        out.append("models: " + ", ".join(limits.models))
+    if limits.rpm is not None:
+        out.append(f"{limits.rpm:,} requests/min")
+    if limits.tpm is not None:
+        out.append(f"{limits.tpm:,} tokens/min")
+    for column, words in (("spend_limit_nano", "in all"), ("daily_limit_nano", "a day"),
+                          ("monthly_limit_nano", "a month")):
+        value = getattr(limits, column)
+        if value is not None:
+            out.append(f"{format_credits(value)} credits {words}")
+    if limits.expires_at is not None:
+        out.append("expires " + limits.expires_at.strftime("%Y-%m-%d %H:%M UTC"))
+    return out
+
+
+def add_key_limits_routes(app: falcon.App, console: Console) -> None:
+    console.templates.globals["limit_summary"] = summary
+    app.add_route("/console/keys/{key_id}/limits", KeyLimitsPage(console))

@@ -41,6 +41,7 @@ LOGIN_NOTICES = {
 }
 KEY_NOTICES = {
     "renamed": "Key renamed.",
+    "limits": "Limits saved. They apply from the key's next request.",
     "revoked": "Key revoked. Requests made with it are refused from now on.",
 }
 LOGIN_FAILED = "That key was not accepted. Check it and try again."
@@ -175,7 +176,7 @@ class Keys:
         keys = self.console.store.list_keys(viewer.account.name)
         self.console.render(resp, "keys.html", status=status, **account_page(viewer, "keys"),
                             keys=keys,
-                            spend=self.console.store.key_spend_report([k.id for k in keys]),
+                            spend=self.console.store.spend_by_key([k.id for k in keys]),
                             current_key=viewer.key.id, error=error, name=name, notice=notice)
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:

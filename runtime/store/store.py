@@ -25,8 +25,8 @@ from runtime.limits import spend as spendlib
 from runtime.limits.policy import limits_from_row, parse_models
 
 from . import holds as holdlib
-from . import key_spend, ledger, money_history, usage_queries
 from . import keys as keylib
+from . import ledger, money_history, usage_queries
 from . import responses as stored
 from .engine import make_engines
 from .errors import AccountExists, AccountNotFound, StoreError
@@ -721,12 +721,6 @@ class Store:
         """The distinct models or endpoints of the filter's rows, sorted."""
         with self._reader.connect() as conn:
             return usage_queries.values(conn, where, column)
-
-    @_db_errors
-    def key_spend_report(self, key_ids: list[str]) -> dict[str, key_spend.KeySpend]:
-        """What each key was charged in all, today and this month (UTC), from the usage log."""
-        with self._reader.connect() as conn:
-            return key_spend.spend_by_key(conn, key_ids, datetime.now(UTC))
 
     @_db_errors
     def money_history(self, account_id: int, limit: int = 500

@@ -234,3 +234,52 @@ def test_operator_disables_and_enables_an_account(admin_env):
     assert admin_env.store.get_account("acme").disabled_at is None
     assert browser.post(f"{page}/disable", {"disabled": "1", "csrf": "forged"}).status_code == 403
     assert admin_env.store.get_account("acme").disabled_at is None
+
+
+def test_key_limits_are_shown_edited_and_cleared_in_the_console(env):
+    browser, _ = login(env)
+    key, _ = env.store.create_key("acme", "app")
+    page = f"/console/keys/{key.id}/limits"
+    result = browser.submit(page, page, models="openai/*, anthropic/claude-haiku-4-5",
+                            rpm="60", tpm="", spend_limit="12.5", daily_limit="0.000000001",
+                            monthly_limit="", expires="2027-01-31T08:30")
+    assert result.status_code == 303 and result.headers["location"].endswith("done=limits")
+    limits = env.store.get_key(key.id).limits
+    assert limits.models == ("openai/*", "anthropic/claude-haiku-4-5") and limits.rpm == 60
+    assert limits.tpm is None and limits.monthly_limit_nano is None
+    assert (limits.spend_limit_nano, limits.daily_limit_nano) == (12_500_000_000, 1)
+    assert limits.expires_at == datetime(2027, 1, 31, 8, 30, tzinfo=UTC)
+    listed = browser.get("/console/keys").text
+    for text in ("60 requests/min", "12.5 credits in all", "0.000000001 credits a day",
+                 "expires 2027-01-31 08:30 UTC", "models: openai/*, anthropic/claude-haiku-4-5"):
+        assert text in listed, text
+    form = browser.get(page).text
+    assert 'value="12.5"' in form and 'value="2027-01-31T08:30"' in form
+    result = browser.submit(page, page, models="", rpm="", tpm="", spend_limit="",
+                            daily_limit="", monthly_limit="", expires="")
+    assert result.status_code == 303 and env.store.get_key(key.id).limits is None
+
+
+@pytest.mark.parametrize("field,value,named", [
+    ("rpm", "0", "Requests per minute"), ("tpm", "1.5", "Tokens per minute"),
+    ("spend_limit", "-1", "Spend limit in all"), ("daily_limit", "0.0000000001", "Daily"),
+    ("monthly_limit", "1e3", "Monthly"), ("expires", "next week", "Expires"),
+    ("models", " , ", "Models allowed"),
+])
+def test_bad_key_limits_are_a_400_naming_the_field_and_change_nothing(env, field, value, named):
+    browser, _ = login(env)
+    key, _ = env.store.create_key("acme", "app")
+    page = f"/console/keys/{key.id}/limits"
+    result = browser.submit(page, page, **{field: value})
+    assert result.status_code == 400 and named in result.text
+    assert env.store.get_key(key.id).limits is None
+
+
+def test_limits_of_another_accounts_key_are_404(env):
+    env.store.create_account("other", 0)
+    theirs, _ = env.store.create_key("other", "theirs")
+    browser, _ = login(env)
+    page = "/console/keys"
+    assert browser.get(f"/console/keys/{theirs.id}/limits").status_code == 404
+    result = browser.submit(page, f"/console/keys/{theirs.id}/limits", rpm="1")
+    assert result.status_code == 404 and env.store.get_key(theirs.id).limits is None

@@ -1,6 +1,7 @@
 """The console's account and operator pages in a real headless Chromium against the gateway
 under gunicorn: usage pages and filters with totals over the whole filter, units per kind,
-the daily chart, CSV export, top-up history, an operator revoking a key (the next API request
+the daily chart, CSV export, top-up history, per-key limits saved in the browser seen by the
+next API request, an operator revoking a key (the next API request
 is a 401), disabling an account (its key gets 403), and every page at 375 px wide without
 horizontal scrolling."""
 
@@ -102,6 +103,36 @@ def test_topup_history_and_key_spend(browser, gateway):
     assert "invoice 7" in table and "+3" in table and "+1" in table
     page.click("nav >> text=API Keys")
     assert page.locator("td.spend-total").first.inner_text() == "0.25"
+
+
+def test_key_limits_edited_in_the_browser_apply_to_the_next_request(browser, gateway):
+    _, secret = new_account(gateway, "browser-limits")
+    app, app_key = gateway.store.create_key("browser-limits", "app")
+    headers = {"Authorization": f"Bearer {app_key}"}
+
+    def model_ids():
+        answer = requests.get(f"{gateway.base_url}/models", headers=headers, timeout=10)
+        assert answer.status_code == 200
+        return {m["id"] for m in answer.json()["data"]}
+
+    every = sorted(model_ids())
+    assert len(every) > 1
+    page = browser.new_page()
+    log_in(page, gateway, secret)
+    page.goto(f"{gateway.url}/console/keys")
+    page.click(f"a[href='/console/keys/{app.id}/limits']")
+    page.fill("#l-models", every[0])
+    page.fill("#l-rpm", "30")
+    page.click("text=Save limits")
+    page.wait_for_url(re.compile(r"done=limits"))
+    assert "30 requests/min" in page.locator("table.data").inner_text()
+    assert model_ids() == {every[0]}
+    page.click(f"a[href='/console/keys/{app.id}/limits']")
+    page.fill("#l-expires", "2020-01-01T00:00")
+    page.click("text=Save limits")
+    page.wait_for_url(re.compile(r"done=limits"))
+    expired = requests.get(f"{gateway.base_url}/models", headers=headers, timeout=10)
+    assert expired.status_code == 401 and "expired" in expired.text
 
 
 def test_operator_revokes_a_key_and_the_next_request_is_401(browser, gateway):
