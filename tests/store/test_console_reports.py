@@ -70,7 +70,7 @@ def test_key_spend_and_money_history(store):  # noqa: F811
     now = datetime.now(UTC)
     _settle(store, acct, "today", 300, now, key_id=key.id)
     _settle(store, acct, "old", 200, now - timedelta(days=45), key_id=key.id)
-    spend = store.key_spend_report([key.id, "unknownkey"])
+    spend = store.spend_by_key([key.id, "unknownkey"])
     assert (spend[key.id].total, spend[key.id].today, spend[key.id].month) == (500, 300, 300)
     assert spend["unknownkey"].total == 0
     store.topup("acme", 10**9, note="invoice")
