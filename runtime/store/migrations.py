@@ -185,6 +185,12 @@ def _hold_heartbeats(conn: Connection) -> None:
         conn.execute(text(f"ALTER TABLE holds ADD COLUMN {preparer.quote(name)} {kind}"))
 
 
+def _console_sessions_and_audit_log(conn: Connection) -> None:
+    """The console's server-side sessions and the audit log (schema.py)."""
+    schema.console_sessions.create(conn, checkfirst=True)
+    schema.audit_log.create(conn, checkfirst=True)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "accounts, api_keys, holds, usage_log", _baseline),
     Migration(2, "holds without rowid (SQLite)", _holds_without_rowid),
@@ -195,6 +201,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     # 4 and 5 are independent (5 touches only the new columns of `holds`): a database that
     # got 5 before 4 existed gets 4 when it is missing.
     Migration(5, "holds: owner, heartbeat_at, progress", _hold_heartbeats),
+    Migration(8, "console_sessions, audit_log", _console_sessions_and_audit_log),
 )
 
 

@@ -18,12 +18,12 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
 
-from sqlalchemy import bindparam, insert, select, text, update
+from sqlalchemy import Engine, bindparam, delete, insert, select, text, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from . import holds as holdlib
 from . import keys as keylib
-from . import ledger
+from . import ledger, schema
 from . import responses as stored
 from .engine import make_engines
 from .errors import AccountExists, AccountNotFound, StoreError
@@ -154,6 +154,11 @@ class Store:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    @property
+    def engine(self) -> Engine:
+        """The read-write engine, for modules that own tables of their own (the console's)."""
+        return self._engine
 
     @_db_errors
     def migrate(self) -> list[int]:
@@ -321,6 +326,9 @@ class Store:
         """Revoke now, for every process; False when unknown or already revoked."""
         with self._engine.begin() as conn:
             result = conn.execute(_revoke_key, {"b_id": key_id, "b_now": datetime.now(UTC)})
+            # console sessions opened with the key end with it, whoever revokes it
+            conn.execute(delete(schema.console_sessions).where(
+                schema.console_sessions.c.key_id == key_id))
             return result.rowcount == 1
 
     @_db_errors
