@@ -19,9 +19,9 @@ from generated import registry
 from runtime.app import create_app
 from runtime.catalogue import load_catalogue
 from runtime.console.session import SESSION_SECONDS, Signer
-from runtime.store.schema import console_sessions
 from runtime.settings import Settings
 from runtime.store import Store, UsageRecord, open_store
+from runtime.store.schema import console_sessions
 from runtime.upstream import Upstream
 
 ADMIN_TOKEN = "operator-token-0123456789abcdef"
@@ -52,10 +52,12 @@ class Browser:
     def get(self, path: str, **kwargs) -> testing.Result:
         return self._keep(self.client.simulate_get(path, cookies=self._cookies(path), **kwargs))
 
-    def post(self, path: str, form: dict[str, str], **kwargs) -> testing.Result:
+    def post(self, path: str, form: dict[str, str], extra_headers: dict | None = None,
+             **kwargs) -> testing.Result:
+        headers = {"Content-Type": "application/x-www-form-urlencoded", **(extra_headers or {})}
         return self._keep(self.client.simulate_post(
-            path, body=urlencode(form), cookies=self._cookies(path),
-            headers={"Content-Type": "application/x-www-form-urlencoded"}, **kwargs))
+            path, body=urlencode(form), cookies=self._cookies(path), headers=headers,
+            **kwargs))
 
     def csrf(self, path: str) -> str:
         """GET a page and return the CSRF token of its forms."""
@@ -63,9 +65,11 @@ class Browser:
         assert page.status_code == 200, (path, page.status_code)
         return CSRF.search(page.text).group(1)
 
-    def submit(self, page: str, action: str, **form: str) -> testing.Result:
+    def submit(self, page: str, action: str, extra_headers: dict | None = None,
+               remote_addr: str | None = None, **form: str) -> testing.Result:
         """GET `page`, then POST `form` to `action` with the page's CSRF token."""
-        return self.post(action, dict(form, csrf=self.csrf(page)))
+        kwargs = {"remote_addr": remote_addr} if remote_addr else {}
+        return self.post(action, dict(form, csrf=self.csrf(page)), extra_headers, **kwargs)
 
 
 @dataclass
