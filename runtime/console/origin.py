@@ -5,10 +5,11 @@ Contract: `public_origin(url)` turns `TOKMODEL_PUBLIC_URL` into an origin
 `request_origin(req, public, proxies)` is that origin, or else the request's own: its Host
 header with its scheme (the forwarded scheme when the socket peer is a trusted proxy).
 `same_origin(req, expected)` is True when the `Origin` header equals the expected origin, or,
-without `Origin`, when `Sec-Fetch-Site` is absent, `same-origin` or `none`. A page on another
-port of the same host is another origin, and `Origin: null` matches nothing. Requests with
-neither header come from programs, not browsers, which cannot be made to send them
-cross-site.
+without `Origin` (or with `Origin: null`, which a browser sends under some referrer
+policies), when `Sec-Fetch-Site` is `same-origin` or `none`. A page on another port of the
+same host is another origin (`Sec-Fetch-Site: same-site`). Requests with neither header come
+from programs, not browsers, which cannot be made to send them cross-site; `Origin: null`
+without `Sec-Fetch-Site` is refused.
 """
 
 from __future__ import annotations
@@ -46,8 +47,10 @@ def request_origin(req: falcon.Request, public: str | None,
 
 
 def same_origin(req: falcon.Request, expected: str) -> bool:
-    origin = req.get_header("Origin")
-    if origin is not None:
-        return origin.strip().lower() == expected.lower()
+    origin = (req.get_header("Origin") or "").strip().lower()
+    if origin and origin != "null":
+        return origin == expected.lower()
     site = req.get_header("Sec-Fetch-Site")
-    return site is None or site.strip().lower() in ("same-origin", "none")
+    if site is None:
+        return not origin
+    return site.strip().lower() in ("same-origin", "none")

@@ -105,6 +105,7 @@ def test_operator_actions_are_audited(env, caplog):
     {"Origin": "null"},
     {"Sec-Fetch-Site": "cross-site"},
     {"Sec-Fetch-Site": "same-site"},  # another port of the same host
+    {"Origin": "null", "Sec-Fetch-Site": "same-site"},
 ])
 def test_a_post_from_another_origin_is_refused(env, headers):
     browser, _ = login(env)
