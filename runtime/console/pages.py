@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 
 import falcon
 
+from runtime.console.audit import log as audit_log
 from runtime.console.sessions import ACCOUNT, Session
 from runtime.console.web import (
     LOGIN_COOKIE,
@@ -100,6 +101,9 @@ def check_throttle(console: Console, client: str, prefix: str | None) -> None:
     until = console.audit.retry_at(client, prefix)
     if until is None:
         return
+    # a line, not a row: refused attempts must not grow the table at the attacker's pace
+    audit_log.warning("console login refused, too many failures client=%s key_prefix=%s",
+                      client, prefix or "-")
     wait = max(1, int((until - datetime.now(UTC)).total_seconds()) + 1)
     raise PageError(429, "Too many failed logins. Try again after "
                          f"{until.strftime('%H:%M:%S')} UTC (in {(wait + 59) // 60} min).",

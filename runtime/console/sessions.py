@@ -7,7 +7,7 @@ Contract:
   An operator session's digest also covers a digest of the admin token, so changing the
   token ends every operator session.
 - `Sessions.read(kind, session_id)` gives the live `Session` or None (unknown, ended,
-  expired); expired rows are deleted as they are met and by `prune`.
+  expired); expired rows are deleted as they are met and whenever a session is opened.
 - `Sessions.end(...)` deletes at once: one session (logout), every session of a key
   (revocation; `Store.revoke_key` does it too) or of an account.
 - `Sessions.put_flash` / `take_flash`: one value (a new key's secret) kept for one display;
@@ -54,9 +54,11 @@ class Sessions:
         return hashlib.sha256(f"{kind}\x1f{salt}\x1f{session_id}".encode()).hexdigest()
 
     def open(self, kind: str, account_id: int | None = None, key_id: str | None = None) -> str:
+        """A new session's id; sessions expired by now are deleted on the way."""
         session_id = secrets.token_urlsafe(32)
         now = datetime.now(UTC)
         with self._engine.begin() as conn:
+            conn.execute(delete(table).where(table.c.expires_at <= now))
             conn.execute(insert(table).values(
                 id_hash=self._digest(kind, session_id), kind=kind, account_id=account_id,
                 key_id=key_id, binding=secrets.token_hex(32), created_at=now,
@@ -88,10 +90,6 @@ class Sessions:
         if account_id is not None:
             return self._delete(table.c.account_id == account_id)
         return 0
-
-    def prune(self) -> int:
-        """Delete every expired session."""
-        return self._delete(table.c.expires_at <= datetime.now(UTC))
 
     def put_flash(self, session: Session, value: str) -> None:
         with self._engine.begin() as conn:

@@ -201,7 +201,7 @@ console_sessions = Table(
     Column("key_id", String(16), nullable=True, index=True),
     Column("binding", String(64), nullable=False),  # what the session's CSRF token signs
     Column("created_at", _Timestamp, nullable=False),
-    Column("expires_at", _Timestamp, nullable=False),
+    Column("expires_at", _Timestamp, nullable=False, index=True),
     Column("flash", Text, nullable=True),
 )
 
