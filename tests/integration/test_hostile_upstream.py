@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from tests.fakes.hostile_upstream import LEAKED, HostileUpstream
+from tests.harness import START_CREDITS as START
 from tests.harness import usage_rows
 
 OPENAI_KEY = "opkey-Zq81Lm0Pq7Rt5Vx2Yy"        # matches no key pattern: masked by value
@@ -61,7 +62,7 @@ FORMATS = [(kind, model) for kind in ("chat", "messages", "responses")
 
 @pytest.mark.parametrize(("kind", "model"), FORMATS)
 def test_whole_error_answers_are_masked(gw, up, kind, model):
-    account, secret = gw.account()
+    account, secret = gw.account(START)
     path, body = _request(kind, model, stream=False)
     resp = _post(gw, secret, path, body)
     assert resp.status_code == 400
@@ -71,7 +72,7 @@ def test_whole_error_answers_are_masked(gw, up, kind, model):
     if kind == "messages":
         assert resp.json()["type"] == "error"
     assert [r.status for r in usage_rows(gw, account)] in ([], [400])
-    assert gw.balance(account) == 10_000_000
+    assert gw.balance(account) == START
 
 
 @pytest.mark.parametrize(("kind", "model"), FORMATS)
