@@ -168,6 +168,7 @@ class AdminLogout(_Admin):
         session = self.session(req)
         require_csrf(self.console, session.binding, self.console.form(req))
         self.console.sessions.end(session)
+        self.record(req, "operator_logout")
         raise Redirect("/console/admin/login?m=out", clear=[ADMIN_COOKIE])
 
 

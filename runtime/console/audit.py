@@ -3,9 +3,9 @@
 Contract:
 - `AuditLog.record(action, actor, client_addr, ...)` writes one row and one log line on the
   `tokmodel.audit` logger: logins (`login`, `login_failed`, `operator_login`,
-  `operator_login_failed`) and operator actions (`account_create`, `topup`, `key_create`,
-  `key_revoke`, `key_rename`, `logout`...). Callers pass a key's display prefix, never a
-  secret; nothing here sees one.
+  `operator_login_failed`), logouts (`logout`, `operator_logout`) and actions taken in the
+  console (`account_create`, `topup`, `key_create`, `key_rename`, `key_revoke`). Callers
+  pass a key's display prefix, never a secret; nothing here sees one.
 - `AuditLog.retry_at(client_addr, key_prefix)`: when `max_failures` failed logins (key or
   operator) came from the address, or failed key logins named the prefix, within the last
   `window` seconds, the time at which the oldest of them leaves the window; else None. The

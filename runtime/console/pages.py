@@ -194,6 +194,8 @@ class Logout:
         viewer = current_viewer(self.console, req)
         require_csrf(self.console, viewer.binding, self.console.form(req))
         self.console.sessions.end(viewer.session)
+        self.console.audit.record("logout", viewer.actor, self.console.client(req),
+                                  account_id=viewer.account.id, key_id=viewer.key.id)
         raise Redirect("/console/login?m=out", clear=[SESSION_COOKIE])
 
 
