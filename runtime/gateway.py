@@ -77,11 +77,15 @@ class Gateway:
         return raw, body
 
     @contextmanager
-    def form_body(self, req: falcon.Request) -> Iterator[multipart.Form]:
+    def form_body(self, req: falcon.Request,
+                  before_spill: Callable[[multipart.Form], None] | None = None
+                  ) -> Iterator[multipart.Form]:
         """The request's multipart form, parsed as it streams in (413 past the body limit,
-        400 when malformed); its spooled files are removed afterwards."""
+        400 when malformed); its spooled files are removed afterwards. `before_spill`: see
+        runtime/multipart.py (the hold before files reach the disk)."""
         form = multipart.parse(inbound.body_stream(req), req.content_type,
-                               self.settings.max_body_bytes, content_length=req.content_length)
+                               self.settings.max_body_bytes, content_length=req.content_length,
+                               before_spill=before_spill)
         try:
             yield form
         finally:

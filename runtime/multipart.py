@@ -6,6 +6,12 @@ disk), so at most one part's tail is buffered at a time. A body larger than `lim
 as soon as the limit is crossed; a body that is not well-formed multipart is a 400 saying
 what is wrong; a request that is not multipart/form-data at all is a 415.
 
+Credit before spooling: with `before_spill`, files stay in memory until they would exceed
+`spill_bound` bytes in all (SPILL_BOUND, below every part's memory threshold, so nothing is
+on disk yet); then `before_spill(form)` is called once, with the text parts read so far,
+before another file byte is taken, and may raise (a refused hold) to stop the upload there.
+A body whose files fit in the bound is read whole without the call.
+
 `MultipartBody(fields)` is the reverse: a file-like request body with a known length that
 streams text fields and spooled parts to a provider, for `requests` to send as is.
 """
@@ -13,7 +19,7 @@ streams text fields and spooled parts to a provider, for `requests` to send as i
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from email.message import Message
 from tempfile import SpooledTemporaryFile
@@ -25,6 +31,7 @@ READ_SIZE = 64 * 1024
 MEMORY_THRESHOLD = 256 * 1024
 MAX_HEADER_BYTES = 16 * 1024
 MAX_PARTS = 256
+SPILL_BOUND = 256 * 1024
 
 
 @dataclass
@@ -100,12 +107,18 @@ def boundary_of(content_type: str | None) -> bytes:
 
 
 class _Reader:
-    """The request body in chunks, refusing more than `limit` bytes in total."""
+    """The request body in chunks, refusing more than `limit` bytes in total; counts the
+    file bytes taken, for the `before_spill` call."""
 
-    def __init__(self, stream: IO[bytes], limit: int) -> None:
+    def __init__(self, stream: IO[bytes], limit: int,
+                 before_spill: Callable[[Form], None] | None = None,
+                 spill_bound: int = SPILL_BOUND) -> None:
         self.stream = stream
         self.limit = limit
         self.total = 0
+        self.before_spill = before_spill
+        self.spill_bound = spill_bound
+        self.file_bytes = 0
 
     def read(self) -> bytes:
         chunk = self.stream.read(READ_SIZE)
@@ -117,7 +130,9 @@ class _Reader:
 
 def parse(stream: IO[bytes], content_type: str | None, limit: int, *,
           content_length: int | None = None,
-          memory_threshold: int = MEMORY_THRESHOLD) -> Form:
+          memory_threshold: int = MEMORY_THRESHOLD,
+          before_spill: Callable[[Form], None] | None = None,
+          spill_bound: int = SPILL_BOUND) -> Form:
     """Read a whole multipart/form-data body into spooled parts (see module docstring)."""
     boundary = boundary_of(content_type)
     if content_length is not None and content_length > limit:
@@ -125,7 +140,9 @@ def parse(stream: IO[bytes], content_type: str | None, limit: int, *,
                               f"{limit} bytes.")
     form = Form()
     try:
-        _parse_into(form, _Reader(stream, limit), boundary, memory_threshold)
+        _parse_into(form, _Reader(stream, limit, before_spill, min(spill_bound,
+                                                                   memory_threshold)),
+                    boundary, memory_threshold)
     except BaseException:
         form.close()
         raise
@@ -152,7 +169,7 @@ def _parse_into(form: Form, reader: _Reader, boundary: bytes, threshold: int) ->
             raise BadRequest(f"The multipart body has more than {MAX_PARTS} parts.")
         buf, part = _headers(buf, reader, threshold)
         form.parts.append(part)
-        buf = _body(buf, reader, part, sep)
+        buf = _body(buf, reader, part, sep, form)
 
 
 def _after_boundary(buf: bytes, reader: _Reader) -> tuple[bytes, bool]:
@@ -203,17 +220,17 @@ def _headers(buf: bytes, reader: _Reader, threshold: int) -> tuple[bytes, Part]:
     return buf[end + 4:], part
 
 
-def _body(buf: bytes, reader: _Reader, part: Part, sep: bytes) -> bytes:
+def _body(buf: bytes, reader: _Reader, part: Part, sep: bytes, form: Form) -> bytes:
     """Write the part's content up to the next boundary; return what follows it."""
     keep = len(sep) - 1
     while True:
         at = buf.find(sep)
         if at != -1:
-            _write(part, buf[:at])
+            _write(part, buf[:at], reader, form)
             part.file.seek(0)
             return buf[at + len(sep):]
         if len(buf) > keep:
-            _write(part, buf[:-keep])
+            _write(part, buf[:-keep], reader, form)
             buf = buf[-keep:]
         chunk = reader.read()
         if not chunk:
@@ -222,10 +239,17 @@ def _body(buf: bytes, reader: _Reader, part: Part, sep: bytes) -> bytes:
         buf += chunk
 
 
-def _write(part: Part, data: bytes) -> None:
-    if data:
-        part.file.write(data)
-        part.size += len(data)
+def _write(part: Part, data: bytes, reader: _Reader, form: Form) -> None:
+    if not data:
+        return
+    if part.is_file and reader.before_spill is not None:
+        if reader.file_bytes + len(data) > reader.spill_bound:
+            call, reader.before_spill = reader.before_spill, None
+            call(Form([p for p in form.parts if p is not part]))   # the parts complete so far
+        else:
+            reader.file_bytes += len(data)
+    part.file.write(data)
+    part.size += len(data)
 
 
 # -- encoding -------------------------------------------------------------------------------

@@ -41,6 +41,7 @@ from runtime.clients import messages_translation
 from runtime.errors import BadRequest
 from runtime.providers import CHAT_ADAPTERS
 from runtime.providers.base import StreamBroken
+from runtime.providers.chat_parts import EARLY_USAGE
 from runtime.sse import iter_events
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -63,10 +64,11 @@ MADE_UP_IDS = {"provider": ("call_gx", "call_gx*"), "messages": ("msg_", "*")}
 def comparable(obj: Any, top: bool = True, made_up: tuple[str, str] = MADE_UP_IDS["provider"]
                ) -> Any:
     """Without the per-response values (see the module's docstring): the top-level `id` and
-    `created` when `top`, and ids starting with made_up[0] written made_up[1]."""
+    `created` when `top`, and ids starting with made_up[0] written made_up[1]; a chunk's
+    EARLY_USAGE is the meter's, never sent to the client, and left out too."""
     if isinstance(obj, dict):
         out = {k: comparable(v, False, made_up) for k, v in obj.items()
-               if not (top and k in ("id", "created"))}
+               if not (top and k in ("id", "created", EARLY_USAGE))}
         if isinstance(out.get("id"), str) and out["id"].startswith(made_up[0]):
             out["id"] = made_up[1]
         return out

@@ -1,7 +1,8 @@
 """Fees of the tools a provider runs itself during a chat request, for the hold.
 
 A hosted web search is billed per call on top of tokens (the catalogue's `per_web_search`,
-USD per search). A request may ask for it as chat's `web_search_options`, as a Responses
+USD per search); the charge counts the searches the provider reports (pricing.token_cost).
+A request may ask for it as chat's `web_search_options`, as a Responses
 `web_search*` tool, or as an Anthropic `web_search_*` server tool; the hold covers the
 tool's `max_uses` when the request sets one, else WEB_SEARCHES_HOLD searches. A model
 without a `per_web_search` price adds nothing.
@@ -13,7 +14,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from runtime.billing.unit_pricing import web_search_cost
+from runtime.billing.pricing import web_search_cost
 from runtime.catalogue import Model
 
 WEB_SEARCHES_HOLD = 5

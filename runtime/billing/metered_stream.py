@@ -7,6 +7,10 @@ settles exactly once, in every outcome:
 - upstream error mid-stream: an error event is sent, and what was produced is charged;
 - client gone (close() before the end): the upstream is closed at once and what was
   produced is charged.
+Usage an adapter reports early (a chunk's `EARLY_USAGE`, e.g. Anthropic's exact input count
+from message_start) is taken off the chunk before the client sees it and, until the final
+usage arrives, stands for the prompt: a cut then charges that input exactly, plus the larger
+of the output counted so far and the text produced.
 A stream exists only once the provider accepted the request (answered with a success
 status), and from then on the provider bills the whole prompt, so the prompt is charged even
 when nothing was produced: from the provider's usage when it arrived, else from an estimate
@@ -24,10 +28,11 @@ from typing import Any
 
 from runtime.billing.hold_progress import CutNow
 from runtime.billing.meter import Meter
-from runtime.billing.pricing import Usage, token_cost
+from runtime.billing.pricing import WEB_SEARCHES, Usage, token_cost
 from runtime.billing.prompt_estimate import estimate_tokens
 from runtime.billing.settling_body import SettlingBody
 from runtime.catalogue import Model
+from runtime.providers.chat_parts import EARLY_USAGE
 
 log = logging.getLogger("tokmodel.stream")
 
@@ -43,17 +48,24 @@ class MeteredStream(SettlingBody):
     produced (see settle_produced); `charged_usage` is what was charged, once settled."""
 
     def __init__(self, *, model: Model, meter: Meter, prompt: PromptEstimate,
-                 on_close: Callable[[], None]) -> None:
+                 on_close: Callable[[], None], web_searches: int = 0) -> None:
+        # searches a provider bills per request without reporting them (OpenAI's chat
+        # web_search_options): charged unless the usage counts its own
+        self._web_searches = web_searches
         self._model = model
         self._prompt = prompt
         self._on_close = on_close
         self._usage: Usage | None = None
+        self._early: Usage | None = None
         self._produced_chars = 0
         self.charged_usage = Usage()
         super().__init__(meter)
 
     def _observe(self, chunk: dict[str, Any]) -> None:
         """Count what an OpenAI chunk produced and keep its usage, if it has one."""
+        early = chunk.pop(EARLY_USAGE, None)
+        if isinstance(early, dict):
+            self._early = Usage.from_openai(early)
         for choice in chunk.get("choices") or ():
             delta = choice.get("delta") if isinstance(choice, dict) else None
             if isinstance(delta, dict):
@@ -66,7 +78,7 @@ class MeteredStream(SettlingBody):
         without settling, and at least the prompt estimate: the provider accepted the
         request. Recorded on the hold while the stream runs (billing/hold_progress.py)."""
         cut = CutNow(self._meter.request_id)
-        settle_produced(cut, self._model, self._usage, self._prompt,  # type: ignore[arg-type]
+        settle_produced(cut, self._model, self._reported(), self._prompt,  # type: ignore[arg-type]
                         self._produced_chars, 499)
         return cut.usage, cut.cost
 
@@ -77,9 +89,24 @@ class MeteredStream(SettlingBody):
         try:
             self._on_close()
         finally:
-            self.charged_usage = settle_produced(self._meter, self._model, self._usage,
+            self.charged_usage = settle_produced(self._meter, self._model, self._reported(),
                                                  self._prompt, self._produced_chars,
                                                  self._status)
+
+    def _reported(self) -> Usage | None:
+        """The upstream's final usage, else its early usage with the output produced so far,
+        with the searches billed per request."""
+        usage, early = self._usage, self._early
+        if usage is None and early is not None and early.prompt_tokens:
+            usage = Usage(prompt_tokens=early.prompt_tokens,
+                          completion_tokens=max(early.completion_tokens,
+                                                estimate_tokens(self._produced_chars)),
+                          cached_tokens=early.cached_tokens,
+                          cache_write_tokens=early.cache_write_tokens, units=early.units)
+        if self._web_searches:
+            usage = usage or Usage()
+            usage.units.setdefault(WEB_SEARCHES, self._web_searches)
+        return usage
 
 
 def settle_produced(meter: Meter, model: Model, usage: Usage | None, prompt: PromptEstimate,
@@ -88,9 +115,11 @@ def settle_produced(meter: Meter, model: Model, usage: Usage | None, prompt: Pro
     estimate of the whole prompt and of what was produced; returns the usage charged. Never
     raises: the client already has its stream."""
     try:
-        if usage is None or usage.empty:
+        if usage is None or not (usage.prompt_tokens or usage.completion_tokens):
+            # no token counts: estimated; other units reported (web searches) are kept
             usage = Usage(prompt_tokens=prompt(),
-                          completion_tokens=estimate_tokens(produced_chars))
+                          completion_tokens=estimate_tokens(produced_chars),
+                          units=dict(usage.units) if usage else {})
         elif not usage.prompt_tokens:
             # usage that counts only the output (an upstream's partial report)
             usage.prompt_tokens = prompt()

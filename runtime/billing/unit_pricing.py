@@ -1,6 +1,6 @@
 """Exact prices of the units that are not chat tokens: images, audio seconds, text-to-speech
-characters, rerank searches, hosted web searches, embedding and rerank tokens, and gpt-image
-token usage.
+characters, rerank searches, embedding and rerank tokens, and gpt-image token usage (hosted
+web searches are priced with the chat tokens: pricing.token_cost).
 
 Every function returns nano-credits as an unrounded Decimal (1 USD of list price =
 1,000,000,000 nano-credits), computed from the catalogue's decimal-string prices; the caller
@@ -66,6 +66,19 @@ def image_price(model: Model, size: str | None, quality: str | None) -> Decimal:
     return Decimal(by_size[quality])
 
 
+def dearest_image_price(model: Model, size: str | None = None) -> Decimal:
+    """USD of the dearest image the model's `per_image` table prices (of `size`, when
+    given): a hold before the size and quality are known."""
+    table = model.pricing.get("per_image")
+    if isinstance(table, str):
+        return Decimal(table)
+    if not isinstance(table, Mapping):
+        raise BadRequest(f"The model '{model.id}' has no per-image price.", param="model")
+    rows = [table[size]] if size is not None and size in table else list(table.values())
+    return max(Decimal(price) for row in rows
+               for price in (row.values() if isinstance(row, Mapping) else [row]))
+
+
 def images_cost(model: Model, size: str | None, quality: str | None, count: int) -> Decimal:
     return image_price(model, size, quality) * count * NANO
 
@@ -112,11 +125,6 @@ def audio_seconds_cost(model: Model, seconds: Decimal) -> Decimal:
 
 def search_cost(model: Model, searches: int) -> Decimal:
     return searches * (model.price("per_search") or Decimal(0)) * NANO
-
-
-def web_search_cost(model: Model, searches: int) -> Decimal:
-    """Hosted web searches of a chat request (`per_web_search`, USD per search)."""
-    return searches * (model.price("per_web_search") or Decimal(0)) * NANO
 
 
 def input_tokens_cost(model: Model, tokens: int) -> Decimal:

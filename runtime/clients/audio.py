@@ -16,8 +16,10 @@ from the duration the provider reports: the answer's `usage` (`{"type": "duratio
 usage) from the length of the audio itself (runtime/billing/audio_length.py: WAV from its
 data and sample format, other formats from their container's duration checked against the
 file size, else the size at the lowest common bitrate), or the end of the last srt/vtt cue
-when that is later. The hold is that same length. Answers with token usage are charged at
-the model's token prices when it has them.
+when that is later. The hold is that same length; an upload too large to keep in memory is
+held before it is spooled, for the longest audio the request body can hold (its size at the
+lowest common bitrate: runtime/pipeline/form_hold.py), and charged the exact length.
+Answers with token usage are charged at the model's token prices when it has them.
 """
 
 from __future__ import annotations
@@ -26,12 +28,12 @@ import json
 import logging
 import math
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from decimal import Decimal
 from typing import Any
 
 from runtime import multipart
-from runtime.billing.audio_length import audio_seconds
+from runtime.billing.audio_length import audio_seconds, size_seconds
 from runtime.billing.meter import Meter
 from runtime.billing.pricing import Usage, hold_nano, nano_to_credits, token_cost
 from runtime.billing.settling_body import SettlingBody
@@ -166,6 +168,12 @@ def upload(request: Request) -> multipart.Part:
 def upload_seconds(part: multipart.Part) -> Decimal:
     """The audio length of the upload (runtime/billing/audio_length.py)."""
     return audio_seconds(part.file, part.size)
+
+
+def transcription_prehold(fields: Mapping[str, Any], body_bytes: int, model: Model) -> int:
+    """Before the upload is read: the longest audio a body of `body_bytes` can hold
+    (audio_length.size_seconds, the length a file without a trusted duration is charged)."""
+    return hold_nano(audio_seconds_cost(model, size_seconds(body_bytes)))
 
 
 def transcription_hold(request: Request, model: Model) -> int:

@@ -7,10 +7,11 @@ every image, inline or by URL, at the model's per-image estimate) at the input p
 limit) at the output price, plus the fees of hosted web searches the request allows
 (runtime/billing/hosted_tools.py), all read from the request as the client sent it.
 
-Charge: the provider's usage; an answer without usage (whole or streamed) is charged an
-estimate of the whole request's prompt plus what was produced (runtime/billing/
-prompt_estimate.py), also when the client left before any text: the provider bills a
-request it accepted.
+Charge: the provider's usage, with the hosted web searches it reports (an OpenAI search
+model's `web_search_options` request counts one); an answer without usage (whole or
+streamed) is charged an estimate of the whole request's prompt plus what was produced
+(runtime/billing/prompt_estimate.py), also when the client left before any text: the
+provider bills a request it accepted.
 
 The answer's `model` is the id the client used (or the fallback's id when a fallback
 answered); `usage.cost` is the charge in credits. A stream forwards the adapter's chunks as
@@ -38,6 +39,7 @@ from runtime.billing.metered_stream import (
     estimate_tokens,
 )
 from runtime.billing.pricing import (
+    WEB_SEARCHES,
     Usage,
     charge_nano,
     chat_worst_case,
@@ -104,6 +106,10 @@ class ChatExchange:
         self.stream = request.stream
         self.call = self.adapter.build(request.body, model, self.stream)
         self.error = self.adapter.error
+        # OpenAI's search models run one search per request that asks for it and bill it
+        # without reporting it; other providers' adapters report the searches they ran
+        self.searches = 1 if (model.provider.descriptor.dialect == "openai" and isinstance(
+            request.body.get("web_search_options"), dict)) else 0
 
     def is_stream(self, upstream: UpstreamResponse) -> bool:
         return self.stream and is_sse(upstream)
@@ -112,6 +118,8 @@ class ChatExchange:
         payload = self.adapter.parse(read_json(upstream), self.model)
         payload["model"] = self.shown
         usage = Usage.from_openai(with_usage(payload, lazy_prompt(self.body, self.model)))
+        if self.searches:
+            usage.units.setdefault(WEB_SEARCHES, self.searches)
 
         def render(charged: int) -> bytes:
             if isinstance(payload.get("usage"), dict):
@@ -127,7 +135,8 @@ class ChatExchange:
                           client_model=self.shown, meter=meter,
                           include_usage=isinstance(options, dict)
                           and bool(options.get("include_usage")),
-                          prompt=lazy_prompt(self.body, self.model), on_close=upstream.close)
+                          prompt=lazy_prompt(self.body, self.model), on_close=upstream.close,
+                          web_searches=self.searches)
 
 
 def with_usage(completion: dict[str, Any], prompt: PromptEstimate) -> dict[str, Any]:
@@ -151,12 +160,13 @@ def with_usage(completion: dict[str, Any], prompt: PromptEstimate) -> dict[str, 
 class ChatStream(MeteredStream):
     def __init__(self, chunks: Iterator[dict[str, Any]], *, model: Model, client_model: str,
                  meter: Meter, include_usage: bool, prompt: PromptEstimate,
-                 on_close: Any) -> None:
+                 on_close: Any, web_searches: int = 0) -> None:
         self._chunks = chunks
         self._client_model = client_model
         self._include_usage = include_usage
         self._usage_chunk: dict[str, Any] | None = None
-        super().__init__(model=model, meter=meter, prompt=prompt, on_close=on_close)
+        super().__init__(model=model, meter=meter, prompt=prompt, on_close=on_close,
+                         web_searches=web_searches)
 
     def _run(self) -> Iterator[bytes]:
         # Settle before the last bytes go out, so a client that has seen the end of its
@@ -205,7 +215,7 @@ class ChatStream(MeteredStream):
         return _event(chunk)
 
     def _cost(self) -> float:
-        return nano_to_credits(charge_nano(token_cost(self._model, self._usage)))
+        return nano_to_credits(charge_nano(token_cost(self._model, self._reported())))
 
     def _final_usage(self) -> bytes | None:
         """The usage chunk still owed to a client that asked for one, if any."""

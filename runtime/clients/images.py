@@ -4,6 +4,9 @@
 `model` may be omitted: the catalogue's `defaults` names the model (`images.generations`,
 also used for edits and variations when it serves them). Multipart uploads are spooled part by
 part (runtime.multipart) and streamed to the provider; missing parts are a 400 naming them.
+Uploads too large to keep in memory are held before they are spooled (`upload_prehold`:
+the fields sent before the images, the dearest case for those not sent yet; see
+runtime/pipeline/form_hold.py) and charged for the images returned.
 
 Charging: per image by model, size and quality from the catalogue's `per_image` table (the
 hold is the price of `n` images, the charge the price of the images returned), or, for
@@ -15,12 +18,14 @@ size and quality). The answer's `usage` carries `cost` in credits.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
 from runtime import multipart
-from runtime.billing.pricing import Usage, hold_nano, nano_to_credits
+from runtime.billing.pricing import NANO, Usage, hold_nano, nano_to_credits
 from runtime.billing.unit_pricing import (
+    dearest_image_price,
     gpt_image_hold,
     gpt_image_output_tokens,
     gpt_image_usage_cost,
@@ -36,6 +41,8 @@ from runtime.providers.openai_chat import openai_error
 from runtime.upstream import UpstreamResponse, read_json
 
 MAX_IMAGES = 10
+MAX_INPUT_IMAGES = 16      # input images of an edit (OpenAI's limit for gpt-image models)
+MAX_PROMPT_CHARS = 32_000  # an edit's prompt (OpenAI's limit for gpt-image models)
 
 
 def hold_for(model: Model, size: str | None, quality: str | None, n: int, prompt: str,
@@ -57,6 +64,22 @@ def upload_hold(request: Request, model: Model) -> int:
     images = request.form.files("image") if request.form else []
     return hold_for(model, _text(fields, "size"), _text(fields, "quality"), n,
                     _text(fields, "prompt") or "", len(images))
+
+
+def upload_prehold(fields: Mapping[str, Any], body_bytes: int, model: Model) -> int:
+    """Before the images are read: the fields sent so far, and for those still to come the
+    dearest case (MAX_IMAGES images at the dearest size and quality, a prompt of
+    MAX_PROMPT_CHARS, MAX_INPUT_IMAGES input images)."""
+    n = multipart.int_field(fields, "n", 1, MAX_IMAGES) if "n" in fields else MAX_IMAGES
+    size, quality = _text(fields, "size"), _text(fields, "quality")
+    prompt_chars = (len(_text(fields, "prompt") or "") if "prompt" in fields
+                    else min(body_bytes, MAX_PROMPT_CHARS))
+    if is_token_priced_image(model):
+        return hold_nano(gpt_image_hold(model, prompt_chars, n or 1, size, quality,
+                                        MAX_INPUT_IMAGES))
+    if "size" not in fields or "quality" not in fields:
+        return hold_nano(dearest_image_price(model, size) * (n or 1) * NANO)
+    return hold_nano(images_cost(model, size, quality, n or 1))
 
 
 def _text(fields: Any, name: str) -> str | None:
@@ -141,6 +164,8 @@ def variations(request: Request, model: Model, shown: str) -> ImagesExchange:
 
 def check_edit(request: Request) -> None:
     multipart.require(request.form, files=("image",), text=("prompt",))
+    if len(request.form.files("image")) > MAX_INPUT_IMAGES:
+        raise BadRequest(f"Send at most {MAX_INPUT_IMAGES} 'image' parts.", param="image")
 
 
 def check_variation(request: Request) -> None:

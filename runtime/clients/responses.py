@@ -57,16 +57,20 @@ TERMINAL = ("response.completed", "response.incomplete", "response.failed")
 COMPACT_MAX_OUTPUT = 4096
 
 
-def usage_of(raw: Any) -> Usage:
-    """Responses usage -> Usage (input includes cached and cache-write tokens)."""
+def usage_of(raw: Any, output: Any = None) -> Usage:
+    """Responses usage -> Usage (input includes cached and cache-write tokens), with the
+    hosted web searches the response's `output` lists (one `web_search_call` item each)."""
+    searches = sum(1 for item in output if isinstance(item, dict)
+                   and item.get("type") == "web_search_call") if isinstance(output, list) else 0
     if not isinstance(raw, dict):
-        return Usage()
+        raw = {}
     details = raw.get("input_tokens_details") or {}
     return Usage.from_openai({"prompt_tokens": raw.get("input_tokens"),
                               "completion_tokens": raw.get("output_tokens"),
                               "prompt_tokens_details": {
                                   "cached_tokens": details.get("cached_tokens"),
-                                  "cache_write_tokens": details.get("cache_write_tokens")}})
+                                  "cache_write_tokens": details.get("cache_write_tokens")},
+                              "server_tool_use": {"web_search_requests": searches}})
 
 
 def hold(request: Request, model: Model) -> int:
@@ -118,9 +122,11 @@ def _native_call(model: Model, kind: str, body: Any, stream: bool) -> UpstreamCa
                         json.dumps(sent).encode(), query_auth(model))
 
 
-def _answer(payload: dict[str, Any], model: Model,
-            headers: dict[str, str] | None = None) -> Answer:
-    usage = usage_of(payload.get("usage"))
+def _answer(payload: dict[str, Any], model: Model, headers: dict[str, str] | None = None,
+            usage: Usage | None = None) -> Answer:
+    """A whole answer charged from `usage`, by default the response's own."""
+    if usage is None:
+        usage = usage_of(payload.get("usage"), payload.get("output"))
 
     def render(charged: int) -> bytes:
         if isinstance(payload.get("usage"), dict):
@@ -188,17 +194,20 @@ class ResponsesExchange:
 
     def whole(self, upstream: UpstreamResponse) -> Answer:
         payload = read_json(upstream)
+        usage = None
         if self.native:
             payload = _checked(payload)
             payload["model"] = self.shown
         else:
             completion = self.adapter.parse(payload, self.model)
-            with_usage(completion, lazy_prompt(self.body, self.model))
+            # the chat usage: it also counts the hosted web searches the provider ran
+            usage = Usage.from_openai(with_usage(completion, lazy_prompt(self.body,
+                                                                         self.model)))
             payload = ri.from_chat(completion, ri.skeleton(self.request.body, self.shown,
                                                            ri.new_id("resp")), self.names,
                                   self.carry)
         self.kept(payload)
-        return _answer(payload, self.model, self.headers)
+        return _answer(payload, self.model, self.headers, usage)
 
     def kept(self, response: dict[str, Any]) -> None:
         """Store a finished response as the client asked (native: owner and location)."""
@@ -305,7 +314,7 @@ class NativeStream(MeteredStream):
                     if kind == "response.failed":
                         self._status = 502
                         response["error"] = mask_json(response.get("error"))
-                    usage = usage_of(response.get("usage"))
+                    usage = usage_of(response.get("usage"), response.get("output"))
                     if not usage.empty:
                         self._usage = usage
                     self._finish()

@@ -83,6 +83,9 @@ class Exchange(Protocol):
 
 
 HoldPolicy = Callable[[Request, Model], int]
+# A form route's hold before its files are read: (the text fields sent before the files, the
+# most the body can hold in bytes, model) -> nano-credits (runtime/pipeline/form_hold.py).
+PreHoldPolicy = Callable[[Mapping[str, Any], int, Model], int]
 ExchangeFactory = Callable[[Request, Model, str], Exchange]
 
 
@@ -100,6 +103,7 @@ class Route:
     check: Callable[[Request], None] | None = None  # before the model: required parts
     # headers naming the request besides x-request-id (Anthropic's SDKs read request-id)
     id_headers: tuple[str, ...] = ()
+    prehold: PreHoldPolicy | None = None    # form routes: the hold taken before files spill
 
     @property
     def catalogue_kind(self) -> str:

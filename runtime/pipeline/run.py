@@ -1,7 +1,8 @@
 """The request pipeline: the one place a priced request goes from start to finish.
 
     authenticate -> read + validate -> resolve the model and its fallbacks -> admission
-      -> hold (from the client's request as received; covers the dearest candidate)
+      -> hold (from the client's request as received; covers the dearest candidate; a form
+         whose files outgrow memory is held before they are spooled: form_hold.py)
       -> attempts (deployments, retries, fallbacks; runtime/pipeline/attempts.py)
       -> answer whole or stream -> settle exactly once -> metrics and access log
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import falcon
@@ -33,6 +34,7 @@ from runtime.gateway import Gateway
 from runtime.observability import record as observe
 from runtime.ops import MappingError
 from runtime.pipeline.attempts import Answered, Attempts, chunks_after
+from runtime.pipeline.form_hold import FormHold
 from runtime.pipeline.health import DeploymentHealth
 from runtime.pipeline.route import Exchange, Request, Route
 from runtime.providers import pending_images
@@ -62,7 +64,11 @@ class Pipeline:
         key = self.gw.authenticate(req)
         record.account_id, record.key_id = key.account_id, key.id
         self.gw.admit_body(req, key)
-        with self._read(req, route) as request:
+        early = None
+        if route.form and route.prehold is not None:
+            early = FormHold(self.gw, key, route, record.request_id,
+                             req.content_length or self.gw.settings.max_body_bytes)
+        with _releasing(early), self._read(req, route, early) as request:
             request.account_id, request.gateway = key.account_id, self.gw
             if route.check is not None:
                 route.check(request)
@@ -73,12 +79,15 @@ class Pipeline:
             primary = _exchange(route, request, candidates[0], shown)
             record.stream = primary.stream
             # Usage rows and metrics carry the catalogue id, never the name the client sent.
-            meter = Meter(self.gw.store, key, route.kind, candidates[0].id,
-                          candidates[0].provider.id,
-                          request_id=record.request_id)
+            held = early.meter if early is not None else None
+            meter = held or Meter(self.gw.store, key, route.kind, candidates[0].id,
+                                  candidates[0].provider.id, request_id=record.request_id)
             meter.on_settled = lambda status, usage, charged: _settled(
                 record, status, usage, charged)
-            meter.reserve(max(route.hold(request, m) for m in candidates))
+            if held is not None:   # held before the form's files were spooled
+                meter.model, meter.provider = candidates[0].id, candidates[0].provider.id
+            else:
+                meter.reserve(max(route.hold(request, m) for m in candidates))
             for name in route.id_headers:
                 resp.set_header(name, record.request_id)
             with meter.releasing_on_failure():
@@ -182,11 +191,12 @@ class Pipeline:
     # -- reading the request --------------------------------------------------------------
 
     @contextmanager
-    def _read(self, req: falcon.Request, route: Route) -> Iterator[Request]:
+    def _read(self, req: falcon.Request, route: Route,
+              early: FormHold | None = None) -> Iterator[Request]:
         headers = {name: value for name in route.forward_headers
                    if (value := req.get_header(name))}
         if route.form:
-            with self.gw.form_body(req) as form:
+            with self.gw.form_body(req, early) as form:
                 fields = form.text_fields()
                 yield Request(model_id=_single(fields, "model"), form=form, fields=fields,
                               headers=headers)
@@ -200,6 +210,10 @@ class Pipeline:
                 body["model"], fallbacks = fallbacks[0], fallbacks[1:]
         yield Request(model_id=body.get("model"), raw=raw, body=body, headers=headers,
                       fallbacks=fallbacks)
+
+
+def _releasing(early: FormHold | None) -> Any:
+    return early.releasing() if early is not None else nullcontext()
 
 
 def _exchange(route: Route, request: Request, model: Model, shown: str) -> Exchange:

@@ -29,8 +29,12 @@ they are (with redacted thinking), the message's `thinking_blocks` (in a stream:
 `{}` when the input is empty); stop reasons are mapped by the
 descriptor (refusal is `content_filter`, pause_turn `length`). Usage: prompt tokens are
 input + cache reads + cache writes, with the cache parts in `prompt_tokens_details`, so the
-catalogue's cache prices apply. Streams are a state machine over the named events; `ping` is
-ignored; `message_delta` usage is cumulative and replaces, never adds. A mid-stream `error`
+catalogue's cache prices apply; the web searches Anthropic ran
+(`server_tool_use.web_search_requests`) go on in the usage's `server_tool_use`, to be charged.
+Streams are a state machine over the named events; `ping` is
+ignored; `message_delta` usage is cumulative and replaces, never adds. message_start's usage
+(the exact input count) rides on the first chunk for the meter only (`cp.EARLY_USAGE`), so a
+stream the client leaves early is charged that input exactly. A mid-stream `error`
 event (or a stream that ends without `message_stop`) ends the stream with an error after
 reporting the usage produced so far, output estimated from the text when Anthropic had not
 yet counted it.
@@ -368,8 +372,11 @@ def openai_usage(raw: Mapping[str, Any]) -> dict[str, Any]:
         return value if isinstance(value, int) and value > 0 else 0
 
     read, write = n("cache_read_input_tokens"), n("cache_creation_input_tokens")
+    tools = raw.get("server_tool_use")
+    searches = tools.get("web_search_requests") if isinstance(tools, dict) else None
     return cp.usage(n("input_tokens") + read + write, n("output_tokens"), cached=read,
-                    cache_write=write)
+                    cache_write=write,
+                    web_searches=searches if isinstance(searches, int) and searches > 0 else 0)
 
 
 class _Stream:
@@ -405,7 +412,9 @@ class _Stream:
                 self.out.id = f"chatcmpl-{message.get('id') or cp.new_id('')}"
                 self.usage.update(message.get("usage") or {})
                 self.started = True
-                yield self.out.delta({"role": "assistant", "content": ""})
+                # Anthropic's exact input count, known now: for the meter, not the client
+                yield dict(self.out.delta({"role": "assistant", "content": ""}),
+                           **{cp.EARLY_USAGE: openai_usage(self.usage)})
             elif kind == "content_block_start":
                 yield from self._block_start(data.get("index"), data.get("content_block") or {})
             elif kind == "content_block_delta":

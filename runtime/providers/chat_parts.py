@@ -26,6 +26,11 @@ _DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[^;,]*)*
 # Anthropic tool ids must match this; other ids are made to fit, the same way on both sides.
 _ID_UNSAFE = re.compile(r"[^a-zA-Z0-9_-]")
 
+# A chunk may carry, under this key, usage the provider reported before its end (Anthropic's
+# input count in message_start): for the meter only, removed before the client sees the chunk
+# (runtime/billing/metered_stream.py), so a stream the client leaves is charged from it.
+EARLY_USAGE = "_early_usage"
+
 STRUCTURAL = ("messages", "tools", "tool_choice", "parallel_tool_calls", "response_format",
               "stream", "stream_options", "modalities", "model")
 
@@ -228,14 +233,20 @@ def prepare_scalars(body: dict[str, Any]) -> None:
 
 
 def usage(prompt: int, completion: int, *, cached: int = 0, cache_write: int = 0,
-          reasoning: int = 0) -> dict[str, Any]:
-    return {"prompt_tokens": prompt, "completion_tokens": completion,
-            "total_tokens": prompt + completion,
-            "prompt_tokens_details": {"cached_tokens": cached, "cache_write_tokens": cache_write,
-                                      "audio_tokens": 0},
-            "completion_tokens_details": {"reasoning_tokens": reasoning, "audio_tokens": 0,
-                                          "accepted_prediction_tokens": 0,
-                                          "rejected_prediction_tokens": 0}}
+          reasoning: int = 0, web_searches: int = 0) -> dict[str, Any]:
+    """OpenAI's usage; hosted web searches the provider ran go in `server_tool_use` (as
+    Anthropic reports them), present only when there were some."""
+    out: dict[str, Any] = {
+        "prompt_tokens": prompt, "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": cached, "cache_write_tokens": cache_write,
+                                  "audio_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": reasoning, "audio_tokens": 0,
+                                      "accepted_prediction_tokens": 0,
+                                      "rejected_prediction_tokens": 0}}
+    if web_searches:
+        out["server_tool_use"] = {"web_search_requests": web_searches}
+    return out
 
 
 def message(content: str | None, reasoning: str | None, tool_calls: list[dict[str, Any]],

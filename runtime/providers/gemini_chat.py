@@ -21,7 +21,9 @@ thought summaries, surfaced as `reasoning_content`. Gemini has no switch for
 Response: `STOP` with function calls is `tool_calls`; safety-type reasons are
 `content_filter`; a prompt blocked outright is an empty `content_filter` answer. Usage:
 prompt = promptTokenCount + toolUsePromptTokenCount (cached tokens inside, reported as
-`cached_tokens`), completion = candidatesTokenCount + thoughtsTokenCount. Streams: each
+`cached_tokens`), completion = candidatesTokenCount + thoughtsTokenCount; an answer grounded
+in Google Search (groundingMetadata with webSearchQueries) counts one web search in the
+usage's `server_tool_use`, as Google bills a grounded prompt once. Streams: each
 event holds only new parts and running usage totals (the last one wins); whole function
 calls arrive at once and are sent as one tool-call delta with id, name and arguments.
 A stream that carries an error object, or ends before any finish reason, ends with an error
@@ -126,7 +128,7 @@ class GeminiChat(SSEFraming):
                                                      model)})
         ident = payload.get("responseId") or cp.new_id("")
         return cp.completion(f"chatcmpl-{ident}", model.id, choices,
-                             _usage(payload.get("usageMetadata") or {}))
+                             _usage(payload.get("usageMetadata") or {}, _grounded(candidates)))
 
     def chunks(self, events: Iterator[Event], model: Model) -> Iterator[dict[str, Any]]:
         return _Stream(model).run(events)
@@ -351,7 +353,7 @@ def _finish(reason: Any, called: bool, model: Model) -> str:
     return "tool_calls" if called and finish == "stop" else finish
 
 
-def _usage(meta: Mapping[str, Any]) -> dict[str, Any]:
+def _usage(meta: Mapping[str, Any], grounded: bool = False) -> dict[str, Any]:
     def n(key: str) -> int:
         value = meta.get(key)
         return value if isinstance(value, int) and value > 0 else 0
@@ -359,7 +361,15 @@ def _usage(meta: Mapping[str, Any]) -> dict[str, Any]:
     thoughts = n("thoughtsTokenCount")
     return cp.usage(n("promptTokenCount") + n("toolUsePromptTokenCount"),
                     n("candidatesTokenCount") + thoughts, cached=n("cachedContentTokenCount"),
-                    reasoning=thoughts)
+                    reasoning=thoughts, web_searches=1 if grounded else 0)
+
+
+def _grounded(candidates: Any) -> bool:
+    """Whether Google searched for an answer: a candidate's groundingMetadata lists the web
+    search queries it ran. Google bills a grounded prompt once, however many queries."""
+    return any(isinstance(c, dict) and isinstance(c.get("groundingMetadata"), dict)
+               and c["groundingMetadata"].get("webSearchQueries")
+               for c in candidates or ())
 
 
 class _Stream:
@@ -373,6 +383,7 @@ class _Stream:
         self.tools: dict[int, int] = {}      # candidate -> tool calls sent
         self.finished: set[int] = set()
         self.produced = 0
+        self.grounded = False
 
     def run(self, events: Iterator[Event]) -> Iterator[dict[str, Any]]:
         for event in events:
@@ -390,6 +401,7 @@ class _Stream:
             if data.get("responseId") and not self.started:
                 self.out.id = f"chatcmpl-{data['responseId']}"
             candidates = data.get("candidates")
+            self.grounded = self.grounded or _grounded(candidates)
             if not candidates and (data.get("promptFeedback") or {}).get("blockReason"):
                 yield from self._start(0)
                 self.finished.add(0)
@@ -398,7 +410,7 @@ class _Stream:
                 yield from self._candidate(cand.get("index", pos), cand)
         if not self.finished:
             yield from self._broken("The upstream provider ended the stream early.")
-        yield self.out.usage(_usage(self.usage))
+        yield self.out.usage(_usage(self.usage, self.grounded))
 
     def _start(self, index: int) -> Iterator[dict[str, Any]]:
         if index not in self.started:
@@ -426,10 +438,11 @@ class _Stream:
     def _broken(self, message: str) -> Iterator[dict[str, Any]]:
         """Report what was produced, then end the stream with the error."""
         if self.started:
-            usage = _usage(self.usage)
+            usage = _usage(self.usage, self.grounded)
             produced = math.ceil(self.produced / 4)
             if usage["completion_tokens"] < produced:
                 usage = cp.usage(usage["prompt_tokens"], produced,
-                                 cached=usage["prompt_tokens_details"]["cached_tokens"])
+                                 cached=usage["prompt_tokens_details"]["cached_tokens"],
+                                 web_searches=1 if self.grounded else 0)
             yield self.out.usage(usage)
         raise StreamBroken(message)

@@ -29,14 +29,14 @@ ROUTES: dict[str, Route] = {route.kind: route for route in (
     Route("images.generations", images.generation_hold, images.generations,
           default_model=True),
     Route("images.edits", images.upload_hold, images.edits, form=True, default_model=True,
-          check=images.check_edit),
+          check=images.check_edit, prehold=images.upload_prehold),
     Route("images.variations", images.upload_hold, images.variations, form=True,
-          default_model=True, check=images.check_variation),
+          default_model=True, check=images.check_variation, prehold=images.upload_prehold),
     Route("audio.speech", audio.speech_hold, audio.SpeechExchange),
     Route("audio.transcriptions", audio.transcription_hold, audio.transcriptions, form=True,
-          check=audio.upload),
+          check=audio.upload, prehold=audio.transcription_prehold),
     Route("audio.translations", audio.transcription_hold, audio.translations, form=True,
-          check=audio.upload),
+          check=audio.upload, prehold=audio.transcription_prehold),
 )}
 
 RESOURCES = {"models": Models, "messages.count_tokens": CountTokens,

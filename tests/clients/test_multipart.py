@@ -123,3 +123,74 @@ def test_reencoding_streams_with_exact_length():
         ("timestamp_granularities[]", None, b"segment"), ("stream", None, b"false"),
         ("image[]", "a.png", TRICKY)]
     assert b"".join(out) == wire
+
+
+# -- credit before spooling ------------------------------------------------------------------
+
+class Counted(io.RawIOBase):
+    """A body whose bytes taken by the parser are counted."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = io.BytesIO(data)
+        self.taken = 0
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self.data.read(size)
+        self.taken += len(chunk)
+        return chunk
+
+
+class Refused(Exception):
+    pass
+
+
+def upload(size: int, *, model_first: bool) -> tuple[bytes, str]:
+    """A 25 MB-style upload, `model` before or after the file (curl and Node send either)."""
+    file = ("file", ("a.wav", b"\x01" * size, "audio/wav"))
+    fields = [("model", (None, "openai/whisper-1"))]
+    req = requests.Request("POST", "http://x/",
+                           files=[*fields, file] if model_first else [file, *fields]).prepare()
+    return req.body, req.headers["Content-Type"]
+
+
+@pytest.mark.parametrize("model_first", [True, False])
+def test_a_refused_hold_stops_the_upload_before_anything_reaches_the_disk(model_first):
+    body, ctype = upload(25 * 1024 * 1024, model_first=model_first)
+    stream = Counted(body)
+    seen = []
+
+    def before_spill(form: multipart.Form) -> None:
+        seen.append(form.text_fields())
+        raise Refused
+
+    with pytest.raises(Refused):
+        multipart.parse(stream, ctype, 30 * 1024 * 1024, before_spill=before_spill)
+    # called once, with the text parts sent before the file
+    assert seen == [{"model": "openai/whisper-1"} if model_first else {}]
+    # taken: the buffered bound plus at most two reads, never the 25 MB
+    assert stream.taken <= multipart.SPILL_BOUND + 2 * multipart.READ_SIZE + 1024
+
+
+def test_files_past_the_bound_spill_only_after_the_call():
+    body, ctype = upload(3 * multipart.SPILL_BOUND, model_first=True)
+    rolled_at_call = []
+
+    def before_spill(form: multipart.Form) -> None:
+        rolled_at_call.append(stream.taken)
+
+    stream = Counted(body)
+    form = multipart.parse(stream, ctype, 10 * 1024 * 1024, before_spill=before_spill)
+    (file,) = form.files("file")
+    assert file.size == 3 * multipart.SPILL_BOUND
+    assert len(rolled_at_call) == 1 and rolled_at_call[0] < 2 * multipart.SPILL_BOUND
+    form.close()
+
+
+def test_files_within_the_bound_are_read_whole_without_the_call():
+    body, ctype = upload(multipart.SPILL_BOUND - 1024, model_first=False)
+    called = []
+    form = multipart.parse(io.BytesIO(body), ctype, 10 * 1024 * 1024,
+                           before_spill=called.append)
+    assert called == []
+    assert form.text_fields() == {"model": "openai/whisper-1"}
+    form.close()

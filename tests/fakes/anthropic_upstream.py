@@ -42,7 +42,11 @@ declared (``Bash``, ``exec_command``, ...), is answered with that tool running C
 this fake issued (400 ``Invalid `signature` in `thinking` block`` otherwise, as Anthropic
 checks them). ``stop_sequences`` cut the text (stop_reason
 ``stop_sequence``); ``max_tokens`` below the word count truncates (``max_tokens``).
-Usage: ``input_tokens`` = words of system and all message texts, tool inputs and results;
+Usage: ``input_tokens`` = words of system and all message texts, tool inputs and results,
+and of the tool definitions (as count_tokens counts, and as Anthropic bills them); with the
+web search server tool, ``server_tool_use.web_search_requests`` = the ``web_searches``
+attribute (default 0: the model chose not to search) capped by its ``max_uses`` (in
+message_delta's usage when streamed);
 ``cache_read_input_tokens``/``cache_creation_input_tokens`` = the ``cache_read_tokens`` /
 ``cache_write_tokens`` attributes; ``output_tokens`` = words of text, thinking and tool input.
 
@@ -110,6 +114,7 @@ class FakeAnthropic(FakeServer):
         self.models = models
         self.cache_read_tokens = 0
         self.cache_write_tokens = 0
+        self.web_searches = 0
         self.issued_signatures: set[str] = set()
         self._stream_errors: list[tuple[int, str, str]] = []
 
@@ -137,6 +142,7 @@ class FakeAnthropic(FakeServer):
     def reset(self) -> None:
         super().reset()
         self.cache_read_tokens = self.cache_write_tokens = 0
+        self.web_searches = 0
         with self.lock:
             self._stream_errors.clear()
 
@@ -170,10 +176,13 @@ class FakeAnthropic(FakeServer):
         with self.lock:
             self.issued_signatures.update(b["signature"] for b in answer["content"]
                                           if b["type"] == "thinking")
-        usage = {"input_tokens": max(1, prompt_words(body)),
+        usage = {"input_tokens": count_words(body),
                  "cache_creation_input_tokens": self.cache_write_tokens,
                  "cache_read_input_tokens": self.cache_read_tokens,
                  "output_tokens": answer["output_tokens"]}
+        searches = web_searches_run(body, self.web_searches)
+        if searches:
+            usage["server_tool_use"] = {"web_search_requests": searches}
         message = {"id": "msg_" + secrets.token_hex(12), "type": "message", "role": "assistant",
                    "model": body["model"], "content": answer["content"],
                    "stop_reason": answer["stop_reason"],
@@ -197,6 +206,15 @@ class FakeAnthropic(FakeServer):
         if self.models is not None and body["model"] not in self.models:
             raise Reject(404, f"model: {body['model']}")
         return Reply.json({"input_tokens": count_words(body)})
+
+
+def web_searches_run(body: dict[str, Any], wanted: int) -> int:
+    """The searches the web search server tool runs: `wanted`, at most its max_uses."""
+    for tool in body.get("tools") or ():
+        if str(tool.get("type", "")).startswith("web_search_"):
+            limit = tool.get("max_uses")
+            return min(wanted, limit) if isinstance(limit, int) else wanted
+    return 0
 
 
 def count_words(body: dict[str, Any]) -> int:
@@ -553,8 +571,10 @@ def _stream(message: dict[str, Any], failure: tuple[int, str, str] | None) -> It
         return encode_event(data, data["type"])
 
     usage = message["usage"]
+    # the searches run while the answer is written: counted in message_delta's usage
     start = {**message, "content": [], "stop_reason": None, "stop_sequence": None,
-             "usage": {**usage, "output_tokens": 1}}
+             "usage": {**{k: v for k, v in usage.items() if k != "server_tool_use"},
+                       "output_tokens": 1}}
     yield event({"type": "message_start", "message": start})
     yield event({"type": "ping"})
     deltas = 0

@@ -49,6 +49,9 @@ true`` part.
 (``MAX_TOKENS``). Usage: ``promptTokenCount`` = words of the system instruction and every
 text, function call and response, plus the ``cached_tokens`` attribute, which is also
 ``cachedContentTokenCount``; ``candidatesTokenCount`` = words of all candidates' output.
+With the ``googleSearch`` tool and the ``grounded`` attribute set, every candidate is
+grounded: its ``groundingMetadata`` lists two ``webSearchQueries``
+(on the candidate's last event when streamed).
 
 Streams (``alt=sse``): ``data: <json>`` events with CRLF line ends, two words per event,
 candidates one after another, running ``usageMetadata`` on every event (complete on the
@@ -125,6 +128,7 @@ class FakeGemini(FakeServer):
         self.models = models
         self.cached_tokens = 0
         self.signatures = False
+        self.grounded = False
         self.issued_signatures: set[str] = set()
         self._stream_errors: list[int] = []
 
@@ -154,6 +158,7 @@ class FakeGemini(FakeServer):
         super().reset()
         self.cached_tokens = 0
         self.signatures = False
+        self.grounded = False
         with self.lock:
             self._stream_errors.clear()
 
@@ -176,6 +181,12 @@ class FakeGemini(FakeServer):
         if self.signatures:
             self._check_signatures(body)
         answers = compose(body, self.signatures)
+        if self.grounded and any("googleSearch" in t for t in body.get("tools") or ()):
+            for answer in answers:   # grounded: the queries Google ran for the answer
+                answer["candidate"]["groundingMetadata"] = {
+                    "webSearchQueries": ["fake search one", "fake search two"],
+                    "groundingChunks": [{"web": {"uri": "https://example.com/",
+                                                 "title": "example.com"}}]}
         with self.lock:
             self.issued_signatures.update(
                 p["thoughtSignature"] for a in answers
@@ -491,6 +502,7 @@ def compose(body: dict[str, Any], signatures: bool) -> list[dict[str, Any]]:
 def _events(answers: list[dict[str, Any]], usage: dict[str, Any],
             model: str) -> Iterator[dict[str, Any]]:
     steps: list[tuple[int, dict[str, Any], str | None]] = []
+    grounding: dict[int, Any] = {}
     for answer in answers:
         cand = answer["candidate"]
         index = cand["index"]
@@ -504,6 +516,7 @@ def _events(answers: list[dict[str, Any]], usage: dict[str, Any],
                 pieces.append(part)
         for k, piece in enumerate(pieces):
             steps.append((index, piece, cand["finishReason"] if k == len(pieces) - 1 else None))
+        grounding[index] = cand.get("groundingMetadata")
     running = {"promptTokenCount": usage["promptTokenCount"],
                "totalTokenCount": usage["promptTokenCount"]}
     response_id = secrets.token_hex(8)
@@ -511,6 +524,8 @@ def _events(answers: list[dict[str, Any]], usage: dict[str, Any],
         cand: dict[str, Any] = {"content": {"role": "model", "parts": [piece]}, "index": index}
         if finish:
             cand["finishReason"] = finish
+            if grounding.get(index):   # with the candidate's last event, as Gemini sends it
+                cand["groundingMetadata"] = grounding[index]
         yield {"candidates": [cand], "usageMetadata": usage if k == len(steps) - 1 else running,
                "modelVersion": model, "responseId": response_id}
 

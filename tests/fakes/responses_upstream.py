@@ -27,6 +27,9 @@ Usage: ``input_tokens`` = words of instructions and all input texts (min 1), ``c
 = the ``cached_tokens`` attribute, ``output_tokens`` = words of the answer (of the arguments
 for a call) plus ``reasoning_tokens`` (words of ``"Thinking about <text>"`` with a reasoning
 item, else 0).
+With a hosted ``web_search*`` tool and the ``web_search`` attribute set, the answer's item
+is preceded by one completed ``web_search_call`` item (a search),
+streamed as its own output_item.added / .done.
 
 Streams: real framing (``event:`` + ``data:``, ``type`` and ``sequence_number`` from 0):
 created, in_progress, output_item.added, content_part.added, one output_text.delta per word
@@ -94,6 +97,7 @@ class FakeResponses(FakeServer):
         super().__init__(api_key, chunk_delay=chunk_delay)
         self.models = models
         self.cached_tokens = 0
+        self.web_search = False
         self.issued: set[str] = set()
         self.issued_reasoning: list[str] = []   # encrypted_content of reasoning items, in order
         self.responses: set[str] = set()
@@ -114,6 +118,7 @@ class FakeResponses(FakeServer):
         super().reset()
         self._stream_error = None
         self.cached_tokens = 0
+        self.web_search = False
         with self.lock:
             self.issued_reasoning.clear()
 
@@ -236,6 +241,12 @@ class FakeResponses(FakeServer):
                               "summary": [], "encrypted_content": encrypted})
             with self.lock:
                 self.issued_reasoning.append(encrypted)
+        if self.web_search and any(str(t.get("type", "")).startswith("web_search")
+                                   for t in body.get("tools") or ()):
+            # a hosted web search ran before the answer: one web_search_call item
+            output.insert(len(output) - 1, {
+                "type": "web_search_call", "id": "ws_" + secrets.token_hex(6),
+                "status": "completed", "action": {"type": "search", "query": text[:40]}})
         rid = "resp_" + secrets.token_hex(8)
         with self.lock:
             self.responses.add(rid)
