@@ -110,7 +110,7 @@ def test_reloading_the_new_key_page_creates_no_second_key(browser, gateway):
     assert f"{gateway.url}/v1" in page.inner_text("#base-url")
     browser.grant_permissions(["clipboard-read", "clipboard-write"], origin=gateway.url)
     page.click("button[data-copy]")  # shown by the console's script, allowed by its CSP
-    assert page.inner_text("button[data-copy]") == "Copied"
+    page.wait_for_selector("button[data-copy]:has-text('Copied')")  # the copy is async
     assert page.evaluate("navigator.clipboard.readText()") == shown
     page.reload()
     assert page.url.endswith("/console/keys?done=shown")

@@ -6,11 +6,14 @@ document.addEventListener("DOMContentLoaded", function () {
       var source = document.getElementById(button.dataset.copy);
       var text = source.textContent;
       var done = function () { button.textContent = "Copied"; };
-      if (navigator.clipboard && window.isSecureContext) {
-        navigator.clipboard.writeText(text).then(done, function () { select(source); });
-      } else {
+      var fallback = function () {
         select(source);
         if (document.execCommand("copy")) { done(); }
+      };
+      if (navigator.clipboard && window.isSecureContext) {
+        navigator.clipboard.writeText(text).then(done, fallback);
+      } else {
+        fallback();
       }
     });
   });
