@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 WORKERS ?= 2
 
-.PHONY: install generate check-generated run test lint bench bench-profile clean
+.PHONY: install generate check-generated run test lint bench bench-usage bench-profile clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or make PYTHON=python3)"; exit 1; }
@@ -37,6 +37,10 @@ lint: $(STAMP)
 # make bench BENCH_ARGS=--quick: a short sanity run (python -m tests.bench --help)
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench $(BENCH_ARGS)
+
+# the usage API over 1,000,000 usage rows (make bench-usage BENCH_USAGE_ARGS="--rows 100000")
+bench-usage: $(STAMP)
+	$(BIN)/python -m tests.bench.usage $(BENCH_USAGE_ARGS)
 
 # per-request CPU of the gateway by component (in-process, sampled)
 bench-profile: $(STAMP)

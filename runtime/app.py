@@ -14,6 +14,7 @@ from typing import Any
 
 import falcon
 
+from runtime.admin import add_governance_routes
 from runtime.catalogue import Catalogue, load_catalogue
 from runtime.client_body import BodyGuard
 from runtime.console import add_console_routes
@@ -104,6 +105,7 @@ def create_app(settings: Settings, registry: ModuleType, store: Store, upstream:
     app.add_route("/readyz", Ready(gateway))
     app.add_route("/metrics", MetricsEndpoint(settings.metrics_token))
     add_console_routes(app, store, settings)
+    add_governance_routes(app, gateway)
     app.add_error_handler(Exception, _on_unexpected)
     app.add_error_handler(falcon.HTTPError, _on_http_error)
     app.add_error_handler(GatewayError, _on_gateway_error)

@@ -43,13 +43,15 @@ def _account_json(account: Any) -> dict[str, Any]:
             "balance": format_credits(account.balance_nano),
             "balance_nano": account.balance_nano,
             "debt": format_credits(account.debt_nano), "debt_nano": account.debt_nano,
-            "created_at": str(account.created_at)}
+            "created_at": str(account.created_at),
+            "disabled": account.disabled_at is not None}
 
 
 def _account_text(account: Any, separator: str = "\t") -> str:
     debt = f"{separator}debt {format_credits(account.debt_nano)}" if account.debt_nano else ""
     name = account.name + (":" if separator == " " else "")
-    return f"{name}{separator}{format_credits(account.balance_nano)} credits{debt}"
+    disabled = f"{separator}disabled" if account.disabled_at else ""
+    return f"{name}{separator}{format_credits(account.balance_nano)} credits{debt}{disabled}"
 
 
 def _signed_credits(text: str) -> int:
@@ -63,7 +65,8 @@ def _key_json(key: Any) -> dict[str, Any]:
     return {"id": key.id, "name": key.name, "account": key.account_name,
             "prefix": key.display_prefix, "created_at": str(key.created_at),
             "revoked": key.revoked_at is not None,
-            "revoked_at": str(key.revoked_at) if key.revoked_at else None}
+            "revoked_at": str(key.revoked_at) if key.revoked_at else None,
+            "manage": key.manage}
 
 
 def _fail(message: str) -> int:
@@ -95,6 +98,8 @@ def cmd_accounts(args: argparse.Namespace) -> int:
             account = store.adjust(args.name, _signed_credits(args.amount), args.note)
         elif args.action == "audit":
             return _audit(store.audit(args.name), args.json)
+        elif args.action in ("disable", "enable"):
+            account = store.set_account_disabled(args.name, args.action == "disable")
         elif args.action == "list":
             accounts = store.list_accounts()
             if args.json:
@@ -141,8 +146,9 @@ def cmd_keys(args: argparse.Namespace) -> int:
     store = _store()
     try:
         if args.action == "create":
-            record, secret = store.create_key(args.account, args.name)
-            print(f"created key {record.id} ({record.name}) for account {args.account}; "
+            record, secret = store.create_key(args.account, args.name, manage=args.manage)
+            kind = "management key" if args.manage else "key"
+            print(f"created {kind} {record.id} ({record.name}) for account {args.account}; "
                   "the secret is shown once:", file=sys.stderr)
             print(f"key_id: {record.id}")
             print(secret)
@@ -154,7 +160,16 @@ def cmd_keys(args: argparse.Namespace) -> int:
             else:
                 for k in keys:
                     state = "revoked" if k.revoked_at else "active"
-                    print(f"{k.id}\t{k.name}\t{k.display_prefix}\t{state}")
+                    kind = "manage" if k.manage else "inference"
+                    print(f"{k.id}\t{k.name}\t{k.display_prefix}\t{state}\t{kind}")
+            return 0
+        if args.action == "update":
+            if args.manage is None:
+                return _fail("nothing to update: give --manage or --no-manage")
+            if not store.set_key_manage(args.key_id, args.manage):
+                return _fail(f"no key {args.key_id!r}")
+            kind = "a management key" if args.manage else "an inference key"
+            print(f"{args.key_id} is now {kind}")
             return 0
         if not store.revoke_key(args.key_id):
             return _fail(f"no active key {args.key_id!r}")
@@ -285,6 +300,11 @@ def build_parser() -> argparse.ArgumentParser:
     adjust.add_argument("amount", help="credits, e.g. 2.5 or -0.75")
     adjust.add_argument("--note", required=True, help="why (kept in the ledger)")
     adjust.add_argument("--json", action="store_true")
+    for action, what in (("disable", "refuse every key of the account, console included"),
+                         ("enable", "accept the account's keys again")):
+        toggle = acc.add_parser(action, help=what)
+        toggle.add_argument("name")
+        toggle.add_argument("--json", action="store_true")
     audit = acc.add_parser("audit", help="check the balance, holds and usage against the "
                                          "ledger (exit 1 on a discrepancy)")
     audit.add_argument("name")
@@ -296,6 +316,12 @@ def build_parser() -> argparse.ArgumentParser:
     kcreate = ks.add_parser("create")
     kcreate.add_argument("--account", required=True)
     kcreate.add_argument("--name", default="default")
+    kcreate.add_argument("--manage", action="store_true",
+                         help="a management key: may open the console and manage keys")
+    kupdate = ks.add_parser("update", help="change a key")
+    kupdate.add_argument("key_id")
+    kupdate.add_argument("--manage", action=argparse.BooleanOptionalAction, default=None,
+                         help="--manage: a management key; --no-manage: an inference key")
     klist = ks.add_parser("list")
     klist.add_argument("--account", required=True)
     klist.add_argument("--json", action="store_true")

@@ -103,6 +103,18 @@ class AccountInDebt(GatewayError):
                          "pay the debt.")
 
 
+class AccountDisabled(GatewayError):
+    """The key is live but an operator disabled its account: every endpoint refuses it."""
+
+    status = 403
+    type = "authorization_error"
+    retryable = False
+
+    def __init__(self) -> None:
+        super().__init__("This account is disabled. Contact the gateway's operator.",
+                         code="account_disabled")
+
+
 class NotFound(GatewayError):
     status = 404
     type = "not_found_error"

@@ -16,7 +16,7 @@ import falcon
 from runtime import encodable, inbound, multipart
 from runtime.billing.meter import refusal
 from runtime.catalogue import Catalogue, Model
-from runtime.errors import BadRequest, GatewayError, NotFound, Unauthorized
+from runtime.errors import AccountDisabled, BadRequest, GatewayError, NotFound, Unauthorized
 from runtime.ops import MappingError
 from runtime.settings import Settings
 from runtime.store import KeyRecord, Store
@@ -54,6 +54,8 @@ class Gateway:
         key = self.store.authenticate(secret) if secret else None
         if key is None:
             raise Unauthorized()
+        if key.account_disabled:  # read with the key: no extra round trip
+            raise AccountDisabled()
         return key
 
     def admit_body(self, req: falcon.Request, key: KeyRecord) -> None:

@@ -221,12 +221,14 @@ class GatewayServer(BaseApplication):
                 self.cfg.set(key, value)
 
     def load(self):  # noqa: ANN201 - gunicorn's interface
+        from runtime.admin.retention import RetentionSettings, UsagePruner
         from runtime.app import build_app
         from runtime.billing.sweeper import HoldKeeper, HoldSettings
 
         app, store = build_app()
         # started by _post_worker_init, in the worker, once its event loop runs
         self.hold_keeper = HoldKeeper(store, HoldSettings.from_env())
+        self.usage_pruner = UsagePruner(store, RetentionSettings.from_env())
         return app
 
 
@@ -257,6 +259,10 @@ def _post_worker_init(worker: Any) -> None:
     keeper = getattr(worker.app, "hold_keeper", None)
     if keeper is not None:
         keeper.start()
+    # usage retention (runtime/admin/retention.py): a no-op unless configured
+    pruner = getattr(worker.app, "usage_pruner", None)
+    if pruner is not None:
+        pruner.start()
 
 
 def serve(host: str, port: int, workers: int, worker_class: str = "gevent",

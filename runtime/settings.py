@@ -13,6 +13,8 @@
 | TOKMODEL_MAX_IMAGES_PER_REQUEST | 16: image URLs the gateway downloads for one request |
 | TOKMODEL_MAX_UPSTREAM_ANSWER_BYTES | 67108864 (64 MiB): a whole (non-stream) upstream answer |
 | TOKMODEL_MAX_STREAM_EVENT_BYTES | 16777216 (16 MiB): one event of an upstream stream |
+| TOKMODEL_USAGE_RETENTION_DAYS | unset: usage rows kept forever (runtime/admin/retention.py) |
+| TOKMODEL_ADMIN_TOKEN | unset: the admin API and operator pages are off (runtime/admin) |
 """
 
 from __future__ import annotations

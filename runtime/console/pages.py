@@ -53,6 +53,20 @@ KEY_NOTICES = {
               "it, revoke the key and create a new one."),
 }
 LOGIN_FAILED = "That key was not accepted. Check it and try again."
+NOT_A_MANAGEMENT_KEY = ("That is an inference key: it can call the API but not open the "
+                        "console. Log in with a management key of this account (ask your "
+                        "operator for one if you have none).")
+ACCOUNT_DISABLED = "This account is disabled. Contact the gateway's operator."
+
+
+def login_refusal(key: KeyRecord | None) -> str:
+    """Why this key may not open the console ("" when it may): only live management keys
+    of enabled accounts do."""
+    if key is None:
+        return LOGIN_FAILED
+    if key.account_disabled:
+        return ACCOUNT_DISABLED
+    return "" if key.manage else NOT_A_MANAGEMENT_KEY
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +96,8 @@ def current_viewer(console: Console, req: falcon.Request) -> Viewer:
     key = console.store.get_key(session.key_id) if session and session.key_id else None
     account = console.store.get_account_by_id(session.account_id) if key else None
     if (session is None or key is None or key.revoked_at is not None
-            or key.account_id != session.account_id or account is None):
+            or key.account_id != session.account_id or account is None
+            or login_refusal(key)):
         if session is not None:
             console.sessions.end(session)
         raise Redirect("/console/login?m=ended", clear=[SESSION_COOKIE])
@@ -173,10 +188,15 @@ class Login:
         client = console.client(req)
         check_throttle(console, client, prefix)
         key = console.store.authenticate(secret) if secret else None
-        if key is None:
-            console.audit.record("login_failed", "key:?", client, key_prefix=prefix)
-            console.render(resp, "login.html", status=400, error=LOGIN_FAILED,
-                           csrf=console.signer.csrf_token(binding))
+        error = login_refusal(key)
+        if error:
+            # a wrong key is a failure that counts; a right key of the wrong kind is not
+            console.audit.record("login_failed" if key is None else "login_refused",
+                                 f"key:{key.id}" if key else "key:?", client,
+                                 key_prefix=prefix, account_id=key and key.account_id,
+                                 key_id=key and key.id)
+            console.render(resp, "login.html", status=400 if key is None else 403,
+                           error=error, csrf=console.signer.csrf_token(binding))
             return
         console.audit.record("login", f"key:{key.id}", client, key_prefix=prefix,
                              account_id=key.account_id, key_id=key.id)

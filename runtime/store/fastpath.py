@@ -35,7 +35,8 @@ from .ledger import settle_with
 from .records import UsageRecord
 
 _AUTH = ("SELECT k.id, k.account_id, a.name, k.name, k.display_prefix, k.created_at, "
-         "k.revoked_at FROM api_keys k JOIN accounts a ON a.id = k.account_id "
+         "k.revoked_at, k.manage, a.disabled_at "
+         "FROM api_keys k JOIN accounts a ON a.id = k.account_id "
          "WHERE k.secret_hash = :hash AND k.revoked_at IS NULL")
 _DEBIT_IF_COVERED = ("UPDATE accounts SET balance_nano = balance_nano - :amount "
                      "WHERE id = :account AND balance_nano >= :amount AND debt_nano = 0")
@@ -153,7 +154,7 @@ class FastPath:
                 conn.rollback()
             elif row is not None:  # SQLite hands timestamps back as text
                 row = (*row[:5], *(None if v is None else datetime.fromisoformat(v)
-                                   for v in row[5:]))
+                                   for v in row[5:7]), row[7], row[8])
             return row
         except Exception:
             broken = not _quiet_rollback(conn)

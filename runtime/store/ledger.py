@@ -27,10 +27,10 @@ from collections import defaultdict
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, bindparam, delete, insert, select, text, update
+from sqlalchemy import Connection, DateTime, bindparam, delete, insert, select, text, update
 
 from .records import UsageRecord
-from .schema import accounts, holds, ledger_entries, usage_log
+from .schema import accounts, holds, ledger_entries, usage_log, usage_retention
 
 MAX_NANO = 2**63 - 1
 # How many discrepancies of each sort an audit names (the counts are always complete).
@@ -358,10 +358,19 @@ _AUDIT_USAGE_COUNT = text("SELECT COUNT(*) FROM usage_log WHERE account_id = :ac
 _AUDIT_UNLOGGED_SETTLES = text(
     "SELECT e.reference FROM ledger_entries e LEFT JOIN (SELECT request_id FROM usage_log "
     "WHERE account_id = :account) u ON u.request_id = e.reference "
-    "WHERE e.account_id = :account AND e.kind = 'settle' AND u.request_id IS NULL")
+    "WHERE e.account_id = :account AND e.kind = 'settle' AND u.request_id IS NULL "
+    # usage rows older than the retention watermark may have been pruned (usage_queries.py)
+    "AND e.created_at >= :kept_since").bindparams(
+        bindparam("kept_since", type_=DateTime(timezone=True)))
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _AUDIT_DUPLICATE_USAGE = text(
     "SELECT request_id, COUNT(*) FROM usage_log WHERE account_id = :account "
     "GROUP BY request_id HAVING COUNT(*) > 1")
+
+
+def ledger_utc_or(value: datetime | None) -> datetime:
+    """The retention watermark, or the epoch when usage rows were never pruned."""
+    return _EPOCH if value is None else utc(value)
 
 
 def audit(conn: Connection, account: Any) -> dict[str, Any]:
@@ -399,7 +408,9 @@ def audit(conn: Connection, account: Any) -> dict[str, Any]:
         else:
             problems.append(f"usage row {request_id} costs {cost} but its entries charged "
                             f"{charge}")
-    unlogged = conn.execute(_AUDIT_UNLOGGED_SETTLES, params).scalars().all()
+    kept_since = ledger_utc_or(conn.execute(select(usage_retention.c.pruned_before)).scalar())
+    unlogged = conn.execute(_AUDIT_UNLOGGED_SETTLES,
+                            {**params, "kept_since": kept_since}).scalars().all()
     problems.extend(f"settle entry {ref} has no usage row" for ref in unlogged[:AUDIT_EXAMPLES])
     duplicates = conn.execute(_AUDIT_DUPLICATE_USAGE, params).all()
     problems.extend(f"request {rid} has {count} usage rows"

@@ -185,6 +185,36 @@ def _hold_heartbeats(conn: Connection) -> None:
         conn.execute(text(f"ALTER TABLE holds ADD COLUMN {preparer.quote(name)} {kind}"))
 
 
+def _management_keys_and_usage_queries(conn: Connection) -> None:
+    """api_keys.manage (every key that exists now becomes a management key, so no account
+    loses its console; new keys default to inference keys), accounts.disabled_at, the
+    usage_log indexes of the usage API and the usage_retention watermark."""
+    preparer = conn.dialect.identifier_preparer
+    present = {column["name"] for column in inspect(conn).get_columns("api_keys")}
+    if "manage" not in present:
+        kind = schema.api_keys.c.manage.type.compile(dialect=conn.dialect)
+        conn.execute(text(f"ALTER TABLE api_keys ADD COLUMN {preparer.quote('manage')} "
+                          f"{kind} NOT NULL DEFAULT {_false(conn)}"))
+        conn.execute(text(f"UPDATE api_keys SET {preparer.quote('manage')} = "
+                          f"{_true(conn)}"))
+    if "disabled_at" not in {c["name"] for c in inspect(conn).get_columns("accounts")}:
+        kind = schema.accounts.c.disabled_at.type.compile(dialect=conn.dialect)
+        conn.execute(text(f"ALTER TABLE accounts ADD COLUMN disabled_at {kind}"))
+    existing = {index["name"] for index in inspect(conn).get_indexes("usage_log")}
+    for index in schema.usage_log.indexes:
+        if index.name not in existing:
+            index.create(conn)
+    schema.usage_retention.create(conn, checkfirst=True)
+
+
+def _true(conn: Connection) -> str:
+    return "1" if conn.dialect.name == "sqlite" else "TRUE"
+
+
+def _false(conn: Connection) -> str:
+    return "0" if conn.dialect.name == "sqlite" else "FALSE"
+
+
 def _console_sessions_and_audit_log(conn: Connection) -> None:
     """The console's server-side sessions and the audit log (schema.py)."""
     schema.console_sessions.create(conn, checkfirst=True)
@@ -201,6 +231,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     # 4 and 5 are independent (5 touches only the new columns of `holds`): a database that
     # got 5 before 4 existed gets 4 when it is missing.
     Migration(5, "holds: owner, heartbeat_at, progress", _hold_heartbeats),
+    Migration(7, "api_keys.manage, accounts.disabled_at, usage_log indexes, usage_retention",
+              _management_keys_and_usage_queries),
     Migration(8, "console_sessions, audit_log", _console_sessions_and_audit_log),
 )
 

@@ -21,6 +21,7 @@ class Account:
     balance_nano: int
     created_at: datetime
     debt_nano: int = 0
+    disabled_at: datetime | None = None  # set: every key of the account is refused
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +33,8 @@ class KeyRecord:
     display_prefix: str
     created_at: datetime
     revoked_at: datetime | None
+    manage: bool = False            # may open the console and manage the account's keys
+    account_disabled: bool = False  # the account is disabled: the key is refused (403)
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,7 @@ from sqlalchemy import (
     Table,
     Text,
     event,
+    false,
 )
 
 NAMING_CONVENTION = {
@@ -63,6 +64,8 @@ accounts = Table(
     # What the account owes: the part of a request's cost that neither its hold nor the
     # balance covered. Requests are refused while it is above zero; a top-up pays it first.
     Column("debt_nano", BigInteger, nullable=False, server_default="0"),
+    # Set while an operator has disabled the account: its keys are refused everywhere.
+    Column("disabled_at", _Timestamp, nullable=True),
     CheckConstraint("balance_nano >= 0", name="balance_nonnegative"),
     CheckConstraint("debt_nano >= 0", name="debt_nonnegative"),
 )
@@ -77,6 +80,9 @@ api_keys = Table(
     Column("display_prefix", Text, nullable=False),
     Column("created_at", _Timestamp, nullable=False),
     Column("revoked_at", _Timestamp, nullable=True),
+    # A management key may open the console and manage the account's keys; an inference
+    # key (the default) may only call the API.
+    Column("manage", Boolean, nullable=False, server_default=false()),
 )
 
 holds = Table(
@@ -120,6 +126,20 @@ usage_log = Table(
     Column("cost_nano", BigInteger, nullable=False),
     Column("latency_ms", Integer, nullable=False, default=0),
     Index("ix_usage_log_account_id_created_at", "account_id", "created_at"),
+    # Keyset pages of the usage API walk ids downwards, per account or per key; retention
+    # prunes by time (runtime/store/usage_queries.py).
+    Index("ix_usage_log_account_id_id", "account_id", "id"),
+    Index("ix_usage_log_key_id_id", "key_id", "id"),
+    Index("ix_usage_log_created_at", "created_at"),
+)
+
+# One row (id 1) once usage rows have been pruned: rows created before `pruned_before` may
+# be gone, so the audit does not expect a usage row for settle entries older than that.
+usage_retention = Table(
+    "usage_retention",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("pruned_before", _Timestamp, nullable=False),
 )
 
 # Responses API conversations the gateway keeps for `previous_response_id`, GET and DELETE:

@@ -23,14 +23,14 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from . import holds as holdlib
 from . import keys as keylib
-from . import ledger, schema
+from . import ledger, schema, usage_queries
 from . import responses as stored
 from .engine import make_engines
 from .errors import AccountExists, AccountNotFound, StoreError
 from .fastpath import FastPath
 from .migrations import migrate
 from .records import Account, KeyRecord, StoredResponse, UsageRecord
-from .schema import accounts, api_keys, usage_log
+from .schema import accounts, api_keys, ledger_entries, usage_log
 
 log = logging.getLogger("tokmodel.holds")
 
@@ -41,7 +41,7 @@ MAX_NAME_LENGTH = 200
 MAX_USAGE_LIMIT = 10_000
 
 _account_cols = (accounts.c.id, accounts.c.name, accounts.c.balance_nano, accounts.c.created_at,
-                 accounts.c.debt_nano)
+                 accounts.c.debt_nano, accounts.c.disabled_at)
 _key_cols = (
     api_keys.c.id,
     api_keys.c.account_id,
@@ -50,6 +50,8 @@ _key_cols = (
     api_keys.c.display_prefix,
     api_keys.c.created_at,
     api_keys.c.revoked_at,
+    api_keys.c.manage,
+    accounts.c.disabled_at,
 )
 _keys_join = api_keys.join(accounts, api_keys.c.account_id == accounts.c.id)
 
@@ -87,6 +89,13 @@ _revoke_key = (
     .where(api_keys.c.id == bindparam("b_id"))
     .where(api_keys.c.revoked_at.is_(None))
     .values(revoked_at=bindparam("b_now"))
+)
+_set_key_manage = (
+    update(api_keys).where(api_keys.c.id == bindparam("b_id")).values(manage=bindparam("b_manage"))
+)
+_set_disabled = (
+    update(accounts).where(accounts.c.name == bindparam("b_name"))
+    .values(disabled_at=bindparam("b_when"))
 )
 _rename_key = (
     update(api_keys).where(api_keys.c.id == bindparam("b_id")).values(name=bindparam("b_name"))
@@ -128,11 +137,12 @@ def _check_request_id(request_id: str) -> str:
 
 
 def _account(row: Any) -> Account:
-    return Account(row[0], row[1], row[2], ledger.utc(row[3]), row[4])
+    return Account(row[0], row[1], row[2], ledger.utc(row[3]), row[4], ledger.utc(row[5]))
 
 
 def _key(row: Any) -> KeyRecord:
-    return KeyRecord(row[0], row[1], row[2], row[3], row[4], ledger.utc(row[5]), ledger.utc(row[6]))
+    return KeyRecord(row[0], row[1], row[2], row[3], row[4], ledger.utc(row[5]),
+                     ledger.utc(row[6]), bool(row[7]), row[8] is not None)
 
 
 class Store:
@@ -277,8 +287,10 @@ class Store:
     # keys
 
     @_db_errors
-    def create_key(self, account_name: str, name: str = "default") -> tuple[KeyRecord, str]:
-        """Create a key; return its record and the secret, which is shown this once only."""
+    def create_key(self, account_name: str, name: str = "default", *,
+                   manage: bool = False) -> tuple[KeyRecord, str]:
+        """Create a key (a management key with `manage`); return its record and the secret,
+        which is shown this once only."""
         _check_name(name, "key name")
         for attempt in range(3):
             secret = keylib.new_secret()
@@ -290,6 +302,7 @@ class Store:
                 "display_prefix": keylib.display_prefix(secret),
                 "created_at": now,
                 "revoked_at": None,
+                "manage": bool(manage),
             }
             try:
                 with self._engine.begin() as conn:
@@ -303,9 +316,8 @@ class Store:
                 if attempt == 2:  # three random 48-bit ids collided: something else is wrong
                     raise
                 continue
-            record = KeyRecord(
-                values["id"], account_id, account_name, name, values["display_prefix"], now, None
-            )
+            record = KeyRecord(values["id"], account_id, account_name, name,
+                               values["display_prefix"], now, None, bool(manage))
             return record, secret
         raise AssertionError("unreachable")
 
@@ -330,6 +342,27 @@ class Store:
             conn.execute(delete(schema.console_sessions).where(
                 schema.console_sessions.c.key_id == key_id))
             return result.rowcount == 1
+
+    @_db_errors
+    def set_key_manage(self, key_id: str, manage: bool) -> bool:
+        """Make the key a management key (True) or an inference key; False when unknown."""
+        with self._engine.begin() as conn:
+            return conn.execute(_set_key_manage,
+                                {"b_id": key_id, "b_manage": bool(manage)}).rowcount == 1
+
+    @_db_errors
+    def set_account_disabled(self, name: str, disabled: bool) -> Account:
+        """Disable (every key refused, console included) or enable the account; its
+        balance, keys and ledger are untouched. AccountNotFound when there is none."""
+        with self._engine.begin() as conn:
+            account = self._locked_account(conn, name)
+            if disabled != (account.disabled_at is not None):
+                conn.execute(_set_disabled, {"b_name": name,
+                                             "b_when": datetime.now(UTC) if disabled else None})
+            if disabled:  # its console sessions end with it
+                conn.execute(delete(schema.console_sessions).where(
+                    schema.console_sessions.c.account_id == account.id))
+            return _account(conn.execute(_account_by_id, {"b_id": account.id}).one())
 
     @_db_errors
     def rename_key(self, key_id: str, name: str) -> bool:
@@ -508,6 +541,56 @@ class Store:
         with self._reader.connect() as conn:
             return [ledger.usage_record(row) for row in conn.execute(_usage_of_account, params)]
 
+    @_db_errors
+    def topups(self, name: str, limit: int = 1000) -> list[dict[str, Any]]:
+        """The account's top-ups (its initial credits included), newest first, from the
+        ledger: [{"reference", "amount_nano", "note", "created_at"}]; AccountNotFound when
+        there is none."""
+        with self._reader.connect() as conn:
+            account_id = conn.execute(_account_id_by_name, {"b_name": name}).scalar()
+            if account_id is None:
+                raise AccountNotFound(f"no account named {name!r}")
+            e = ledger_entries.c
+            rows = conn.execute(
+                select(e.reference, e.amount_nano, e.note, e.created_at)
+                .where(e.account_id == account_id).where(e.kind == "topup")
+                .order_by(e.created_at.desc(), e.reference).limit(limit))
+            return [{"reference": ref, "amount_nano": amount, "note": note,
+                     "created_at": ledger.utc(when)} for ref, amount, note, when in rows]
+
+    # usage queries (usage_queries.py)
+
+    @_db_errors
+    def usage_page(self, where: usage_queries.UsageFilter, limit: int, cursor: str | None = None
+                   ) -> tuple[list[usage_queries.UsageRow], str | None]:
+        """One keyset page of the filter, newest first, and the next page's cursor."""
+        with self._reader.connect() as conn:
+            return usage_queries.page(conn, where, limit, cursor)
+
+    @_db_errors
+    def usage_totals(self, where: usage_queries.UsageFilter) -> usage_queries.UsageTotals:
+        with self._reader.connect() as conn:
+            return usage_queries.totals(conn, where)
+
+    @_db_errors
+    def usage_daily(self, where: usage_queries.UsageFilter) -> list[dict[str, Any]]:
+        """Cost and requests per UTC day and model."""
+        with self._reader.connect() as conn:
+            return usage_queries.daily_by_model(conn, where)
+
+    def usage_batches(self, where: usage_queries.UsageFilter, batch: int = 500
+                      ) -> Iterator[list[usage_queries.UsageRow]]:
+        """Every row of the filter, newest first, read one short batch at a time."""
+        return usage_queries.batches(self._reader.connect, where, batch)
+
+    @_db_errors
+    def prune_usage(self, older_than: datetime, batch: int = 1000) -> int:
+        """Delete up to `batch` usage rows created before `older_than`; return how many.
+        Balances and the ledger are untouched; the audit knows rows before it may be gone."""
+        if not isinstance(batch, int) or batch < 1:
+            raise ValueError("batch must be an int >= 1")
+        with self._engine.begin() as conn:
+            return usage_queries.prune(conn, older_than.astimezone(UTC), batch)
 
     # -- stored Responses API conversations ---------------------------------------------------
 

@@ -113,7 +113,7 @@ def admin_env(tmp_path, monkeypatch):
 
 
 def login(env: Env, account: str = "acme", key_name: str = "laptop") -> tuple[Browser, str]:
-    _, secret = env.store.create_key(account, key_name)
+    _, secret = env.store.create_key(account, key_name, manage=True)
     browser = env.browser()
     result = browser.submit("/console/login", "/console/login", key=secret)
     assert result.status_code == 303
@@ -141,7 +141,7 @@ def log_usage(store: Store, account: str, request_id: str, cost_nano: int,
 # login and sessions
 
 def test_login_with_a_live_key_opens_a_signed_httponly_session(env):
-    _, secret = env.store.create_key("acme", "laptop")
+    _, secret = env.store.create_key("acme", "laptop", manage=True)
     browser = env.browser()
     result = browser.submit("/console/login", "/console/login", key=secret)
     assert result.status_code == 303
@@ -156,7 +156,7 @@ def test_login_with_a_live_key_opens_a_signed_httponly_session(env):
 
 
 def test_login_form_needs_its_csrf_token(env):
-    _, secret = env.store.create_key("acme", "laptop")
+    _, secret = env.store.create_key("acme", "laptop", manage=True)
     browser = env.browser()
     browser.csrf("/console/login")  # sets the pre-login cookie
     for form in ({"key": secret}, {"key": secret, "csrf": "f" * 64}):
@@ -179,7 +179,7 @@ def test_dashboard_shows_the_exact_balance_and_recent_usage(env):
 
 
 def test_login_with_a_revoked_key_is_refused(env):
-    record, secret = env.store.create_key("acme", "old")
+    record, secret = env.store.create_key("acme", "old", manage=True)
     env.store.revoke_key(record.id)
     browser = env.browser()
     result = browser.submit("/console/login", "/console/login", key=secret)
@@ -320,7 +320,7 @@ def test_rename_key(env):
 
 def test_revoke_key_asks_first_then_takes_effect_immediately(env):
     browser, _ = login(env)
-    record, secret = env.store.create_key("acme", "staging-worker")
+    record, secret = env.store.create_key("acme", "staging-worker", manage=True)
     page = f"/console/keys/{record.id}/revoke"
     confirm = browser.get(page)
     assert confirm.status_code == 200
@@ -347,7 +347,7 @@ def test_revoking_your_own_login_key_logs_you_out(env):
 def test_keys_of_another_account_are_404(env):
     browser, _ = login(env)
     env.store.create_account("rival")
-    record, secret = env.store.create_key("rival", "theirs")
+    record, secret = env.store.create_key("rival", "theirs", manage=True)
     for path in (f"/console/keys/{record.id}/rename", f"/console/keys/{record.id}/revoke",
                  "/console/keys/key_nope/revoke"):
         assert browser.get(path).status_code == 404

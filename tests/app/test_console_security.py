@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from runtime.console import console_config
 from runtime.console.clientaddr import TrustedProxies
-from runtime.store.schema import audit_log
+from runtime.store.schema import audit_log, console_sessions
 from tests.app.test_console import ADMIN_TOKEN, build, login
 
 
@@ -30,7 +30,7 @@ def audit_rows(env) -> list:
 
 def test_ten_failed_logins_from_an_address_then_429_even_with_the_right_key(env, caplog):
     caplog.set_level(logging.INFO, logger="tokmodel.audit")
-    _, secret = env.store.create_key("acme", "laptop")
+    _, secret = env.store.create_key("acme", "laptop", manage=True)
     browser = env.browser()
     for _ in range(10):
         result = browser.submit("/console/login", "/console/login", key="tm-" + "x" * 43)
@@ -50,7 +50,7 @@ def test_ten_failed_logins_from_an_address_then_429_even_with_the_right_key(env,
 
 
 def test_failures_for_one_key_prefix_throttle_it_from_every_address(env):
-    _, secret = env.store.create_key("acme", "laptop")
+    _, secret = env.store.create_key("acme", "laptop", manage=True)
     wrong = secret[:7] + ("A" if secret[7] != "A" else "B") + secret[8:]
     for n in range(10):
         browser = env.browser()
@@ -61,7 +61,7 @@ def test_failures_for_one_key_prefix_throttle_it_from_every_address(env):
     blocked = fresh.submit("/console/login", "/console/login", key=secret,
                            remote_addr="10.0.1.1")
     assert blocked.status_code == 429
-    other_key = env.store.create_key("acme", "other")[1]
+    other_key = env.store.create_key("acme", "other", manage=True)[1]
     assert fresh.submit("/console/login", "/console/login", key=other_key,
                         remote_addr="10.0.1.1").status_code == 303
 
@@ -117,7 +117,7 @@ def test_a_post_from_another_origin_is_refused(env, headers):
     assert len(env.store.list_keys("acme")) == before
     fresh = env.browser()
     login_token = fresh.csrf("/console/login")
-    _, secret = env.store.create_key("acme", "k")
+    _, secret = env.store.create_key("acme", "k", manage=True)
     refused = fresh.post("/console/login", {"key": secret, "csrf": login_token},
                          extra_headers=headers)
     assert refused.status_code == 403 and "tokmodel_console" not in fresh.jar
@@ -127,7 +127,7 @@ def test_a_same_origin_post_passes_and_the_public_url_decides(tmp_path, monkeypa
     monkeypatch.setenv("TOKMODEL_PUBLIC_URL", "https://gw.example.com/")
     env = build(tmp_path, monkeypatch)
     env.store.create_account("acme", 0)
-    _, secret = env.store.create_key("acme", "k")
+    _, secret = env.store.create_key("acme", "k", manage=True)
     browser = env.browser()
     token = browser.csrf("/console/login")
     assert browser.post("/console/login", {"key": secret, "csrf": token}, extra_headers={
@@ -183,9 +183,18 @@ def test_throttling_counts_the_forwarded_address_of_a_trusted_proxy(tmp_path, mo
                        extra_headers={"X-Forwarded-For": "198.51.100.7"})
     assert guesser.submit("/console/login", "/console/login", key="nope", extra_headers={
         "X-Forwarded-For": "198.51.100.7"}).status_code == 429
-    _, secret = env.store.create_key("acme", "k")
+    _, secret = env.store.create_key("acme", "k", manage=True)
     other = env.browser()  # another client behind the same proxy is not blocked
     assert other.submit("/console/login", "/console/login", key=secret, extra_headers={
         "X-Forwarded-For": "6.6.6.6, 198.51.100.8"}).status_code == 303
     assert {row.client_addr for row in audit_rows(env)} == {"198.51.100.7", "198.51.100.8"}
     env.store.close()
+
+
+def test_disabling_an_account_ends_its_sessions_at_once(env):
+    browser, _ = login(env)
+    assert browser.get("/console").status_code == 200
+    env.store.set_account_disabled("acme", True)
+    with env.store.engine.connect() as conn:
+        assert conn.execute(select(console_sessions)).first() is None
+    assert browser.get("/console").headers["location"].endswith("/console/login?m=ended")

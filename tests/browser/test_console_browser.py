@@ -20,7 +20,7 @@ CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
 def new_account(gw: Gateway, name: str) -> str:
     gw.store.create_account(name, 1_000_000_000)
-    return gw.store.create_key(name, "login")[1]
+    return gw.store.create_key(name, "login", manage=True)[1]
 
 
 def log_in(page, gw: Gateway, secret: str) -> None:

@@ -1,0 +1,231 @@
+"""Queries over the usage log: filtered keyset pages, totals, a daily series, retention.
+
+Contract:
+- `UsageFilter` narrows rows by account id, key id, model, endpoint and a time range
+  (`since` inclusive, `until` exclusive, aware datetimes). Every query below takes one.
+- `page(conn, filter, limit, cursor)` returns up to `limit` rows, newest first, and the
+  cursor of the next page (None on the last). Pages walk ids downwards, so rows inserted
+  while a client pages (always with larger ids) never shift or repeat a later page. A
+  cursor is an opaque string; `decode_cursor` raises ValueError for one this module did not
+  make.
+- `totals` sums the whole filter (requests, tokens, the other priced units, cost) and
+  `daily_by_model` the cost and requests per UTC day and model (the console's chart).
+- `prune(conn, cutoff, batch)` deletes at most `batch` rows created before `cutoff` and first
+  records `cutoff` as the retention watermark (usage_retention), so the ledger audit stops
+  expecting usage rows for settle entries older than it. Balances and the ledger are never
+  touched.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    and_,
+    delete,
+    func,
+    insert,
+    literal_column,
+    select,
+    true,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+
+from . import ledger
+from .schema import accounts, usage_log, usage_retention
+
+MAX_PAGE = 1000
+_CURSOR_PREFIX = "u1:"
+
+
+@dataclass(frozen=True, slots=True)
+class UsageFilter:
+    account_id: int | None = None
+    key_id: str | None = None
+    model: str | None = None
+    endpoint: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def clauses(self) -> list[Any]:
+        c = usage_log.c
+        out = []
+        for column, value in ((c.account_id, self.account_id), (c.key_id, self.key_id),
+                              (c.model, self.model), (c.endpoint, self.endpoint)):
+            if value is not None:
+                out.append(column == value)
+        if self.since is not None:
+            out.append(c.created_at >= self.since)
+        if self.until is not None:
+            out.append(c.created_at < self.until)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRow:
+    """One usage log row with its account's name; `units` are the other priced units."""
+
+    id: int
+    request_id: str
+    created_at: datetime
+    account_id: int
+    account: str
+    key_id: str | None
+    endpoint: str
+    model: str
+    provider: str
+    status: int
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+    units: dict[str, Any]
+    cost_nano: int
+    latency_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class UsageTotals:
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    cost_nano: int = 0
+    units: dict[str, int | float] = field(default_factory=dict)
+
+
+def encode_cursor(last_id: int) -> str:
+    return base64.urlsafe_b64encode(f"{_CURSOR_PREFIX}{last_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    """The id a cursor continues below; ValueError for anything `encode_cursor` did not make."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise ValueError("not a cursor of this API") from None
+    number = raw.removeprefix(_CURSOR_PREFIX)
+    if raw == number or not number.isdigit() or len(number) > 19:
+        raise ValueError("not a cursor of this API")
+    return int(number)
+
+
+_ROW_COLUMNS = (usage_log.c.id, usage_log.c.request_id, usage_log.c.created_at,
+                usage_log.c.account_id, accounts.c.name, usage_log.c.key_id,
+                usage_log.c.endpoint, usage_log.c.model, usage_log.c.provider,
+                usage_log.c.status, usage_log.c.prompt_tokens, usage_log.c.completion_tokens,
+                usage_log.c.cached_tokens, usage_log.c.details, usage_log.c.cost_nano,
+                usage_log.c.latency_ms)
+
+
+def _row(row: Any) -> UsageRow:
+    values = list(row)
+    values[2] = ledger.utc(values[2])
+    values[13] = json.loads(values[13]) if values[13] else {}
+    return UsageRow(*values)
+
+
+def page(conn: Connection, where: UsageFilter, limit: int,
+         cursor: str | None = None) -> tuple[list[UsageRow], str | None]:
+    """Up to `limit` rows (newest first) below `cursor`, and the next page's cursor."""
+    if not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+        raise ValueError(f"limit must be an integer from 1 to {MAX_PAGE}")
+    clauses = where.clauses()
+    if cursor is not None:
+        clauses.append(usage_log.c.id < decode_cursor(cursor))
+    query = (select(*_ROW_COLUMNS)
+             .select_from(usage_log.join(accounts, accounts.c.id == usage_log.c.account_id))
+             .where(and_(true(), *clauses))
+             .order_by(usage_log.c.id.desc())
+             .limit(limit + 1))
+    rows = [_row(r) for r in conn.execute(query)]
+    if len(rows) > limit:
+        return rows[:limit], encode_cursor(rows[limit - 1].id)
+    return rows, None
+
+
+def totals(conn: Connection, where: UsageFilter) -> UsageTotals:
+    """Sums over every row of the filter. The other priced units live in each row's JSON
+    `details`; rows are grouped by that text first (most rows share a handful of shapes,
+    `{}` above all), so only distinct values are decoded."""
+    c = usage_log.c
+    query = (select(c.details, func.count(), func.sum(c.prompt_tokens),
+                    func.sum(c.completion_tokens), func.sum(c.cached_tokens),
+                    func.sum(c.cost_nano))
+             .where(and_(true(), *where.clauses())).group_by(c.details))
+    requests = prompt = completion = cached = cost = 0
+    units: Counter[str] = Counter()
+    for details, count, p, o, k, money in conn.execute(query):
+        requests += count
+        prompt += int(p or 0)
+        completion += int(o or 0)
+        cached += int(k or 0)
+        cost += int(money or 0)
+        for name, value in (json.loads(details) if details else {}).items():
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                units[name] += value * count
+    return UsageTotals(requests, prompt, completion, cached, cost, dict(sorted(units.items())))
+
+
+def _day(conn: Connection) -> Any:
+    if conn.dialect.name == "postgresql":
+        return func.to_char(func.timezone("UTC", usage_log.c.created_at), "YYYY-MM-DD")
+    # SQLite keeps timestamps as UTC text 'YYYY-MM-DD HH:MM:SS.ffffff'
+    return func.substr(usage_log.c.created_at, 1, 10)
+
+
+def daily_by_model(conn: Connection, where: UsageFilter) -> list[dict[str, Any]]:
+    """[{"day": "YYYY-MM-DD", "model", "requests", "cost_nano"}], by day then model."""
+    day = _day(conn).label("day")
+    query = (select(day, usage_log.c.model, func.count(), func.sum(usage_log.c.cost_nano))
+             .where(and_(true(), *where.clauses()))
+             .group_by(literal_column("day"), usage_log.c.model)
+             .order_by(literal_column("day"), usage_log.c.model))
+    return [{"day": d, "model": m, "requests": n, "cost_nano": int(cost or 0)}
+            for d, m, n, cost in conn.execute(query)]
+
+
+def batches(open_conn: Any, where: UsageFilter, batch: int = 500) -> Iterator[list[UsageRow]]:
+    """Every row of the filter, newest first, one short read per batch (`open_conn()` gives
+    a context-managed connection), so a long export holds no transaction open."""
+    cursor = None
+    while True:
+        with open_conn() as conn:
+            rows, cursor = page(conn, where, batch, cursor)
+        if rows:
+            yield rows
+        if cursor is None:
+            return
+
+
+def pruned_before(conn: Connection) -> datetime | None:
+    """The retention watermark: usage rows older than it may have been pruned."""
+    value = conn.execute(select(usage_retention.c.pruned_before)
+                         .where(usage_retention.c.id == 1)).scalar()
+    return ledger.utc(value)
+
+
+def prune(conn: Connection, cutoff: datetime, batch: int) -> int:
+    """Delete up to `batch` usage rows created before `cutoff` (oldest first); return how
+    many. The watermark moves to `cutoff` first, in the same transaction, and never back."""
+    current = pruned_before(conn)
+    if current is None:
+        try:
+            with conn.begin_nested():
+                conn.execute(insert(usage_retention), {"id": 1, "pruned_before": cutoff})
+        except IntegrityError:  # another process recorded one first
+            current = pruned_before(conn)
+    if current is not None and current < cutoff:
+        conn.execute(update(usage_retention).where(usage_retention.c.id == 1)
+                     .values(pruned_before=cutoff))
+    oldest = (select(usage_log.c.id).where(usage_log.c.created_at < cutoff)
+              .order_by(usage_log.c.id).limit(batch))
+    return conn.execute(delete(usage_log).where(usage_log.c.id.in_(oldest))).rowcount
