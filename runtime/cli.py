@@ -3,8 +3,11 @@
   tokmodel serve [--host H] [--port P] [--workers N] [--shutdown-timeout SECONDS]
   tokmodel accounts create NAME [--credits AMOUNT] | topup NAME AMOUNT | show NAME [--json]
                     | list [--json] | adjust NAME [-]AMOUNT --note TEXT | audit NAME [--json]
-  tokmodel keys create --account NAME [--name LABEL] | list --account NAME [--json]
-                | revoke KEY_ID
+  tokmodel keys create --account NAME [--name LABEL] [LIMITS] | update KEY_ID [LIMITS]
+                | list [--account NAME] [--json] | revoke KEY_ID
+        LIMITS: [--models PATTERNS] [--rpm N] [--tpm N] [--spend-limit CREDITS]
+                [--daily-limit CREDITS] [--monthly-limit CREDITS]
+                [--expires-in DURATION | --expires ISO8601]; update also --clear-NAME
   tokmodel usage --account NAME [--limit N] [--json]
   tokmodel holds list [--json] | release [--older-than SECONDS] [--refund]
   tokmodel providers check [--file PATH]
@@ -26,6 +29,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from runtime.billing.credits import format_credits, parse_credits
+from runtime.limits import options as keyopts
 from runtime.settings import Settings
 
 if TYPE_CHECKING:
@@ -145,8 +149,27 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
     store = _store()
     try:
+        if args.action in ("create", "update"):
+            try:
+                limits = keyopts.changes(args)
+            except ValueError as exc:
+                return _fail(str(exc))
+        if args.action == "update":
+            if args.manage is None and not limits:
+                return _fail("nothing to update: give --manage/--no-manage or a limit flag")
+            if args.manage is not None and not store.set_key_manage(args.key_id, args.manage):
+                return _fail(f"no key {args.key_id!r}")
+            if store.update_key_limits(args.key_id, limits) is None:
+                return _fail(f"no key {args.key_id!r}")
+            if args.manage is not None:
+                kind = "a management key" if args.manage else "an inference key"
+                print(f"{args.key_id} is now {kind}")
+            if limits:
+                print(f"updated the limits of {args.key_id}")
+            return 0
         if args.action == "create":
-            record, secret = store.create_key(args.account, args.name, manage=args.manage)
+            record, secret = store.create_key(args.account, args.name, limits,
+                                              manage=args.manage)
             kind = "management key" if args.manage else "key"
             print(f"created {kind} {record.id} ({record.name}) for account {args.account}; "
                   "the secret is shown once:", file=sys.stderr)
@@ -156,20 +179,14 @@ def cmd_keys(args: argparse.Namespace) -> int:
         if args.action == "list":
             keys = store.list_keys(args.account)
             if args.json:
-                print(json.dumps([_key_json(k) for k in keys], indent=2))
+                spend = store.spend_by_key([k.id for k in keys])
+                print(json.dumps([{**_key_json(k), **keyopts.limits_json(k, spend[k.id])}
+                                  for k in keys], indent=2))
             else:
                 for k in keys:
                     state = "revoked" if k.revoked_at else "active"
                     kind = "manage" if k.manage else "inference"
                     print(f"{k.id}\t{k.name}\t{k.display_prefix}\t{state}\t{kind}")
-            return 0
-        if args.action == "update":
-            if args.manage is None:
-                return _fail("nothing to update: give --manage or --no-manage")
-            if not store.set_key_manage(args.key_id, args.manage):
-                return _fail(f"no key {args.key_id!r}")
-            kind = "a management key" if args.manage else "an inference key"
-            print(f"{args.key_id} is now {kind}")
             return 0
         if not store.revoke_key(args.key_id):
             return _fail(f"no active key {args.key_id!r}")
@@ -318,12 +335,14 @@ def build_parser() -> argparse.ArgumentParser:
     kcreate.add_argument("--name", default="default")
     kcreate.add_argument("--manage", action="store_true",
                          help="a management key: may open the console and manage keys")
-    kupdate = ks.add_parser("update", help="change a key")
+    keyopts.add_flags(kcreate, clearing=False)
+    kupdate = ks.add_parser("update", help="change a key: management, limits (next request on)")
     kupdate.add_argument("key_id")
     kupdate.add_argument("--manage", action=argparse.BooleanOptionalAction, default=None,
                          help="--manage: a management key; --no-manage: an inference key")
+    keyopts.add_flags(kupdate, clearing=True)
     klist = ks.add_parser("list")
-    klist.add_argument("--account", required=True)
+    klist.add_argument("--account", help="only this account's keys (default: all)")
     klist.add_argument("--json", action="store_true")
     krevoke = ks.add_parser("revoke")
     krevoke.add_argument("key_id")

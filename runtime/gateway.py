@@ -17,6 +17,7 @@ from runtime import encodable, inbound, multipart
 from runtime.billing.meter import refusal
 from runtime.catalogue import Catalogue, Model
 from runtime.errors import AccountDisabled, BadRequest, GatewayError, NotFound, Unauthorized
+from runtime.limits.admission import check_expiry
 from runtime.ops import MappingError
 from runtime.settings import Settings
 from runtime.store import KeyRecord, Store
@@ -56,6 +57,7 @@ class Gateway:
             raise Unauthorized()
         if key.account_disabled:  # read with the key: no extra round trip
             raise AccountDisabled()
+        check_expiry(key.limits)
         return key
 
     def admit_body(self, req: falcon.Request, key: KeyRecord) -> None:

@@ -15,6 +15,7 @@
 | TOKMODEL_MAX_STREAM_EVENT_BYTES | 16777216 (16 MiB): one event of an upstream stream |
 | TOKMODEL_USAGE_RETENTION_DAYS | unset: usage rows kept forever (runtime/admin/retention.py) |
 | TOKMODEL_ADMIN_TOKEN | unset: the admin API and operator pages are off (runtime/admin) |
+| TOKMODEL_REDIS_URL | unset: keys' rpm/tpm counters in the database; set: in this Redis |
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class Settings:
     max_images_per_request: int = 16
     max_upstream_answer_bytes: int = 64 * 1024 * 1024
     max_stream_event_bytes: int = 16 * 1024 * 1024
+    redis_url: str | None = field(default=None, repr=False)  # may hold a password
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -63,4 +65,5 @@ class Settings:
                                           or base.max_upstream_answer_bytes),
             max_stream_event_bytes=int(env.get("TOKMODEL_MAX_STREAM_EVENT_BYTES")
                                        or base.max_stream_event_bytes),
+            redis_url=env.get("TOKMODEL_REDIS_URL") or None,
         )

@@ -125,7 +125,11 @@ def _check_messages(fx: dict[str, Any]) -> None:
                 translate.to_openai(fx["request"], fx.get("carry"))
             assert info.value.param == fx["error"]["param"]
         else:
-            assert {"body": translate.to_openai(fx["request"], fx.get("carry"))} == fx["upstream"]
+            dropped: list[str] = []
+            body = translate.to_openai(fx["request"], fx.get("carry"),
+                                       fx.get("can_search", False), dropped)
+            got = {"body": body, **({"dropped": dropped} if dropped else {})}
+            assert got == fx["upstream"]
     elif fx["kind"] == "response":
         completion = fx["upstream"]
         usage = Usage.from_openai(completion["usage"])

@@ -127,14 +127,38 @@ class RedactedThinkingBlock(BaseModel):
     data: Annotated[str, Field(description='Opaque data.')]
 
 
-class Tool(BaseModel):
+class DefinedTool(BaseModel):
     """
-    A client tool.
+    A tool Anthropic defines, named by its versioned `type`.
     """
 
     model_config = ConfigDict(
         extra='allow',
     )
+    type: Annotated[
+        str,
+        Field(
+            description='The tool and its version, e.g. web_search_20250305.',
+            pattern='^[a-z][a-z0-9_]*_[0-9]{8}$',
+        ),
+    ]
+    name: Annotated[
+        str | None,
+        Field(description='The name the type requires (web_search, bash, ...).'),
+    ] = None
+
+
+class CustomTool(BaseModel):
+    """
+    A client tool the caller runs, described by a JSON Schema.
+    """
+
+    model_config = ConfigDict(
+        extra='allow',
+    )
+    type: Annotated[
+        Literal['custom'] | None, Field(description='Optional; custom is the default.')
+    ] = None
     name: Annotated[
         str, Field(description='Tool name.', pattern='^[a-zA-Z0-9_-]{1,128}$')
     ]
@@ -280,6 +304,17 @@ class DocumentBlock(BaseModel):
     source: MediaSource
 
 
+Tool = TypeAliasType(
+    "Tool",
+    Annotated[
+        CustomTool | DefinedTool,
+        Field(
+            description="A client (custom) tool, or a tool Anthropic defines: a server tool Anthropic runs (web_search_20250305, web_fetch_20250910, code_execution_20250825, ...) or a client tool of Anthropic's own shape (bash_20250124, text_editor_20250728, memory_20250818, ...). A defined tool's `type` names it and its version, and its fields are the provider's to judge; a custom tool needs an input_schema."
+        ),
+    ],
+)
+
+
 class Message(BaseModel):
     """
     A whole answer.
@@ -401,7 +436,8 @@ class CreateMessageRequest(BaseModel):
         Field(description='System prompt, as a string or text blocks.'),
     ] = None
     tools: Annotated[
-        list[Tool] | None, Field(description='Client tools the model may call.')
+        list[Tool] | None,
+        Field(description='Tools the model may call (client, or Anthropic-defined).'),
     ] = None
     tool_choice: ToolChoice | None = None
     stop_sequences: Annotated[
@@ -448,7 +484,8 @@ class CountTokensRequest(BaseModel):
         Field(description='System prompt, as a string or text blocks.'),
     ] = None
     tools: Annotated[
-        list[Tool] | None, Field(description='Client tools the model may call.')
+        list[Tool] | None,
+        Field(description='Tools the model may call (client, or Anthropic-defined).'),
     ] = None
     tool_choice: ToolChoice | None = None
     thinking: ThinkingConfig | None = None

@@ -17,6 +17,7 @@ from decimal import Decimal
 from runtime.billing.credits import format_credits
 from runtime.billing.pricing import Usage, charge_nano
 from runtime.errors import AccountInDebt, GatewayError, InsufficientCredits
+from runtime.limits.admission import SpendLimitReached
 from runtime.store import KeyRecord, Store, UsageRecord
 
 
@@ -43,6 +44,7 @@ class Meter:
         self.request_id = request_id or new_request_id()
         self.started = time.monotonic()
         self.held = 0
+        self.spend_key: str | None = None   # the key whose spend limits the hold reserved
         self.settled = False
         self.charged = 0
         # Called once settled, with (status, usage, charged): the request's record.
@@ -51,9 +53,18 @@ class Meter:
     def reserve(self, amount_nano: int) -> None:
         """Hold `amount_nano`; 403 naming the debt when the account owes credits, else 403
         insufficient credits, when it cannot be held."""
+        limited = self.key.limits is not None and self.key.limits.limits_spend
+        if limited:
+            # the key's spend limits take part in the hold like the balance (limits/spend.py)
+            passed = self.store.reserve_key_spend(self.key.id, amount_nano)
+            if passed is not None:
+                raise SpendLimitReached(passed, amount_nano)
         if not self.store.hold(self.request_id, self.key.account_id, amount_nano):
+            if limited:
+                self.store.unreserve_key_spend(self.key.id, amount_nano)
             raise refusal(self.store, self.key.account_id)
         self.held = amount_nano
+        self.spend_key = self.key.id if limited else None
 
     def settle(self, usage: Usage | None, exact_cost: Decimal | int, status: int) -> int:
         """Charge once; returns nano-credits charged (0 on every call after the first). The
@@ -69,7 +80,7 @@ class Meter:
             prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
             cached_tokens=usage.cached_tokens, details=dict(usage.units),
             cost_nano=cost, latency_ms=int((time.monotonic() - self.started) * 1000))
-        self.charged = self.store.settle(self.request_id, cost, record)
+        self.charged = self.store.settle(self.request_id, cost, record, self.spend_key)
         if self.on_settled is not None:
             self.on_settled(status, usage, self.charged)
         return self.charged

@@ -21,7 +21,8 @@ Every error is answered in Anthropic's envelope `{"type":"error","error":{"type"
   operator.
 - Any other provider (`TranslatedExchange`): the request goes through
   runtime/clients/messages_translation.py to the OpenAI chat form, then the provider's chat
-  adapter; answers, streams and errors come back the same way. Mid-stream failures end the
+  adapter; answers, streams and errors come back the same way, with the tools the provider
+  cannot run named in `x-tokmodel-dropped-tools`. Mid-stream failures end the
   stream with an Anthropic `error` event.
 
 Hold: as for chat, from the request as received (`max_tokens` is required by the format),
@@ -55,6 +56,7 @@ from runtime.billing.pricing import Usage, charge_nano, nano_to_credits, token_c
 from runtime.billing.prompt_estimate import lazy_prompt
 from runtime.billing.settling_body import SettlingBody
 from runtime.catalogue import Model
+from runtime.clients import hosted_search
 from runtime.clients import messages_translation as inbound
 from runtime.clients.chat import chat_adapter, is_sse, with_usage
 from runtime.clients.reasoning_state import decode_carried, thinking_blocks
@@ -228,7 +230,10 @@ class TranslatedExchange:
         # The provider's own reasoning state rides in thinking blocks (see
         # messages_translation): out with the answer, back in with the next request.
         self.carry = model.provider.descriptor.dialect
-        self.chat_body = inbound.to_openai(request.body, self.carry)
+        dropped: list[str] = []
+        self.chat_body = inbound.to_openai(request.body, self.carry, self.adapter.web_search,
+                                           dropped)
+        self.headers = hosted_search.dropped_headers(dropped)  # sent whole or streamed
         limit = model.max_output_tokens
         if limit and self.chat_body["max_completion_tokens"] > limit:
             self.chat_body["max_completion_tokens"] = limit
@@ -246,7 +251,7 @@ class TranslatedExchange:
         usage = Usage.from_openai(with_usage(completion, lazy_prompt(self.body, self.model)))
         return Answer(usage, token_cost(self.model, usage), lambda charged: _answer(
             inbound.to_message(completion, self.shown, usage, nano_to_credits(charged),
-                               self.carry)))
+                               self.carry)), headers=self.headers)
 
     def stream_body(self, chunks: Iterator[bytes], upstream: UpstreamResponse,
                     meter: Meter) -> TranslatedStream:

@@ -21,8 +21,14 @@ adaptive asks for); `output_config.format` -> a json_schema `response_format`;
 `metadata.user_id` -> `user`. The fields listed under `dropped_when_translated` of the messages
 endpoint (specs/endpoints.yaml: service_tier, cache_control, context_management: they only tune
 Anthropic's own context, cache or capacity) are dropped, as is `cache_control` on blocks and
-tools; any other field, server tools, URL documents or `max_tokens: 0` are a 400 naming the
-field. The caller clamps `max_completion_tokens` to the model's output limit.
+tools; any other field, URL documents or `max_tokens: 0` are a 400 naming the field. Tools
+Anthropic defines (a `type` other than custom): a `web_search_*` server tool becomes chat's
+`web_search_options` where the provider has a web search of its own, else it is dropped
+(runtime/clients/hosted_search.py, shared with the Responses translation); every other one
+(web_fetch, code_execution, bash, text_editor, memory, ...) is dropped, and the dropped tools
+are named in the answer's `x-tokmodel-dropped-tools` header; a request left with no usable tool
+goes on without tools, `tool_choice` any/tool included (forcing a dropped tool forces
+nothing). The caller clamps `max_completion_tokens` to the model's output limit.
 
 Answer (`to_message`): reasoning -> a `thinking` block (its signature carrying the provider's
 reasoning state, see below; without reasoning text a thinking block of its own when there is
@@ -62,6 +68,7 @@ from typing import Any
 
 from generated.registry import ENDPOINTS
 from runtime.billing.pricing import Usage
+from runtime.clients import hosted_search
 from runtime.clients.reasoning_state import (
     carried_state,
     encode_carried,
@@ -93,10 +100,12 @@ _STATUS_TYPES = {400: "invalid_request_error", 401: "authentication_error",
 
 # -- request ----------------------------------------------------------------------------------
 
-def to_openai(body: dict[str, Any], dialect: str | None = None) -> dict[str, Any]:
+def to_openai(body: dict[str, Any], dialect: str | None = None, can_search: bool = False,
+              dropped: list[str] | None = None) -> dict[str, Any]:
     """The OpenAI chat request for a valid Anthropic Messages request; BadRequest names what
     cannot be expressed. `dialect` is the provider's: reasoning state this gateway carried for
-    it in thinking blocks goes back to it (see the module docstring)."""
+    it in thinking blocks goes back to it (see the module docstring). `can_search`: the
+    provider has a web search of its own; the tools left out are named in `dropped`."""
     for key in body:
         if key not in HANDLED and key not in DROPPED:
             raise BadRequest(f"'{key}' is only supported with Anthropic models.", param=key)
@@ -135,7 +144,7 @@ def to_openai(body: dict[str, Any], dialect: str | None = None) -> dict[str, Any
     user = (body.get("metadata") or {}).get("user_id")
     if isinstance(user, str) and user:
         out["user"] = user
-    _tools(body, out)
+    _tools(body, out, can_search, dropped if dropped is not None else [])
     effort = _effort(body)
     if effort is not None:
         out["reasoning_effort"] = effort
@@ -280,14 +289,24 @@ def _assistant_turn(blocks: list[dict[str, Any]], param: str,
     return [message]
 
 
-def _tools(body: dict[str, Any], out: dict[str, Any]) -> None:
+def _tools(body: dict[str, Any], out: dict[str, Any], can_search: bool,
+           dropped: list[str]) -> None:
     tools = body.get("tools") or []
     declared = []
-    for i, tool in enumerate(tools):
+    defined: set[str] = set()                  # names of the tools Anthropic defines
+    for tool in tools:
         kind = tool.get("type")
         if kind not in (None, "custom"):
-            raise BadRequest(f"'tools[{i}]': the server tool '{kind}' is only available with "
-                             "Anthropic models.", param=f"tools[{i}]")
+            defined.add(str(tool.get("name") or kind))
+            if str(kind).startswith("web_search_"):
+                options = hosted_search.web_search(tool, can_search, dropped)
+                if options is not None:
+                    out["web_search_options"] = options
+            else:
+                # run by Anthropic, or shaped by Anthropic for its own models: this provider
+                # has no equivalent
+                dropped.append(str(tool.get("name") or kind))
+            continue
         fn: dict[str, Any] = {"name": tool["name"], "parameters": tool["input_schema"]}
         if tool.get("description"):
             fn["description"] = tool["description"]
@@ -298,8 +317,12 @@ def _tools(body: dict[str, Any], out: dict[str, Any]) -> None:
     if not isinstance(choice, dict):
         return
     kind = choice["type"]
+    if kind == "none":
+        out.pop("web_search_options", None)
+    if kind == "tool" and choice.get("name") in defined:
+        return          # forcing a defined tool: the provider decides (search) or lacks it
     if not declared:
-        if kind in ("any", "tool"):
+        if kind in ("any", "tool") and not defined:
             raise BadRequest(f"'tool_choice' is '{kind}' but no tools were given.",
                              param="tool_choice")
         return

@@ -37,6 +37,7 @@ from runtime.billing.metered_stream import MeteredStream
 from runtime.billing.pricing import Usage, nano_to_credits, token_cost
 from runtime.billing.prompt_estimate import lazy_prompt
 from runtime.catalogue import Model
+from runtime.clients import hosted_search
 from runtime.clients import responses_translation as ri
 from runtime.clients import stored_responses as stored
 from runtime.clients.chat import chat_adapter, chat_hold, is_sse, max_output, with_usage
@@ -51,7 +52,6 @@ from runtime.upstream import UpstreamResponse, read_json
 
 log = logging.getLogger("tokmodel.responses")
 
-DROPPED_TOOLS_HEADER = "x-tokmodel-dropped-tools"
 
 TERMINAL = ("response.completed", "response.incomplete", "response.failed")
 COMPACT_MAX_OUTPUT = 4096
@@ -176,8 +176,7 @@ class ResponsesExchange:
         self.adapter = chat_adapter(model, "The Responses API", shown)
         plan = ri.tool_plan(body, web_search=self.adapter.web_search)
         self.names = plan.names
-        if plan.dropped:
-            self.headers[DROPPED_TOOLS_HEADER] = ",".join(dict.fromkeys(plan.dropped))
+        self.headers.update(hosted_search.dropped_headers(plan.dropped))
         dialect = model.provider.descriptor.dialect
         self.carry = dialect if ri.carries(body) else None
         chat = ri.to_chat(body, plan, dialect)

@@ -77,6 +77,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from runtime.clients import hosted_search
 from runtime.clients.reasoning_state import (
     carried_state,
     decode_carried,
@@ -216,11 +217,9 @@ def tool_plan(body: Mapping[str, Any], web_search: bool) -> ToolPlan:
                 fn["function"]["name"] = flat
                 plan.functions.append(fn)
         elif kind in WEB_SEARCH_TOOLS:
-            if web_search:
-                plan.web_search = {k: tool[k] for k in ("user_location", "search_context_size")
-                                   if tool.get(k) is not None}
-            else:
-                plan.dropped.append("web_search")
+            options = hosted_search.web_search(tool, web_search, plan.dropped)
+            if options is not None:
+                plan.web_search = options
         else:
             raise BadRequest(f"tools[{i}]: the hosted tool '{kind}' is only available with "
                              "providers that serve the Responses API natively; use function "

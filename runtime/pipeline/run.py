@@ -15,9 +15,10 @@ and finishes the request's record then.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
@@ -31,6 +32,7 @@ from runtime.billing.prompt_estimate import lazy_prompt
 from runtime.catalogue import Model
 from runtime.errors import BadRequest, GatewayError
 from runtime.gateway import Gateway
+from runtime.limits import admission, rates
 from runtime.observability import record as observe
 from runtime.ops import MappingError
 from runtime.pipeline.attempts import Answered, Attempts, chunks_after
@@ -44,6 +46,8 @@ from runtime.upstream import AnswerTooLarge, broken_off
 
 MAX_FALLBACKS = 5
 
+log = logging.getLogger("tokmodel.limits")
+
 
 class Pipeline:
     def __init__(self, gateway: Gateway, health: DeploymentHealth | None = None) -> None:
@@ -55,6 +59,7 @@ class Pipeline:
                 if deployment.usable:
                     observe.deployment_up(provider.id, deployment.name, True)
         self.attempts = Attempts(gateway.upstream, self.health)
+        self.rates = rates.counter(gateway.settings.redis_url, gateway.store.write)
 
     # -- the sequence ---------------------------------------------------------------------
 
@@ -74,7 +79,10 @@ class Pipeline:
                 route.check(request)
             candidates = self.candidates(request, route)
             record.model, record.provider = candidates[0].id, candidates[0].provider.id
-            self.admit(key, request, candidates)
+            counted = self.admit(key, request, candidates)
+            if counted is not None:
+                for name, value in admission.rate_headers(counted).items():
+                    resp.set_header(name, value)
             shown = request.model_id if isinstance(request.model_id, str) else candidates[0].id
             primary = _exchange(route, request, candidates[0], shown)
             record.stream = primary.stream
@@ -84,10 +92,17 @@ class Pipeline:
                                   candidates[0].provider.id, request_id=record.request_id)
             meter.on_settled = lambda status, usage, charged: _settled(
                 record, status, usage, charged)
+            if counted is not None and counted.tokens is not None:
+                meter.on_settled = self._correcting_tokens(key, counted, meter.on_settled)
             if held is not None:   # held before the form's files were spooled
                 meter.model, meter.provider = candidates[0].id, candidates[0].provider.id
             else:
-                meter.reserve(max(route.hold(request, m) for m in candidates))
+                try:
+                    meter.reserve(max(route.hold(request, m) for m in candidates))
+                except GatewayError:
+                    if counted is not None and counted.estimate:   # nothing will be used
+                        self.rates.correct(key.id, counted.minute, -counted.estimate)
+                    raise
             for name in route.id_headers:
                 resp.set_header(name, record.request_id)
             with meter.releasing_on_failure():
@@ -117,9 +132,40 @@ class Pipeline:
                 found.append(model)
         return found[:MAX_FALLBACKS + 1]
 
-    def admit(self, key: KeyRecord, request: Request, candidates: list[Model]) -> None:
-        """Admission: where per-key limits (models, rates, spend caps, expiry) are checked,
-        before anything is held or sent. Nothing is limited yet."""
+    def admit(self, key: KeyRecord, request: Request, candidates: list[Model]
+              ) -> rates.Admitted | None:
+        """Admission: the key's limits (runtime/limits/), before anything is held or sent.
+        Models outside the key's list: 403 for the model or a fallback the client named,
+        catalogue fallbacks dropped. Over rpm or tpm: 429; else the request is counted and
+        its count returned (for the rate-limit headers and the token correction). Expiry is
+        checked with the key (Gateway.authenticate), spend limits with the hold
+        (Meter.reserve). A key without limits costs nothing here."""
+        limits = key.limits
+        if limits is None:
+            return None
+        if limits.models is not None:
+            named = [candidates[0], *(m for name in (request.fallbacks or ())
+                                      if (m := self.gw.catalogue.get(name)) is not None)]
+            admission.check_models(limits, named, candidates)
+        if not limits.limits_rate:
+            return None
+        tokens = 0 if limits.tpm is None else admission.token_estimate(
+            request.raw, request.body, candidates[0].max_output_tokens)
+        return admission.check_rates(self.rates, key.id, limits, tokens, time.time())
+
+    def _correcting_tokens(self, key: KeyRecord, counted: rates.Admitted,
+                           then: Callable[[int, Usage, int], None]
+                           ) -> Callable[[int, Usage, int], None]:
+        """The settle's callback, also replacing the request's counted token estimate by
+        the tokens it used."""
+        def settled(status: int, usage: Usage, charged: int) -> None:
+            used = usage.prompt_tokens + usage.completion_tokens
+            try:
+                self.rates.correct(key.id, counted.minute, used - counted.estimate)
+            except Exception:   # the count stays at the estimate: never under
+                log.exception("token count of key %s not corrected", key.id)
+            then(status, usage, charged)
+        return settled
 
     # -- attempts and the answer ----------------------------------------------------------
 

@@ -1,6 +1,7 @@
 """GET /v1/models, /v1/models/{id} and /v1beta/models: the models this gateway can serve
 now (their provider has a key, or is a keyless local server), in OpenAI's list shape with
-TokModel's `pricing` (USD list prices). The list is rendered once per worker. The list names
+TokModel's `pricing` (USD list prices). The list is rendered once per worker; a key with a
+model allow-list sees only the models it may use. The list names
 catalogue ids only; `/v1/models/{alias}` answers with the aliased model's object.
 """
 
@@ -14,6 +15,7 @@ import falcon
 from runtime.catalogue import Model
 from runtime.errors import NotFound
 from runtime.gateway import Gateway
+from runtime.limits.policy import KeyLimits
 
 
 def _number(value: Any) -> Any:
@@ -46,20 +48,31 @@ class Models:
         self._list = json.dumps({"object": "list",
                                  "data": [model_object(m) for m in usable]}).encode()
 
+    def _list_for(self, limits: KeyLimits) -> bytes:
+        """The list of a key with a model allow-list: only the models it may use."""
+        return (b'{"object": "list", "data": ['
+                + b", ".join(obj for model_id, obj in self._objects.items()
+                             if limits.allows(model_id))
+                + b"]}")
+
     def on_get(self, req: falcon.Request, resp: falcon.Response,
                model_id: str | None = None) -> None:
-        self.gw.authenticate(req)
+        key = self.gw.authenticate(req)
         resp.content_type = falcon.MEDIA_JSON
+        allowed = None if key.limits is None or key.limits.models is None else key.limits
         if model_id is None:
-            resp.data = self._list
+            resp.data = self._list if allowed is None else self._list_for(allowed)
             return
         found = self._objects.get(model_id)
+        canonical = model_id
         if found is None:
             # An alias answers with its model's object (canonical id), as Anthropic's API
             # answers for its own aliases.
             model = self.gw.catalogue.get(model_id)
             if model is not None:
-                found = self._objects.get(model.id)
+                found, canonical = self._objects.get(model.id), model.id
+        if found is not None and allowed is not None and not allowed.allows(canonical):
+            found = None   # a model the key may not use is, to it, not there
         if found is None:
             raise NotFound(f"The model '{model_id}' does not exist or is not available on "
                            "this gateway. List the available models with GET /v1/models.",

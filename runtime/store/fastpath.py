@@ -35,7 +35,8 @@ from .ledger import settle_with
 from .records import UsageRecord
 
 _AUTH = ("SELECT k.id, k.account_id, a.name, k.name, k.display_prefix, k.created_at, "
-         "k.revoked_at, k.manage, a.disabled_at "
+         "k.revoked_at, k.manage, a.disabled_at, k.expires_at, k.models, k.rpm, k.tpm, "
+         "k.spend_limit_nano, k.daily_limit_nano, k.monthly_limit_nano "
          "FROM api_keys k JOIN accounts a ON a.id = k.account_id "
          "WHERE k.secret_hash = :hash AND k.revoked_at IS NULL")
 _DEBIT_IF_COVERED = ("UPDATE accounts SET balance_nano = balance_nano - :amount "
@@ -128,6 +129,7 @@ class FastPath:
         else:
             self._writer, self._reader = _PooledConnections(writer), _PooledConnections(reader)
         convert = (lambda sql: sql) if sqlite else (lambda sql: _NAMED.sub(r"%(\1)s", sql))
+        self._convert = convert
         self._sql = {name: convert(sql) for name, sql in (
             ("auth", _AUTH), ("debit_if_covered", _DEBIT_IF_COVERED),
             ("insert_hold", _INSERT_HOLD), ("hold_entry", _INSERT_HOLD_ENTRY),
@@ -154,7 +156,8 @@ class FastPath:
                 conn.rollback()
             elif row is not None:  # SQLite hands timestamps back as text
                 row = (*row[:5], *(None if v is None else datetime.fromisoformat(v)
-                                   for v in row[5:7]), row[7], row[8])
+                                   for v in row[5:7]), row[7], row[8],
+                       None if row[9] is None else datetime.fromisoformat(row[9]), *row[10:])
             return row
         except Exception:
             broken = not _quiet_rollback(conn)
@@ -195,11 +198,28 @@ class FastPath:
         return self._write(work)
 
     def settle(self, request_id: str, cost: int, usage: UsageRecord,
-               now: datetime) -> int | None:
+               now: datetime, wrap: Callable[[Any, Callable], Any] | None = None
+               ) -> int | None:
+        """`wrap(statements, run)` may add statements to the settlement's, run with
+        `run(sql, params)` (named parameters) on its cursor."""
         when = self._time(usage.created_at or now)
-        return self._write(lambda cur: settle_with(
-            _CursorStatements(cur, self._sql, usage, request_id, when), request_id, cost,
-            usage.account_id))
+
+        def work(cur) -> int:
+            db: Any = _CursorStatements(cur, self._sql, usage, request_id, when)
+            if wrap is not None:
+                db = wrap(db, lambda sql, params: cur.execute(self._convert(sql), params))
+            return settle_with(db, request_id, cost, usage.account_id)
+
+        return self._write(work)
+
+    def execute(self, sql: str, params: Mapping[str, Any]) -> int | None:
+        """One write statement (named parameters) in its own transaction; its rowcount, None
+        when the driver failed."""
+        def work(cur) -> int:
+            cur.execute(self._convert(sql), params)
+            return cur.rowcount
+
+        return self._write(work)
 
     def heartbeat(self, statements: Callable[[str, Any], Iterable[tuple[str, Any]]]
                   ) -> bool | None:

@@ -37,6 +37,8 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, select
 
+from runtime.limits.spend import core_wrap
+
 from . import ledger
 from .records import UsageRecord
 from .schema import holds
@@ -215,7 +217,9 @@ def sweep_one(conn: Connection, request_id: str, cutoff: datetime, now: datetime
         details=dict(progress.get("units") or {}),
         cost_nano=_count(progress.get("cost")),
         latency_ms=max(0, int(lasted * 1000)))
-    charged = ledger.settle(conn, request_id, usage.cost_nano, usage, now)
+    # the key's spend (limits/spend.py) follows the charge, as a worker's settle would
+    charged = ledger.settle(conn, request_id, usage.cost_nano, usage, now,
+                            core_wrap(conn, usage.key_id, now) if usage.key_id else None)
     return Swept(request_id, account_id, held, charged, logged=True)
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -215,10 +216,12 @@ class _CoreStatements:
                                                    charged, self.now))
 
 
-def settle(conn: Connection, request_id: str, cost: int, usage: UsageRecord, now: datetime) -> int:
-    """`settle_with` on SQLAlchemy Core, in the caller's transaction."""
-    return settle_with(_CoreStatements(conn, request_id, usage, now), request_id, cost,
-                       usage.account_id)
+def settle(conn: Connection, request_id: str, cost: int, usage: UsageRecord, now: datetime,
+           wrap: Callable[[SettleStatements], SettleStatements] | None = None) -> int:
+    """`settle_with` on SQLAlchemy Core, in the caller's transaction; `wrap` may add
+    statements of its own to the settlement's (a key's spend, runtime/limits/spend.py)."""
+    db: SettleStatements = _CoreStatements(conn, request_id, usage, now)
+    return settle_with(wrap(db) if wrap else db, request_id, cost, usage.account_id)
 
 
 def is_settled(conn: Connection, account_id: int, request_id: str) -> bool:

@@ -185,6 +185,24 @@ def _hold_heartbeats(conn: Connection) -> None:
         conn.execute(text(f"ALTER TABLE holds ADD COLUMN {preparer.quote(name)} {kind}"))
 
 
+_LIMIT_COLUMNS = ("expires_at", "models", "rpm", "tpm", "spend_limit_nano", "daily_limit_nano",
+                  "monthly_limit_nano", "held_nano", "spent_nano", "spent_day", "spent_day_nano",
+                  "spent_month", "spent_month_nano")
+
+
+def _key_limits(conn: Connection) -> None:
+    """Per-key limit and spend columns on `api_keys` (schema.py) and `key_rates`."""
+    preparer = conn.dialect.identifier_preparer
+    present = {column["name"] for column in inspect(conn).get_columns("api_keys")}
+    for column in schema.api_keys.columns:
+        if column.name in present or column.name not in _LIMIT_COLUMNS:
+            continue
+        kind = column.type.compile(dialect=conn.dialect)
+        default = (f" NOT NULL DEFAULT {column.server_default.arg}"
+                   if column.server_default is not None else "")
+        conn.execute(text(f"ALTER TABLE api_keys ADD COLUMN {preparer.quote(column.name)} "
+                          f"{kind}{default}"))
+    schema.key_rates.create(conn, checkfirst=True)
 def _management_keys_and_usage_queries(conn: Connection) -> None:
     """api_keys.manage (every key that exists now becomes a management key, so no account
     loses its console; new keys default to inference keys), accounts.disabled_at, the
@@ -231,6 +249,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     # 4 and 5 are independent (5 touches only the new columns of `holds`): a database that
     # got 5 before 4 existed gets 4 when it is missing.
     Migration(5, "holds: owner, heartbeat_at, progress", _hold_heartbeats),
+    Migration(6, "api_keys: limits and spend; key_rates", _key_limits),
     Migration(7, "api_keys.manage, accounts.disabled_at, usage_log indexes, usage_retention",
               _management_keys_and_usage_queries),
     Migration(8, "console_sessions, audit_log", _console_sessions_and_audit_log),

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from runtime.limits.policy import KeyLimits
+
 
 @dataclass(frozen=True, slots=True)
 class Account:
@@ -35,6 +37,8 @@ class KeyRecord:
     revoked_at: datetime | None
     manage: bool = False            # may open the console and manage the account's keys
     account_disabled: bool = False  # the account is disabled: the key is refused (403)
+    # None: no limit of any kind is set (runtime/limits/)
+    limits: KeyLimits | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -83,6 +83,37 @@ api_keys = Table(
     # A management key may open the console and manage the account's keys; an inference
     # key (the default) may only call the API.
     Column("manage", Boolean, nullable=False, server_default=false()),
+    # Per-key limits (runtime/limits/): NULL is "no limit". `models` is the allow-list
+    # (comma-separated ids and globs); amounts are nano-credits.
+    Column("expires_at", _Timestamp, nullable=True),
+    Column("models", Text, nullable=True),
+    Column("rpm", Integer, nullable=True),
+    Column("tpm", Integer, nullable=True),
+    Column("spend_limit_nano", BigInteger, nullable=True),
+    Column("daily_limit_nano", BigInteger, nullable=True),
+    Column("monthly_limit_nano", BigInteger, nullable=True),
+    # The key's spend, kept on its own row so a limit check and its reservation are one
+    # conditional UPDATE: `held_nano` is what requests in flight hold, `spent_day` and
+    # `spent_month` ('2026-12-04', '2026-12': UTC) the periods the two counters are of.
+    Column("held_nano", BigInteger, nullable=False, server_default="0"),
+    Column("spent_nano", BigInteger, nullable=False, server_default="0"),
+    Column("spent_day", Text, nullable=True),
+    Column("spent_day_nano", BigInteger, nullable=False, server_default="0"),
+    Column("spent_month", Text, nullable=True),
+    Column("spent_month_nano", BigInteger, nullable=False, server_default="0"),
+)
+
+# Request and token counts of rate-limited keys per UTC minute (runtime/limits/rates.py);
+# rows older than two minutes are never read again and are deleted as keys are counted.
+key_rates = Table(
+    "key_rates",
+    metadata,
+    Column("key_id", String(16), nullable=False),
+    Column("minute", BigInteger, nullable=False),
+    Column("requests", BigInteger, nullable=False),
+    Column("tokens", BigInteger, nullable=False),
+    PrimaryKeyConstraint("key_id", "minute"),
+    sqlite_with_rowid=False,
 )
 
 holds = Table(

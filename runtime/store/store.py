@@ -18,8 +18,11 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
 
-from sqlalchemy import Engine, bindparam, delete, insert, select, text, update
+from sqlalchemy import Engine, bindparam, case, delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from runtime.limits import spend as spendlib
+from runtime.limits.policy import limits_from_row, parse_models
 
 from . import holds as holdlib
 from . import keys as keylib
@@ -52,6 +55,14 @@ _key_cols = (
     api_keys.c.revoked_at,
     api_keys.c.manage,
     accounts.c.disabled_at,
+    # the limits, read with the key (runtime/limits/policy.py, in this order)
+    api_keys.c.expires_at,
+    api_keys.c.models,
+    api_keys.c.rpm,
+    api_keys.c.tpm,
+    api_keys.c.spend_limit_nano,
+    api_keys.c.daily_limit_nano,
+    api_keys.c.monthly_limit_nano,
 )
 _keys_join = api_keys.join(accounts, api_keys.c.account_id == accounts.c.id)
 
@@ -83,6 +94,8 @@ _keys_of_account = (
     .where(accounts.c.name == bindparam("b_name"))
     .order_by(api_keys.c.created_at, api_keys.c.id)
 )
+_all_keys = (select(*_key_cols).select_from(_keys_join)
+             .order_by(api_keys.c.created_at, api_keys.c.id))
 _key_by_id = select(*_key_cols).select_from(_keys_join).where(api_keys.c.id == bindparam("b_id"))
 _revoke_key = (
     update(api_keys)
@@ -136,13 +149,34 @@ def _check_request_id(request_id: str) -> str:
     return request_id
 
 
+_SPEND_COLUMNS = ("spend_limit_nano", "daily_limit_nano", "monthly_limit_nano")
+_LIMIT_COLUMNS = ("expires_at", "models", "rpm", "tpm", *_SPEND_COLUMNS)
+
+
+def _check_limits(changes: dict[str, Any]) -> dict[str, Any]:
+    for column, value in changes.items():
+        if column not in _LIMIT_COLUMNS:
+            raise ValueError(f"unknown key limit {column!r}")
+        if value is None or column == "expires_at":
+            continue
+        if column == "models":
+            parse_models(value)
+        elif column in ("rpm", "tpm"):
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{column} must be a positive integer")
+        else:
+            ledger.check_nano(value, column)
+    return changes
+
+
 def _account(row: Any) -> Account:
     return Account(row[0], row[1], row[2], ledger.utc(row[3]), row[4], ledger.utc(row[5]))
 
 
 def _key(row: Any) -> KeyRecord:
+    limits = limits_from_row((ledger.utc(row[9]), *row[10:16]))
     return KeyRecord(row[0], row[1], row[2], row[3], row[4], ledger.utc(row[5]),
-                     ledger.utc(row[6]), bool(row[7]), row[8] is not None)
+                     ledger.utc(row[6]), bool(row[7]), row[8] is not None, limits)
 
 
 class Store:
@@ -156,6 +190,8 @@ class Store:
                               self._engine.dialect.name == "sqlite")
         # The holds this process has open, kept alive by heartbeat_holds (store/holds.py).
         self.open_holds = holdlib.OpenHolds()
+        # The time settles and spend-limit periods (UTC days, months) go by; tests move it.
+        self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)
         # For display and logs: the password, if any, is masked.
         self.url = self._engine.url.render_as_string(hide_password=True)
 
@@ -287,11 +323,14 @@ class Store:
     # keys
 
     @_db_errors
-    def create_key(self, account_name: str, name: str = "default", *,
+    def create_key(self, account_name: str, name: str = "default",
+                   limits: dict[str, Any] | None = None, *,
                    manage: bool = False) -> tuple[KeyRecord, str]:
         """Create a key (a management key with `manage`); return its record and the secret,
-        which is shown this once only."""
+        which is shown this once only. `limits`: api_keys limit columns and their values
+        (see `update_key_limits`)."""
         _check_name(name, "key name")
+        limits = _check_limits(limits or {})
         for attempt in range(3):
             secret = keylib.new_secret()
             now = datetime.now(UTC)
@@ -303,6 +342,7 @@ class Store:
                 "created_at": now,
                 "revoked_at": None,
                 "manage": bool(manage),
+                **limits,
             }
             try:
                 with self._engine.begin() as conn:
@@ -316,15 +356,16 @@ class Store:
                 if attempt == 2:  # three random 48-bit ids collided: something else is wrong
                     raise
                 continue
-            record = KeyRecord(values["id"], account_id, account_name, name,
-                               values["display_prefix"], now, None, bool(manage))
-            return record, secret
+            return self.get_key(values["id"]), secret
         raise AssertionError("unreachable")
 
     @_db_errors
-    def list_keys(self, account_name: str) -> list[KeyRecord]:
-        """All keys of the account, revoked ones included, oldest first ([] if no account)."""
+    def list_keys(self, account_name: str | None) -> list[KeyRecord]:
+        """All keys of the account (None: of every account), revoked ones included, oldest
+        first ([] if no account)."""
         with self._reader.connect() as conn:
+            if account_name is None:
+                return [_key(row) for row in conn.execute(_all_keys)]
             return [_key(row) for row in conn.execute(_keys_of_account, {"b_name": account_name})]
 
     @_db_errors
@@ -369,6 +410,30 @@ class Store:
         _check_name(name, "key name")
         with self._engine.begin() as conn:
             return conn.execute(_rename_key, {"b_id": key_id, "b_name": name}).rowcount == 1
+
+    @_db_errors
+    def update_key_limits(self, key_id: str, changes: dict[str, Any]) -> KeyRecord | None:
+        """Set (or, with None, clear) limit columns of a key: expires_at, models (the
+        comma-separated patterns), rpm, tpm, spend_limit_nano, daily_limit_nano,
+        monthly_limit_nano. Seen by the key's next request on every worker and node.
+        None when there is no such key."""
+        changes = _check_limits(changes)
+        before = self.get_key(key_id)
+        if before is None:
+            return None
+        if any(changes.get(c) is not None for c in _SPEND_COLUMNS) and not (
+                before.limits and before.limits.limits_spend):
+            # a first spend limit counts what the key spent before it (the counters on the
+            # key are only kept up to date while it has one)
+            spent = self.spend_by_key([key_id])[key_id]
+            day = spendlib.periods(self.clock())
+            changes = {**changes, "held_nano": 0, "spent_nano": spent.total,
+                       "spent_day": day["day"], "spent_day_nano": spent.today,
+                       "spent_month": day["month"], "spent_month_nano": spent.month}
+        if changes:
+            with self._engine.begin() as conn:
+                conn.execute(update(api_keys).where(api_keys.c.id == key_id).values(**changes))
+        return self.get_key(key_id)
 
     @_db_errors
     def authenticate(self, secret: str) -> KeyRecord | None:
@@ -430,8 +495,67 @@ class Store:
         except IntegrityError as exc:
             raise StoreError(f"request {request_id!r} already held credits") from exc
 
+    def write(self) -> Any:
+        """A write transaction (SQLAlchemy Core connection) for statements of other
+        modules (runtime/limits/rates.py)."""
+        return self._engine.begin()
+
+    # per-key spend limits (runtime/limits/spend.py)
+
     @_db_errors
-    def settle(self, request_id: str, cost_nano: int, usage: UsageRecord) -> int:
+    def reserve_key_spend(self, key_id: str, amount_nano: int) -> str | None:
+        """Add a request's hold to the key's spend in flight if every spend limit of the key
+        allows it; else change nothing and return the limit it would pass ('spend limit',
+        'daily limit', 'monthly limit')."""
+        params = {"amount": amount_nano, "key": key_id, **spendlib.periods(self.clock())}
+        count = self._fast.execute(spendlib.RESERVE, params)
+        if count is None:
+            with self._engine.begin() as conn:
+                count = conn.execute(text(spendlib.RESERVE), params).rowcount
+        if count == 1:
+            return None
+        with self._reader.connect() as conn:
+            row = conn.execute(text(spendlib.READ), {"key": key_id}).first()
+        if row is None:
+            return "spend limit"
+        return spendlib.KeySpend.from_row(row, self.clock()).refused_by(row, amount_nano)
+
+    @_db_errors
+    def unreserve_key_spend(self, key_id: str, amount_nano: int) -> None:
+        """Take back a reservation whose hold was then refused."""
+        with self._engine.begin() as conn:
+            conn.execute(text(spendlib.UNRESERVE), {"amount": amount_nano, "key": key_id})
+
+    @_db_errors
+    def key_spend(self, key_id: str) -> spendlib.KeySpend | None:
+        """What the key spent in all, today and this month (UTC), and holds in flight."""
+        with self._reader.connect() as conn:
+            row = conn.execute(text(spendlib.READ), {"key": key_id}).first()
+        return None if row is None else spendlib.KeySpend.from_row(row, self.clock())
+
+    @_db_errors
+    def spend_by_key(self, key_ids: list[str]) -> dict[str, spendlib.KeySpend]:
+        """What each key was charged in all, today and this month (UTC), from the usage log
+        (every key, limited or not; `held` is 0): a report, not the hot path."""
+        now = self.clock()
+        day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        month = day.replace(day=1)
+        cost = usage_log.c.cost_nano
+        query = (select(usage_log.c.key_id, func.sum(cost),
+                        func.sum(case((usage_log.c.created_at >= day, cost), else_=0)),
+                        func.sum(case((usage_log.c.created_at >= month, cost), else_=0)))
+                 .where(usage_log.c.key_id.in_(key_ids)).group_by(usage_log.c.key_id))
+        found = {key_id: spendlib.KeySpend(0, 0, 0, 0) for key_id in key_ids}
+        if key_ids:
+            with self._reader.connect() as conn:
+                for key_id, total, today, this_month in conn.execute(query):
+                    found[key_id] = spendlib.KeySpend(int(total), int(today),
+                                                      int(this_month), 0)
+        return found
+
+    @_db_errors
+    def settle(self, request_id: str, cost_nano: int, usage: UsageRecord,
+               spend_key: str | None = None) -> int:
         """Charge the cost (from the hold, then the balance, the rest as the account's debt),
         give back what the hold did not need, log `usage`; return the charge.
 
@@ -442,13 +566,17 @@ class Store:
         ledger.check_nano(cost_nano, "cost_nano")
         # Settled, or left to a sweeper when this fails: no longer this process's to keep.
         self.open_holds.discard(request_id)
-        now = datetime.now(UTC)
-        charged = self._fast.settle(request_id, cost_nano, usage, now)
+        now = self.clock()
+
+        charged = self._fast.settle(request_id, cost_nano, usage, now, (
+            lambda db, run: spendlib.KeySpendStatements(db, run, spend_key, now)
+        ) if spend_key else None)
         if charged is not None:
             return charged
         try:
             with self._engine.begin() as conn:
-                return ledger.settle(conn, request_id, cost_nano, usage, now)
+                wrap = spendlib.core_wrap(conn, spend_key, now) if spend_key else None
+                return ledger.settle(conn, request_id, cost_nano, usage, now, wrap)
         except IntegrityError:
             # A concurrent settle of the same request wrote its settle entry first (the
             # entry's key allows one): give back any hold left, charge nothing.

@@ -84,5 +84,7 @@ def test_web_searches_are_held_at_their_price(catalogue):
     assert web_searches({"tools": [{"type": "web_search"}]}) == WEB_SEARCHES_HOLD
     assert web_searches({"web_search_options": {}}) == WEB_SEARCHES_HOLD
     assert hosted_tools_hold(claude, {"tools": [tool]}) == 3 * Decimal("0.01") * 1_000_000_000
-    # a model without a per-search price adds nothing
-    assert hosted_tools_hold(catalogue.get("openai/gpt-4o"), {"tools": [tool]}) == 0
+    # OpenAI's searching models are held at their call price; a model without one adds nothing
+    assert hosted_tools_hold(catalogue.get("openai/gpt-4o"), {"tools": [tool]}) == (
+        3 * Decimal("0.025") * 1_000_000_000)
+    assert hosted_tools_hold(catalogue.get("deepseek/deepseek-chat"), {"tools": [tool]}) == 0

@@ -15,7 +15,9 @@ envelope ``{"type":"error","error":{"type","message"},"request_id"}``:
   images that are not base64 (valid data, jpeg/png/gif/webp) or http(s) URLs, ``tool_use``
   outside assistant turns, ``tool_result`` blocks that answer no ``tool_use`` of the previous
   assistant turn or do not come first, tool uses left unanswered, malformed tools (the
-  ``web_search_20250305`` server tool is accepted with its documented fields) or tool_choice,
+  tools Anthropic defines are accepted by type with the name each requires, the
+  ``web_search_*`` server tool with its documented fields; an unknown type is refused) or
+  tool_choice,
   temperature/top_p outside 0..1, thinking enabled in an ongoing tool loop whose assistant
   turn does not begin with a thinking block, a thinking budget below 1024 or not below
   max_tokens (or any budget with adaptive thinking), unknown metadata keys, a bad
@@ -94,6 +96,12 @@ _WEATHER = re.compile(r"\bweather\b", re.IGNORECASE)
 
 
 WEB_SEARCH = "web_search_20250305"
+# Tools Anthropic defines, by type, with the name each requires (the anthropic SDK's
+# ToolUnionParam types)
+DEFINED_TOOLS = {WEB_SEARCH: "web_search", "web_search_20260209": "web_search",
+                 "web_fetch_20250910": "web_fetch", "code_execution_20250825": "code_execution",
+                 "bash_20250124": "bash", "text_editor_20250728": "str_replace_based_edit_tool",
+                 "memory_20250818": "memory"}
 
 
 def _bad(message: str) -> Reject:
@@ -295,8 +303,16 @@ def _check_tools(body: dict[str, Any]) -> set[str]:
         if not isinstance(tools, list):
             raise _bad("tools: Input should be a valid list")
         for i, tool in enumerate(tools):
-            if isinstance(tool, dict) and tool.get("type") == WEB_SEARCH:
-                _check_web_search(tool, i)
+            kind = tool.get("type") if isinstance(tool, dict) else None
+            if kind not in (None, "custom"):
+                if kind not in DEFINED_TOOLS:
+                    raise _bad(f"tools.{i}: Input tag '{kind}' found using 'type' does not "
+                               "match any of the expected tags")
+                if kind.startswith("web_search_"):
+                    _check_web_search(tool, i)
+                elif tool.get("name") != DEFINED_TOOLS[kind]:
+                    raise _bad(f"tools.{i}.{kind}.name: Input should be "
+                               f"'{DEFINED_TOOLS[kind]}'")
                 if tool["name"] in names:
                     raise _bad("tools: Tool names must be unique.")
                 names.add(tool["name"])
@@ -331,17 +347,17 @@ def _check_tools(body: dict[str, Any]) -> set[str]:
 def _check_web_search(tool: dict[str, Any], i: int) -> None:
     """The web search server tool: named web_search, only its documented fields."""
     if tool.get("name") != "web_search":
-        raise _bad(f"tools.{i}.web_search_20250305.name: Input should be 'web_search'")
+        raise _bad(f"tools.{i}.{tool['type']}.name: Input should be 'web_search'")
     unknown = set(tool) - {"type", "name", "max_uses", "allowed_domains", "blocked_domains",
                            "user_location", "cache_control"}
     if unknown:
-        raise _bad(f"tools.{i}.web_search_20250305.{sorted(unknown)[0]}: Extra inputs are not "
+        raise _bad(f"tools.{i}.{tool['type']}.{sorted(unknown)[0]}: Extra inputs are not "
                    "permitted")
     where = tool.get("user_location")
     if where is not None and (not isinstance(where, dict) or where.get("type") != "approximate"
                               or set(where) - {"type", "city", "region", "country",
                                                "timezone"}):
-        raise _bad(f"tools.{i}.web_search_20250305.user_location: invalid location")
+        raise _bad(f"tools.{i}.{tool['type']}.user_location: invalid location")
 
 
 def _check_messages(messages: Any, tool_names: set[str]) -> None:

@@ -26,7 +26,8 @@ turn and installation ids) and `stream: true`; with `model_reasoning_effort` set
 back as a `function_call_output` item, after the answer's reasoning item and function call.
 
 Both CLIs' tool loops are driven by the fakes: a `run: <command>` line in the last user text
-is answered with a call of the declared shell tool (tests/fakes/shell_call.py). Claude Code's
+is answered with a call of the declared shell tool, a `search: <query>` line with a call of
+Claude Code's WebSearch tool (tests/fakes/shell_call.py). Claude Code's
 Messages requests reach OpenAI models through OpenAI chat, so that case runs on a second
 gateway whose OpenAI is the strict chat fake."""
 
@@ -47,7 +48,7 @@ from tests.fakes.gemini_upstream import FakeGemini
 from tests.fakes.http_fake import Received, Reply
 from tests.fakes.recording_proxy import RecordingProxy
 from tests.fakes.responses_upstream import FakeResponses
-from tests.harness import START_CREDITS, charged
+from tests.harness import START_CREDITS, charged, usage_rows
 from tests.node_install import NODE_DIR, npm_ci
 from tests.pricing_oracle import chat_cost_nano
 
@@ -473,3 +474,35 @@ def test_codex_shell_tool_loop_with_reasoning(cli_agents, gw, up, proxy, tmp_pat
     assert len(usages) == 4
     cost = sum(upstream_cost(model, upstream, usage) for usage in usages)
     assert cost > 0 and charged(gw, account) == cost
+
+
+
+
+def test_claude_code_web_search(cli_agents, gw, up, proxy, tmp_path):
+    """Claude Code's WebSearch tool: the model asks for it, Claude Code asks the model for the
+    search with Anthropic's web search server tool (`web_search_20250305`, max_uses 8, forced
+    by tool_choice), and the summary goes back to the model as the tool's result. The server
+    tool passes through to Anthropic and the searches it reports are charged. (Claude Code
+    2.1.332 declares WebSearch only on Claude models: with a Gemini or OpenAI model the tool
+    is not offered, so the translated mapping is tested with the SDK in
+    test_web_search_fees.py.)"""
+    up["anthropic"].web_searches = 2
+    account, secret = gw.account(START_CREDITS)
+    code, result, stderr = run_claude(cli_agents, proxy, secret, tmp_path / "home",
+                                      "--allowedTools", "WebSearch",
+                                      prompt="search: tokmodel gateway news",
+                                      ANTHROPIC_MODEL=CLAUDE,
+                                      ANTHROPIC_DEFAULT_HAIKU_MODEL=CLAUDE,
+                                      ANTHROPIC_SMALL_FAST_MODEL=CLAUDE)
+    assert code == 0 and result is not None, (stderr, answers(proxy))
+    assert result["is_error"] is False, result
+    assert 'Web search results for query: "tokmodel gateway news"' in result["result"]
+    (asked,) = [r.body for r in proxy.requests
+                if any(t.get("type") == "web_search_20250305" for t in r.body.get("tools", ()))]
+    assert asked["tools"] == [{"type": "web_search_20250305", "name": "web_search",
+                               "max_uses": 8}]
+    assert asked["tool_choice"] == {"type": "tool", "name": "web_search"}
+    assert [r for r in up["anthropic"].requests if r.body.get("tools") == asked["tools"]]
+    rows = usage_rows(gw, account)
+    assert sum(row.details.get("web_searches", 0) for row in rows) == 2
+    assert sum(row.cost_nano for row in rows) == charged(gw, account)

@@ -11,6 +11,7 @@ import json
 from decimal import Decimal
 from pathlib import Path
 
+import anthropic
 import pytest
 import requests
 import yaml
@@ -20,7 +21,7 @@ from tests.fakes import FakeOpenAI
 from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.fakes.gemini_upstream import FakeGemini
 from tests.fakes.responses_upstream import FakeResponses
-from tests.harness import openai_client, usage_rows
+from tests.harness import anthropic_client, openai_client, usage_rows
 from tests.pricing_oracle import chat_cost_nano
 
 pytestmark = pytest.mark.integration
@@ -42,9 +43,8 @@ def fee(model: str, searches: int) -> int:
 
 
 def catalogue_with_openai_search(tmp_path_factory, base_url: str) -> str:
-    """The catalogue, with a per_web_search price on gpt-4o and OpenAI at `base_url`."""
+    """The catalogue (its own OpenAI web-search prices), with OpenAI at `base_url`."""
     catalogue = yaml.safe_load((ROOT / "providers.yaml").read_text())
-    catalogue["models"][GPT]["pricing"]["per_web_search"] = 0.025
     catalogue["providers"]["openai"] = {"deployments": [
         {"name": "main", "base_url": base_url, "api_key_env": "OPENAI_API_KEY"}]}
     path = tmp_path_factory.mktemp("search-catalogue") / "providers.yaml"
@@ -118,8 +118,6 @@ def two_searches(up):
 
 
 # -- Anthropic: chat and Responses clients, whole and streamed ---------------------------------
-# (a Messages client cannot ask for the web search server tool yet: /v1/messages validates
-# every tool as a client tool with an input_schema)
 
 def test_chat_whole_from_claude_charges_its_searches(gw, two_searches):
     account, secret = gw.account(START)
@@ -207,7 +205,7 @@ def test_openai_chat_with_web_search_options_pays_one_search(gw, up, stream):
     row = only_row(gw, account)
     assert row.details.get("web_searches") == 1
     expected = (chat_cost_nano(GPT, usage["prompt_tokens"], usage["completion_tokens"])
-                + 25_000_000)
+                + fee(GPT, 1))
     assert row.cost_nano == expected == START - gw.balance(account)
     assert usage["cost"] == nano_to_credits(expected)
 
@@ -229,6 +227,109 @@ def test_openai_responses_pay_each_web_search_call(gw_responses, up, stream):
     row = only_row(gw, account)
     assert row.details.get("web_searches") == 1
     expected = (chat_cost_nano(GPT, usage["input_tokens"], usage["output_tokens"])
-                + 25_000_000)
+                + fee(GPT, 1))
+    assert fee(GPT, 1) > 0          # the catalogue's own price for OpenAI's search calls
     assert row.cost_nano == expected == START - gw.balance(account)
     assert usage["cost"] == nano_to_credits(expected)
+
+
+# -- Messages clients: Anthropic's web search server tool, as Claude Code's WebSearch sends it --
+
+SEARCH_TOOL = {"type": "web_search_20250305", "name": "web_search", "max_uses": 8}
+WEATHER = {"name": "get_weather", "description": "Weather of a city.",
+           "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}
+
+
+def sent_tools(fake) -> list:
+    return [r.body.get("tools") for r in fake.requests if isinstance(r.body, dict)]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_messages_server_tool_on_claude_passes_through_and_its_searches_are_charged(
+        gw, two_searches, stream):
+    account, secret = gw.account(START)
+    client = anthropic_client(gw, secret)
+    body = {"model": CLAUDE, "max_tokens": 50, "tools": [SEARCH_TOOL, WEATHER],
+            "messages": [{"role": "user", "content": TEXT}]}
+    if stream:
+        with client.messages.stream(**body) as events:
+            final = events.get_final_message()
+    else:
+        final = client.messages.create(**body)
+    assert sent_tools(two_searches["anthropic"]) == [[SEARCH_TOOL, WEATHER]]
+    charged = check_charged(gw, account, CLAUDE, anthropic_usage(two_searches), 2)
+    if not stream:
+        assert final.usage.model_extra["cost"] == nano_to_credits(charged)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_messages_web_search_on_gemini_is_google_search_grounding(gw, up, stream):
+    up["google"].grounded = True
+    account, secret = gw.account(START)
+    client = anthropic_client(gw, secret)
+    body = {"model": GEMINI, "max_tokens": 50, "tools": [SEARCH_TOOL],
+            "messages": [{"role": "user", "content": TEXT}]}
+    if stream:
+        with client.messages.stream(**body) as events:
+            final = events.get_final_message()
+            headers = events.response.headers
+    else:
+        raw = client.messages.with_raw_response.create(**body)
+        final, headers = raw.parse(), raw.headers
+    assert final.content[0].type == "text"
+    assert sent_tools(up["google"]) == [[{"googleSearch": {}}]]
+    assert "x-tokmodel-dropped-tools" not in headers
+    (meta,) = up["google"].usages
+    check_charged(gw, account, GEMINI, {"prompt": meta["promptTokenCount"],
+                                        "completion": meta["candidatesTokenCount"]}, 1)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_messages_server_tools_on_openai_are_dropped_and_named(gw, up, stream):
+    account, secret = gw.account(START)
+    client = anthropic_client(gw, secret)
+    fetch = {"type": "web_fetch_20250910", "name": "web_fetch", "max_uses": 2}
+    body = {"model": GPT, "max_tokens": 50, "tools": [SEARCH_TOOL, fetch],
+            "tool_choice": {"type": "auto"},
+            "messages": [{"role": "user", "content": TEXT}]}
+    if stream:
+        with client.messages.stream(**body) as events:
+            final = events.get_final_message()
+            headers = events.response.headers
+    else:
+        raw = client.messages.with_raw_response.create(**body)
+        final, headers = raw.parse(), raw.headers
+    assert headers["x-tokmodel-dropped-tools"] == "web_search,web_fetch"
+    assert final.content[0].text.startswith("echo")
+    # no usable tool left: the request went on without tools, and no search was charged
+    assert sent_tools(up["openai"]) == [None]
+    row = only_row(gw, account)
+    assert "web_searches" not in row.details
+    assert row.cost_nano == chat_cost_nano(GPT, row.prompt_tokens, row.completion_tokens)
+    assert row.cost_nano == START - gw.balance(account)
+
+
+def test_messages_custom_tool_without_input_schema_is_still_a_400(gw, up):
+    account, secret = gw.account(START)
+    with pytest.raises(anthropic.BadRequestError) as info:
+        anthropic_client(gw, secret).messages.create(
+            model=CLAUDE, max_tokens=50, tools=[SEARCH_TOOL, {"name": "get_weather"}],
+            messages=[{"role": "user", "content": TEXT}])
+    assert "tools[1].input_schema" in info.value.message
+    assert info.value.body["error"]["type"] == "invalid_request_error"
+    assert up["anthropic"].requests == []
+    assert gw.balance(account) == START
+
+
+def test_messages_hold_counts_the_server_tools_max_uses(gw, up):
+    # 0.02 credits: enough for the tokens and one search at 0.01, not for eight
+    account, secret = gw.account(20_000_000)
+    client = anthropic_client(gw, secret)
+    body = {"model": CLAUDE, "max_tokens": 50,
+            "messages": [{"role": "user", "content": TEXT}]}
+    with pytest.raises(anthropic.PermissionDeniedError) as info:
+        client.messages.create(**body, tools=[SEARCH_TOOL])
+    assert "Insufficient credits" in info.value.message
+    assert up["anthropic"].requests == []
+    client.messages.create(**body, tools=[dict(SEARCH_TOOL, max_uses=1)])
+    assert len(up["anthropic"].requests) == 1
