@@ -3,13 +3,16 @@
 Contract:
 - Enabled only when `TOKMODEL_ADMIN_TOKEN` is set; otherwise every /console/admin path is
   the gateway's ordinary 404, indistinguishable from an unknown path.
-- The operator logs in with that token (constant-time comparison of SHA-256 digests); the
-  signed operator cookie is bound to a digest of the token, so changing it logs out every
-  operator.
+- The operator logs in with that token (constant-time comparison of SHA-256 digests),
+  throttled per client address and audited like account logins; the server-side session
+  (runtime.console.sessions) is bound to a digest of the token, so changing it logs out
+  every operator. Logout ends the session at once.
+- Every operator action (account creation, top-up, key creation) is written to the audit
+  log with the client address.
 - Amounts are typed in credits and converted exactly with `parse_credits` (plain decimals
   only: no sign, no exponent, at most 9 decimals); a bad amount re-renders the form with an
-  error and changes nothing. Successful POSTs redirect (303), except key creation, whose
-  answer shows the secret once.
+  error and changes nothing. Successful POSTs redirect (303); a new key's secret is shown
+  once on /console/admin/keys/created (runtime.console.pages.show_secret_once).
 """
 
 from __future__ import annotations
@@ -21,7 +24,13 @@ import re
 import falcon
 
 from runtime.billing.credits import parse_credits
-from runtime.console.pages import clean_name
+from runtime.console.pages import (
+    check_throttle,
+    clean_name,
+    remember_secret,
+    show_secret_once,
+)
+from runtime.console.sessions import OPERATOR, Session
 from runtime.console.usage import HISTORY_KINDS
 from runtime.console.web import (
     ADMIN_COOKIE,
@@ -31,7 +40,6 @@ from runtime.console.web import (
     Redirect,
     clear_cookie,
     login_binding,
-    read_form,
     require_csrf,
     set_cookie,
 )
@@ -87,20 +95,23 @@ class _Admin:
         if not self.console.admin_token:
             raise falcon.HTTPNotFound()
 
-    def binding(self, req: falcon.Request) -> str:
-        """The operator session's CSRF binding, or a redirect to the operator login."""
+    def session(self, req: falcon.Request) -> Session:
+        """The operator session, or a redirect to the operator login."""
         self.enabled()
         value = req.cookies.get(ADMIN_COOKIE)
         if not value:
             raise Redirect("/console/admin/login")
-        binding = self.console.signer.read_admin(value)
-        if binding is None:
+        session = self.console.sessions.read(OPERATOR, value)
+        if session is None:
             raise Redirect("/console/admin/login?m=ended", clear=[ADMIN_COOKIE])
-        return binding
+        return session
 
-    def page(self, binding: str) -> dict[str, object]:
-        return {"nav": "admin", "csrf": self.console.signer.csrf_token(binding),
+    def page(self, session: Session) -> dict[str, object]:
+        return {"nav": "admin", "csrf": self.console.signer.csrf_token(session.binding),
                 "viewer": "operator"}
+
+    def record(self, req: falcon.Request, action: str, **fields: object) -> None:
+        self.console.audit.record(action, "operator", self.console.client(req), **fields)
 
     def account(self, account_id: int) -> Account:
         account = self.console.store.get_account_by_id(account_id)
@@ -108,7 +119,7 @@ class _Admin:
             raise PageError(404, "There is no such account.")
         return account
 
-    def account_page(self, resp: falcon.Response, binding: str, account: Account,
+    def account_page(self, resp: falcon.Response, session: Session, account: Account,
                      status: int = 200, **context: object) -> None:
         store = self.console.store
         keys = store.list_keys(account.name)
@@ -116,7 +127,7 @@ class _Admin:
         context.setdefault("key_name", "")
         context.setdefault("topup_error", "")
         context.setdefault("key_error", "")
-        self.console.render(resp, "admin_account.html", status=status, **self.page(binding),
+        self.console.render(resp, "admin_account.html", status=status, **self.page(session),
                             active="accounts", account=account, keys=keys,
                             rows=store.usage_page(UsageFilter(account_id=account.id),
                                                          ACCOUNT_USAGE_ROWS)[0],
@@ -124,9 +135,9 @@ class _Admin:
                             kinds=HISTORY_KINDS,
                             key_names={key.id: key.name for key in keys}, **context)
 
-    def accounts_page(self, resp: falcon.Response, binding: str, status: int = 200,
+    def accounts_page(self, resp: falcon.Response, session: Session, status: int = 200,
                       error: str = "", name: str = "", notice: str = "") -> None:
-        self.console.render(resp, "admin_accounts.html", status=status, **self.page(binding),
+        self.console.render(resp, "admin_accounts.html", status=status, **self.page(session),
                             active="accounts", accounts=self.console.store.list_accounts(),
                             error=error, name=name, notice=notice)
 
@@ -134,32 +145,39 @@ class _Admin:
 class AdminLogin(_Admin):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         self.enabled()
-        if self.console.signer.read_admin(req.cookies.get(ADMIN_COOKIE)):
+        if self.console.sessions.read(OPERATOR, req.cookies.get(ADMIN_COOKIE)):
             raise Redirect("/console/admin")
-        binding = login_binding(req, resp)
+        binding = login_binding(req, resp, self.console)
         self.console.render(resp, "admin_login.html", nav="admin-out",
                             csrf=self.console.signer.csrf_token(binding),
                             notice=ADMIN_NOTICES.get(req.get_param("m") or "", ""))
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         self.enabled()
-        form = read_form(req)
+        form = self.console.form(req)
         binding = login_binding(req)
         require_csrf(self.console, binding, form)
+        client = self.console.client(req)
+        check_throttle(self.console, client, None)
         if not token_matches(form.get("token", ""), self.console.admin_token or ""):
+            self.record(req, "operator_login_failed")
             self.console.render(resp, "admin_login.html", status=400, nav="admin-out",
                                 error=LOGIN_FAILED,
                                 csrf=self.console.signer.csrf_token(binding))
             return
-        set_cookie(req, resp, ADMIN_COOKIE, self.console.signer.admin_cookie())
+        self.record(req, "operator_login")
+        set_cookie(self.console, req, resp, ADMIN_COOKIE,
+                   self.console.sessions.open(OPERATOR))
         clear_cookie(resp, LOGIN_COOKIE)
         raise Redirect("/console/admin")
 
 
 class AdminLogout(_Admin):
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        binding = self.binding(req)
-        require_csrf(self.console, binding, read_form(req))
+        session = self.session(req)
+        require_csrf(self.console, session.binding, self.console.form(req))
+        self.console.sessions.end(session)
+        self.record(req, "operator_logout")
         raise Redirect("/console/admin/login?m=out", clear=[ADMIN_COOKIE])
 
 
@@ -167,24 +185,25 @@ class AdminAccounts(_Admin):
     """GET: every account with its balance; POST: create an account."""
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        binding = self.binding(req)
-        self.accounts_page(resp, binding,
+        session = self.session(req)
+        self.accounts_page(resp, session,
                            notice=ADMIN_NOTICES.get(req.get_param("done") or "", ""))
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        binding = self.binding(req)
-        form = read_form(req)
-        require_csrf(self.console, binding, form)
+        session = self.session(req)
+        form = self.console.form(req)
+        require_csrf(self.console, session.binding, form)
         try:
             name = clean_name(form.get("name"), "account name")
             account = self.console.store.create_account(name)
         except AccountExists:
-            self.accounts_page(resp, binding, 400, "An account with that name already exists.",
+            self.accounts_page(resp, session, 400, "An account with that name already exists.",
                                form.get("name", ""))
             return
         except ValueError as exc:
-            self.accounts_page(resp, binding, 400, str(exc), form.get("name", ""))
+            self.accounts_page(resp, session, 400, str(exc), form.get("name", ""))
             return
+        self.record(req, "account_create", account_id=account.id)
         raise Redirect(f"/console/admin/accounts/{account.id}?done=created")
 
 
@@ -193,35 +212,37 @@ class AdminAccount(_Admin):
     /keys/{key_id}/revoke and /disable."""
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, account_id: int) -> None:
-        binding = self.binding(req)
-        self.account_page(resp, binding, self.account(account_id),
+        session = self.session(req)
+        self.account_page(resp, session, self.account(account_id),
                           notice=ADMIN_NOTICES.get(req.get_param("done") or "", ""))
 
     def on_post_topup(self, req: falcon.Request, resp: falcon.Response,
                       account_id: int) -> None:
-        binding = self.binding(req)
-        form = read_form(req)
-        require_csrf(self.console, binding, form)
+        session = self.session(req)
+        form = self.console.form(req)
+        require_csrf(self.console, session.binding, form)
         account = self.account(account_id)
         try:
-            self.console.store.topup(account.name, parse_amount(form.get("amount")))
+            amount = parse_amount(form.get("amount"))
+            self.console.store.topup(account.name, amount)
         except AccountNotFound:
             raise PageError(404, "There is no such account.") from None
         except ValueError as exc:
             message = str(exc)
             if "overflow" in message:
                 message = "That top-up would exceed the largest balance an account can hold."
-            self.account_page(resp, binding, account, 400, topup_error=message,
+            self.account_page(resp, session, account, 400, topup_error=message,
                               amount=form.get("amount", ""))
             return
+        self.record(req, "topup", account_id=account.id, detail=f"amount_nano={amount}")
         raise Redirect(f"/console/admin/accounts/{account.id}?done=topup")
 
     def on_post_disable(self, req: falcon.Request, resp: falcon.Response,
                         account_id: int) -> None:
         """Disable (form field `disabled` = "1") or enable the account."""
-        binding = self.binding(req)
-        form = read_form(req)
-        require_csrf(self.console, binding, form)
+        session = self.session(req)
+        form = self.console.form(req)
+        require_csrf(self.console, session.binding, form)
         account = self.account(account_id)
         disabled = form.get("disabled") == "1"
         try:
@@ -229,36 +250,48 @@ class AdminAccount(_Admin):
         except AccountNotFound:
             raise PageError(404, "There is no such account.") from None
         done = "disabled" if disabled else "enabled"
+        self.record(req, f"account_{done}", account_id=account.id)
         raise Redirect(f"/console/admin/accounts/{account.id}?done={done}")
 
     def on_post_revoke(self, req: falcon.Request, resp: falcon.Response, account_id: int,
                        key_id: str) -> None:
         """Revoke one key of the account (the key id must belong to it: else a 404)."""
-        binding = self.binding(req)
-        require_csrf(self.console, binding, read_form(req))
+        session = self.session(req)
+        require_csrf(self.console, session.binding, self.console.form(req))
         account = self.account(account_id)
         key = self.console.store.get_key(key_id) if len(key_id) <= 64 else None
         if key is None or key.account_id != account.id:
             raise PageError(404, "There is no such key in this account.")
         self.console.store.revoke_key(key.id)
+        self.record(req, "key_revoke", account_id=account.id, key_id=key.id)
         raise Redirect(f"/console/admin/accounts/{account.id}?done=revoked")
 
     def on_post_keys(self, req: falcon.Request, resp: falcon.Response,
                      account_id: int) -> None:
-        binding = self.binding(req)
-        form = read_form(req)
-        require_csrf(self.console, binding, form)
+        session = self.session(req)
+        form = self.console.form(req)
+        require_csrf(self.console, session.binding, form)
         account = self.account(account_id)
         try:
             name = clean_name(form.get("name"), "key name")
         except ValueError as exc:
-            self.account_page(resp, binding, account, 400, key_error=str(exc),
+            self.account_page(resp, session, account, 400, key_error=str(exc),
                               key_name=form.get("name", ""))
             return
         record, secret = self.console.store.create_key(account.name, name)
-        self.console.render(resp, "key_created.html", **self.page(binding), active="accounts",
-                            key=record, secret=secret, owner=account.name,
-                            back=f"/console/admin/accounts/{account.id}")
+        self.record(req, "key_create", account_id=account.id, key_id=record.id)
+        remember_secret(self.console, session, record, secret,
+                        f"/console/admin/accounts/{account.id}")
+        raise Redirect("/console/admin/keys/created")
+
+
+class AdminKeyCreated(_Admin):
+    """GET /console/admin/keys/created: the new key's secret, once."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        session = self.session(req)
+        show_secret_once(self.console, req, resp, session,
+                         dict(self.page(session), active="accounts"), "/console/admin")
 
 
 def add_admin_routes(app: falcon.App, console: Console) -> None:
@@ -267,6 +300,7 @@ def add_admin_routes(app: falcon.App, console: Console) -> None:
     app.add_route("/console/admin/accounts", accounts)
     app.add_route("/console/admin/login", AdminLogin(console))
     app.add_route("/console/admin/logout", AdminLogout(console))
+    app.add_route("/console/admin/keys/created", AdminKeyCreated(console))
     account = AdminAccount(console)
     base = f"/console/admin/accounts/{{account_id:int(min=1, max={_MAX_ID})}}"
     app.add_route(base, account)

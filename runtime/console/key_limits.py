@@ -20,7 +20,7 @@ import falcon
 from runtime.billing.credits import format_credits, parse_credits
 from runtime.console.admin import AMOUNT_PATTERN
 from runtime.console.pages import Viewer, account_page, current_viewer
-from runtime.console.web import Console, PageError, Redirect, read_form, require_csrf
+from runtime.console.web import Console, PageError, Redirect, require_csrf
 from runtime.store import KeyRecord
 
 # form field -> (api_keys column, label)
@@ -119,7 +119,7 @@ class KeyLimitsPage:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, key_id: str) -> None:
         viewer = current_viewer(self.console, req)
-        form = read_form(req)
+        form = self.console.form(req)
         require_csrf(self.console, viewer.binding, form)
         key = self._own_key(viewer, key_id)
         try:
@@ -131,6 +131,9 @@ class KeyLimitsPage:
             return
         if saved is None:
             raise PageError(404, "There is no such key in this account.")
+        self.console.audit.record("key_limits", viewer.actor, self.console.client(req),
+                                  account_id=viewer.account.id, key_id=key.id,
+                                  detail=", ".join(summary(saved)) or "no limits")
         raise Redirect("/console/keys?done=limits")
 
 

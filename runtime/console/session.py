@@ -1,18 +1,13 @@
-"""Console cookies: signing, verification and CSRF tokens.
+"""The console's server secret and the CSRF tokens it signs.
 
 Contract:
 - `load_secret(database_url, env)` returns the server secret: `TOKMODEL_CONSOLE_SECRET` when
   set, otherwise the contents of `console-secret` next to the SQLite database (or
   `var/console-secret` in the working directory for other databases), created once with
   mode 0600 and shared by every worker process that reads the same file.
-- `Signer.account_cookie(account_id, key_id)` makes a session value
-  `<account_id>.<key_id>.<expiry>.<mac>` where mac = HMAC-SHA256(secret, the three fields);
-  `Signer.read_account(value)` gives back an `AccountSession` only for an untampered,
-  unexpired value (it does not look at the database: callers re-check the key).
-- `Signer.admin_cookie()` / `Signer.read_admin(value)`: the same for the operator, bound to a
-  digest of the admin token, so changing the token ends every operator session.
 - `Signer.csrf_token(binding)` / `Signer.check_csrf(binding, token)`: a form token derived
-  from the session's MAC (or from the pre-login nonce cookie), compared in constant time.
+  from the server-side session's random binding (or from the pre-login nonce cookie),
+  compared in constant time.
 Nothing here logs; secrets and tokens never appear in exceptions.
 """
 
@@ -25,25 +20,16 @@ import os
 import secrets
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
 log = logging.getLogger("tokmodel.console")
 
-SESSION_SECONDS = 12 * 3600
+SESSION_SECONDS = 12 * 3600  # the default life of a console session
 SECRET_ENV = "TOKMODEL_CONSOLE_SECRET"
 SECRET_FILE_NAME = "console-secret"
 _MIN_SECRET_CHARS = 32
-
-
-@dataclass(frozen=True, slots=True)
-class AccountSession:
-    account_id: int
-    key_id: str
-    expires: int
-    mac: str
 
 
 def secret_path(database_url: str) -> Path:
@@ -105,61 +91,14 @@ def _create_secret_file(path: Path) -> None:
 
 
 class Signer:
-    """Signs and checks the console's cookies and form tokens with one server secret."""
+    """Signs and checks the console's form tokens with one server secret."""
 
-    def __init__(self, secret: bytes, admin_token: str | None = None) -> None:
+    def __init__(self, secret: bytes) -> None:
         self._secret = secret
-        self._admin_digest = (hashlib.sha256(admin_token.encode("utf-8")).hexdigest()
-                              if admin_token else None)
 
     def _mac(self, *parts: str) -> str:
         message = "\x1f".join(parts).encode("utf-8")
         return hmac.new(self._secret, message, hashlib.sha256).hexdigest()
-
-    # account sessions
-
-    def account_cookie(self, account_id: int, key_id: str, now: float | None = None) -> str:
-        expires = int(now if now is not None else time.time()) + SESSION_SECONDS
-        mac = self._mac("account", str(account_id), key_id, str(expires))
-        return f"{account_id}.{key_id}.{expires}.{mac}"
-
-    def read_account(self, value: str | None, now: float | None = None) -> AccountSession | None:
-        if not value or len(value) > 256:
-            return None
-        parts = value.split(".")
-        if len(parts) != 4:
-            return None
-        account_id, key_id, expires, mac = parts
-        if not (account_id.isdigit() and expires.isdigit() and key_id.isascii()):
-            return None
-        expected = self._mac("account", account_id, key_id, expires)
-        if not hmac.compare_digest(expected, mac):
-            return None
-        if int(expires) <= (now if now is not None else time.time()):
-            return None
-        return AccountSession(int(account_id), key_id, int(expires), mac)
-
-    # operator sessions
-
-    def admin_cookie(self, now: float | None = None) -> str:
-        if self._admin_digest is None:
-            raise RuntimeError("operator pages are disabled")
-        expires = int(now if now is not None else time.time()) + SESSION_SECONDS
-        return f"{expires}.{self._mac('admin', self._admin_digest, str(expires))}"
-
-    def read_admin(self, value: str | None, now: float | None = None) -> str | None:
-        """The session's MAC (the CSRF binding) when the operator cookie is valid."""
-        if self._admin_digest is None or not value or len(value) > 128:
-            return None
-        expires, _, mac = value.partition(".")
-        if not expires.isdigit():
-            return None
-        expected = self._mac("admin", self._admin_digest, expires)
-        if not hmac.compare_digest(expected, mac):
-            return None
-        if int(expires) <= (now if now is not None else time.time()):
-            return None
-        return mac
 
     # forms
 

@@ -233,6 +233,12 @@ def _false(conn: Connection) -> str:
     return "0" if conn.dialect.name == "sqlite" else "FALSE"
 
 
+def _console_sessions_and_audit_log(conn: Connection) -> None:
+    """The console's server-side sessions and the audit log (schema.py)."""
+    schema.console_sessions.create(conn, checkfirst=True)
+    schema.audit_log.create(conn, checkfirst=True)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "accounts, api_keys, holds, usage_log", _baseline),
     Migration(2, "holds without rowid (SQLite)", _holds_without_rowid),
@@ -246,6 +252,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(6, "api_keys: limits and spend; key_rates", _key_limits),
     Migration(7, "api_keys.manage, accounts.disabled_at, usage_log indexes, usage_retention",
               _management_keys_and_usage_queries),
+    Migration(8, "console_sessions, audit_log", _console_sessions_and_audit_log),
 )
 
 

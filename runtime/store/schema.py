@@ -239,3 +239,37 @@ event.listen(ledger_entries, "after_create", DDL(
     "CREATE TRIGGER ledger_entries_append_only BEFORE UPDATE OR DELETE ON ledger_entries "
     "FOR EACH ROW EXECUTE FUNCTION ledger_entries_append_only()").execute_if(
         dialect="postgresql"))
+
+# The web console's server-side sessions (runtime.console.sessions). The cookie holds a
+# random id; only its SHA-256 is stored, so a copy of the database opens no session. `flash`
+# holds a new key's secret until the one page that shows it has been rendered.
+console_sessions = Table(
+    "console_sessions",
+    metadata,
+    Column("id_hash", String(64), primary_key=True),
+    Column("kind", String(16), nullable=False),  # 'account' or 'operator'
+    Column("account_id", Integer, nullable=True, index=True),
+    Column("key_id", String(16), nullable=True, index=True),
+    Column("binding", String(64), nullable=False),  # what the session's CSRF token signs
+    Column("created_at", _Timestamp, nullable=False),
+    Column("expires_at", _Timestamp, nullable=False, index=True),
+    Column("flash", Text, nullable=True),
+)
+
+# Console logins (both outcomes) and operator actions. Failed logins in the last minutes are
+# also what throttles further attempts, per client address and per key prefix.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", _BigId, primary_key=True, autoincrement=True),
+    Column("created_at", _Timestamp, nullable=False),
+    Column("actor", Text, nullable=False),  # 'operator', or 'key:<id>' for an account's key
+    Column("action", Text, nullable=False),
+    Column("client_addr", Text, nullable=False),
+    Column("key_prefix", Text, nullable=True),
+    Column("account_id", Integer, nullable=True),
+    Column("key_id", String(16), nullable=True),
+    Column("detail", Text, nullable=True),
+    Index("ix_audit_log_action_client_addr_created_at", "action", "client_addr", "created_at"),
+    Index("ix_audit_log_action_key_prefix_created_at", "action", "key_prefix", "created_at"),
+)

@@ -18,7 +18,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
 
-from sqlalchemy import bindparam, case, func, insert, select, text, update
+from sqlalchemy import Engine, bindparam, case, delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from runtime.limits import spend as spendlib
@@ -26,7 +26,7 @@ from runtime.limits.policy import limits_from_row, parse_models
 
 from . import holds as holdlib
 from . import keys as keylib
-from . import ledger, money_history, usage_queries
+from . import ledger, money_history, schema, usage_queries
 from . import responses as stored
 from .engine import make_engines
 from .errors import AccountExists, AccountNotFound, StoreError
@@ -201,6 +201,11 @@ class Store:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    @property
+    def engine(self) -> Engine:
+        """The read-write engine, for modules that own tables of their own (the console's)."""
+        return self._engine
+
     @_db_errors
     def migrate(self) -> list[int]:
         """Apply pending migrations; return the versions applied now."""
@@ -374,6 +379,9 @@ class Store:
         """Revoke now, for every process; False when unknown or already revoked."""
         with self._engine.begin() as conn:
             result = conn.execute(_revoke_key, {"b_id": key_id, "b_now": datetime.now(UTC)})
+            # console sessions opened with the key end with it, whoever revokes it
+            conn.execute(delete(schema.console_sessions).where(
+                schema.console_sessions.c.key_id == key_id))
             return result.rowcount == 1
 
     @_db_errors
@@ -392,6 +400,9 @@ class Store:
             if disabled != (account.disabled_at is not None):
                 conn.execute(_set_disabled, {"b_name": name,
                                              "b_when": datetime.now(UTC) if disabled else None})
+            if disabled:  # its console sessions end with it
+                conn.execute(delete(schema.console_sessions).where(
+                    schema.console_sessions.c.account_id == account.id))
             return _account(conn.execute(_account_by_id, {"b_id": account.id}).one())
 
     @_db_errors

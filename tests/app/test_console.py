@@ -8,10 +8,12 @@ import os
 import re
 import stat
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode
 
 import pytest
 from falcon import testing
+from sqlalchemy import select, update
 
 from generated import registry
 from runtime.app import create_app
@@ -19,6 +21,7 @@ from runtime.catalogue import load_catalogue
 from runtime.console.session import SESSION_SECONDS, Signer
 from runtime.settings import Settings
 from runtime.store import Store, UsageRecord, open_store
+from runtime.store.schema import console_sessions
 from runtime.upstream import Upstream
 
 ADMIN_TOKEN = "operator-token-0123456789abcdef"
@@ -49,10 +52,12 @@ class Browser:
     def get(self, path: str, **kwargs) -> testing.Result:
         return self._keep(self.client.simulate_get(path, cookies=self._cookies(path), **kwargs))
 
-    def post(self, path: str, form: dict[str, str], **kwargs) -> testing.Result:
+    def post(self, path: str, form: dict[str, str], extra_headers: dict | None = None,
+             **kwargs) -> testing.Result:
+        headers = {"Content-Type": "application/x-www-form-urlencoded", **(extra_headers or {})}
         return self._keep(self.client.simulate_post(
-            path, body=urlencode(form), cookies=self._cookies(path),
-            headers={"Content-Type": "application/x-www-form-urlencoded"}, **kwargs))
+            path, body=urlencode(form), cookies=self._cookies(path), headers=headers,
+            **kwargs))
 
     def csrf(self, path: str) -> str:
         """GET a page and return the CSRF token of its forms."""
@@ -60,9 +65,11 @@ class Browser:
         assert page.status_code == 200, (path, page.status_code)
         return CSRF.search(page.text).group(1)
 
-    def submit(self, page: str, action: str, **form: str) -> testing.Result:
+    def submit(self, page: str, action: str, extra_headers: dict | None = None,
+               remote_addr: str | None = None, **form: str) -> testing.Result:
         """GET `page`, then POST `form` to `action` with the page's CSRF token."""
-        return self.post(action, dict(form, csrf=self.csrf(page)))
+        kwargs = {"remote_addr": remote_addr} if remote_addr else {}
+        return self.post(action, dict(form, csrf=self.csrf(page)), extra_headers, **kwargs)
 
 
 @dataclass
@@ -199,27 +206,32 @@ def test_not_logged_in_pages_redirect_to_login(env):
         assert result.headers["location"].endswith("/console/login")
 
 
-def test_a_tampered_or_expired_cookie_goes_back_to_login(env):
+def test_an_unknown_or_expired_session_goes_back_to_login(env):
     browser, _ = login(env)
     value, path = browser.jar["tokmodel_console"]
-    account_id, key_id, expires, mac = value.split(".")
-    other = env.store.create_account("other", 99_000_000_000)
-    forged = [
-        f"{other.id}.{key_id}.{expires}.{mac}",            # another account
-        f"{account_id}.{key_id}.{int(expires) + 10**6}.{mac}",  # longer life
-        f"{account_id}.{key_id}.{expires}.{'0' * 64}",      # made-up MAC
-        "garbage",
-    ]
-    for cookie in forged:
+    for cookie in (value[:-1] + ("A" if value[-1] != "A" else "B"), "garbage", "x" * 300):
         browser.jar["tokmodel_console"] = (cookie, path)
         result = browser.get("/console")
         assert result.status_code == 303
         assert result.headers["location"].endswith("/console/login?m=ended")
-        assert "tokmodel_console" not in browser.jar  # the bad cookie is cleared
-    secret = (env.tmp_path / "console-secret").read_text().strip().encode()
-    stale = Signer(secret).account_cookie(int(account_id), key_id, now=0)
-    browser.jar["tokmodel_console"] = (stale, path)
-    assert browser.get("/console").status_code == 303
+        assert "tokmodel_console" not in browser.jar  # the dead cookie is cleared
+    browser.jar["tokmodel_console"] = (value, path)
+    assert browser.get("/console").status_code == 200
+    with env.store.engine.begin() as conn:  # the session's 12 hours are over
+        conn.execute(update(console_sessions).values(
+            expires_at=datetime.now(UTC) - timedelta(seconds=1)))
+    assert browser.get("/console").headers["location"].endswith("/console/login?m=ended")
+    with env.store.engine.connect() as conn:
+        assert conn.execute(select(console_sessions)).first() is None
+
+
+def test_the_session_cookie_is_a_random_id_stored_only_as_a_digest(env):
+    browser, secret = login(env)
+    value, _ = browser.jar["tokmodel_console"]
+    assert len(value) >= 43 and secret not in value
+    with env.store.engine.connect() as conn:
+        rows = conn.execute(select(console_sessions)).all()
+    assert len(rows) == 1 and value not in repr(rows)
 
 
 def test_revoking_the_login_key_elsewhere_ends_the_session_at_once(env):
@@ -234,12 +246,25 @@ def test_revoking_the_login_key_elsewhere_ends_the_session_at_once(env):
     assert "session has ended" in browser.get("/console/login?m=ended").text
 
 
-def test_logout(env):
+def test_logout_ends_the_session_on_the_server(env):
     browser, _ = login(env)
+    copied = dict(browser.jar)
     result = browser.submit("/console", "/console/logout")
     assert result.status_code == 303
     assert "tokmodel_console" not in browser.jar
     assert browser.get("/console").status_code == 303
+    browser.jar = copied  # a copy of the cookie taken before logging out
+    assert browser.get("/console").headers["location"].endswith("/console/login?m=ended")
+
+
+def test_revoking_a_key_from_the_cli_deletes_its_sessions_at_once(env):
+    browser, secret = login(env)
+    other, _ = login(env, key_name="other")
+    env.store.revoke_key(env.store.authenticate(secret).id)
+    with env.store.engine.connect() as conn:
+        assert len(conn.execute(select(console_sessions)).all()) == 1
+    assert browser.get("/console").status_code == 303
+    assert other.get("/console").status_code == 200
 
 
 # keys
@@ -247,9 +272,19 @@ def test_logout(env):
 def test_create_key_shows_the_secret_exactly_once(env, caplog):
     caplog.set_level(logging.DEBUG)
     browser, _ = login(env)
-    result = browser.submit("/console/keys", "/console/keys", name="prod-api-server")
+    before = len(env.store.list_keys("acme"))
+    posted = browser.submit("/console/keys", "/console/keys", name="prod-api-server")
+    assert posted.status_code == 303
+    assert posted.headers["location"].endswith("/console/keys/created")
+    assert not SECRET.search(posted.text)
+    result = browser.get("/console/keys/created")
     assert result.status_code == 200
     assert result.headers["cache-control"] == "no-store"
+    assert "http://falconframework.org/v1" in result.text  # the base URL to use
+    again = browser.get("/console/keys/created")  # a reload: no secret, no second key
+    assert again.status_code == 303 and again.headers["location"].endswith("done=shown")
+    assert not SECRET.search(again.text)
+    assert len(env.store.list_keys("acme")) == before + 1
     secrets_shown = set(SECRET.findall(result.text))
     assert len(secrets_shown) == 1
     secret = secrets_shown.pop()
@@ -453,9 +488,13 @@ def test_admin_creates_an_account_and_a_key_for_it(admin_env):
     duplicate = browser.submit("/console/admin", "/console/admin/accounts", name="globex")
     assert duplicate.status_code == 400 and "already exists" in duplicate.text
     page = f"/console/admin/accounts/{account.id}"
-    created = browser.submit(page, f"{page}/keys", name="prod")
+    posted = browser.submit(page, f"{page}/keys", name="prod")
+    assert posted.headers["location"].endswith("/console/admin/keys/created")
+    created = browser.get("/console/admin/keys/created")
     assert created.status_code == 200 and created.headers["cache-control"] == "no-store"
     (secret,) = set(SECRET.findall(created.text))
+    assert browser.get("/console/admin/keys/created").status_code == 303
+    assert len(admin_env.store.list_keys("globex")) == 1
     assert admin_env.store.authenticate(secret).account_name == "globex"
     assert secret not in browser.get(page).text
     assert browser.get("/console/admin/accounts/999999").status_code == 404
@@ -478,7 +517,8 @@ def test_pages_escape_account_and_key_names(admin_env):
     store = admin_env.store
     store.create_account(EVIL, 5_000_000_000)
     browser, _ = login(admin_env, account=EVIL, key_name=EVIL)
-    created = browser.submit("/console/keys", "/console/keys", name=EVIL)
+    browser.submit("/console/keys", "/console/keys", name=EVIL)
+    created = browser.get("/console/keys/created")
     pages = [created, browser.get("/console"), browser.get("/console/keys"),
              browser.get("/console/usage")]
     key = store.list_keys(EVIL)[0]
@@ -490,7 +530,7 @@ def test_pages_escape_account_and_key_names(admin_env):
               operator.get(f"/console/admin/accounts/{account.id}")]
     for page in pages:
         assert page.status_code == 200
-        assert "<script" not in page.text
+        assert "<script>" not in page.text
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text
 
 
@@ -503,19 +543,20 @@ def test_the_generated_secret_is_a_0600_file_next_to_the_database(env):
     assert len(path.read_text().strip()) >= 32
 
 
-def test_configured_secret_is_used_and_other_signatures_fail(tmp_path, monkeypatch):
+def test_configured_secret_signs_the_forms_and_no_file_is_written(tmp_path, monkeypatch):
     env = build(tmp_path, monkeypatch, secret="s" * 40)
     assert not (tmp_path / "console-secret").exists()
     env.store.create_account("acme")
-    record, _ = env.store.create_key("acme", "k", manage=True)
-    browser = env.browser()
-    browser.jar["tokmodel_console"] = (Signer(b"s" * 40).account_cookie(record.account_id,
-                                                                        record.id), "/console")
-    assert browser.get("/console").status_code == 200
-    browser.jar["tokmodel_console"] = (Signer(b"t" * 40).account_cookie(record.account_id,
-                                                                        record.id), "/console")
-    assert browser.get("/console").status_code == 303
+    browser, _ = login(env)
+    token = browser.csrf("/console/keys")
+    assert token == Signer(b"s" * 40).csrf_token(_binding(env))
+    assert token != Signer(b"t" * 40).csrf_token(_binding(env))
     env.store.close()
+
+
+def _binding(env: Env) -> str:
+    with env.store.engine.connect() as conn:
+        return conn.execute(select(console_sessions.c.binding)).scalar_one()
 
 
 def test_stylesheet_is_served(env):
