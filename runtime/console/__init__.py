@@ -27,9 +27,11 @@ import falcon
 
 from runtime.console.admin import add_admin_routes
 from runtime.console.clientaddr import TrustedProxies
+from runtime.console.key_limits import add_key_limits_routes
 from runtime.console.origin import public_origin
 from runtime.console.pages import add_account_routes
 from runtime.console.session import SESSION_SECONDS, Signer, load_secret
+from runtime.console.usage import add_usage_routes
 from runtime.console.web import Console, ConsoleConfig, add_handlers
 from runtime.settings import Settings
 from runtime.store import Store
@@ -75,5 +77,7 @@ def add_console_routes(app: falcon.App, store: Store, settings: Settings,
     console = Console(store, signer, admin_token, console_config(env))
     add_handlers(app, console)
     add_account_routes(app, console)
+    add_usage_routes(app, console)
+    add_key_limits_routes(app, console)
     add_admin_routes(app, console)
     return console

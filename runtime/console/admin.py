@@ -31,6 +31,7 @@ from runtime.console.pages import (
     show_secret_once,
 )
 from runtime.console.sessions import OPERATOR, Session
+from runtime.console.usage import HISTORY_KINDS
 from runtime.console.web import (
     ADMIN_COOKIE,
     LOGIN_COOKIE,
@@ -44,24 +45,29 @@ from runtime.console.web import (
 )
 from runtime.store import Account, AccountExists, AccountNotFound
 from runtime.store.ledger import MAX_NANO
+from runtime.store.usage_queries import UsageFilter
 
 ACCOUNT_USAGE_ROWS = 20
+ACCOUNT_HISTORY_ROWS = 50
 _MAX_ID = 2**63 - 1  # ids are signed 64-bit integers in the database
 LOGIN_FAILED = "That token was not accepted."
 ADMIN_NOTICES = {
     "created": "Account created.",
     "topup": "Credits added.",
+    "revoked": "Key revoked. Requests made with it are refused from now on.",
+    "disabled": "Account disabled: every request with its keys is refused (403) from now on.",
+    "enabled": "Account enabled: its keys work again.",
     "out": "You are logged out.",
     "ended": "Your operator session has ended. Log in again.",
 }
-_AMOUNT = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
+AMOUNT_PATTERN = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
 _AMOUNT_HINT = "Enter an amount of credits greater than 0, such as 12.5."
 
 
 def parse_amount(text: str | None) -> int:
     """Credits typed by the operator -> nano-credits, or ValueError with a form message."""
     text = (text or "").strip()
-    if not text or len(text) > 40 or not _AMOUNT.fullmatch(text):
+    if not text or len(text) > 40 or not AMOUNT_PATTERN.fullmatch(text):
         raise ValueError(_AMOUNT_HINT)
     try:
         nano = parse_credits(text)
@@ -123,7 +129,10 @@ class _Admin:
         context.setdefault("key_error", "")
         self.console.render(resp, "admin_account.html", status=status, **self.page(session),
                             active="accounts", account=account, keys=keys,
-                            rows=store.usage(account.name, ACCOUNT_USAGE_ROWS),
+                            rows=store.usage_page(UsageFilter(account_id=account.id),
+                                                         ACCOUNT_USAGE_ROWS)[0],
+                            entries=store.money_history(account.id, ACCOUNT_HISTORY_ROWS),
+                            kinds=HISTORY_KINDS,
                             key_names={key.id: key.name for key in keys}, **context)
 
     def accounts_page(self, resp: falcon.Response, session: Session, status: int = 200,
@@ -199,7 +208,8 @@ class AdminAccounts(_Admin):
 
 
 class AdminAccount(_Admin):
-    """One account: balance, keys, recent usage; POST /topup and POST /keys."""
+    """One account: balance, keys, recent usage and money history; POST /topup, /keys,
+    /keys/{key_id}/revoke and /disable."""
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, account_id: int) -> None:
         session = self.session(req)
@@ -226,6 +236,35 @@ class AdminAccount(_Admin):
             return
         self.record(req, "topup", account_id=account.id, detail=f"amount_nano={amount}")
         raise Redirect(f"/console/admin/accounts/{account.id}?done=topup")
+
+    def on_post_disable(self, req: falcon.Request, resp: falcon.Response,
+                        account_id: int) -> None:
+        """Disable (form field `disabled` = "1") or enable the account."""
+        session = self.session(req)
+        form = self.console.form(req)
+        require_csrf(self.console, session.binding, form)
+        account = self.account(account_id)
+        disabled = form.get("disabled") == "1"
+        try:
+            self.console.store.set_account_disabled(account.name, disabled)
+        except AccountNotFound:
+            raise PageError(404, "There is no such account.") from None
+        done = "disabled" if disabled else "enabled"
+        self.record(req, f"account_{done}", account_id=account.id)
+        raise Redirect(f"/console/admin/accounts/{account.id}?done={done}")
+
+    def on_post_revoke(self, req: falcon.Request, resp: falcon.Response, account_id: int,
+                       key_id: str) -> None:
+        """Revoke one key of the account (the key id must belong to it: else a 404)."""
+        session = self.session(req)
+        require_csrf(self.console, session.binding, self.console.form(req))
+        account = self.account(account_id)
+        key = self.console.store.get_key(key_id) if len(key_id) <= 64 else None
+        if key is None or key.account_id != account.id:
+            raise PageError(404, "There is no such key in this account.")
+        self.console.store.revoke_key(key.id)
+        self.record(req, "key_revoke", account_id=account.id, key_id=key.id)
+        raise Redirect(f"/console/admin/accounts/{account.id}?done=revoked")
 
     def on_post_keys(self, req: falcon.Request, resp: falcon.Response,
                      account_id: int) -> None:
@@ -267,3 +306,5 @@ def add_admin_routes(app: falcon.App, console: Console) -> None:
     app.add_route(base, account)
     app.add_route(f"{base}/topup", account, suffix="topup")
     app.add_route(f"{base}/keys", account, suffix="keys")
+    app.add_route(f"{base}/keys/{{key_id}}/revoke", account, suffix="revoke")
+    app.add_route(f"{base}/disable", account, suffix="disable")

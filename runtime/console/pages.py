@@ -37,9 +37,9 @@ from runtime.console.web import (
 from runtime.store import Account, KeyRecord
 from runtime.store import keys as keylib
 from runtime.store.store import MAX_NAME_LENGTH
+from runtime.store.usage_queries import UsageFilter
 
 DASHBOARD_ROWS = 20
-USAGE_ROWS = 200
 
 LOGIN_NOTICES = {
     "ended": "Your session has ended. Log in again.",
@@ -48,6 +48,7 @@ LOGIN_NOTICES = {
 }
 KEY_NOTICES = {
     "renamed": "Key renamed.",
+    "limits": "Limits saved. They apply from the key's next request.",
     "revoked": "Key revoked. Requests made with it are refused from now on.",
     "shown": ("That key's secret was shown once and is not shown again. If you did not copy "
               "it, revoke the key and create a new one."),
@@ -157,7 +158,8 @@ def clean_name(value: str | None, what: str) -> str:
     return name
 
 
-def _page(viewer: Viewer, active: str) -> dict[str, object]:
+def account_page(viewer: Viewer, active: str) -> dict[str, object]:
+    """The context every account page shares (navigation, CSRF token, who is logged in)."""
     return {"nav": "account", "active": active, "csrf": viewer.csrf,
             "viewer": viewer.account.name}
 
@@ -228,11 +230,12 @@ class Dashboard:
         store = self.console.store
         keys = store.list_keys(viewer.account.name)
         self.console.render(
-            resp, "dashboard.html", **_page(viewer, "dashboard"),
+            resp, "dashboard.html", **account_page(viewer, "dashboard"),
             account=viewer.account,
             active_keys=sum(1 for key in keys if key.revoked_at is None),
             total_keys=len(keys),
-            rows=store.usage(viewer.account.name, DASHBOARD_ROWS),
+            rows=store.usage_page(UsageFilter(account_id=viewer.account.id),
+                                         DASHBOARD_ROWS)[0],
             key_names={key.id: key.name for key in keys},
         )
 
@@ -243,8 +246,10 @@ class Keys:
 
     def _list(self, resp: falcon.Response, viewer: Viewer, status: int = 200,
               error: str = "", name: str = "", notice: str = "") -> None:
-        self.console.render(resp, "keys.html", status=status, **_page(viewer, "keys"),
-                            keys=self.console.store.list_keys(viewer.account.name),
+        keys = self.console.store.list_keys(viewer.account.name)
+        self.console.render(resp, "keys.html", status=status, **account_page(viewer, "keys"),
+                            keys=keys,
+                            spend=self.console.store.spend_by_key([k.id for k in keys]),
                             current_key=viewer.key.id, error=error, name=name, notice=notice)
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -275,7 +280,7 @@ class KeyCreated:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         viewer = current_viewer(self.console, req)
-        show_secret_once(self.console, req, resp, viewer.session, _page(viewer, "keys"),
+        show_secret_once(self.console, req, resp, viewer.session, account_page(viewer, "keys"),
                          "/console/keys?done=shown")
 
 
@@ -293,7 +298,7 @@ class KeyActions:
 
     def _rename_page(self, resp: falcon.Response, viewer: Viewer, key: KeyRecord,
                      status: int = 200, error: str = "", name: str | None = None) -> None:
-        self.console.render(resp, "key_rename.html", status=status, **_page(viewer, "keys"),
+        self.console.render(resp, "key_rename.html", status=status, **account_page(viewer, "keys"),
                             key=key, error=error, name=key.name if name is None else name)
 
     def on_get_rename(self, req: falcon.Request, resp: falcon.Response, key_id: str) -> None:
@@ -318,7 +323,7 @@ class KeyActions:
     def on_get_revoke(self, req: falcon.Request, resp: falcon.Response, key_id: str) -> None:
         viewer = current_viewer(self.console, req)
         key = self._own_key(viewer, key_id)
-        self.console.render(resp, "key_revoke.html", **_page(viewer, "keys"), key=key,
+        self.console.render(resp, "key_revoke.html", **account_page(viewer, "keys"), key=key,
                             is_current=key.id == viewer.key.id)
 
     def on_post_revoke(self, req: falcon.Request, resp: falcon.Response, key_id: str) -> None:
@@ -332,21 +337,6 @@ class KeyActions:
         if key.id == viewer.key.id:
             raise Redirect("/console/login?m=revoked", clear=[SESSION_COOKIE])
         raise Redirect("/console/keys?done=revoked")
-
-
-class Usage:
-    def __init__(self, console: Console) -> None:
-        self.console = console
-
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        viewer = current_viewer(self.console, req)
-        store = self.console.store
-        rows = store.usage(viewer.account.name, USAGE_ROWS)
-        self.console.render(
-            resp, "usage.html", **_page(viewer, "usage"), rows=rows,
-            total_nano=sum(row.cost_nano for row in rows), limit=USAGE_ROWS,
-            key_names={key.id: key.name for key in store.list_keys(viewer.account.name)},
-        )
 
 
 class Stylesheet:
@@ -380,6 +370,5 @@ def add_account_routes(app: falcon.App, console: Console) -> None:
     actions = KeyActions(console)
     app.add_route("/console/keys/{key_id}/rename", actions, suffix="rename")
     app.add_route("/console/keys/{key_id}/revoke", actions, suffix="revoke")
-    app.add_route("/console/usage", Usage(console))
     app.add_route("/console/static/console.css", Stylesheet(console))
     app.add_route("/console/static/console.js", Script(console))

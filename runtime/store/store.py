@@ -26,7 +26,7 @@ from runtime.limits.policy import limits_from_row, parse_models
 
 from . import holds as holdlib
 from . import keys as keylib
-from . import ledger, schema, usage_queries
+from . import ledger, money_history, schema, usage_queries
 from . import responses as stored
 from .engine import make_engines
 from .errors import AccountExists, AccountNotFound, StoreError
@@ -719,6 +719,26 @@ class Store:
             raise ValueError("batch must be an int >= 1")
         with self._engine.begin() as conn:
             return usage_queries.prune(conn, older_than.astimezone(UTC), batch)
+
+    @_db_errors
+    def usage_page_newer(self, where: usage_queries.UsageFilter, limit: int, cursor: str
+                         ) -> tuple[list[usage_queries.UsageRow], str | None]:
+        """The page just above `cursor` (newest first) and the cursor of the page above it."""
+        with self._reader.connect() as conn:
+            return usage_queries.newer_page(conn, where, limit, cursor)
+
+    @_db_errors
+    def usage_values(self, where: usage_queries.UsageFilter, column: str) -> list[str]:
+        """The distinct models or endpoints of the filter's rows, sorted."""
+        with self._reader.connect() as conn:
+            return usage_queries.values(conn, where, column)
+
+    @_db_errors
+    def money_history(self, account_id: int, limit: int = 500
+                      ) -> list[money_history.MoneyEntry]:
+        """Top-ups, adjustments, debts and debt payments of the account, newest first."""
+        with self._reader.connect() as conn:
+            return money_history.entries(conn, account_id, limit)
 
     # -- stored Responses API conversations ---------------------------------------------------
 

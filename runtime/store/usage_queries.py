@@ -8,6 +8,9 @@ Contract:
   while a client pages (always with larger ids) never shift or repeat a later page. A
   cursor is an opaque string; `decode_cursor` raises ValueError for one this module did not
   make.
+- `newer_page(conn, filter, limit, cursor)` is the page just above a cursor (the way back
+  from an older page), newest first, with the cursor of the page above it or None.
+- `values(conn, filter, column)` lists the distinct models or endpoints of the filter.
 - `totals` sums the whole filter (requests, tokens, the other priced units, cost) and
   `daily_by_model` the cost and requests per UTC day and model (the console's chart).
 - `prune(conn, cutoff, batch)` deletes at most `batch` rows created before `cutoff` and first
@@ -150,6 +153,31 @@ def page(conn: Connection, where: UsageFilter, limit: int,
     if len(rows) > limit:
         return rows[:limit], encode_cursor(rows[limit - 1].id)
     return rows, None
+
+
+def newer_page(conn: Connection, where: UsageFilter, limit: int,
+               cursor: str) -> tuple[list[UsageRow], str | None]:
+    """Up to `limit` rows just above `cursor` (newest first), and the cursor of the rows
+    above those (None when there are none)."""
+    if not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+        raise ValueError(f"limit must be an integer from 1 to {MAX_PAGE}")
+    query = (select(*_ROW_COLUMNS)
+             .select_from(usage_log.join(accounts, accounts.c.id == usage_log.c.account_id))
+             .where(and_(true(), *where.clauses(), usage_log.c.id > decode_cursor(cursor)))
+             .order_by(usage_log.c.id.asc())
+             .limit(limit + 1))
+    rows = [_row(r) for r in conn.execute(query)]
+    above = encode_cursor(rows[limit - 1].id) if len(rows) > limit else None
+    return rows[:limit][::-1], above
+
+
+def values(conn: Connection, where: UsageFilter, column: str) -> list[str]:
+    """The distinct values of `column` ("model" or "endpoint") among the filter's rows."""
+    if column not in ("model", "endpoint"):
+        raise ValueError(f"no list of {column!r} values")
+    col = usage_log.c[column]
+    query = select(col).where(and_(true(), *where.clauses())).distinct().order_by(col)
+    return [value for (value,) in conn.execute(query)]
 
 
 def totals(conn: Connection, where: UsageFilter) -> UsageTotals:
