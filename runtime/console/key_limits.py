@@ -19,7 +19,7 @@ import falcon
 
 from runtime.billing.credits import format_credits, parse_credits
 from runtime.console.admin import AMOUNT_PATTERN
-from runtime.console.pages import Viewer, account_page, current_viewer
+from runtime.console.pages import Viewer, account_page, current_viewer, own_key
 from runtime.console.web import Console, PageError, Redirect, require_csrf
 from runtime.store import KeyRecord
 
@@ -100,10 +100,7 @@ class KeyLimitsPage:
         self.console = console
 
     def _own_key(self, viewer: Viewer, key_id: str) -> KeyRecord:
-        key = self.console.store.get_key(key_id) if len(key_id) <= 64 else None
-        if key is None or key.account_id != viewer.account.id:
-            raise PageError(404, "There is no such key in this account.")
-        return key
+        return own_key(self.console, viewer, key_id)
 
     def _render(self, resp: falcon.Response, viewer: Viewer, key: KeyRecord,
                 values: dict[str, str], status: int = 200, error: str = "") -> None:

@@ -284,6 +284,14 @@ class KeyCreated:
                          "/console/keys?done=shown")
 
 
+def own_key(console: Console, viewer: Viewer, key_id: str) -> KeyRecord:
+    """The viewer's account's key of that id; any other id is a 404."""
+    key = console.store.get_key(key_id) if len(key_id) <= 64 else None
+    if key is None or key.account_id != viewer.account.id:
+        raise PageError(404, "There is no such key in this account.")
+    return key
+
+
 class KeyActions:
     """/console/keys/{key_id}/rename and /revoke: a form page (GET) and its action (POST)."""
 
@@ -291,10 +299,7 @@ class KeyActions:
         self.console = console
 
     def _own_key(self, viewer: Viewer, key_id: str) -> KeyRecord:
-        key = self.console.store.get_key(key_id) if len(key_id) <= 64 else None
-        if key is None or key.account_id != viewer.account.id:
-            raise PageError(404, "There is no such key in this account.")
-        return key
+        return own_key(self.console, viewer, key_id)
 
     def _rename_page(self, resp: falcon.Response, viewer: Viewer, key: KeyRecord,
                      status: int = 200, error: str = "", name: str | None = None) -> None:

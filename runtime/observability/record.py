@@ -32,13 +32,13 @@ import time as _time
 from dataclasses import dataclass
 
 from runtime import fastjson
+from runtime.billing.credits import NANO_PER_CREDIT, format_credits
 from runtime.observability import access_log, metrics
 
 _log = logging.getLogger("tokmodel")
 def _dumps(obj: dict) -> str:
     return fastjson.dumps(obj).decode()
 
-NANO = 1_000_000_000
 
 
 @dataclass(slots=True)
@@ -116,7 +116,7 @@ class RequestRecord:
         if self.cached_tokens:
             metrics.tokens(model, "cached").inc(self.cached_tokens)
         if self.cost_nano:
-            metrics.cost(model).inc(self.cost_nano / NANO)
+            metrics.cost(model).inc(self.cost_nano / NANO_PER_CREDIT)
 
     def log_line(self, latency: float | None = None) -> str:
         """The access-log JSON object (one line, no newline)."""
@@ -143,7 +143,7 @@ class RequestRecord:
             "cached_tokens": self.cached_tokens,
         })
         # cost is spliced in as an exact decimal literal: a float would print 1e-06
-        return (f'{head[:-1]},"cost":{credits_text(self.cost_nano)},'
+        return (f'{head[:-1]},"cost":{format_credits(self.cost_nano)},'
                 f'"stream":{"true" if self.stream else "false"}}}')
 
 
@@ -158,15 +158,6 @@ def iso_utc(t: float) -> str:
 
 
 _second: tuple[int, str] = (-1, "")
-
-
-def credits_text(nano: int) -> str:
-    """Integer nano-credits as an exact decimal number of credits: 1500000 -> 0.0015."""
-    sign = "-" if nano < 0 else ""
-    whole, frac = divmod(abs(int(nano)), NANO)
-    if not frac:
-        return f"{sign}{whole}"
-    return f"{sign}{whole}.{frac:09d}".rstrip("0")
 
 
 def attempt(provider: str, deployment: str, outcome: str) -> None:

@@ -14,6 +14,7 @@ import falcon
 import falcon.testing
 import pytest
 
+from runtime.billing.credits import format_credits
 from runtime.observability import (
     RequestRecord,
     RequestRecords,
@@ -21,7 +22,7 @@ from runtime.observability import (
     metrics,
     metrics_text,
 )
-from runtime.observability.record import credits_text, iso_utc
+from runtime.observability.record import iso_utc
 from runtime.resources.metrics_endpoint import MetricsEndpoint
 from runtime.settings import Settings
 
@@ -206,13 +207,13 @@ def test_log_line_has_cost_as_exact_decimal_and_no_secrets(log_lines):
     assert not {"key", "secret", "authorization", "prompt", "messages"} & set(line)
 
 
-def test_credits_text_and_time_format():
-    assert credits_text(0) == "0"
-    assert credits_text(1) == "0.000000001"
-    assert credits_text(80) == "0.00000008"
-    assert credits_text(1_500_000_000) == "1.5"
-    assert credits_text(123_456_789_012_345) == "123456.789012345"
-    assert credits_text(-250_000) == "-0.00025"
+def test_cost_and_time_format_of_log_lines():
+    assert format_credits(0) == "0"
+    assert format_credits(1) == "0.000000001"
+    assert format_credits(80) == "0.00000008"
+    assert format_credits(1_500_000_000) == "1.5"
+    assert format_credits(123_456_789_012_345) == "123456.789012345"
+    assert format_credits(-250_000) == "-0.00025"
     assert iso_utc(0) == "1970-01-01T00:00:00.000Z"
     assert iso_utc(0.999) == "1970-01-01T00:00:00.999Z"
     assert iso_utc(86461.25) == "1970-01-02T00:01:01.250Z"
