@@ -59,7 +59,8 @@ class Meter:
             passed = self.store.reserve_key_spend(self.key.id, amount_nano)
             if passed is not None:
                 raise SpendLimitReached(passed, amount_nano)
-        if not self.store.hold(self.request_id, self.key.account_id, amount_nano):
+        if not self.store.hold(self.request_id, self.key.account_id, amount_nano,
+                               self.key.id if limited else None):
             if limited:
                 self.store.unreserve_key_spend(self.key.id, amount_nano)
             raise refusal(self.store, self.key.account_id)

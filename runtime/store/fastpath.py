@@ -41,8 +41,8 @@ _AUTH = ("SELECT k.id, k.account_id, a.name, k.name, k.display_prefix, k.created
          "WHERE k.secret_hash = :hash AND k.revoked_at IS NULL")
 _DEBIT_IF_COVERED = ("UPDATE accounts SET balance_nano = balance_nano - :amount "
                      "WHERE id = :account AND balance_nano >= :amount AND debt_nano = 0")
-_INSERT_HOLD = ("INSERT INTO holds (request_id, account_id, amount_nano, created_at) "
-                "VALUES (:rid, :account, :amount, :now)")
+_INSERT_HOLD = ("INSERT INTO holds (request_id, account_id, amount_nano, created_at, spend_key) "
+                "VALUES (:rid, :account, :amount, :now, :spend_key)")
 _INSERT_HOLD_ENTRY = ("INSERT INTO ledger_entries (account_id, reference, kind, amount_nano, "
                       "debt_nano, created_at) VALUES (:account, :rid, 'hold', :taken, 0, :now)")
 _INSERT_ENTRY = ("INSERT INTO ledger_entries (account_id, reference, kind, amount_nano, "
@@ -182,7 +182,8 @@ class FastPath:
         finally:
             self._writer.put(conn, broken)
 
-    def hold(self, request_id: str, account_id: int, amount: int, now: datetime) -> bool | None:
+    def hold(self, request_id: str, account_id: int, amount: int, now: datetime,
+             spend_key: str | None = None) -> bool | None:
         sql = self._sql
 
         def work(cur) -> bool:
@@ -190,7 +191,7 @@ class FastPath:
             if cur.rowcount != 1:
                 return False
             params = {"rid": request_id, "account": account_id, "amount": amount,
-                      "taken": -amount, "now": self._time(now)}
+                      "taken": -amount, "now": self._time(now), "spend_key": spend_key}
             cur.execute(sql["insert_hold"], params)
             cur.execute(sql["hold_entry"], params)
             return True

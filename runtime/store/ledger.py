@@ -72,11 +72,21 @@ _take_hold = (
     .where(holds.c.request_id == bindparam("b_request_id"))
     .returning(holds.c.account_id, holds.c.amount_nano)
 )
+_release_hold = (
+    delete(holds)
+    .where(holds.c.request_id == bindparam("b_request_id"))
+    .returning(holds.c.account_id, holds.c.amount_nano, holds.c.spend_key)
+)
 _take_stale_holds = (
     delete(holds)
     .where(holds.c.created_at < bindparam("b_cutoff"))
-    .returning(holds.c.request_id, holds.c.account_id, holds.c.amount_nano)
+    .returning(holds.c.request_id, holds.c.account_id, holds.c.amount_nano,
+               holds.c.spend_key)
 )
+# A key's spend limits reserved the hold (limits/spend.py): giving the hold back gives back
+# the reservation, never below zero.
+_unreserve_key = text("UPDATE api_keys SET held_nano = CASE WHEN held_nano > :amount "
+                      "THEN held_nano - :amount ELSE 0 END WHERE id = :key")
 _settled = (
     select(ledger_entries.c.kind)
     .where(ledger_entries.c.account_id == bindparam("b_account_id"))
@@ -119,14 +129,16 @@ def entry(conn: Connection, account_id: int, reference: str, kind: str, amount: 
                                  "created_at": now, "note": note})
 
 
-def hold(conn: Connection, request_id: str, account_id: int, amount: int, now: datetime) -> bool:
-    """Debit `amount` and record the hold; False (nothing changed) when it is not covered
-    or the account owes a debt."""
+def hold(conn: Connection, request_id: str, account_id: int, amount: int, now: datetime,
+         spend_key: str | None = None) -> bool:
+    """Debit `amount` and record the hold (with the key whose spend limits reserved it);
+    False (nothing changed) when it is not covered or the account owes a debt."""
     params = {"b_account_id": account_id, "b_amount": amount}
     if conn.execute(_debit_if_covered, params).rowcount != 1:
         return False
     conn.execute(_insert_hold, {"request_id": request_id, "account_id": account_id,
-                                "amount_nano": amount, "created_at": now})
+                                "amount_nano": amount, "created_at": now,
+                                "spend_key": spend_key})
     entry(conn, account_id, request_id, "hold", -amount, 0, now)
     return True
 
@@ -232,12 +244,14 @@ def is_settled(conn: Connection, account_id: int, request_id: str) -> bool:
 
 def release(conn: Connection, request_id: str, now: datetime) -> int:
     """Give back the hold of one request in full; return the amount (0 when none)."""
-    row = conn.execute(_take_hold, {"b_request_id": request_id}).first()
+    row = conn.execute(_release_hold, {"b_request_id": request_id}).first()
     if row is None:
         return 0
-    account_id, held = row
+    account_id, held, spend_key = row
     if held:
         conn.execute(_credit, {"b_account_id": account_id, "b_amount": held})
+        if spend_key:
+            conn.execute(_unreserve_key, {"amount": held, "key": spend_key})
     entry(conn, account_id, request_id, "release", held, 0, now)
     return held
 
@@ -246,9 +260,11 @@ def release_stale(conn: Connection, cutoff: datetime, now: datetime) -> int:
     """Give back every hold created before `cutoff`; return how many were released."""
     rows = conn.execute(_take_stale_holds, {"b_cutoff": cutoff}).all()
     refunds: dict[int, int] = defaultdict(int)
-    for request_id, account_id, amount in rows:
+    for request_id, account_id, amount, spend_key in rows:
         refunds[account_id] += amount
         entry(conn, account_id, request_id, "release", amount, 0, now)
+        if spend_key and amount:
+            conn.execute(_unreserve_key, {"amount": amount, "key": spend_key})
     # A fixed order keeps two concurrent releases from deadlocking on PostgreSQL.
     for account_id in sorted(refunds):
         if refunds[account_id]:

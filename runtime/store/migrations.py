@@ -171,13 +171,12 @@ def _nano_credits_and_ledger(conn: Connection) -> None:
         bindparam("now", datetime.now(UTC), type_=DateTime(timezone=True))))
 
 
-def _hold_heartbeats(conn: Connection) -> None:
-    """Owner, heartbeat and progress on `holds` (schema.py). Only the columns missing are
-    added: a SQLite database coming from version 1 got them already when version 2 rebuilt
-    `holds` from schema.py."""
+def _add_hold_columns(conn: Connection, names: tuple[str, ...]) -> None:
+    """These columns of `holds`, as schema.py defines them, where missing (a database created
+    fresh from schema.py has them all)."""
     present = {column["name"] for column in inspect(conn).get_columns("holds")}
     preparer = conn.dialect.identifier_preparer
-    for name in ("owner", "heartbeat_at", "progress"):
+    for name in names:
         if name in present:
             continue
         column = schema.holds.c[name]
@@ -248,11 +247,13 @@ MIGRATIONS: tuple[Migration, ...] = (
               _nano_credits_and_ledger),
     # 4 and 5 are independent (5 touches only the new columns of `holds`): a database that
     # got 5 before 4 existed gets 4 when it is missing.
-    Migration(5, "holds: owner, heartbeat_at, progress", _hold_heartbeats),
+    Migration(5, "holds: owner, heartbeat_at, progress",
+              lambda conn: _add_hold_columns(conn, ("owner", "heartbeat_at", "progress"))),
     Migration(6, "api_keys: limits and spend; key_rates", _key_limits),
     Migration(7, "api_keys.manage, accounts.disabled_at, usage_log indexes, usage_retention",
               _management_keys_and_usage_queries),
     Migration(8, "console_sessions, audit_log", _console_sessions_and_audit_log),
+    Migration(9, "holds.spend_key", lambda conn: _add_hold_columns(conn, ("spend_key",))),
 )
 
 

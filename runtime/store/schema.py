@@ -129,6 +129,9 @@ holds = Table(
     Column("owner", Text, nullable=True),
     Column("heartbeat_at", _Timestamp, nullable=True),
     Column("progress", Text, nullable=True),
+    # The key whose spend limits reserved this hold (runtime/limits/spend.py), so that a hold
+    # given back without its worker (sweeper, operator) also gives back the key's reservation.
+    Column("spend_key", Text, nullable=True),
     CheckConstraint("amount_nano >= 0", name="amount_nonnegative"),
     # One b-tree keyed by request id instead of a rowid table plus its key index: a hold and
     # its settlement each write half the pages (measured on the hot path's commits).

@@ -458,24 +458,27 @@ class Store:
             return conn.execute(_can_spend, {"b_id": account_id}).first() is not None
 
     @_db_errors
-    def hold(self, request_id: str, account_id: int, amount_nano: int) -> bool:
+    def hold(self, request_id: str, account_id: int, amount_nano: int,
+             spend_key: str | None = None) -> bool:
         """Reserve credits before forwarding; False (nothing changed) when not covered or
         when the account owes a debt its balance cannot pay (a debt the balance covers,
-        after refunds, is paid first)."""
+        after refunds, is paid first). `spend_key`: the key whose spend limits reserved the
+        amount (reserve_key_spend), given back with the hold if it is ever released."""
         _check_request_id(request_id)
         ledger.check_nano(amount_nano, "amount_nano")
         now = datetime.now(UTC)
-        held = self._fast.hold(request_id, account_id, amount_nano, now)
+        held = self._fast.hold(request_id, account_id, amount_nano, now, spend_key)
         if held is None:
-            held = self._hold_core(request_id, account_id, amount_nano, now)
+            held = self._hold_core(request_id, account_id, amount_nano, now, spend_key)
         if not held:
-            held = self._pay_debt_and_hold(request_id, account_id, amount_nano, now)
+            held = self._pay_debt_and_hold(request_id, account_id, amount_nano, now,
+                                           spend_key)
         if held:
             self.open_holds.add(request_id)
         return held
 
     def _pay_debt_and_hold(self, request_id: str, account_id: int, amount_nano: int,
-                           now: datetime) -> bool:
+                           now: datetime, spend_key: str | None) -> bool:
         """After a refusal: refunds of requests in flight may have come back to an account
         in debt; they pay the debt, and the hold is tried again once it is paid."""
         account = self.get_account_by_id(account_id)
@@ -485,13 +488,13 @@ class Store:
             ledger.pay_debt(conn, account_id, None, now)
         if self.get_account_by_id(account_id).debt_nano:
             return False
-        return self._hold_core(request_id, account_id, amount_nano, now)
+        return self._hold_core(request_id, account_id, amount_nano, now, spend_key)
 
     def _hold_core(self, request_id: str, account_id: int, amount_nano: int,
-                   now: datetime) -> bool:
+                   now: datetime, spend_key: str | None) -> bool:
         try:
             with self._engine.begin() as conn:
-                return ledger.hold(conn, request_id, account_id, amount_nano, now)
+                return ledger.hold(conn, request_id, account_id, amount_nano, now, spend_key)
         except IntegrityError as exc:
             raise StoreError(f"request {request_id!r} already held credits") from exc
 

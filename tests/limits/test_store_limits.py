@@ -36,7 +36,7 @@ def _spend(store, key_id: str, request_id: str, hold: int, cost: int) -> str | N
     if refused:
         return refused
     account = store.get_account("acme")
-    assert store.hold(request_id, account.id, hold)
+    assert store.hold(request_id, account.id, hold, key_id)
     usage = UsageRecord(request_id, account.id, key_id, "chat", "m", "p", 200)
     store.settle(request_id, cost, usage, key_id)
     return None
@@ -174,7 +174,7 @@ def test_a_swept_hold_of_a_limited_key_moves_its_spend(db_url):  # noqa: F811
         key, _ = worker.create_key("acme", "k", {"spend_limit_nano": 5 * CREDIT})
         account = worker.get_account("acme").id
         assert worker.reserve_key_spend(key.id, 4 * CREDIT) is None
-        assert worker.hold("lost", account, 4 * CREDIT)
+        assert worker.hold("lost", account, 4 * CREDIT, key.id)
         with sweeper.write() as conn:   # the worker recorded progress, then was lost
             conn.execute(text("UPDATE holds SET progress = :p WHERE request_id = 'lost'"),
                          {"p": json.dumps({"cost": CREDIT, "key_id": key.id,
@@ -184,3 +184,28 @@ def test_a_swept_hold_of_a_limited_key_moves_its_spend(db_url):  # noqa: F811
         assert swept.charged == CREDIT
         spend = sweeper.key_spend(key.id)
         assert (spend.total, spend.held) == (CREDIT, 0)
+
+
+def test_a_hold_given_back_without_its_worker_gives_back_the_keys_reservation(db_url):  # noqa: F811
+    """A worker lost before the provider accepted (no progress), and an operator's refund:
+    the hold goes back to the balance and its amount leaves the key's spend in flight, so
+    the key can spend up to its limit again."""
+    with open_store(db_url) as worker, open_store(db_url) as sweeper:
+        worker.create_account("acme", 10 * CREDIT)
+        key, _ = worker.create_key("acme", "k", {"spend_limit_nano": 5 * CREDIT})
+        account = worker.get_account("acme").id
+        assert worker.reserve_key_spend(key.id, 4 * CREDIT) is None
+        assert worker.hold("lost", account, 4 * CREDIT, key.id)
+        assert worker.reserve_key_spend(key.id, 2 * CREDIT) == "spend limit"
+        [swept] = sweeper.sweep_stale_holds(0)
+        assert (swept.charged, swept.logged) == (0, False)
+        spend = sweeper.key_spend(key.id)
+        assert (spend.total, spend.held) == (0, 0)
+        assert worker.get_account("acme").balance_nano == 10 * CREDIT
+        # the same through the operator's full refund
+        assert worker.reserve_key_spend(key.id, 5 * CREDIT) is None
+        assert worker.hold("refunded", account, 5 * CREDIT, key.id)
+        assert sweeper.release_stale_holds(0) == 1
+        assert sweeper.key_spend(key.id).held == 0
+        assert worker.reserve_key_spend(key.id, 5 * CREDIT) is None
+        assert sweeper.audit("acme")["ok"]
