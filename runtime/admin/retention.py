@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import logging
 import os
-import random
-import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from runtime.periodic import PeriodicTask
 from runtime.store import Store
 
 log = logging.getLogger("tokmodel.usage")
@@ -49,22 +48,25 @@ class RetentionSettings:
         return cls(days, interval)
 
 
-class UsagePruner:
+class UsagePruner(PeriodicTask):
+    name = "tokmodel-usage-retention"
+    first_wait = (0.1, 1.0)
+    log = log
+
     def __init__(self, store: Store, settings: RetentionSettings) -> None:
+        super().__init__()
         self.store = store
         self.settings = settings
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        if self.settings.days is None or self._thread is not None:
-            return
-        self._thread = threading.Thread(target=self._run, name="tokmodel-usage-retention",
-                                        daemon=True)
-        self._thread.start()
+        if self.settings.days is not None:
+            super().start()
 
-    def stop(self) -> None:
-        self._stop.set()
+    def interval(self) -> float:
+        return self.settings.interval_seconds
+
+    def run_once(self) -> int:
+        return self.prune()
 
     def prune(self) -> int:
         """One run: delete rows older than the retention, batch by batch; return how many."""
@@ -75,20 +77,10 @@ class UsagePruner:
         for _ in range(BATCHES_PER_RUN):
             deleted = self.store.prune_usage(cutoff, BATCH)
             total += deleted
-            if deleted < BATCH or self._stop.is_set():
+            if deleted < BATCH or self.stopping:
                 break
             time.sleep(PAUSE_SECONDS)
         if total:
             log.info("usage retention: %d usage rows older than %s pruned", total,
                      cutoff.isoformat())
         return total
-
-    def _run(self) -> None:
-        interval = self.settings.interval_seconds
-        wait = random.uniform(0.1, 1.0) * interval
-        while not self._stop.wait(wait):
-            wait = interval
-            try:
-                self.prune()
-            except Exception:  # the database may be away for a while: try again next time
-                log.exception("usage retention run failed")

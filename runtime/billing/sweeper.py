@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import secrets
 import socket
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from runtime.periodic import PeriodicTask
 from runtime.store import Store
 from runtime.store.holds import Swept
 
@@ -64,24 +63,24 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
-class HoldKeeper:
+class HoldKeeper(PeriodicTask):
     """Heartbeat and sweep for one worker process; `start()` once the worker runs."""
 
+    name = "tokmodel-holds"
+    log = log
+
     def __init__(self, store: Store, settings: HoldSettings, owner: str | None = None) -> None:
+        super().__init__()
         self.store = store
         self.settings = settings
         self.owner = owner or worker_id()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="tokmodel-holds",
-                                            daemon=True)
-            self._thread.start()
+    def interval(self) -> float:
+        return self.settings.heartbeat_seconds
 
-    def stop(self) -> None:
-        self._stop.set()
+    def run_once(self) -> None:
+        self.beat()
+        self.sweep()
 
     def beat(self) -> int:
         """Stamp this worker's open holds; return how many."""
@@ -100,15 +99,3 @@ class HoldKeeper:
                             "%d): the provider had not accepted it", hold.request_id,
                             hold.held, hold.account_id)
         return swept
-
-    def _run(self) -> None:
-        interval = self.settings.heartbeat_seconds
-        # workers started together spread their sweeps over the interval
-        wait = random.uniform(0.1, 0.5) * interval
-        while not self._stop.wait(wait):
-            wait = interval
-            try:
-                self.beat()
-                self.sweep()
-            except Exception:  # the database may be away for a while: try again next time
-                log.exception("hold heartbeat or sweep failed")

@@ -1,0 +1,54 @@
+"""A task a worker runs in the background at a fixed interval (a thread, so a greenlet under
+gevent): the holds' heartbeat and sweep, usage retention.
+
+Contract: `start()` starts it once (later calls do nothing); the first run comes after a random
+part of the interval, so workers started together spread their runs; `stop()` ends it at the
+next wait. A failing run is logged and tried again after the interval (the database may be
+away for a while); nothing is raised to the worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+
+
+class PeriodicTask:
+    """Subclasses define `name`, `interval()`, `run_once()` and `log`."""
+
+    name = "tokmodel-task"
+    first_wait = (0.1, 0.5)           # fractions of the interval
+    log = logging.getLogger("tokmodel")
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def interval(self) -> float:
+        raise NotImplementedError
+
+    def run_once(self) -> object:
+        raise NotImplementedError
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        interval = self.interval()
+        wait = random.uniform(*self.first_wait) * interval
+        while not self._stop.wait(wait):
+            wait = interval
+            try:
+                self.run_once()
+            except Exception:
+                self.log.exception("%s failed; trying again in %s s", self.name, interval)
