@@ -1,8 +1,8 @@
 """An account's money history from the ledger: top-ups, adjustments, debts and debt payments.
 
-Contract: `entries(conn, account_id, limit)` gives the latest `limit` ledger entries of the
-kinds in `HISTORY_KINDS`, newest first. Holds, settles and releases are left out: they are
-the requests, which the usage log shows one row each.
+Contract: `entries(conn, account_id, limit, kinds)` gives the latest `limit` ledger entries of
+those kinds (default `HISTORY_KINDS`), newest first. Holds, settles and releases are left
+out: they are the requests, which the usage log shows one row each.
 """
 
 from __future__ import annotations
@@ -30,11 +30,12 @@ class MoneyEntry:
     note: str | None
 
 
-def entries(conn: Connection, account_id: int, limit: int) -> list[MoneyEntry]:
-    """The account's latest `limit` history entries, newest first."""
+def entries(conn: Connection, account_id: int, limit: int,
+            kinds: tuple[str, ...] = HISTORY_KINDS) -> list[MoneyEntry]:
+    """The account's latest `limit` history entries of `kinds`, newest first."""
     e = ledger_entries.c
     query = (select(e.reference, e.kind, e.amount_nano, e.debt_nano, e.created_at, e.note)
-             .where(e.account_id == account_id).where(e.kind.in_(HISTORY_KINDS))
+             .where(e.account_id == account_id).where(e.kind.in_(kinds))
              .order_by(e.created_at.desc(), e.reference.desc(), e.kind.desc())
              .limit(limit))
     return [MoneyEntry(r, k, a, d, ledger.utc(w), n) for r, k, a, d, w, n in conn.execute(query)]

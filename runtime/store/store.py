@@ -33,7 +33,7 @@ from .errors import AccountExists, AccountNotFound, StoreError
 from .fastpath import FastPath
 from .migrations import migrate
 from .records import Account, KeyRecord, StoredResponse, UsageRecord
-from .schema import accounts, api_keys, ledger_entries, usage_log
+from .schema import accounts, api_keys, usage_log
 
 log = logging.getLogger("tokmodel.holds")
 
@@ -681,13 +681,9 @@ class Store:
             account_id = conn.execute(_account_id_by_name, {"b_name": name}).scalar()
             if account_id is None:
                 raise AccountNotFound(f"no account named {name!r}")
-            e = ledger_entries.c
-            rows = conn.execute(
-                select(e.reference, e.amount_nano, e.note, e.created_at)
-                .where(e.account_id == account_id).where(e.kind == "topup")
-                .order_by(e.created_at.desc(), e.reference).limit(limit))
-            return [{"reference": ref, "amount_nano": amount, "note": note,
-                     "created_at": ledger.utc(when)} for ref, amount, note, when in rows]
+            found = money_history.entries(conn, account_id, limit, kinds=("topup",))
+        return [{"reference": m.reference, "amount_nano": m.amount_nano, "note": m.note,
+                 "created_at": m.created_at} for m in found]
 
     # usage queries (usage_queries.py)
 
