@@ -30,6 +30,8 @@ from typing import Any, Protocol
 
 from sqlalchemy import Connection, DateTime, bindparam, delete, insert, select, text, update
 
+from runtime.limits.spend import UNRESERVE
+
 from .records import UsageRecord
 from .schema import accounts, holds, ledger_entries, usage_log, usage_retention
 
@@ -85,8 +87,7 @@ _take_stale_holds = (
 )
 # A key's spend limits reserved the hold (limits/spend.py): giving the hold back gives back
 # the reservation, never below zero.
-_unreserve_key = text("UPDATE api_keys SET held_nano = CASE WHEN held_nano > :amount "
-                      "THEN held_nano - :amount ELSE 0 END WHERE id = :key")
+_unreserve_key = text(UNRESERVE)
 _settled = (
     select(ledger_entries.c.kind)
     .where(ledger_entries.c.account_id == bindparam("b_account_id"))
