@@ -17,6 +17,9 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +29,8 @@ from anthropic import Anthropic
 from openai import OpenAI
 
 from runtime.store import Store, open_store
+
+POSTGRES_ENV = "TOKMODEL_TEST_POSTGRES_URL"
 
 ROOT = Path(__file__).resolve().parent.parent
 START_CREDITS = 5_000_000_000  # what the end-to-end tests' accounts start with (5 credits)
@@ -156,3 +161,25 @@ def reset_fakes(fakes):
     for fake in (fakes.values() if isinstance(fakes, dict) else [fakes]):
         fake.reset()
     return fakes
+
+
+@contextmanager
+def postgres_schema(prefix: str, missing: str) -> Iterator[str]:
+    """The test PostgreSQL server's URL (POSTGRES_ENV) with a schema of its own, dropped
+    afterwards; the test is skipped, saying `missing`, when no server is configured."""
+    import pytest
+
+    base = os.environ.get(POSTGRES_ENV)
+    if not base:
+        pytest.skip(f"{POSTGRES_ENV} not set: {missing}")
+    import psycopg
+
+    schema = prefix + uuid.uuid4().hex[:12]
+    with psycopg.connect(base, autocommit=True) as admin:
+        admin.execute(f'CREATE SCHEMA "{schema}"')
+    sep = "&" if "?" in base else "?"
+    try:
+        yield f"{base}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(base, autocommit=True) as admin:
+            admin.execute(f'DROP SCHEMA "{schema}" CASCADE')

@@ -96,22 +96,6 @@ def build(tmp_path, monkeypatch, admin_token: str | None = None,
     return Env(store, app, tmp_path)
 
 
-@pytest.fixture
-def env(tmp_path, monkeypatch):
-    env = build(tmp_path, monkeypatch)
-    env.store.create_account("acme", 1_234_567_000)
-    yield env
-    env.store.close()
-
-
-@pytest.fixture
-def admin_env(tmp_path, monkeypatch):
-    env = build(tmp_path, monkeypatch, admin_token=ADMIN_TOKEN)
-    env.store.create_account("acme", 1_000_000_000)
-    yield env
-    env.store.close()
-
-
 def login(env: Env, account: str = "acme", key_name: str = "laptop") -> tuple[Browser, str]:
     _, secret = env.store.create_key(account, key_name, manage=True)
     browser = env.browser()

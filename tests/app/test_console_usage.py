@@ -12,23 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from runtime.store import UsageRecord
-from tests.app.test_console import ADMIN_TOKEN, admin_login, build, login
-
-
-@pytest.fixture
-def env(tmp_path, monkeypatch):
-    env = build(tmp_path, monkeypatch)
-    env.store.create_account("acme", 1_234_567_000)
-    yield env
-    env.store.close()
-
-
-@pytest.fixture
-def admin_env(tmp_path, monkeypatch):
-    env = build(tmp_path, monkeypatch, admin_token=ADMIN_TOKEN)
-    env.store.create_account("acme", 1_000_000_000)
-    yield env
-    env.store.close()
+from tests.app.test_console import admin_login, login
 
 ROW = re.compile(r"<tr>\s*<td class=\"nowrap\">")
 RID = re.compile(r'<code class="rid">([^<]+)</code>')

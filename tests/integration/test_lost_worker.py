@@ -10,7 +10,6 @@ import math
 import os
 import signal
 import time
-import uuid
 from datetime import UTC, datetime
 
 import pytest
@@ -19,11 +18,10 @@ import requests
 from runtime.catalogue import load_catalogue
 from runtime.store.holds import WORKER_LOST_STATUS
 from tests.fakes import FakeOpenAI
-from tests.harness import START_CREDITS, Gateway
+from tests.harness import START_CREDITS, Gateway, postgres_schema
 
 pytestmark = pytest.mark.integration
 
-PG_ENV = "TOKMODEL_TEST_POSTGRES_URL"
 HEARTBEAT, STALE = 0.3, 3.0
 MODEL = "openai/gpt-4o"
 
@@ -33,18 +31,8 @@ def db_url(request, tmp_path_factory):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path_factory.mktemp('shared')}/tokmodel.db"
         return
-    base = os.environ.get(PG_ENV)
-    if not base:
-        pytest.skip(f"{PG_ENV} not set: the PostgreSQL variant needs a server")
-    import psycopg
-
-    schema = "tm_lost_" + uuid.uuid4().hex[:12]
-    with psycopg.connect(base, autocommit=True) as admin:
-        admin.execute(f'CREATE SCHEMA "{schema}"')
-    sep = "&" if "?" in base else "?"
-    yield f"{base}{sep}options=-csearch_path%3D{schema}"
-    with psycopg.connect(base, autocommit=True) as admin:
-        admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    with postgres_schema("tm_lost_", "the PostgreSQL variant needs a server") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -4,34 +4,22 @@ one node is refused by the other on its very next request."""
 
 from __future__ import annotations
 
-import os
 import threading
-import uuid
 
 import pytest
 import requests
 
 from tests.fakes import FakeOpenAI
+from tests.harness import postgres_schema
 
 pytestmark = pytest.mark.integration
 
-PG_ENV = "TOKMODEL_TEST_POSTGRES_URL"
 
 
 @pytest.fixture(scope="module")
 def pg_url():
-    base = os.environ.get(PG_ENV)
-    if not base:
-        pytest.skip(f"{PG_ENV} not set: the multi-node tests need a PostgreSQL server")
-    import psycopg
-
-    schema = "tm_nodes_" + uuid.uuid4().hex[:12]
-    with psycopg.connect(base, autocommit=True) as admin:
-        admin.execute(f'CREATE SCHEMA "{schema}"')
-    sep = "&" if "?" in base else "?"
-    yield f"{base}{sep}options=-csearch_path%3D{schema}"
-    with psycopg.connect(base, autocommit=True) as admin:
-        admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    with postgres_schema("tm_nodes_", "the multi-node tests need a PostgreSQL server") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

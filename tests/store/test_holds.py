@@ -11,7 +11,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,9 +29,8 @@ from runtime.store.engine import normalize_url
 from runtime.store.holds import HEARTBEAT_BATCH, WORKER_LOST_STATUS, heartbeat_statements
 from runtime.store.migrations import MIGRATIONS
 from runtime.store.schema import holds, schema_migrations
+from tests.harness import postgres_schema
 from tests.store.schema_v3 import metadata_v3
-
-PG_ENV = "TOKMODEL_TEST_POSTGRES_URL"
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -40,20 +38,8 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path}/holds.db"
         return
-    base = os.environ.get(PG_ENV)
-    if not base:
-        pytest.skip(f"{PG_ENV} not set: the PostgreSQL variant needs a server")
-    import psycopg
-
-    schema = "tm_holds_" + uuid.uuid4().hex[:12]
-    with psycopg.connect(base, autocommit=True) as admin:
-        admin.execute(f'CREATE SCHEMA "{schema}"')
-    sep = "&" if "?" in base else "?"
-    try:
-        yield f"{base}{sep}options=-csearch_path%3D{schema}"
-    finally:
-        with psycopg.connect(base, autocommit=True) as admin:
-            admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    with postgres_schema("tm_holds_", "the PostgreSQL variant needs a server") as url:
+        yield url
 
 
 @pytest.fixture
