@@ -6,7 +6,8 @@ statement, several times the work SQLite itself does, so these run the same SQL 
 directly on the driver's cursor; settlement runs the one algorithm of ledger.settle_with on
 that cursor. A request writes: hold = UPDATE accounts, INSERT holds, INSERT ledger entry;
 settle = DELETE holds, UPDATE accounts (unless the cost equals the hold), INSERT ledger
-entry (the net movement), INSERT usage_log; two transactions. Semantics are identical to the
+entry (the net movement), INSERT usage_log; two transactions, each committed together with
+those of concurrent requests (group_commit.py). Semantics are identical to the
 Core versions; any driver error rolls back and returns `None`, and the Store then repeats the
 call on the Core path, which owns every corner case (duplicate request ids, error mapping).
 
@@ -31,6 +32,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from .checkpoint import Checkpointer
+from .group_commit import GroupCommit
 from .ledger import settle_with
 from .records import UsageRecord
 
@@ -136,6 +138,7 @@ class FastPath:
             ("entry", _INSERT_ENTRY), ("take_hold", _TAKE_HOLD), ("settled", _SETTLED),
             ("credit", _CREDIT), ("debit", _DEBIT), ("usage", _INSERT_USAGE),
             ("balance", _BALANCE if sqlite else _BALANCE + " FOR UPDATE"))}
+        self._group = GroupCommit(self._transaction, lambda work: self._transaction([work])[0])
 
     def _time(self, now: datetime) -> Any:
         # SQLAlchemy stores SQLite timestamps as naive UTC text in this exact format.
@@ -165,20 +168,27 @@ class FastPath:
         finally:
             self._reader.put(conn, broken)
 
-    def _write(self, work) -> Any:
+    def _write(self, work: Callable[[Any], Any]) -> Any:
+        return self._group.run(work)
+
+    def _transaction(self, works: list[Callable[[Any], Any]]) -> list[Any]:
+        """Run `works` in order in one write transaction. A failure of a single job gives
+        [None]; in a batch it raises, and GroupCommit runs each job alone."""
         conn = self._writer.get()
         broken = False
         try:
             cur = conn.cursor()
             if self._sqlite:
                 _begin_immediate(cur)
-            result = work(cur)
+            results = [work(cur) for work in works]
             conn.commit()
             cur.close()
-            return result
+            return results
         except Exception:
             broken = not _quiet_rollback(conn)
-            return None
+            if len(works) == 1:
+                return [None]
+            raise
         finally:
             self._writer.put(conn, broken)
 
