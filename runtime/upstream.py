@@ -1,36 +1,61 @@
-"""HTTP calls to providers: one urllib3 connection pool per worker, timeouts, and the mapping
-of transport failures to gateway errors (502 unreachable or broken off, 504 timed out).
+"""HTTP calls to providers: one keep-alive connection pool per origin and worker, timeouts,
+and the mapping of transport failures to gateway errors (502 unreachable or broken off, 504
+timed out).
 
 `Upstream.send` returns as soon as the answer's status and headers are read; its body is
 read by the caller, whole (`read_body`, `read_json`) or as it arrives (`iter_content`), so
 SSE and audio are forwarded chunk by chunk. A whole answer is read up to `max_answer_bytes`
 (TOKMODEL_MAX_UPSTREAM_ANSWER_BYTES, 64 MiB: far above any JSON answer of the APIs served,
-base64 images included, and small enough that a few at once fit a worker): one byte more
-and reading stops with `AnswerTooLarge` (502), which tells how much was received so the
-request can be charged for it; the worker never holds more than the cap of one answer.
+base64 images included, and small enough that a few at once fit a worker): past it reading
+stops with `AnswerTooLarge` (502), which tells how much was received (the cap plus one) so
+the request can be charged for it; the worker holds at most the cap of one answer plus one
+read. gzip and deflate bodies are decoded (a compressed body is capped on its decoded size).
 Streams are capped per event where they are parsed (runtime/sse.py).
 
-urllib3 is used directly rather than through requests: the requests layer costs about
-0.4 ms of CPU per call (measured in `make bench`), a fifth of the gateway's whole budget,
-for features a gateway does not use. Environment proxies are never consulted.
+Timeouts (`Timeout`, per call or the pool's default): `connect` bounds the TCP connection
+and the TLS handshake, `read` each wait for bytes from the first one of the answer on; a
+non-streamed answer's body and a stream after its first chunk are read under the idle
+timeout set with `UpstreamResponse.set_read_timeout`. Either running out is a 504
+`upstream_timeout`; a refused or unreachable upstream, a TLS failure, or an answer that is
+not HTTP is a 502. Environment proxies are never consulted.
+
+Connections are reused (keep-alive) once an answer was read to its end and the server did
+not ask to close; an idle connection the server closed meanwhile is noticed before reuse,
+and a request that fails on a reused connection before any byte of the answer came back is
+sent once more on a new connection (the server did not process it; a one-shot iterator body
+excepted). Nothing is retried once answer bytes arrived.
+
+The HTTP/1.1 client is this project's own (runtime/upstream_http/, on httptools' C parser)
+rather than urllib3 + http.client: those cost about 400 us of CPU per call in the
+in-process profile (`python -m tests.bench.profile`), a third of the gateway's request, in
+layers a gateway calling a few known origins does not need (a pool manager parsing each
+URL, a header-parsing email.message per answer, a gevent poll per reused connection,
+per-header validation and writes, a buffered reader); the client here does one `sendall`
+and one `recv` per small call and parses in C: see runtime/upstream_http/ for the figures.
+The requests layer had gone earlier for the same reason.
 """
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlencode
-
-import urllib3
-from urllib3.exceptions import HTTPError, NewConnectionError, TimeoutError
 
 from runtime import fastjson
 from runtime.errors import UpstreamError
-
-READ_SIZE = 65536
-
+from runtime.upstream_http.connection import READ_SIZE, Answer, Stale
+from runtime.upstream_http.decode import decoder_for
+from runtime.upstream_http.pool import Pool, body_length, default_tls_context
 
 MAX_ANSWER_BYTES = 64 * 1024 * 1024
+# a compressed stream is decoded into pieces of at most this many bytes
+DECODED_PIECE = 1024 * 1024
+
+
+class Timeout(NamedTuple):
+    connect: float | None    # TCP connect and TLS handshake
+    read: float | None       # each wait for answer bytes, the first one included
 
 
 class AnswerTooLarge(UpstreamError):
@@ -46,117 +71,145 @@ class AnswerTooLarge(UpstreamError):
 class UpstreamResponse:
     """An upstream answer whose body has not been read yet."""
 
-    def __init__(self, raw: urllib3.BaseHTTPResponse,
-                 max_bytes: int = MAX_ANSWER_BYTES) -> None:
-        self._raw = raw
-        self.status_code = raw.status
-        self.headers = raw.headers  # case-insensitive
+    __slots__ = ("status_code", "headers", "max_bytes", "_answer", "_decoder")
+
+    def __init__(self, answer: Answer, max_bytes: int = MAX_ANSWER_BYTES) -> None:
+        self._answer = answer
+        self.status_code = answer.status
+        self.headers = answer.headers  # case-insensitive
         self.max_bytes = max_bytes
+        self._decoder = decoder_for(answer.headers.get("content-encoding"))
 
     def set_read_timeout(self, seconds: float) -> None:
         """From now on, wait at most `seconds` between two reads of this answer (the idle
         timeout of a stream, after its first byte came under the first-byte timeout)."""
-        conn = getattr(self._raw, "connection", None)
-        sock = getattr(conn, "sock", None)
-        if sock is not None:
-            sock.settimeout(seconds)
+        self._answer.set_timeout(seconds)
 
     def iter_content(self, chunk_size: int | None = None) -> Iterator[bytes]:
-        """The body in pieces as they arrive (never waiting to fill a buffer)."""
-        read1 = self._raw.read1
+        """The body in pieces as they arrive (never waiting to fill a buffer); at most
+        `chunk_size` bytes each when given."""
+        read = self._answer.read_some
+        decoder = self._decoder
         while True:
-            data = read1(chunk_size or READ_SIZE)
+            data = read()
             if not data:
                 return
-            yield data
+            if decoder is None:
+                if chunk_size and len(data) > chunk_size:
+                    for start in range(0, len(data), chunk_size):
+                        yield data[start:start + chunk_size]
+                else:
+                    yield data
+                continue
+            piece = decoder.decode(data, chunk_size or DECODED_PIECE)
+            while piece:
+                yield piece
+                piece = decoder.decode(b"", chunk_size or DECODED_PIECE)
 
     @property
     def content(self) -> bytes:
-        """The whole body; AnswerTooLarge past `max_bytes` (never reading more than one byte
-        past it)."""
+        """The whole body; AnswerTooLarge past `max_bytes` (decoded size)."""
         cap = self.max_bytes
-        declared = self.headers.get("Content-Length")
-        if (declared is not None and declared.isdigit() and int(declared) <= cap
-                and not self.headers.get("Content-Encoding")):
-            # http.client reads no more than the declared length (and, not compressed, it
-            # is the length decoded)
-            return self._raw.read()
+        read = self._answer.read_some
+        decoder = self._decoder
         parts: list[bytes] = []
         size = 0
-        read = self._raw.read
-        while size <= cap:
-            data = read(min(READ_SIZE, cap + 1 - size))
+        while True:
+            data = read()
             if not data:
-                return b"".join(parts)
+                break
+            if decoder is not None:
+                data = decoder.decode(data, cap + 1 - size)
             parts.append(data)
             size += len(data)
-        raise AnswerTooLarge(cap, size)
+            if size > cap:
+                raise AnswerTooLarge(cap, cap + 1)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def close(self) -> None:
-        self._raw.release_conn() if self._raw.isclosed() else self._raw.close()
+        """Done with the answer: a connection whose answer was not read to its end is
+        closed (one read whole is already back in its pool)."""
+        self._answer.drop()
 
 
 class Upstream:
     def __init__(self, connect_timeout: float = 10.0, read_timeout: float = 600.0,
-                 pool_size: int = 256, max_answer_bytes: int = MAX_ANSWER_BYTES) -> None:
-        self.timeout = urllib3.Timeout(connect=connect_timeout, read=read_timeout)
+                 pool_size: int = 256, max_answer_bytes: int = MAX_ANSWER_BYTES,
+                 tls: ssl.SSLContext | None = None) -> None:
+        self.timeout = Timeout(connect=connect_timeout, read=read_timeout)
         self.max_answer_bytes = max_answer_bytes
         self._pool_size = pool_size
-        # One connection pool per origin, found without parsing the URL: a PoolManager's
-        # parsing and key normalising cost ~30 us a call (measured).
-        self._pools: dict[str, urllib3.HTTPConnectionPool] = {}
+        self._tls = tls
+        # one pool per origin, found without parsing the URL
+        self._pools: dict[str, Pool] = {}
 
     def send(self, method: str, url: str, *, headers: Mapping[str, str],
              body: bytes | Iterable[bytes] | None = None,
              params: Mapping[str, str] | None = None,
-             timeout: urllib3.Timeout | None = None) -> UpstreamResponse:
+             timeout: Timeout | None = None) -> UpstreamResponse:
         """Open a response (headers read, body not yet); raises UpstreamError. `body` is
-        bytes or an iterable of byte chunks with a len() (sent as it is produced);
-        `timeout` (connect, read until the first byte) overrides the pool's."""
-        headers = dict(headers)
-        if body is not None and not isinstance(body, bytes) and hasattr(body, "__len__"):
-            headers["Content-Length"] = str(len(body))  # type: ignore[arg-type]
+        bytes or an iterable of byte chunks (sent as it is produced; with Content-Length
+        when it has a len(), else chunked); `timeout` overrides the pool's."""
         if params:
             url += ("&" if "?" in url else "?") + urlencode(params)
         origin, path = _split(url)
-        pool = self._pools.get(origin)
+        timeout = timeout or self.timeout
         try:
-            if pool is None:
-                pool = self._pools[origin] = urllib3.connection_from_url(
-                    origin, maxsize=self._pool_size, block=False, retries=False,
-                    timeout=self.timeout)
-            raw = pool.urlopen(method, path, body=body, headers=headers,
-                               preload_content=False, redirect=False, retries=False,
-                               decode_content=True, timeout=timeout or self.timeout,
-                               assert_same_host=False)
-        except NewConnectionError as exc:  # a TimeoutError subclass, but a refusal
-            raise UpstreamError("The upstream provider could not be reached.") from exc
+            pool = self._pools.get(origin) or self._pool(origin)
+            length = body_length(body)
+            head, chunked = pool.request_head(method, path, headers, length, body is not None)
+            head_only = method == "HEAD"
+            conn = pool.take()
+            if conn is not None:
+                try:
+                    return UpstreamResponse(
+                        conn.exchange(head, body, chunked, timeout.read, head_only, pool),
+                        self.max_answer_bytes)
+                except Stale:
+                    if isinstance(body, Iterator):
+                        raise   # partly consumed: cannot be sent again
+                    # the server had closed the idle connection: once more on a new one
+            conn = pool.connect(timeout.connect)
+            return UpstreamResponse(
+                conn.exchange(head, body, chunked, timeout.read, head_only, pool),
+                self.max_answer_bytes)
         except TimeoutError as exc:
             raise UpstreamError("The upstream provider did not answer in time.", status=504,
                                 type="upstream_timeout") from exc
-        except (HTTPError, OSError) as exc:
+        except OSError as exc:   # refused, unreachable, TLS, not HTTP, closed
             raise UpstreamError("The upstream provider could not be reached.") from exc
-        return UpstreamResponse(raw, self.max_answer_bytes)
+
+    def _pool(self, origin: str) -> Pool:
+        tls = None
+        if origin[:6].lower() == "https:":
+            tls = self._tls = self._tls or default_tls_context()
+        try:
+            pool = Pool(origin, self._pool_size, tls)
+        except ValueError as exc:
+            raise UpstreamError("The upstream provider could not be reached.") from exc
+        return self._pools.setdefault(origin, pool)
 
     def close(self) -> None:
-        for pool in self._pools.values():
+        pools, self._pools = self._pools, {}
+        for pool in pools.values():
             pool.close()
-        self._pools.clear()
 
 
 def _split(url: str) -> tuple[str, str]:
     """'https://host:port/a/b?q' -> ('https://host:port', '/a/b?q')."""
     start = url.find("://") + 3
     slash = url.find("/", start)
-    if slash < 0:
-        return url, "/"
+    query = url.find("?", start)
+    if slash < 0 or 0 <= query < slash:
+        if query < 0:
+            return url, "/"
+        return url[:query], "/" + url[query:]
     return url[:slash], url[slash:]
 
 
 def broken_off(exc: Exception) -> UpstreamError:
     """The error for a failure while reading an answer's body."""
-    if (isinstance(exc, TimeoutError) and not isinstance(exc, NewConnectionError)) or (
-            "timed out" in str(exc).lower()):
+    if isinstance(exc, TimeoutError) or "timed out" in str(exc).lower():
         return UpstreamError("The upstream provider did not finish its answer in time.",
                              status=504, type="upstream_timeout")
     return UpstreamError("The upstream provider broke off its answer.")
@@ -166,7 +219,7 @@ def read_body(resp: UpstreamResponse) -> bytes:
     """The whole answer (AnswerTooLarge past the cap); the connection is released."""
     try:
         return resp.content
-    except (HTTPError, OSError) as exc:
+    except OSError as exc:
         raise broken_off(exc) from exc
     finally:
         resp.close()
@@ -178,3 +231,7 @@ def read_json(resp: UpstreamResponse) -> Any:
         return fastjson.loads(raw)
     except ValueError as exc:
         raise UpstreamError("The upstream provider answered with invalid JSON.") from exc
+
+
+__all__ = ["READ_SIZE", "AnswerTooLarge", "Timeout", "Upstream", "UpstreamResponse",
+           "broken_off", "read_body", "read_json"]

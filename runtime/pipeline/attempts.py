@@ -20,8 +20,6 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import urllib3
-
 from runtime.catalogue import Deployment, Model
 from runtime.errors import GatewayError, UpstreamError
 from runtime.observability import record as observe
@@ -29,7 +27,7 @@ from runtime.pipeline.health import DeploymentHealth
 from runtime.pipeline.route import Exchange
 from runtime.pipeline.targets import retarget
 from runtime.providers.base import UpstreamCall
-from runtime.upstream import Upstream, UpstreamResponse, broken_off, read_body
+from runtime.upstream import Timeout, Upstream, UpstreamResponse, broken_off, read_body
 
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504, 529})
 CREDENTIAL_STATUS = frozenset({401, 403})
@@ -68,15 +66,14 @@ class Attempts:
     def __init__(self, upstream: Upstream, health: DeploymentHealth) -> None:
         self.upstream = upstream
         self.health = health
-        self._timeouts: dict[str, urllib3.Timeout] = {}
+        self._timeouts: dict[str, Timeout] = {}
 
-    def _timeout(self, model: Model) -> urllib3.Timeout:
+    def _timeout(self, model: Model) -> Timeout:
         provider = model.provider
         found = self._timeouts.get(provider.id)
         if found is None:
             t = provider.timeouts
-            found = self._timeouts[provider.id] = urllib3.Timeout(connect=t.connect,
-                                                                   read=t.first_byte)
+            found = self._timeouts[provider.id] = Timeout(connect=t.connect, read=t.first_byte)
         return found
 
     def try_model(self, exchange: Exchange, model: Model, record: observe.RequestRecord

@@ -26,7 +26,6 @@ import math
 from typing import Any
 
 import falcon
-import urllib3
 
 from runtime.catalogue import Model
 from runtime.clients.messages import (
@@ -39,7 +38,7 @@ from runtime.errors import ANTHROPIC
 from runtime.gateway import Gateway, provider_body
 from runtime.providers import CHAT_ADAPTERS
 from runtime.providers.token_count import COUNTERS, KIND
-from runtime.upstream import read_body, read_json
+from runtime.upstream import Timeout, read_body, read_json
 
 CHARS_PER_TOKEN = 4
 # An image costs Anthropic about (width x height) / 750 tokens, at most ~1,600 once resized
@@ -93,7 +92,7 @@ class CountTokens:
         timeouts = model.provider.timeouts
         upstream = self.gw.upstream.send(
             call.method, call.url, headers=call.headers, body=call.body, params=call.params,
-            timeout=urllib3.Timeout(connect=timeouts.connect, read=timeouts.first_byte))
+            timeout=Timeout(connect=timeouts.connect, read=timeouts.first_byte))
         if upstream.status_code >= 400:
             raise error(upstream.status_code, read_body(upstream), upstream.headers, model)
         return counter.count(read_json(upstream))
