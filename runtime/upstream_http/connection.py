@@ -99,10 +99,10 @@ class Connection:
             sock.settimeout(read_timeout)
             try:
                 if body is None:
-                    sock.sendall(head)
+                    _send(sock, head)
                 elif isinstance(body, bytes):
                     if len(body) <= JOIN_BODY_UP_TO:
-                        sock.sendall(head + body)
+                        _send(sock, head + body)
                     else:
                         sock.sendall(head)
                         sock.sendall(body)
@@ -121,6 +121,14 @@ class Connection:
             answer.drop()
             raise
         return answer
+
+
+def _send(sock: socket.socket, data: bytes) -> None:
+    """`sendall` in one `send` when the socket takes it all, as it does a small request
+    (gevent's sendall costs a getsockopt syscall and a loop per call)."""
+    sent = sock.send(data)
+    if sent < len(data):
+        sock.sendall(memoryview(data)[sent:])
 
 
 def _send_iterable(sock: socket.socket, body: Iterable[bytes], chunked: bool) -> None:
@@ -178,23 +186,23 @@ class Answer:
         status = self._parser.get_status_code()  # type: ignore[union-attr]
         if status < 200:
             return                     # 1xx: the real answer follows
-        headers = self.headers
+        found: dict[str, str] = {}
         for name, value in fields:
             key = name.decode("latin-1").lower()
             text = value.decode("latin-1").strip()
-            old = dict.get(headers, key)
-            dict.__setitem__(headers, key, text if old is None else f"{old}, {text}")
+            found[key] = f"{found[key]}, {text}" if key in found else text
+        self.headers = Headers(found)
         self.status = status
         self._head_done = True
         if self._head_only:
             self.done = True           # the connection is not reused (see read_head)
             return
-        coding = dict.get(headers, "transfer-encoding")
+        coding = found.get("transfer-encoding")
         if coding is None:
-            self._until_close = dict.get(headers, "content-length") is None
+            self._until_close = "content-length" not in found
         else:
             self._until_close = not coding.lower().endswith("chunked")
-            self._reusable = dict.get(headers, "content-length") is None
+            self._reusable = "content-length" not in found
 
     def on_body(self, body: bytes) -> None:
         if not self.done:

@@ -518,3 +518,12 @@ def test_a_bytearray_body_is_sent_as_bytes(serve, upstream):
     read_body(upstream.send("PUT", server.origin + "/", headers={}, body=bytearray(b"raw")))
     assert server.requests[0].body == b"raw"
     assert server.requests[0].header("Content-Length") == "3"
+
+
+@pytest.mark.parametrize("size", [200_000, 3_000_000])
+def test_large_bodies_arrive_whole(serve, upstream, size):
+    server = serve(keep_alive(lambda peer, req: peer.answer(b"%d" % len(req.body))))
+    body = bytes(range(256)) * (size // 256)
+    resp = upstream.send("POST", server.origin + "/", headers={}, body=body)
+    assert read_body(resp) == b"%d" % len(body)
+    assert server.requests[0].body == body
