@@ -83,6 +83,8 @@ from gunicorn.app.base import BaseApplication
 from gunicorn.sock import ssl_context
 from gunicorn.workers.ggevent import GeventWorker
 
+from runtime import coalesced_response
+
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 WORKER_CLASSES = {"gevent": "runtime.serve.GracefulGeventWorker"}
 
@@ -109,6 +111,7 @@ class GracefulGeventWorker(GeventWorker):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        coalesced_response.install()
         self._conns: dict[Any, _Conn] = {}  # handler greenlet -> its connection
         self._term_at: float | None = None
 
