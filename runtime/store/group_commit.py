@@ -10,7 +10,7 @@ Contract:
   before it, so a hold checked against the balance in a batch is as safe as one alone.
 - A job that raises rolls the batch back; each job of that batch is then run again in its own
   transaction, so one bad job costs only itself.
-- Works with gevent (monkey-patched threading and time.sleep cooperate) and with threads.
+- Works with gevent (monkey-patched threading cooperates) and with threads.
 
 Why: a commit is most of a hold's and a settlement's cost (SQLite writes every touched page
 to the WAL once per commit; PostgreSQL waits for its WAL flush). Under load, many holds and
@@ -20,9 +20,19 @@ settlements share one commit; alone, a job commits at once after one scheduler y
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
+
+from gevent import monkey, sleep
+
+
+def _let_ready_requests_in() -> None:
+    """Under gevent (the server's workers), one pass of the event loop, so that every request
+    ready to write reaches the queue before the batch is taken. With threads nothing: they
+    queue by themselves while the leader waits on the database (and a sleep(0) of a thread
+    would give its CPU away for a whole time slice)."""
+    if monkey.is_module_patched("time"):
+        sleep(0)
 
 
 class _Job:
@@ -54,8 +64,7 @@ class GroupCommit:
             lead = not self._leading
             self._leading = True
         if lead:
-            # one yield lets every request that is ready to write reach the queue first
-            time.sleep(0)
+            _let_ready_requests_in()
         else:
             job.lead.wait()
             if job.done:

@@ -123,3 +123,57 @@ def test_a_job_alone_commits_at_once(tmp_path) -> None:
     group = GroupCommit(ledger.transaction, ledger.alone)
     assert [group.run(hold(f"r{n}", 1)) for n in range(3)] == [True] * 3
     assert ledger.batches == [1, 1, 1]
+
+
+GEVENT_SCRIPT = r"""
+from gevent import monkey; monkey.patch_all()
+import json, sys, gevent
+from runtime.store import open_store
+from runtime.store.records import UsageRecord
+
+store = open_store(sys.argv[1])
+account = store.create_account("shared", 10_000)
+group = store._fast._group
+transactions = []
+run_batch = group._transaction
+def counted(works):
+    transactions.append(len(works))
+    return run_batch(works)
+group._transaction = counted
+
+def request(n):
+    rid = f"rq-{n}"
+    if not store.hold(rid, account.id, 1_000):
+        return 0
+    usage = UsageRecord(request_id=rid, account_id=account.id, key_id=None, endpoint="chat",
+                        model="m", provider="p", status=200)
+    return store.settle(rid, 300, usage)
+
+charged = [g.value for g in gevent.joinall([gevent.spawn(request, n) for n in range(40)])]
+print(json.dumps({"charged": charged, "transactions": transactions,
+                  "balance": store.get_account("shared").balance_nano,
+                  "audit": store.audit("shared")["ok"]}))
+"""
+
+
+def test_gevent_requests_share_commits_and_stay_exact(tmp_path) -> None:
+    """The server's workers are gevent: requests ready together there share transactions,
+    and the balance still never goes below zero."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", GEVENT_SCRIPT,
+                           f"sqlite:///{tmp_path / 'db.sqlite'}"], cwd=root,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    charged = out["charged"]
+    # 10,000 covers ten holds of 1,000 at once; settled ones give 700 back each
+    assert charged.count(300) >= 10 and set(charged) <= {0, 300}
+    assert out["balance"] == 10_000 - 300 * charged.count(300)
+    assert out["audit"]
+    assert sum(out["transactions"]) >= 2 * charged.count(300)
+    assert len(out["transactions"]) < sum(out["transactions"]), out["transactions"]
