@@ -17,7 +17,9 @@ Errors are raised as they come from the socket (TimeoutError, other OSErrors) or
 `BrokenAnswer` (an OSError: not valid HTTP, closed mid-answer). `Stale` (a BrokenAnswer) is
 a failure before any byte of the answer arrived, sending included, not a timeout: on a
 reused connection it means the server had closed it, and the request may be sent again on
-a new one since the server did not process it.
+a new one since the server did not process it. A request the server stopped reading (a
+broken pipe or reset while sending) still has its answer read when one came (a 413 to an
+upload, say), as urllib3 did; the connection is not reused after it.
 """
 
 from __future__ import annotations
@@ -114,6 +116,10 @@ class Connection:
                         _send_iterable(sock, body, chunked)
             except TimeoutError:
                 raise
+            except (BrokenPipeError, ConnectionResetError):
+                # the server stopped reading: it may have answered already (a 413 to a large
+                # upload), which is read as urllib3 read it; without an answer this is Stale
+                answer.cut_request()
             except OSError as exc:
                 raise Stale(f"The connection failed while sending the request: {exc}") from exc
             answer.read_head()
@@ -295,6 +301,10 @@ class Answer:
             self._pool.release(conn)
         else:
             conn.close()
+
+    def cut_request(self) -> None:
+        """The request was not sent whole: the connection is not reused after the answer."""
+        self._reusable = False
 
     def set_timeout(self, seconds: float | None) -> None:
         if self._conn is not None:

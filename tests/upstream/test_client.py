@@ -527,3 +527,16 @@ def test_large_bodies_arrive_whole(serve, upstream, size):
     resp = upstream.send("POST", server.origin + "/", headers={}, body=body)
     assert read_body(resp) == b"%d" % len(body)
     assert server.requests[0].body == body
+
+
+def test_an_answer_sent_before_the_request_was_read_whole_is_returned(serve, upstream):
+    def refuse_upload(peer: Peer) -> None:
+        peer.sock.recv(1000)
+        peer.send(b"HTTP/1.1 413 Too Large\r\nContent-Length: 3\r\n\r\nbig")
+        time.sleep(0.2)
+        peer.sock.close()           # with the upload unread: a reset
+
+    server = serve(refuse_upload)
+    resp = upstream.send("POST", server.origin + "/", headers={}, body=b"x" * 20_000_000)
+    assert resp.status_code == 413 and read_body(resp) == b"big"
+    assert idle(upstream, server) == 0
