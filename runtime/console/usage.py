@@ -9,7 +9,8 @@ Contract:
 - Totals and the chart cover every row of the filter, not only the page shown.
 - `/console/usage.csv` streams every row of the filter, read in short batches.
 - Units are shown per kind: tokens in/out, images, audio seconds, speech characters,
-  rerank searches, web searches (see `describe`).
+  rerank documents ranked and searches billed, web searches (see `describe`); the CSV has a
+  column for each.
 """
 
 from __future__ import annotations
@@ -42,9 +43,9 @@ UNIT_WORDS = {
     "images": ("image", "images"),
     "seconds": ("second of audio", "seconds of audio"),
     "characters": ("character", "characters"),
+    "documents": ("document ranked", "documents ranked"),
     "searches": ("search", "searches"),
     WEB_SEARCHES: ("web search", "web searches"),
-    "documents": ("document", "documents"),
 }
 
 
@@ -207,8 +208,8 @@ class Usage:
 
 CSV_COLUMNS = ("time_utc", "request_id", "key", "model", "endpoint", "provider", "status",
                "prompt_tokens", "completion_tokens", "cached_tokens", "images",
-               "audio_seconds", "characters", "searches", "web_searches", "cost_credits",
-               "latency_ms")
+               "audio_seconds", "characters", "documents", "searches", "web_searches",
+               "cost_credits", "latency_ms")
 
 
 def _cell(value: Any) -> Any:
@@ -238,7 +239,8 @@ def csv_lines(rows: Iterator[list[UsageRow]], key_names: dict[str, str]) -> Iter
                 key_names.get(row.key_id or "", ""), row.model, row.endpoint, row.provider,
                 row.status, row.prompt_tokens, row.completion_tokens, row.cached_tokens,
                 units.get("images", ""), units.get("seconds", ""),
-                units.get("characters", ""), units.get("searches", ""),
+                units.get("characters", ""), units.get("documents", ""),
+                units.get("searches", ""),
                 units.get(WEB_SEARCHES, ""), format_credits(row.cost_nano),
                 row.latency_ms)])
         yield flush()

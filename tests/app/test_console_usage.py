@@ -90,16 +90,23 @@ def test_units_are_shown_per_kind_in_rows_and_totals(env):
     settle(env.store, "acme", "tts", 1_000, endpoint="audio_speech", prompt=0,
            completion=0, units={"characters": 1200})
     settle(env.store, "acme", "rr", 1_000, endpoint="rerank", prompt=0, completion=0,
-           units={"searches": 3})
+           units={"documents": 250, "searches": 3})
     settle(env.store, "acme", "chat", 1_000, prompt=1500, completion=42)
     page = browser.get("/console/usage").text
     for text in ("2 images", "12.50 seconds of audio", "1,200 characters", "3 searches",
-                 "1,500 in / 42 out tokens", "321 ms"):
+                 "250 documents ranked", "1,500 in / 42 out tokens", "321 ms"):
         assert text in page, text
     assert "0 / 0" not in page and "seconds_from" not in page
+    [rerank_row] = [row for row in page.split("<tr>") if "<td class=\"opt\">rerank</td>" in row]
+    assert "250 documents ranked" in rerank_row and "3 searches" in rerank_row
     totals = page[page.index('class="t-units"'):]
     totals = totals[:totals.index("</dd>")]
-    assert all(t in totals for t in ("2 images", "1,200 characters", "3 searches"))
+    assert all(t in totals for t in ("2 images", "1,200 characters", "3 searches",
+                                     "250 documents ranked"))
+    exported = list(csv.DictReader(io.StringIO(browser.get("/console/usage.csv").text)))
+    rerank = next(row for row in exported if row["request_id"] == "rr")
+    assert (rerank["documents"], rerank["searches"]) == ("250", "3")
+    assert next(row for row in exported if row["request_id"] == "chat")["documents"] == ""
 
 
 def test_chart_has_one_series_per_model_and_no_script(env):
