@@ -8,7 +8,8 @@ Contract:
   (runtime.console.sessions) is bound to a digest of the token, so changing it logs out
   every operator. Logout ends the session at once.
 - Every operator action (account creation, top-up, key creation) is written to the audit
-  log with the client address.
+  log with the client address. A key is created as an inference key unless the form's
+  "Management key" box is ticked.
 - Amounts are typed in credits and converted exactly with `parse_credits` (plain decimals
   only: no sign, no exponent, at most 9 decimals); a bad amount re-renders the form with an
   error and changes nothing. Successful POSTs redirect (303); a new key's secret is shown
@@ -27,8 +28,10 @@ from runtime.billing.credits import parse_credits
 from runtime.console.pages import (
     check_throttle,
     clean_name,
+    key_kind,
     remember_secret,
     show_secret_once,
+    wants_management_key,
 )
 from runtime.console.sessions import OPERATOR, Session
 from runtime.console.usage import HISTORY_KINDS
@@ -127,6 +130,7 @@ class _Admin:
         context.setdefault("key_name", "")
         context.setdefault("topup_error", "")
         context.setdefault("key_error", "")
+        context.setdefault("key_manage", False)
         self.console.render(resp, "admin_account.html", status=status, **self.page(session),
                             active="accounts", account=account, keys=keys,
                             rows=store.usage_page(UsageFilter(account_id=account.id),
@@ -272,14 +276,16 @@ class AdminAccount(_Admin):
         form = self.console.form(req)
         require_csrf(self.console, session.binding, form)
         account = self.account(account_id)
+        manage = wants_management_key(form)
         try:
             name = clean_name(form.get("name"), "key name")
         except ValueError as exc:
             self.account_page(resp, session, account, 400, key_error=str(exc),
-                              key_name=form.get("name", ""))
+                              key_name=form.get("name", ""), key_manage=manage)
             return
-        record, secret = self.console.store.create_key(account.name, name)
-        self.record(req, "key_create", account_id=account.id, key_id=record.id)
+        record, secret = self.console.store.create_key(account.name, name, manage=manage)
+        self.record(req, "key_create", account_id=account.id, key_id=record.id,
+                    detail=key_kind(record))
         remember_secret(self.console, session, record, secret,
                         f"/console/admin/accounts/{account.id}")
         raise Redirect("/console/admin/keys/created")

@@ -11,6 +11,9 @@ Contract:
   key's secret is kept in the session for one display: POST /console/keys redirects to
   /console/keys/created, which shows it once; a reload shows it no more and creates nothing.
 - A key id in a URL that does not belong to the logged-in account is a 404.
+- Only management keys log in. A management key creates inference keys, or management keys
+  when the form's "Management key" box is ticked (`manage=1`; off by default); the audit log
+  says which kind was made. The keys page tags the management keys.
 """
 
 from __future__ import annotations
@@ -124,6 +127,17 @@ def check_throttle(console: Console, client: str, prefix: str | None) -> None:
     raise PageError(429, "Too many failed logins. Try again after "
                          f"{until.strftime('%H:%M:%S')} UTC (in {(wait + 59) // 60} min).",
                     headers={"Retry-After": str(wait)})
+
+
+def wants_management_key(form: dict[str, str]) -> bool:
+    """The create-key form's "Management key" checkbox (unticked, or absent: an inference
+    key)."""
+    return form.get("manage") == "1"
+
+
+def key_kind(key: KeyRecord) -> str:
+    """How the audit log names a new key's kind."""
+    return "management key" if key.manage else "inference key"
 
 
 def remember_secret(console: Console, session: Session, record: KeyRecord, secret: str,
@@ -245,12 +259,13 @@ class Keys:
         self.console = console
 
     def _list(self, resp: falcon.Response, viewer: Viewer, status: int = 200,
-              error: str = "", name: str = "", notice: str = "") -> None:
+              error: str = "", name: str = "", notice: str = "", manage: bool = False) -> None:
         keys = self.console.store.list_keys(viewer.account.name)
         self.console.render(resp, "keys.html", status=status, **account_page(viewer, "keys"),
                             keys=keys,
                             spend=self.console.store.spend_by_key([k.id for k in keys]),
-                            current_key=viewer.key.id, error=error, name=name, notice=notice)
+                            current_key=viewer.key.id, error=error, name=name, notice=notice,
+                            manage=manage)
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         viewer = current_viewer(self.console, req)
@@ -260,14 +275,18 @@ class Keys:
         viewer = current_viewer(self.console, req)
         form = self.console.form(req)
         require_csrf(self.console, viewer.binding, form)
+        manage = wants_management_key(form)
         try:
             name = clean_name(form.get("name"), "key name")
         except ValueError as exc:
-            self._list(resp, viewer, status=400, error=str(exc), name=form.get("name", ""))
+            self._list(resp, viewer, status=400, error=str(exc), name=form.get("name", ""),
+                       manage=manage)
             return
-        record, secret = self.console.store.create_key(viewer.account.name, name)
+        record, secret = self.console.store.create_key(viewer.account.name, name,
+                                                       manage=manage)
         self.console.audit.record("key_create", viewer.actor, self.console.client(req),
-                                  account_id=viewer.account.id, key_id=record.id)
+                                  account_id=viewer.account.id, key_id=record.id,
+                                  detail=key_kind(record))
         remember_secret(self.console, viewer.session, record, secret, "/console/keys")
         raise Redirect("/console/keys/created")
 

@@ -18,7 +18,9 @@ import anthropic
 import openai
 import pytest
 import requests
+from sqlalchemy import select
 
+from runtime.store.schema import audit_log
 from tests.fakes import FakeOpenAI
 from tests.harness import ROOT, anthropic_client, clean_env, openai_client
 
@@ -312,6 +314,62 @@ def test_only_management_keys_of_enabled_accounts_open_the_console(gw):
     admin.ok("POST", f"/accounts/{name}/enable")
     admin.ok("PATCH", f"/keys/{manager['id']}", json={"manage": False})
     assert console_login(gw, manager["key"]).status_code == 403
+
+
+def console_session(gw, secret: str) -> requests.Session:
+    """A requests session logged into the console with `secret`."""
+    browser = requests.Session()
+    page = browser.get(f"{gw.url}/console/login", timeout=20)
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+    answer = browser.post(f"{gw.url}/console/login", data={"key": secret, "csrf": csrf},
+                          allow_redirects=False, timeout=20)
+    assert answer.status_code == 303, answer.text
+    return browser
+
+
+def create_in_console(gw, browser: requests.Session, name: str, **form: str) -> str:
+    """Create a key on the console's keys page; returns the secret it shows once."""
+    page = browser.get(f"{gw.url}/console/keys", timeout=20)
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+    made = browser.post(f"{gw.url}/console/keys", data={"name": name, "csrf": csrf, **form},
+                        allow_redirects=False, timeout=20)
+    assert made.status_code == 303 and made.headers["location"] == "/console/keys/created"
+    shown = browser.get(f"{gw.url}/console/keys/created", timeout=20)
+    return re.search(r"tm-[A-Za-z0-9_-]{43}", shown.text).group(0)
+
+
+def test_a_management_key_makes_management_keys_in_the_console_only_when_asked(gw):
+    admin = Admin(gw)
+    name, _, _ = new_account(admin, gw)
+    owner = admin.ok("POST", "/keys", 201, json={"account": name, "manage": True})
+    browser = console_session(gw, owner["key"])
+    form = browser.get(f"{gw.url}/console/keys", timeout=20).text
+    box = re.search(r'<input id="manage" name="manage" type="checkbox" value="1"[^>]*>', form)
+    assert box and "checked" not in box.group(0)  # off unless ticked
+    assert "Management key" in form
+    deputy = create_in_console(gw, browser, "deputy", manage="1")
+    batch = create_in_console(gw, browser, "batch-job")
+    kinds = {k["name"]: k["manage"] for k in admin.ok("GET", f"/keys?account={name}")["data"]}
+    assert kinds == {"app": False, "default": True, "deputy": True, "batch-job": False}
+    # the management key made in the console opens it; the inference key still cannot
+    assert console_login(gw, deputy).status_code == 303
+    refused = console_login(gw, batch)
+    assert refused.status_code == 403 and "inference key" in refused.text
+    # the keys page tells the kinds apart
+    rows = browser.get(f"{gw.url}/console/keys", timeout=20).text.split("<tr")
+    tagged = {row.split("<td>")[1].split(" ")[0].split("<")[0]
+              for row in rows if '<span class="tag">management</span>' in row.split("</td>")[0]}
+    assert tagged == {"default", "deputy"}
+    # both creations are in the audit log with their kind, under the owner's key
+    with gw.store.engine.connect() as conn:
+        audited = conn.execute(select(audit_log.c.actor, audit_log.c.detail).where(
+            audit_log.c.action == "key_create",
+            audit_log.c.account_id == gw.store.get_account(name).id)
+            .order_by(audit_log.c.id)).all()
+    assert [tuple(row) for row in audited] == [(f"key:{owner['id']}", "management key"),
+                                              (f"key:{owner['id']}", "inference key")]
+    chat(gw, deputy)  # both kinds call the API
+    chat(gw, batch)
 
 
 # -- usage retention -------------------------------------------------------------------------
