@@ -221,14 +221,14 @@ class GatewayServer(BaseApplication):
                 self.cfg.set(key, value)
 
     def load(self):  # noqa: ANN201 - gunicorn's interface
-        from runtime.admin.retention import RetentionSettings, UsagePruner
+        from runtime.admin.retention import RetentionPruner, RetentionSettings
         from runtime.app import build_app
         from runtime.billing.sweeper import HoldKeeper, HoldSettings
 
         app, store = build_app()
         # started by _post_worker_init, in the worker, once its event loop runs
         self.hold_keeper = HoldKeeper(store, HoldSettings.from_env())
-        self.usage_pruner = UsagePruner(store, RetentionSettings.from_env())
+        self.pruner = RetentionPruner(store, RetentionSettings.from_env())
         return app
 
 
@@ -259,8 +259,8 @@ def _post_worker_init(worker: Any) -> None:
     keeper = getattr(worker.app, "hold_keeper", None)
     if keeper is not None:
         keeper.start()
-    # usage retention (runtime/admin/retention.py): a no-op unless configured
-    pruner = getattr(worker.app, "usage_pruner", None)
+    # usage and audit-log retention (runtime/admin/retention.py)
+    pruner = getattr(worker.app, "pruner", None)
     if pruner is not None:
         pruner.start()
 

@@ -260,7 +260,8 @@ console_sessions = Table(
 )
 
 # Console logins (both outcomes) and operator actions. Failed logins in the last minutes are
-# also what throttles further attempts, per client address and per key prefix.
+# also what throttles further attempts, per client address and per key prefix, when Redis
+# does not count them. Rows older than TOKMODEL_AUDIT_RETENTION_DAYS are pruned.
 audit_log = Table(
     "audit_log",
     metadata,
@@ -275,4 +276,6 @@ audit_log = Table(
     Column("detail", Text, nullable=True),
     Index("ix_audit_log_action_client_addr_created_at", "action", "client_addr", "created_at"),
     Index("ix_audit_log_action_key_prefix_created_at", "action", "key_prefix", "created_at"),
+    # retention deletes the oldest rows first (runtime/admin/retention.py)
+    Index("ix_audit_log_created_at", "created_at"),
 )

@@ -720,6 +720,18 @@ class Store:
             return usage_queries.prune(conn, older_than.astimezone(UTC), batch)
 
     @_db_errors
+    def prune_audit(self, older_than: datetime, batch: int = 1000) -> int:
+        """Delete up to `batch` audit-log rows created before `older_than` (oldest first);
+        return how many. Nothing else is touched."""
+        if not isinstance(batch, int) or batch < 1:
+            raise ValueError("batch must be an int >= 1")
+        table = schema.audit_log
+        oldest = (select(table.c.id).where(table.c.created_at < older_than.astimezone(UTC))
+                  .order_by(table.c.created_at).limit(batch))
+        with self._engine.begin() as conn:
+            return conn.execute(delete(table).where(table.c.id.in_(oldest))).rowcount
+
+    @_db_errors
     def usage_page_newer(self, where: usage_queries.UsageFilter, limit: int, cursor: str
                          ) -> tuple[list[usage_queries.UsageRow], str | None]:
         """The page just above `cursor` (newest first) and the cursor of the page above it."""

@@ -1,7 +1,8 @@
 """Governance end to end under gunicorn: the admin API (/admin/v1) driven with requests, the
-own-account API, management keys at the console login, disabled accounts in the chat and
-Messages formats, and usage retention leaving `tokmodel accounts audit` ok. Inference
-requests go through the official SDKs to a strict fake upstream."""
+own-account API, management keys at the console login and made in the console, disabled
+accounts in the chat and Messages formats, and usage and audit-log retention leaving
+`tokmodel accounts audit` ok. Inference requests go through the official SDKs to a strict
+fake upstream."""
 
 from __future__ import annotations
 
@@ -12,13 +13,14 @@ import re
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import anthropic
 import openai
 import pytest
 import requests
-from sqlalchemy import select
+from sqlalchemy import insert, select
 
 from runtime.store.schema import audit_log
 from tests.fakes import FakeOpenAI
@@ -374,21 +376,37 @@ def test_a_management_key_makes_management_keys_in_the_console_only_when_asked(g
 
 # -- usage retention -------------------------------------------------------------------------
 
+def audit_actions(gw) -> list[str]:
+    with gw.store.engine.connect() as conn:
+        return list(conn.execute(select(audit_log.c.action).order_by(audit_log.c.id))
+                    .scalars())
+
+
 def test_retention_prunes_old_usage_rows_and_the_audit_stays_ok(fakes, gateway_factory, up):
     short = gateway_factory("gw-retention", {
         **upstream_env(fakes), "TOKMODEL_ADMIN_TOKEN": TOKEN,
         "TOKMODEL_USAGE_RETENTION_DAYS": "0.00003",  # 2.6 seconds
+        "TOKMODEL_AUDIT_RETENTION_DAYS": "1",
         "TOKMODEL_USAGE_PRUNE_SECONDS": "0.5"})
     account, secret = short.account(5_000_000_000)
+    now = datetime.now(UTC)
+    with short.store.engine.begin() as conn:  # console audit rows: two days and a minute old
+        conn.execute(insert(audit_log), [
+            {"created_at": now - timedelta(days=2), "actor": "operator", "action": "topup",
+             "client_addr": "192.0.2.1", "account_id": account},
+            {"created_at": now - timedelta(minutes=1), "actor": "operator",
+             "action": "key_revoke", "client_addr": "192.0.2.1", "account_id": account}])
     for _ in range(3):
         chat(short, secret)
     name = short.store.get_account_by_id(account).name
     balance = short.balance(account)
     assert balance < 5_000_000_000
     deadline = time.monotonic() + 30
-    while short.store.usage(name) and time.monotonic() < deadline:
+    while (short.store.usage(name) or "topup" in audit_actions(short)) and (
+            time.monotonic() < deadline):
         time.sleep(0.5)
     assert short.store.usage(name) == []
+    assert audit_actions(short) == ["key_revoke"]  # the day-old row is kept
     assert short.balance(account) == balance
     env = clean_env({"TOKMODEL_DATABASE_URL": short.db_url})
     audit = subprocess.run([sys.executable, "-m", "runtime.cli", "accounts", "audit", name],
