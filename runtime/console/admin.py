@@ -34,7 +34,7 @@ from runtime.console.pages import (
     wants_management_key,
 )
 from runtime.console.sessions import OPERATOR, Session
-from runtime.console.usage import HISTORY_KINDS
+from runtime.console.usage import HISTORY_KINDS, history_page
 from runtime.console.web import (
     ADMIN_COOKIE,
     LOGIN_COOKIE,
@@ -122,8 +122,8 @@ class _Admin:
             raise PageError(404, "There is no such account.")
         return account
 
-    def account_page(self, resp: falcon.Response, session: Session, account: Account,
-                     status: int = 200, **context: object) -> None:
+    def account_page(self, req: falcon.Request, resp: falcon.Response, session: Session,
+                     account: Account, status: int = 200, **context: object) -> None:
         store = self.console.store
         keys = store.list_keys(account.name)
         context.setdefault("amount", "")
@@ -135,7 +135,8 @@ class _Admin:
                             active="accounts", account=account, keys=keys,
                             rows=store.usage_page(UsageFilter(account_id=account.id),
                                                          ACCOUNT_USAGE_ROWS)[0],
-                            entries=store.money_history(account.id, ACCOUNT_HISTORY_ROWS),
+                            history=history_page(store, account.id, req,
+                                                 ACCOUNT_HISTORY_ROWS),
                             kinds=HISTORY_KINDS,
                             key_names={key.id: key.name for key in keys}, **context)
 
@@ -217,7 +218,7 @@ class AdminAccount(_Admin):
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, account_id: int) -> None:
         session = self.session(req)
-        self.account_page(resp, session, self.account(account_id),
+        self.account_page(req, resp, session, self.account(account_id),
                           notice=ADMIN_NOTICES.get(req.get_param("done") or "", ""))
 
     def on_post_topup(self, req: falcon.Request, resp: falcon.Response,
@@ -235,7 +236,7 @@ class AdminAccount(_Admin):
             message = str(exc)
             if "overflow" in message:
                 message = "That top-up would exceed the largest balance an account can hold."
-            self.account_page(resp, session, account, 400, topup_error=message,
+            self.account_page(req, resp, session, account, 400, topup_error=message,
                               amount=form.get("amount", ""))
             return
         self.record(req, "topup", account_id=account.id, detail=f"amount_nano={amount}")
@@ -280,7 +281,7 @@ class AdminAccount(_Admin):
         try:
             name = clean_name(form.get("name"), "key name")
         except ValueError as exc:
-            self.account_page(resp, session, account, 400, key_error=str(exc),
+            self.account_page(req, resp, session, account, 400, key_error=str(exc),
                               key_name=form.get("name", ""), key_manage=manage)
             return
         record, secret = self.console.store.create_key(account.name, name, manage=manage)

@@ -264,6 +264,9 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(9, "holds.spend_key", lambda conn: _add_hold_columns(conn, ("spend_key",))),
     Migration(10, "audit_log index on created_at (retention)",
               lambda conn: _add_indexes(conn, schema.audit_log, ("ix_audit_log_created_at",))),
+    Migration(11, "ledger_entries: partial index of the money history's kinds",
+              lambda conn: _add_indexes(conn, schema.ledger_entries,
+                                        ("ix_ledger_entries_history",))),
 )
 
 

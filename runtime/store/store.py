@@ -673,17 +673,19 @@ class Store:
             return [ledger.usage_record(row) for row in conn.execute(_usage_of_account, params)]
 
     @_db_errors
-    def topups(self, name: str, limit: int = 1000) -> list[dict[str, Any]]:
+    def topups(self, name: str, limit: int = 100, cursor: str | None = None
+               ) -> tuple[list[dict[str, Any]], str | None]:
         """The account's top-ups (its initial credits included), newest first, from the
-        ledger: [{"reference", "amount_nano", "note", "created_at"}]; AccountNotFound when
-        there is none."""
+        ledger, one keyset page: ([{"reference", "amount_nano", "note", "created_at"}],
+        next cursor or None); AccountNotFound when there is none, ValueError for a bad
+        cursor or limit."""
         with self._reader.connect() as conn:
             account_id = conn.execute(_account_id_by_name, {"b_name": name}).scalar()
             if account_id is None:
                 raise AccountNotFound(f"no account named {name!r}")
-            found = money_history.entries(conn, account_id, limit, kinds=("topup",))
+            found, following = money_history.page(conn, account_id, limit, ("topup",), cursor)
         return [{"reference": m.reference, "amount_nano": m.amount_nano, "note": m.note,
-                 "created_at": m.created_at} for m in found]
+                 "created_at": m.created_at} for m in found], following
 
     # usage queries (usage_queries.py)
 
@@ -745,11 +747,19 @@ class Store:
             return usage_queries.values(conn, where, column)
 
     @_db_errors
-    def money_history(self, account_id: int, limit: int = 500
-                      ) -> list[money_history.MoneyEntry]:
-        """Top-ups, adjustments, debts and debt payments of the account, newest first."""
+    def money_history(self, account_id: int, limit: int = 100, cursor: str | None = None
+                      ) -> tuple[list[money_history.MoneyEntry], str | None]:
+        """Top-ups, adjustments, debts and debt payments of the account, newest first, one
+        keyset page below `cursor`, and the next (older) page's cursor."""
         with self._reader.connect() as conn:
-            return money_history.entries(conn, account_id, limit)
+            return money_history.page(conn, account_id, limit, cursor=cursor)
+
+    @_db_errors
+    def money_history_newer(self, account_id: int, limit: int, cursor: str
+                            ) -> tuple[list[money_history.MoneyEntry], str | None]:
+        """The page just above `cursor` (newest first) and the cursor of the page above it."""
+        with self._reader.connect() as conn:
+            return money_history.newer_page(conn, account_id, limit, cursor=cursor)
 
     # -- stored Responses API conversations ---------------------------------------------------
 

@@ -178,6 +178,27 @@ def test_topup_history_lists_topups_adjustments_and_debt(env):
     assert "+1.234567" in page.text  # the account's initial credits
 
 
+def test_topup_history_is_paged_older_and_newer(admin_env):
+    for i in range(60):
+        admin_env.store.topup("acme", 1_000_000 + i, note=f"invoice {i}")
+    browser, _ = login(admin_env)
+    operator = admin_login(admin_env)
+    acme = admin_env.store.get_account("acme").id
+    for client, path, size in ((browser, "/console/topups", 50),
+                               (operator, f"/console/admin/accounts/{acme}", 50)):
+        first = client.get(path)
+        notes = re.findall(r"invoice (\d+)", first.text)
+        assert notes[:2] == ["59", "58"] and len(notes) == size
+        assert "prev" not in links(first)
+        older = client.get(path + links(first)["next"].split("#")[0])
+        rest = re.findall(r"invoice (\d+)", older.text)
+        assert rest == [str(i) for i in range(59 - size, -1, -1)]
+        assert "initial credits" in older.text and "next" not in links(older)
+        back = client.get(path + links(older)["prev"].split("#")[0])
+        assert re.findall(r"invoice (\d+)", back.text) == notes
+        assert client.get(path + "?before=bm9wZQ").status_code == 400
+
+
 def test_keys_page_shows_each_keys_spend(env):
     browser, _ = login(env)
     laptop = env.store.list_keys("acme")[0]

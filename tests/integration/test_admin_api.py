@@ -124,6 +124,22 @@ def test_accounts_and_top_ups_are_exact_to_the_nano_credit(gw):
     assert name in [a["name"] for a in admin.ok("GET", "/accounts")["data"]]
     assert admin.call("POST", "/accounts", json={"name": name}).status_code == 409
     assert admin.call("GET", "/accounts/nobody-here").status_code == 404
+    for i in range(5):
+        admin.ok("POST", f"/accounts/{name}/topups", 201, json={"amount": 1, "note": f"n{i}"})
+    notes, cursor = [], None
+    while True:  # pages of 2: every top-up once, newest first
+        page = admin.ok("GET", f"/accounts/{name}/topups",
+                        params={"limit": 2, **({"cursor": cursor} if cursor else {})})
+        assert len(page["data"]) <= 2
+        notes += [t["note"] for t in page["data"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert notes == ["n4", "n3", "n2", "n1", "n0", "promo", "initial credits"]
+    for query, field in (({"cursor": "bm9wZQ"}, "cursor"), ({"limit": "0"}, "limit"),
+                         ({"limit": "1001"}, "limit")):
+        bad = admin.call("GET", f"/accounts/{name}/topups", params=query)
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == field
 
 
 @pytest.mark.parametrize(("path", "body", "field"), [
