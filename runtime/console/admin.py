@@ -166,6 +166,7 @@ class AdminLogin(_Admin):
         check_throttle(self.console, client, None)
         if not token_matches(form.get("token", ""), self.console.admin_token or ""):
             self.record(req, "operator_login_failed")
+            self.console.throttle.failed(client, None)
             self.console.render(resp, "admin_login.html", status=400, nav="admin-out",
                                 error=LOGIN_FAILED,
                                 csrf=self.console.signer.csrf_token(binding))

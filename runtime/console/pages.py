@@ -4,8 +4,9 @@ Contract:
 - Logging in takes one of the account's live API keys and opens a server-side session
   (runtime.console.sessions) tied to that key; every page re-reads the session and the key:
   logging out, revoking the key or the session's expiry ends it at once, on every worker.
-- Logins are throttled per client address and key prefix and every attempt is audited
-  (`check_throttle`, runtime.console.audit); the secret itself is never logged.
+- Logins are throttled per client address and key prefix (`check_throttle`,
+  runtime.console.throttle: in Redis when TOKMODEL_REDIS_URL is set, else in the database)
+  and every attempt is audited (runtime.console.audit); the secret itself is never logged.
 - Every POST is refused from another origin, checks the CSRF token bound to the session (or,
   on the login form, to the pre-login nonce cookie) and answers with a 303 redirect. A new
   key's secret is kept in the session for one display: POST /console/keys redirects to
@@ -116,8 +117,8 @@ def key_prefix(secret: str) -> str | None:
 
 def check_throttle(console: Console, client: str, prefix: str | None) -> None:
     """A 429 page saying when to retry, once too many logins failed from `client` or for
-    `prefix` (runtime.console.audit)."""
-    until = console.audit.retry_at(client, prefix)
+    `prefix` (runtime.console.throttle)."""
+    until = console.throttle.retry_at(client, prefix)
     if until is None:
         return
     # a line, not a row: refused attempts must not grow the table at the attacker's pace
@@ -211,6 +212,8 @@ class Login:
                                  f"key:{key.id}" if key else "key:?", client,
                                  key_prefix=prefix, account_id=key and key.account_id,
                                  key_id=key and key.id)
+            if key is None:
+                console.throttle.failed(client, prefix)
             console.render(resp, "login.html", status=400 if key is None else 403,
                            error=error, csrf=console.signer.csrf_token(binding))
             return

@@ -83,14 +83,15 @@ class Env:
 
 
 def build(tmp_path, monkeypatch, admin_token: str | None = None,
-          secret: str | None = None) -> Env:
+          secret: str | None = None, redis_url: str | None = None) -> Env:
     for name, value in (("TOKMODEL_ADMIN_TOKEN", admin_token),
                         ("TOKMODEL_CONSOLE_SECRET", secret)):
         if value is None:
             monkeypatch.delenv(name, raising=False)
         else:
             monkeypatch.setenv(name, value)
-    settings = Settings(database_url=f"sqlite:///{tmp_path / 'db.sqlite'}")
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'db.sqlite'}",
+                        redis_url=redis_url)
     store = open_store(settings.database_url)
     app = create_app(settings, registry, store, Upstream(2, 5), load_catalogue(env={}))
     return Env(store, app, tmp_path)
