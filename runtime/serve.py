@@ -222,6 +222,7 @@ class GatewayServer(BaseApplication):
 
     def load(self):  # noqa: ANN201 - gunicorn's interface
         from runtime.admin.retention import RetentionPruner, RetentionSettings
+        from runtime.admin.rollup import UsageRollup, rollup_interval
         from runtime.app import build_app
         from runtime.billing.sweeper import HoldKeeper, HoldSettings
 
@@ -229,6 +230,7 @@ class GatewayServer(BaseApplication):
         # started by _post_worker_init, in the worker, once its event loop runs
         self.hold_keeper = HoldKeeper(store, HoldSettings.from_env())
         self.pruner = RetentionPruner(store, RetentionSettings.from_env())
+        self.rollup = UsageRollup(store, rollup_interval())
         return app
 
 
@@ -263,6 +265,10 @@ def _post_worker_init(worker: Any) -> None:
     pruner = getattr(worker.app, "pruner", None)
     if pruner is not None:
         pruner.start()
+    # the daily sums the usage reports read (runtime/admin/rollup.py)
+    rollup = getattr(worker.app, "rollup", None)
+    if rollup is not None:
+        rollup.start()
 
 
 def serve(host: str, port: int, workers: int, worker_class: str = "gevent",

@@ -267,6 +267,11 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(11, "ledger_entries: partial index of the money history's kinds",
               lambda conn: _add_indexes(conn, schema.ledger_entries,
                                         ("ix_ledger_entries_history",))),
+    # the sums start empty: the periodic rollup folds the existing rows in, a chunk at a time
+    Migration(12, "usage_rollup, usage_rollup_all, usage_rollup_state", lambda conn: [
+        table.create(conn, checkfirst=True)
+        for table in (schema.usage_rollup, schema.usage_rollup_all,
+                      schema.usage_rollup_state)]),
 )
 
 

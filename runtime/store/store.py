@@ -18,7 +18,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
 
-from sqlalchemy import Engine, bindparam, case, delete, func, insert, select, text, update
+from sqlalchemy import Engine, bindparam, delete, insert, select, text, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from runtime.limits import spend as spendlib
@@ -26,7 +26,7 @@ from runtime.limits.policy import limits_from_row, parse_models
 
 from . import holds as holdlib
 from . import keys as keylib
-from . import ledger, money_history, schema, usage_queries
+from . import ledger, money_history, schema, usage_queries, usage_rollup
 from . import responses as stored
 from .engine import make_engines
 from .errors import AccountExists, AccountNotFound, StoreError
@@ -542,18 +542,12 @@ class Store:
         (every key, limited or not; `held` is 0): a report, not the hot path."""
         now = self.clock()
         day = now.replace(hour=0, minute=0, second=0, microsecond=0)
-        month = day.replace(day=1)
-        cost = usage_log.c.cost_nano
-        query = (select(usage_log.c.key_id, func.sum(cost),
-                        func.sum(case((usage_log.c.created_at >= day, cost), else_=0)),
-                        func.sum(case((usage_log.c.created_at >= month, cost), else_=0)))
-                 .where(usage_log.c.key_id.in_(key_ids)).group_by(usage_log.c.key_id))
         found = {key_id: spendlib.KeySpend(0, 0, 0, 0) for key_id in key_ids}
         if key_ids:
             with self._reader.connect() as conn:
-                for key_id, total, today, this_month in conn.execute(query):
-                    found[key_id] = spendlib.KeySpend(int(total), int(today),
-                                                      int(this_month), 0)
+                spent = usage_queries.spend_by_key(conn, key_ids, day, day.replace(day=1))
+            for key_id, (total, today, this_month) in spent.items():
+                found[key_id] = spendlib.KeySpend(total, today, this_month, 0)
         return found
 
     @_db_errors
@@ -720,6 +714,13 @@ class Store:
             raise ValueError("batch must be an int >= 1")
         with self._engine.begin() as conn:
             return usage_queries.prune(conn, older_than.astimezone(UTC), batch)
+
+    @_db_errors
+    def rollup_usage(self, lag_seconds: float = 10.0, most: int = 50_000) -> int:
+        """Fold the next usage rows (created more than `lag_seconds` ago, at most `most`)
+        into the daily sums the usage reports read; how many rows (usage_rollup.py)."""
+        return usage_rollup.roll_up(self._reader.connect, self._engine.begin, lag_seconds,
+                                    most)
 
     @_db_errors
     def prune_audit(self, older_than: datetime, batch: int = 1000) -> int:

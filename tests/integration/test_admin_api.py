@@ -20,9 +20,10 @@ import anthropic
 import openai
 import pytest
 import requests
-from sqlalchemy import insert, select
+from sqlalchemy import func, insert, select
 
-from runtime.store.schema import audit_log
+from runtime.store import UsageRecord
+from runtime.store.schema import audit_log, usage_rollup
 from tests.fakes import FakeOpenAI
 from tests.harness import ROOT, anthropic_client, clean_env, openai_client
 
@@ -431,6 +432,45 @@ def test_retention_prunes_old_usage_rows_and_the_audit_stays_ok(fakes, gateway_f
     assert audit.returncode == 0, audit.stdout + audit.stderr
     chat(short, secret)  # rows written after the pruning are audited as before
     assert short.audit(name)["ok"]
+
+
+# -- usage rollup ----------------------------------------------------------------------------
+
+def test_the_gateway_folds_usage_into_daily_sums_and_reports_stay_exact(fakes, gateway_factory,
+                                                                        up):
+    gw = gateway_factory("gw-rollup", {**upstream_env(fakes), "TOKMODEL_ADMIN_TOKEN": TOKEN,
+                                       "TOKMODEL_USAGE_ROLLUP_SECONDS": "0.5"})
+    admin = Admin(gw)
+    account, secret = gw.account(5_000_000_000)
+    name = gw.store.get_account_by_id(account).name
+    two_days_ago = datetime.now(UTC) - timedelta(days=2)
+    for i in range(30):  # rows of two days ago: old enough for the gateway's next pass
+        assert gw.store.hold(f"old-{i}-{name}", account, 1_000 + i)
+        gw.store.settle(f"old-{i}-{name}", 1_000 + i, UsageRecord(
+            request_id=f"old-{i}-{name}", account_id=account, key_id=None, endpoint="rerank",
+            model="cohere/rerank-v3.5", provider="cohere", status=200,
+            details={"documents": 10 + i, "searches": 1}, created_at=two_days_ago))
+    chat(gw, secret)  # a row of now: too recent to fold yet
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with gw.store.engine.connect() as conn:
+            summed = conn.execute(select(func.coalesce(func.sum(usage_rollup.c.requests), 0))
+                                  .where(usage_rollup.c.account_id == account)).scalar()
+        if summed == 30:
+            break
+        time.sleep(0.2)
+    assert summed == 30  # the gateway folded the old rows and left the new one in usage_log
+    totals = admin.ok("GET", "/usage/totals", params={"account": name})
+    assert totals["requests"] == 31
+    assert totals["units"]["documents"] == sum(10 + i for i in range(30))
+    assert totals["units"]["searches"] == 30
+    listed = admin.ok("GET", "/usage", params={"account": name, "limit": 1000})["data"]
+    assert Decimal(sum(Decimal(str(row["cost"])) for row in listed)) == totals["cost"]
+    daily = admin.ok("GET", "/usage/daily", params={"account": name})["data"]
+    assert [(d["model"], d["requests"]) for d in daily] == [("cohere/rerank-v3.5", 30),
+                                                           (MODEL, 1)]
+    everything = admin.ok("GET", "/usage/totals")
+    assert everything["requests"] >= 31
 
 
 # -- the command line ------------------------------------------------------------------------
