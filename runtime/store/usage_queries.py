@@ -186,7 +186,7 @@ def _whole_day(when: datetime, up: bool) -> datetime:
     return midnight + timedelta(days=1) if up and midnight < when else midnight
 
 
-def _parts(where: UsageFilter) -> tuple[Any, list[Any], list[list[Any]]]:
+def _parts(conn: Connection, where: UsageFilter) -> tuple[Any, list[Any], list[list[Any]]]:
     """Where a filter's rows are read: the rollup table that fits the filter (the sums over
     every account when it names no account or key) with the clauses on its whole days (table
     None when the range holds no whole UTC day), and the clause lists on usage_log that
@@ -194,7 +194,7 @@ def _parts(where: UsageFilter) -> tuple[Any, list[Any], list[list[Any]]]:
     days at the ends of a time range that does not start or end at midnight."""
     c = usage_log.c
     folded = rollup.rolled_to()
-    raw = [[*where.clauses(), c.id > folded]]
+    raw = [[*where.clauses(), *rollup.not_folded(conn)]]
     first = None if where.since is None else _whole_day(where.since, up=True)
     last = None if where.until is None else _whole_day(where.until, up=False)
     if first is not None and last is not None and first >= last:
@@ -223,7 +223,7 @@ def totals(conn: Connection, where: UsageFilter) -> UsageTotals:
     (`details` of a row, `units` of a sum); both are grouped by that text first, so only
     distinct values are decoded."""
     c = usage_log.c
-    table, summed, raw = _parts(where)
+    table, summed, raw = _parts(conn, where)
     branches = [select(c.details, func.count(), func.count(), func.sum(c.prompt_tokens),
                        func.sum(c.completion_tokens), func.sum(c.cached_tokens),
                        func.sum(c.cost_nano)).where(and_(true(), *clauses))
@@ -256,7 +256,7 @@ def _tidy(value: int | float) -> int | float:
 def daily_by_model(conn: Connection, where: UsageFilter) -> list[dict[str, Any]]:
     """[{"day": "YYYY-MM-DD", "model", "requests", "cost_nano"}], by day then model."""
     c = usage_log.c
-    table, summed, raw = _parts(where)
+    table, summed, raw = _parts(conn, where)
     day = rollup.day_of(conn).label("day")
     branches = [select(day, c.model, func.count(), func.sum(c.cost_nano))
                 .where(and_(true(), *clauses)).group_by(literal_column("day"), c.model)
@@ -278,7 +278,7 @@ def values(conn: Connection, where: UsageFilter, column: str) -> list[str]:
     """The distinct values of `column` ("model" or "endpoint") among the filter's rows."""
     if column not in ("model", "endpoint"):
         raise ValueError(f"no list of {column!r} values")
-    table, summed, raw = _parts(where)
+    table, summed, raw = _parts(conn, where)
     branches = [select(usage_log.c[column]).where(and_(true(), *clauses)) for clauses in raw]
     if table is not None:
         branches.append(select(table.c[column]).where(and_(true(), *summed)))
@@ -299,7 +299,7 @@ def spend_by_key(conn: Connection, key_ids: list[str], day: datetime, month: dat
         select(c.key_id, func.sum(c.cost_nano),
                func.sum(case((c.created_at >= day, c.cost_nano), else_=0)),
                func.sum(case((c.created_at >= month, c.cost_nano), else_=0)))
-        .where(c.key_id.in_(key_ids), c.id > rollup.rolled_to()).group_by(c.key_id)]
+        .where(c.key_id.in_(key_ids), *rollup.not_folded(conn)).group_by(c.key_id)]
     found: dict[str, list[int]] = {}
     for key_id, total, today, this_month in conn.execute(union_all(*branches)):
         sums = found.setdefault(key_id, [0, 0, 0])

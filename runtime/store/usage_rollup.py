@@ -65,6 +65,17 @@ def rolled_to() -> Any:
     return func.coalesce(state, 0)
 
 
+def not_folded(conn: Connection) -> list[Any]:
+    """The clauses that pick the usage rows not folded yet: `id` above `rolled_to` as the
+    statement reads it, and above the value read just before, as a constant. The constant
+    changes nothing (`rolled_to` only grows) but tells PostgreSQL's planner that few rows
+    qualify, which it cannot guess from the subquery: an index range, not a scan of the
+    whole log."""
+    floor = conn.execute(select(usage_rollup_state.c.rolled_to).where(
+        usage_rollup_state.c.id == STATE_ID)).scalar() or 0
+    return [usage_log.c.id > rolled_to(), usage_log.c.id > floor]
+
+
 class Sums:
     """The sums of one rollup row."""
 
