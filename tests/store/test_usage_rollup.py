@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import func, select
 
+from runtime.admin.rollup import rollup_interval
 from runtime.store import UsageRecord
 from runtime.store import usage_rollup as rollup
 from runtime.store.schema import usage_rollup, usage_rollup_all
@@ -190,3 +191,10 @@ def test_a_pass_summed_before_a_prune_is_not_written_after_it(store):  # noqa: F
     check(log)
     assert store.rollup_usage(lag_seconds=0) == len(log.rows)
     check(log)
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "often"])
+def test_a_bad_rollup_interval_is_named(value):
+    with pytest.raises(ValueError, match="TOKMODEL_USAGE_ROLLUP_SECONDS"):
+        rollup_interval({"TOKMODEL_USAGE_ROLLUP_SECONDS": value})
+    assert rollup_interval({}) == 30
