@@ -38,7 +38,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench $(BENCH_ARGS)
 
-# the usage API over 1,000,000 usage rows (make bench-usage BENCH_USAGE_ARGS="--rows 100000")
+# the usage API and the console's usage pages over 1,000,000 usage rows (make bench-usage BENCH_USAGE_ARGS="--rows 100000")
 bench-usage: $(STAMP)
 	$(BIN)/python -m tests.bench.usage $(BENCH_USAGE_ARGS)
 

@@ -1,5 +1,5 @@
 """A task a worker runs in the background at a fixed interval (a thread, so a greenlet under
-gevent): the holds' heartbeat and sweep, usage retention.
+gevent): the holds' heartbeat and sweep, retention, the usage rollup.
 
 Contract: `start()` starts it once (later calls do nothing); the first run comes after a random
 part of the interval, so workers started together spread their runs; `stop()` ends it at the

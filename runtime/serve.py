@@ -235,14 +235,16 @@ class GatewayServer(BaseApplication):
                 self.cfg.set(key, value)
 
     def load(self):  # noqa: ANN201 - gunicorn's interface
-        from runtime.admin.retention import RetentionSettings, UsagePruner
+        from runtime.admin.retention import RetentionPruner, RetentionSettings
+        from runtime.admin.rollup import UsageRollup, rollup_interval
         from runtime.app import build_app
         from runtime.billing.sweeper import HoldKeeper, HoldSettings
 
         app, store = build_app()
         # started by _post_worker_init, in the worker, once its event loop runs
         self.hold_keeper = HoldKeeper(store, HoldSettings.from_env())
-        self.usage_pruner = UsagePruner(store, RetentionSettings.from_env())
+        self.pruner = RetentionPruner(store, RetentionSettings.from_env())
+        self.rollup = UsageRollup(store, rollup_interval())
         return app
 
 
@@ -273,10 +275,14 @@ def _post_worker_init(worker: Any) -> None:
     keeper = getattr(worker.app, "hold_keeper", None)
     if keeper is not None:
         keeper.start()
-    # usage retention (runtime/admin/retention.py): a no-op unless configured
-    pruner = getattr(worker.app, "usage_pruner", None)
+    # usage and audit-log retention (runtime/admin/retention.py)
+    pruner = getattr(worker.app, "pruner", None)
     if pruner is not None:
         pruner.start()
+    # the daily sums the usage reports read (runtime/admin/rollup.py)
+    rollup = getattr(worker.app, "rollup", None)
+    if rollup is not None:
+        rollup.start()
 
 
 def serve(host: str, port: int, workers: int, worker_class: str = "gevent",

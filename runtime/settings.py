@@ -14,6 +14,8 @@
 | TOKMODEL_MAX_UPSTREAM_ANSWER_BYTES | 67108864 (64 MiB): a whole (non-stream) upstream answer |
 | TOKMODEL_MAX_STREAM_EVENT_BYTES | 16777216 (16 MiB): one event of an upstream stream |
 | TOKMODEL_USAGE_RETENTION_DAYS | unset: usage rows kept forever (runtime/admin/retention.py) |
+| TOKMODEL_AUDIT_RETENTION_DAYS | 365: console audit-log rows kept; 0: forever (retention.py) |
+| TOKMODEL_USAGE_ROLLUP_SECONDS | 30: how often usage rows are folded into daily sums (rollup.py) |
 | TOKMODEL_ADMIN_TOKEN | unset: the admin API and operator pages are off (runtime/admin) |
 | TOKMODEL_REDIS_URL | unset: keys' rpm/tpm counters in the database; set: in this Redis |
 """

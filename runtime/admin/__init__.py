@@ -1,6 +1,8 @@
 """Governance over HTTP: the operator's admin API (/admin/v1, runtime.admin.api), the
 own-account API for API keys (/v1/account, runtime.admin.account), the usage endpoints both
-share (runtime.admin.usage) and the usage retention task (runtime.admin.retention).
+share (runtime.admin.usage), the retention task for usage and audit-log rows
+(runtime.admin.retention) and the task that folds usage rows into daily sums
+(runtime.admin.rollup).
 
 `add_governance_routes(app, gateway, env)` adds both APIs to the app; the admin token is
 read from `TOKMODEL_ADMIN_TOKEN` here, once.

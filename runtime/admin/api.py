@@ -7,7 +7,8 @@ Contract:
   account is a 403 (keys never reach the operator's API, whatever their kind).
 - Bodies are validated against the spec (runtime.admin.body); amounts are exact JSON numbers
   of credits both ways; errors are the gateway's JSON envelope naming the field.
-- Accounts: create, list, show, disable, enable; top-ups: add, history (ledger entries);
+- Accounts: create, list, show, disable, enable; top-ups: add, history (ledger entries, in
+  keyset pages: `limit`, `cursor`, `next_cursor`, like usage);
   keys: create (the secret once, as `key`), list per account, show, PATCH name/manage,
   DELETE revokes; usage: pages, CSV, totals, daily series (runtime.admin.usage).
 """
@@ -22,7 +23,7 @@ from runtime.admin import usage
 from runtime.admin.body import read_body, spec_json, to_nano
 from runtime.admin.jsonout import Credits
 from runtime.console.admin import token_matches
-from runtime.errors import GatewayError, NotFound
+from runtime.errors import BadRequest, GatewayError, NotFound
 from runtime.store import Account, AccountExists, AccountNotFound, KeyRecord, Store
 from runtime.store.keys import looks_like_secret
 
@@ -127,14 +128,19 @@ class OneAccount(_Guard):
         self._toggle(req, resp, name, False)
 
     def on_get_topups(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
+        """One keyset page of the account's top-ups, newest first (`limit`, `cursor`)."""
         self.check(req)
+        limit = usage.page_limit(req)
         try:
-            entries = self.store.topups(name)
+            entries, cursor = self.store.topups(name, limit, req.get_param("cursor"))
         except AccountNotFound:
             raise NotFound(f"No account named {name!r}.", param="name") from None
+        except ValueError:
+            raise BadRequest("Invalid query: cursor is not a next_cursor of this API.",
+                             param="cursor") from None
         usage.send(resp, {"data": [{"id": e["reference"], "amount": Credits(e["amount_nano"]),
                                     "note": e["note"], "created_at": e["created_at"]}
-                                   for e in entries]})
+                                   for e in entries], "next_cursor": cursor})
 
     def on_post_topups(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
         self.check(req)

@@ -1,12 +1,18 @@
-"""Usage retention: the periodic task that prunes old usage rows, off the request path.
+"""Retention: the periodic task that prunes old usage rows and old audit-log rows, off the
+request path.
 
-`TOKMODEL_USAGE_RETENTION_DAYS` (unset: keep forever) is how long usage rows are kept; a
-fraction of a day is allowed. When set, every gateway worker runs a `UsagePruner` thread (a
-greenlet under gevent) that every `TOKMODEL_USAGE_PRUNE_SECONDS` (default 600, spread at
-random over workers) deletes rows older than that in batches of `BATCH` rows, one short
+- `TOKMODEL_USAGE_RETENTION_DAYS` (unset: keep forever; a fraction of a day is allowed) is
+  how long usage rows are kept.
+- `TOKMODEL_AUDIT_RETENTION_DAYS` (default 365; `0` keeps it forever; otherwise at least 1
+  day, since the console's login throttle reads the last minutes of it when Redis is not
+  configured) is how long console/operator audit-log rows are kept.
+
+Every gateway worker runs one `RetentionPruner` thread (a greenlet under gevent) when either
+is set; every `TOKMODEL_USAGE_PRUNE_SECONDS` (default 600, the first run spread at random over
+workers) it deletes the rows older than each setting in batches of `BATCH` rows, one short
 transaction each with a pause between them, so requests writing usage rows are never held
-up for long. Balances and the ledger are never touched; the ledger audit knows that rows
-older than the recorded watermark may be gone (runtime/store/usage_queries.py).
+up for long. Balances and the ledger are never touched; the ledger audit knows that usage
+rows older than the recorded watermark may be gone (runtime/store/usage_queries.py).
 """
 
 from __future__ import annotations
@@ -14,42 +20,62 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from runtime.periodic import PeriodicTask
 from runtime.store import Store
 
-log = logging.getLogger("tokmodel.usage")
+log = logging.getLogger("tokmodel.retention")
 
 RETENTION_ENV = "TOKMODEL_USAGE_RETENTION_DAYS"
+AUDIT_RETENTION_ENV = "TOKMODEL_AUDIT_RETENTION_DAYS"
 INTERVAL_ENV = "TOKMODEL_USAGE_PRUNE_SECONDS"
-BATCH = 1000
-BATCHES_PER_RUN = 100  # at most 100,000 rows a run; more wait for the next one
-PAUSE_SECONDS = 0.05
+DEFAULT_AUDIT_DAYS = 365.0
+# A usage batch is also taken out of the daily sums in Python (usage_rollup.unfold) inside the
+# worker, whose requests wait meanwhile: 200 rows keep that to milliseconds (see rollup.py).
+BATCH = 200
+BATCHES_PER_RUN = 500  # at most 100,000 rows of each kind a run; more wait for the next one
+PAUSE_SECONDS = 0.01
+
+
+def _days(env: Mapping[str, str], name: str) -> float:
+    text = env.get(name) or ""
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{name} must be a number of days, not {text!r}") from None
 
 
 @dataclass(frozen=True, slots=True)
 class RetentionSettings:
-    days: float | None = None
+    days: float | None = None                     # usage rows; None: kept forever
     interval_seconds: float = 600.0
+    audit_days: float | None = DEFAULT_AUDIT_DAYS  # audit-log rows; None: kept forever
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> RetentionSettings:
         env = os.environ if env is None else env
-        raw = env.get(RETENTION_ENV) or None
-        days = None if raw is None else float(raw)
+        days = _days(env, RETENTION_ENV) if env.get(RETENTION_ENV) else None
         if days is not None and not days > 0:
             raise ValueError(f"{RETENTION_ENV} must be a number of days > 0 (unset: forever)")
+        audit_days: float | None = DEFAULT_AUDIT_DAYS
+        if env.get(AUDIT_RETENTION_ENV):
+            audit_days = _days(env, AUDIT_RETENTION_ENV)
+            if audit_days == 0:
+                audit_days = None
+            elif not audit_days >= 1:
+                raise ValueError(f"{AUDIT_RETENTION_ENV} must be 0 (keep forever) or a "
+                                 "number of days >= 1")
         interval = float(env.get(INTERVAL_ENV) or cls().interval_seconds)
         if not interval > 0:
             raise ValueError(f"{INTERVAL_ENV} must be > 0")
-        return cls(days, interval)
+        return cls(days, interval, audit_days)
 
 
-class UsagePruner(PeriodicTask):
-    name = "tokmodel-usage-retention"
+class RetentionPruner(PeriodicTask):
+    name = "tokmodel-retention"
     first_wait = (0.1, 1.0)
     log = log
 
@@ -59,28 +85,36 @@ class UsagePruner(PeriodicTask):
         self.settings = settings
 
     def start(self) -> None:
-        if self.settings.days is not None:
+        if self.settings.days is not None or self.settings.audit_days is not None:
             super().start()
 
     def interval(self) -> float:
         return self.settings.interval_seconds
 
     def run_once(self) -> int:
-        return self.prune()
+        return self.prune() + self.prune_audit()
 
     def prune(self) -> int:
-        """One run: delete rows older than the retention, batch by batch; return how many."""
-        if self.settings.days is None:
+        """Delete usage rows older than their retention, batch by batch; return how many."""
+        return self._prune(self.settings.days, self.store.prune_usage, "usage rows")
+
+    def prune_audit(self) -> int:
+        """Delete audit-log rows older than their retention; return how many."""
+        return self._prune(self.settings.audit_days, self.store.prune_audit,
+                           "audit-log rows")
+
+    def _prune(self, days: float | None, delete: Callable[[datetime, int], int],
+               what: str) -> int:
+        if days is None:
             return 0
-        cutoff = datetime.now(UTC) - timedelta(days=self.settings.days)
+        cutoff = datetime.now(UTC) - timedelta(days=days)
         total = 0
         for _ in range(BATCHES_PER_RUN):
-            deleted = self.store.prune_usage(cutoff, BATCH)
+            deleted = delete(cutoff, BATCH)
             total += deleted
             if deleted < BATCH or self.stopping:
                 break
             time.sleep(PAUSE_SECONDS)
         if total:
-            log.info("usage retention: %d usage rows older than %s pruned", total,
-                     cutoff.isoformat())
+            log.info("retention: %d %s older than %s pruned", total, what, cutoff.isoformat())
         return total

@@ -75,7 +75,8 @@ def totals_json(totals: UsageTotals) -> dict[str, Any]:
             "cost": Credits(totals.cost_nano)}
 
 
-def _limit(req: falcon.Request) -> int:
+def page_limit(req: falcon.Request) -> int:
+    """The `limit` parameter of a paged list (DEFAULT_LIMIT when absent)."""
     value = req.get_param("limit")
     if value is None:
         return DEFAULT_LIMIT
@@ -117,7 +118,7 @@ def answer_page(req: falcon.Request, resp: falcon.Response, store: Store,
         resp.set_header("Content-Disposition", 'attachment; filename="usage.csv"')
         resp.stream = _csv_lines(store, where)
         return
-    limit = _limit(req)
+    limit = page_limit(req)
     try:
         rows, cursor = store.usage_page(where, limit, req.get_param("cursor"))
     except ValueError:

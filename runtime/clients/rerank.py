@@ -10,6 +10,8 @@ true, always taken from the client's own request.
 Charging follows the catalogue: `per_search` (Cohere's search units as billed; one unit per
 100 documents when the provider reports none) or `input_per_mtok` (the provider's token
 count; when it reports none, 4 characters per token of the query paired with each document).
+The usage row records the documents ranked (`documents` in its details) next to what was
+billed (`searches`, or the tokens), whichever way the model is priced.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ def estimate_tokens(query: str, texts: list[str]) -> int:
 def cost_of(model: Model, billed: dict[str, int], query: str, texts: list[str]
             ) -> tuple[Any, Usage]:
     """(exact nano-credits, usage for the log) from what the provider billed."""
-    usage = Usage()
+    usage = Usage(units={"documents": len(texts)})
     if "per_search" in model.pricing:
         searches = billed.get("search_units") or searches_for(len(texts))
         billed.setdefault("search_units", searches)

@@ -15,6 +15,7 @@ Environment is read once, here:
 | TOKMODEL_CONSOLE_SESSION_SECONDS | 43200 (12 h) | a session's life from login |
 | TOKMODEL_CONSOLE_LOGIN_MAX_FAILURES | 10 | failed logins before a 429 ... |
 | TOKMODEL_CONSOLE_LOGIN_WINDOW_SECONDS | 300 | ... within this window |
+| TOKMODEL_REDIS_URL | unset: failed logins counted in the database | set: in this Redis |
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
+from dataclasses import replace
 
 import falcon
 
@@ -74,7 +76,8 @@ def add_console_routes(app: falcon.App, store: Store, settings: Settings,
         log.warning("%s is shorter than %d characters; use a long random value",
                     ADMIN_TOKEN_ENV, _SHORT_ADMIN_TOKEN)
     signer = Signer(load_secret(settings.database_url, env))
-    console = Console(store, signer, admin_token, console_config(env))
+    config = replace(console_config(env), redis_url=settings.redis_url)
+    console = Console(store, signer, admin_token, config)
     add_handlers(app, console)
     add_account_routes(app, console)
     add_usage_routes(app, console)

@@ -8,7 +8,8 @@ Contract:
   (runtime.console.sessions) is bound to a digest of the token, so changing it logs out
   every operator. Logout ends the session at once.
 - Every operator action (account creation, top-up, key creation) is written to the audit
-  log with the client address.
+  log with the client address. A key is created as an inference key unless the form's
+  "Management key" box is ticked.
 - Amounts are typed in credits and converted exactly with `parse_credits` (plain decimals
   only: no sign, no exponent, at most 9 decimals); a bad amount re-renders the form with an
   error and changes nothing. Successful POSTs redirect (303); a new key's secret is shown
@@ -27,11 +28,13 @@ from runtime.billing.credits import parse_credits
 from runtime.console.pages import (
     check_throttle,
     clean_name,
+    key_kind,
     remember_secret,
     show_secret_once,
+    wants_management_key,
 )
 from runtime.console.sessions import OPERATOR, Session
-from runtime.console.usage import HISTORY_KINDS
+from runtime.console.usage import HISTORY_KINDS, history_page
 from runtime.console.web import (
     ADMIN_COOKIE,
     LOGIN_COOKIE,
@@ -119,19 +122,21 @@ class _Admin:
             raise PageError(404, "There is no such account.")
         return account
 
-    def account_page(self, resp: falcon.Response, session: Session, account: Account,
-                     status: int = 200, **context: object) -> None:
+    def account_page(self, req: falcon.Request, resp: falcon.Response, session: Session,
+                     account: Account, status: int = 200, **context: object) -> None:
         store = self.console.store
         keys = store.list_keys(account.name)
         context.setdefault("amount", "")
         context.setdefault("key_name", "")
         context.setdefault("topup_error", "")
         context.setdefault("key_error", "")
+        context.setdefault("key_manage", False)
         self.console.render(resp, "admin_account.html", status=status, **self.page(session),
                             active="accounts", account=account, keys=keys,
                             rows=store.usage_page(UsageFilter(account_id=account.id),
                                                          ACCOUNT_USAGE_ROWS)[0],
-                            entries=store.money_history(account.id, ACCOUNT_HISTORY_ROWS),
+                            history=history_page(store, account.id, req,
+                                                 ACCOUNT_HISTORY_ROWS),
                             kinds=HISTORY_KINDS,
                             key_names={key.id: key.name for key in keys}, **context)
 
@@ -161,6 +166,7 @@ class AdminLogin(_Admin):
         check_throttle(self.console, client, None)
         if not token_matches(form.get("token", ""), self.console.admin_token or ""):
             self.record(req, "operator_login_failed")
+            self.console.throttle.failed(client, None)
             self.console.render(resp, "admin_login.html", status=400, nav="admin-out",
                                 error=LOGIN_FAILED,
                                 csrf=self.console.signer.csrf_token(binding))
@@ -213,7 +219,7 @@ class AdminAccount(_Admin):
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, account_id: int) -> None:
         session = self.session(req)
-        self.account_page(resp, session, self.account(account_id),
+        self.account_page(req, resp, session, self.account(account_id),
                           notice=ADMIN_NOTICES.get(req.get_param("done") or "", ""))
 
     def on_post_topup(self, req: falcon.Request, resp: falcon.Response,
@@ -231,7 +237,7 @@ class AdminAccount(_Admin):
             message = str(exc)
             if "overflow" in message:
                 message = "That top-up would exceed the largest balance an account can hold."
-            self.account_page(resp, session, account, 400, topup_error=message,
+            self.account_page(req, resp, session, account, 400, topup_error=message,
                               amount=form.get("amount", ""))
             return
         self.record(req, "topup", account_id=account.id, detail=f"amount_nano={amount}")
@@ -272,14 +278,16 @@ class AdminAccount(_Admin):
         form = self.console.form(req)
         require_csrf(self.console, session.binding, form)
         account = self.account(account_id)
+        manage = wants_management_key(form)
         try:
             name = clean_name(form.get("name"), "key name")
         except ValueError as exc:
-            self.account_page(resp, session, account, 400, key_error=str(exc),
-                              key_name=form.get("name", ""))
+            self.account_page(req, resp, session, account, 400, key_error=str(exc),
+                              key_name=form.get("name", ""), key_manage=manage)
             return
-        record, secret = self.console.store.create_key(account.name, name)
-        self.record(req, "key_create", account_id=account.id, key_id=record.id)
+        record, secret = self.console.store.create_key(account.name, name, manage=manage)
+        self.record(req, "key_create", account_id=account.id, key_id=record.id,
+                    detail=key_kind(record))
         remember_secret(self.console, session, record, secret,
                         f"/console/admin/accounts/{account.id}")
         raise Redirect("/console/admin/keys/created")

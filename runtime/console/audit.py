@@ -10,7 +10,8 @@ Contract:
   operator) came from the address, or failed key logins named the prefix, within the last
   `window` seconds, the time at which the oldest of them leaves the window; else None. The
   rows live in the database, so every worker and node counts the same failures. A success
-  does not reset the count: a valid key must not buy an attacker more guesses.
+  does not reset the count: a valid key must not buy an attacker more guesses. This is the
+  login throttle without Redis (runtime.console.throttle).
 """
 
 from __future__ import annotations

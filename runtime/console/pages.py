@@ -4,13 +4,17 @@ Contract:
 - Logging in takes one of the account's live API keys and opens a server-side session
   (runtime.console.sessions) tied to that key; every page re-reads the session and the key:
   logging out, revoking the key or the session's expiry ends it at once, on every worker.
-- Logins are throttled per client address and key prefix and every attempt is audited
-  (`check_throttle`, runtime.console.audit); the secret itself is never logged.
+- Logins are throttled per client address and key prefix (`check_throttle`,
+  runtime.console.throttle: in Redis when TOKMODEL_REDIS_URL is set, else in the database)
+  and every attempt is audited (runtime.console.audit); the secret itself is never logged.
 - Every POST is refused from another origin, checks the CSRF token bound to the session (or,
   on the login form, to the pre-login nonce cookie) and answers with a 303 redirect. A new
   key's secret is kept in the session for one display: POST /console/keys redirects to
   /console/keys/created, which shows it once; a reload shows it no more and creates nothing.
 - A key id in a URL that does not belong to the logged-in account is a 404.
+- Only management keys log in. A management key creates inference keys, or management keys
+  when the form's "Management key" box is ticked (`manage=1`; off by default); the audit log
+  says which kind was made. The keys page tags the management keys.
 """
 
 from __future__ import annotations
@@ -113,8 +117,8 @@ def key_prefix(secret: str) -> str | None:
 
 def check_throttle(console: Console, client: str, prefix: str | None) -> None:
     """A 429 page saying when to retry, once too many logins failed from `client` or for
-    `prefix` (runtime.console.audit)."""
-    until = console.audit.retry_at(client, prefix)
+    `prefix` (runtime.console.throttle)."""
+    until = console.throttle.retry_at(client, prefix)
     if until is None:
         return
     # a line, not a row: refused attempts must not grow the table at the attacker's pace
@@ -124,6 +128,17 @@ def check_throttle(console: Console, client: str, prefix: str | None) -> None:
     raise PageError(429, "Too many failed logins. Try again after "
                          f"{until.strftime('%H:%M:%S')} UTC (in {(wait + 59) // 60} min).",
                     headers={"Retry-After": str(wait)})
+
+
+def wants_management_key(form: dict[str, str]) -> bool:
+    """The create-key form's "Management key" checkbox (unticked, or absent: an inference
+    key)."""
+    return form.get("manage") == "1"
+
+
+def key_kind(key: KeyRecord) -> str:
+    """How the audit log names a new key's kind."""
+    return "management key" if key.manage else "inference key"
 
 
 def remember_secret(console: Console, session: Session, record: KeyRecord, secret: str,
@@ -197,6 +212,8 @@ class Login:
                                  f"key:{key.id}" if key else "key:?", client,
                                  key_prefix=prefix, account_id=key and key.account_id,
                                  key_id=key and key.id)
+            if key is None:
+                console.throttle.failed(client, prefix)
             console.render(resp, "login.html", status=400 if key is None else 403,
                            error=error, csrf=console.signer.csrf_token(binding))
             return
@@ -245,12 +262,13 @@ class Keys:
         self.console = console
 
     def _list(self, resp: falcon.Response, viewer: Viewer, status: int = 200,
-              error: str = "", name: str = "", notice: str = "") -> None:
+              error: str = "", name: str = "", notice: str = "", manage: bool = False) -> None:
         keys = self.console.store.list_keys(viewer.account.name)
         self.console.render(resp, "keys.html", status=status, **account_page(viewer, "keys"),
                             keys=keys,
                             spend=self.console.store.spend_by_key([k.id for k in keys]),
-                            current_key=viewer.key.id, error=error, name=name, notice=notice)
+                            current_key=viewer.key.id, error=error, name=name, notice=notice,
+                            manage=manage)
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         viewer = current_viewer(self.console, req)
@@ -260,14 +278,18 @@ class Keys:
         viewer = current_viewer(self.console, req)
         form = self.console.form(req)
         require_csrf(self.console, viewer.binding, form)
+        manage = wants_management_key(form)
         try:
             name = clean_name(form.get("name"), "key name")
         except ValueError as exc:
-            self._list(resp, viewer, status=400, error=str(exc), name=form.get("name", ""))
+            self._list(resp, viewer, status=400, error=str(exc), name=form.get("name", ""),
+                       manage=manage)
             return
-        record, secret = self.console.store.create_key(viewer.account.name, name)
+        record, secret = self.console.store.create_key(viewer.account.name, name,
+                                                       manage=manage)
         self.console.audit.record("key_create", viewer.actor, self.console.client(req),
-                                  account_id=viewer.account.id, key_id=record.id)
+                                  account_id=viewer.account.id, key_id=record.id,
+                                  detail=key_kind(record))
         remember_secret(self.console, viewer.session, record, secret, "/console/keys")
         raise Redirect("/console/keys/created")
 

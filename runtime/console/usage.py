@@ -1,5 +1,5 @@
 """The account's usage views: the filtered, paged usage page with totals and a daily chart,
-its CSV export, and the money history (top-ups, adjustments, debts).
+its CSV export, and the money history (top-ups, adjustments, debts), also paged.
 
 Contract:
 - Filters come from the query string: `key` (a key id of the account), `model`, `endpoint`,
@@ -8,8 +8,11 @@ Contract:
   pages of runtime/store/usage_queries.py). A bad value is a 400 page naming it.
 - Totals and the chart cover every row of the filter, not only the page shown.
 - `/console/usage.csv` streams every row of the filter, read in short batches.
+- `/console/topups` (and the operator's account page, through `history_page`) shows the
+  money history in keyset pages of HISTORY_ROWS, `before`/`after` cursors like usage.
 - Units are shown per kind: tokens in/out, images, audio seconds, speech characters,
-  rerank searches, web searches (see `describe`).
+  rerank documents ranked and searches billed, web searches (see `describe`); the CSV has a
+  column for each.
 """
 
 from __future__ import annotations
@@ -28,11 +31,13 @@ from runtime.billing.credits import format_credits
 from runtime.billing.pricing import WEB_SEARCHES
 from runtime.console.pages import Viewer, account_page, current_viewer
 from runtime.console.web import Console, PageError, secure_headers
+from runtime.store.money_history import MoneyEntry
+from runtime.store.money_history import encode_cursor as encode_history_cursor
 from runtime.store.usage_queries import UsageFilter, UsageRow, encode_cursor
 
 PAGE_SIZES = (25, 50, 100, 200)
 DEFAULT_SIZE = 50
-HISTORY_ROWS = 500
+HISTORY_ROWS = 50
 MAX_FILTER_TEXT = 200
 # One colour per model series in the chart (cycled when there are more models).
 PALETTE = ("#2457d6", "#e07a10", "#157347", "#b42318", "#7a4cc2", "#0f8a9d", "#a16207",
@@ -42,9 +47,9 @@ UNIT_WORDS = {
     "images": ("image", "images"),
     "seconds": ("second of audio", "seconds of audio"),
     "characters": ("character", "characters"),
+    "documents": ("document ranked", "documents ranked"),
     "searches": ("search", "searches"),
     WEB_SEARCHES: ("web search", "web searches"),
-    "documents": ("document", "documents"),
 }
 
 
@@ -207,8 +212,8 @@ class Usage:
 
 CSV_COLUMNS = ("time_utc", "request_id", "key", "model", "endpoint", "provider", "status",
                "prompt_tokens", "completion_tokens", "cached_tokens", "images",
-               "audio_seconds", "characters", "searches", "web_searches", "cost_credits",
-               "latency_ms")
+               "audio_seconds", "characters", "documents", "searches", "web_searches",
+               "cost_credits", "latency_ms")
 
 
 def _cell(value: Any) -> Any:
@@ -238,7 +243,8 @@ def csv_lines(rows: Iterator[list[UsageRow]], key_names: dict[str, str]) -> Iter
                 key_names.get(row.key_id or "", ""), row.model, row.endpoint, row.provider,
                 row.status, row.prompt_tokens, row.completion_tokens, row.cached_tokens,
                 units.get("images", ""), units.get("seconds", ""),
-                units.get("characters", ""), units.get("searches", ""),
+                units.get("characters", ""), units.get("documents", ""),
+                units.get("searches", ""),
                 units.get(WEB_SEARCHES, ""), format_credits(row.cost_nano),
                 row.latency_ms)])
         yield flush()
@@ -268,8 +274,41 @@ HISTORY_KINDS = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class HistoryPage:
+    """One page of an account's money history and the query strings of its "Older" and
+    "Newer" links ("" when there is no such page)."""
+
+    entries: list[MoneyEntry]
+    older: str
+    newer: str
+
+
+def history_page(store: Any, account_id: int, req: falcon.Request,
+                 size: int = HISTORY_ROWS) -> HistoryPage:
+    """The page the query string's `before` or `after` cursor asks for (the newest without
+    either); a cursor this console did not make is a 400 page."""
+    before, after = req.get_param("before") or None, req.get_param("after") or None
+    try:
+        if after:
+            entries, newer = store.money_history_newer(account_id, size, after)
+            older = encode_history_cursor(entries[-1]) if entries else None
+        else:
+            entries, older = store.money_history(account_id, size, before)
+            newer = None
+            if before and entries:
+                above = encode_history_cursor(entries[0])
+                newer = above if store.money_history_newer(account_id, 1, above)[0] else None
+    except ValueError:
+        raise PageError(400, "That page link is not valid: start again from the newest "
+                             "page.") from None
+    return HistoryPage(entries, f"?{urlencode({'before': older})}" if older else "",
+                       f"?{urlencode({'after': newer})}" if newer else "")
+
+
 class History:
-    """/console/topups: the account's top-ups, adjustments, debts and debt payments."""
+    """/console/topups: the account's top-ups, adjustments, debts and debt payments, in
+    pages of HISTORY_ROWS with "Older"/"Newer" links."""
 
     def __init__(self, console: Console) -> None:
         self.console = console
@@ -278,8 +317,8 @@ class History:
         viewer: Viewer = current_viewer(self.console, req)
         self.console.render(
             resp, "topups.html", **account_page(viewer, "topups"), account=viewer.account,
-            entries=self.console.store.money_history(viewer.account.id, HISTORY_ROWS),
-            kinds=HISTORY_KINDS, limit=HISTORY_ROWS)
+            history=history_page(self.console.store, viewer.account.id, req),
+            kinds=HISTORY_KINDS)
 
 
 def add_usage_routes(app: falcon.App, console: Console) -> None:

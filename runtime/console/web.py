@@ -2,10 +2,11 @@
 
 Contract:
 - `Console` holds the store, the `Signer`, the server-side `Sessions`, the `AuditLog`, the
-  jinja2 environment (autoescape on for every template, StrictUndefined), the optional
-  admin token and the `ConsoleConfig`; `Console.render` answers a page with security
-  headers and `Cache-Control: no-store` (console pages show balances, usage and sometimes a
-  key secret, so none of them may be cached).
+  login throttle (runtime.console.throttle: Redis when TOKMODEL_REDIS_URL is set, else the
+  audit log's rows), the jinja2 environment (autoescape on for every template,
+  StrictUndefined), the optional admin token and the `ConsoleConfig`; `Console.render`
+  answers a page with security headers and `Cache-Control: no-store` (console pages show
+  balances, usage and sometimes a key secret, so none of them may be cached).
 - `Console.form(req)` is how every POST starts: a request from another origin is a 403
   (runtime.console.origin), then one urlencoded form body of at most `MAX_FORM_BYTES` is
   parsed (`read_form`).
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from runtime.console.clientaddr import TrustedProxies
 from runtime.console.origin import request_origin, same_origin
 from runtime.console.session import SESSION_SECONDS, Signer
 from runtime.console.sessions import Sessions
+from runtime.console.throttle import login_throttle
 from runtime.store import Store
 
 SESSION_COOKIE = "tokmodel_console"
@@ -95,6 +97,7 @@ class ConsoleConfig:
     session_seconds: int = SESSION_SECONDS
     login_max_failures: int = 10
     login_window_seconds: int = 300
+    redis_url: str | None = field(default=None, repr=False)  # TOKMODEL_REDIS_URL
 
 
 class Console:
@@ -109,6 +112,7 @@ class Console:
         self.sessions = Sessions(store.engine, config.session_seconds, admin_token)
         self.audit = AuditLog(store.engine, config.login_max_failures,
                               config.login_window_seconds)
+        self.throttle = login_throttle(config.redis_url, self.audit)
         self.templates = jinja2.Environment(
             loader=jinja2.FileSystemLoader(_HERE / "templates"),
             autoescape=True,

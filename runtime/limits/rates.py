@@ -186,14 +186,20 @@ return 1
 """
 
 
+def redis_client(url: str) -> Any:
+    """The Redis client of TOKMODEL_REDIS_URL, as every Redis counter of the gateway opens it
+    (these rates, the console's login throttle)."""
+    import redis
+
+    return redis.Redis.from_url(url)
+
+
 class RedisRates:
     """Counts in Redis hashes `tokmodel:rate:{key_id}:minute` (fields r, t) that expire by
     themselves; one script call per admission and per correction."""
 
     def __init__(self, url: str, client: Any = None) -> None:
-        import redis
-
-        self._redis = client or redis.Redis.from_url(url)
+        self._redis = client or redis_client(url)
         self._admit = self._redis.register_script(_ADMIT_LUA)
         self._correct = self._redis.register_script(_CORRECT_LUA)
 

@@ -238,6 +238,14 @@ def _console_sessions_and_audit_log(conn: Connection) -> None:
     schema.audit_log.create(conn, checkfirst=True)
 
 
+def _add_indexes(conn: Connection, table: Table, names: tuple[str, ...]) -> None:
+    """These indexes of `table`, as schema.py defines them, where missing."""
+    existing = {index["name"] for index in inspect(conn).get_indexes(table.name)}
+    for index in table.indexes:
+        if index.name in names and index.name not in existing:
+            index.create(conn)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "accounts, api_keys, holds, usage_log", _baseline),
     Migration(2, "holds without rowid (SQLite)", _holds_without_rowid),
@@ -254,6 +262,16 @@ MIGRATIONS: tuple[Migration, ...] = (
               _management_keys_and_usage_queries),
     Migration(8, "console_sessions, audit_log", _console_sessions_and_audit_log),
     Migration(9, "holds.spend_key", lambda conn: _add_hold_columns(conn, ("spend_key",))),
+    Migration(10, "audit_log index on created_at (retention)",
+              lambda conn: _add_indexes(conn, schema.audit_log, ("ix_audit_log_created_at",))),
+    Migration(11, "ledger_entries: partial index of the money history's kinds",
+              lambda conn: _add_indexes(conn, schema.ledger_entries,
+                                        ("ix_ledger_entries_history",))),
+    # the sums start empty: the periodic rollup folds the existing rows in, a chunk at a time
+    Migration(12, "usage_rollup, usage_rollup_all, usage_rollup_state", lambda conn: [
+        table.create(conn, checkfirst=True)
+        for table in (schema.usage_rollup, schema.usage_rollup_all,
+                      schema.usage_rollup_state)]),
 )
 
 

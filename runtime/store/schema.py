@@ -30,6 +30,7 @@ from sqlalchemy import (
     Text,
     event,
     false,
+    text,
 )
 
 NAMING_CONVENTION = {
@@ -167,6 +168,63 @@ usage_log = Table(
     Index("ix_usage_log_created_at", "created_at"),
 )
 
+# The usage log summed per UTC day, account, key, model and endpoint (runtime/store/
+# usage_rollup.py): what totals, the daily series, the distinct models and key spend read
+# instead of every usage row. It covers exactly the usage rows with ids up to
+# usage_rollup_state.rolled_to; rows above it are read from usage_log. Written off the
+# request path by a periodic task, so the per-request INSERT into usage_log writes nothing
+# more. `key_id` is '' for rows without a key; `units` is the JSON of the other priced
+# units summed (images, audio seconds, searches, ...).
+usage_rollup = Table(
+    "usage_rollup",
+    metadata,
+    Column("account_id", Integer, nullable=False),
+    Column("day", String(10), nullable=False),  # YYYY-MM-DD, UTC
+    Column("key_id", String(16), nullable=False),
+    Column("model", Text, nullable=False),
+    Column("endpoint", Text, nullable=False),
+    Column("requests", BigInteger, nullable=False),
+    Column("prompt_tokens", BigInteger, nullable=False),
+    Column("completion_tokens", BigInteger, nullable=False),
+    Column("cached_tokens", BigInteger, nullable=False),
+    Column("cost_nano", BigInteger, nullable=False),
+    Column("units", Text, nullable=False),
+    PrimaryKeyConstraint("account_id", "day", "key_id", "model", "endpoint"),
+    Index("ix_usage_rollup_key_id_day", "key_id", "day"),
+    sqlite_with_rowid=False,
+)
+
+# The same sums over every account and key: per UTC day, model and endpoint. What reports
+# without an account or key filter read (a few rows a day, however many keys there are).
+usage_rollup_all = Table(
+    "usage_rollup_all",
+    metadata,
+    Column("day", String(10), nullable=False),
+    Column("model", Text, nullable=False),
+    Column("endpoint", Text, nullable=False),
+    Column("requests", BigInteger, nullable=False),
+    Column("prompt_tokens", BigInteger, nullable=False),
+    Column("completion_tokens", BigInteger, nullable=False),
+    Column("cached_tokens", BigInteger, nullable=False),
+    Column("cost_nano", BigInteger, nullable=False),
+    Column("units", Text, nullable=False),
+    PrimaryKeyConstraint("day", "model", "endpoint"),
+    sqlite_with_rowid=False,
+)
+
+# One row (id 1): the highest usage_log id folded into the rollups, and a version that
+# pruning bumps, so a rollup pass computed before a prune is not applied after it.
+usage_rollup_state = Table(
+    "usage_rollup_state",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("rolled_to", BigInteger, nullable=False),
+    Column("version", BigInteger, nullable=False),
+)
+# The row exists from the table's creation on: a prune always finds it to bump.
+event.listen(usage_rollup_state, "after_create", DDL(
+    "INSERT INTO usage_rollup_state (id, rolled_to, version) VALUES (1, 0, 0)"))
+
 # One row (id 1) once usage rows have been pruned: rows created before `pruned_before` may
 # be gone, so the audit does not expect a usage row for settle entries older than that.
 usage_retention = Table(
@@ -210,6 +268,12 @@ LEDGER_KINDS = (
     "debt_payment",  # credits that paid a debt (amount_nano < 0, debt_nano < 0)
 )
 
+# The ledger kinds an account's money history shows (runtime/store/money_history.py), and the
+# predicate of the partial index it reads: spelled out once, since SQLite uses a partial index
+# only for a query that repeats its WHERE term.
+HISTORY_KINDS = ("topup", "adjustment", "debt", "debt_payment")
+HISTORY_PREDICATE = text("kind IN (" + ", ".join(f"'{k}'" for k in HISTORY_KINDS) + ")")
+
 ledger_entries = Table(
     "ledger_entries",
     metadata,
@@ -225,7 +289,11 @@ ledger_entries = Table(
     PrimaryKeyConstraint("account_id", "reference", "kind"),
     CheckConstraint("kind IN (" + ", ".join(f"'{k}'" for k in LEDGER_KINDS) + ")",
                     name="kind_known"),
-    # One b-tree and no secondary index: each entry is one page write on the hot path.
+    # One b-tree and no other index the hot path writes: a request's hold and settle entries
+    # are one page write each. The money history's partial index holds only the history
+    # kinds (top-ups, adjustments, debts), newest last per account.
+    Index("ix_ledger_entries_history", "account_id", "created_at", "reference", "kind",
+          sqlite_where=HISTORY_PREDICATE, postgresql_where=HISTORY_PREDICATE),
     sqlite_with_rowid=False,
 )
 
@@ -260,7 +328,8 @@ console_sessions = Table(
 )
 
 # Console logins (both outcomes) and operator actions. Failed logins in the last minutes are
-# also what throttles further attempts, per client address and per key prefix.
+# also what throttles further attempts, per client address and per key prefix, when Redis
+# does not count them. Rows older than TOKMODEL_AUDIT_RETENTION_DAYS are pruned.
 audit_log = Table(
     "audit_log",
     metadata,
@@ -275,4 +344,6 @@ audit_log = Table(
     Column("detail", Text, nullable=True),
     Index("ix_audit_log_action_client_addr_created_at", "action", "client_addr", "created_at"),
     Index("ix_audit_log_action_key_prefix_created_at", "action", "key_prefix", "created_at"),
+    # retention deletes the oldest rows first (runtime/admin/retention.py)
+    Index("ix_audit_log_created_at", "created_at"),
 )

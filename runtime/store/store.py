@@ -18,7 +18,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
 
-from sqlalchemy import Engine, bindparam, case, delete, func, insert, select, text, update
+from sqlalchemy import Engine, bindparam, delete, insert, select, text, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from runtime.limits import spend as spendlib
@@ -26,7 +26,7 @@ from runtime.limits.policy import limits_from_row, parse_models
 
 from . import holds as holdlib
 from . import keys as keylib
-from . import ledger, money_history, schema, usage_queries
+from . import ledger, money_history, schema, usage_queries, usage_rollup
 from . import responses as stored
 from .engine import make_engines
 from .errors import AccountExists, AccountNotFound, StoreError
@@ -542,18 +542,12 @@ class Store:
         (every key, limited or not; `held` is 0): a report, not the hot path."""
         now = self.clock()
         day = now.replace(hour=0, minute=0, second=0, microsecond=0)
-        month = day.replace(day=1)
-        cost = usage_log.c.cost_nano
-        query = (select(usage_log.c.key_id, func.sum(cost),
-                        func.sum(case((usage_log.c.created_at >= day, cost), else_=0)),
-                        func.sum(case((usage_log.c.created_at >= month, cost), else_=0)))
-                 .where(usage_log.c.key_id.in_(key_ids)).group_by(usage_log.c.key_id))
         found = {key_id: spendlib.KeySpend(0, 0, 0, 0) for key_id in key_ids}
         if key_ids:
             with self._reader.connect() as conn:
-                for key_id, total, today, this_month in conn.execute(query):
-                    found[key_id] = spendlib.KeySpend(int(total), int(today),
-                                                      int(this_month), 0)
+                spent = usage_queries.spend_by_key(conn, key_ids, day, day.replace(day=1))
+            for key_id, (total, today, this_month) in spent.items():
+                found[key_id] = spendlib.KeySpend(total, today, this_month, 0)
         return found
 
     @_db_errors
@@ -673,17 +667,19 @@ class Store:
             return [ledger.usage_record(row) for row in conn.execute(_usage_of_account, params)]
 
     @_db_errors
-    def topups(self, name: str, limit: int = 1000) -> list[dict[str, Any]]:
+    def topups(self, name: str, limit: int = 100, cursor: str | None = None
+               ) -> tuple[list[dict[str, Any]], str | None]:
         """The account's top-ups (its initial credits included), newest first, from the
-        ledger: [{"reference", "amount_nano", "note", "created_at"}]; AccountNotFound when
-        there is none."""
+        ledger, one keyset page: ([{"reference", "amount_nano", "note", "created_at"}],
+        next cursor or None); AccountNotFound when there is none, ValueError for a bad
+        cursor or limit."""
         with self._reader.connect() as conn:
             account_id = conn.execute(_account_id_by_name, {"b_name": name}).scalar()
             if account_id is None:
                 raise AccountNotFound(f"no account named {name!r}")
-            found = money_history.entries(conn, account_id, limit, kinds=("topup",))
+            found, following = money_history.page(conn, account_id, limit, ("topup",), cursor)
         return [{"reference": m.reference, "amount_nano": m.amount_nano, "note": m.note,
-                 "created_at": m.created_at} for m in found]
+                 "created_at": m.created_at} for m in found], following
 
     # usage queries (usage_queries.py)
 
@@ -720,6 +716,25 @@ class Store:
             return usage_queries.prune(conn, older_than.astimezone(UTC), batch)
 
     @_db_errors
+    def rollup_usage(self, lag_seconds: float = 10.0, most: int = 50_000) -> int:
+        """Fold the next usage rows (created more than `lag_seconds` ago, at most `most`)
+        into the daily sums the usage reports read; how many rows (usage_rollup.py)."""
+        return usage_rollup.roll_up(self._reader.connect, self._engine.begin, lag_seconds,
+                                    most)
+
+    @_db_errors
+    def prune_audit(self, older_than: datetime, batch: int = 1000) -> int:
+        """Delete up to `batch` audit-log rows created before `older_than` (oldest first);
+        return how many. Nothing else is touched."""
+        if not isinstance(batch, int) or batch < 1:
+            raise ValueError("batch must be an int >= 1")
+        table = schema.audit_log
+        oldest = (select(table.c.id).where(table.c.created_at < older_than.astimezone(UTC))
+                  .order_by(table.c.created_at).limit(batch))
+        with self._engine.begin() as conn:
+            return conn.execute(delete(table).where(table.c.id.in_(oldest))).rowcount
+
+    @_db_errors
     def usage_page_newer(self, where: usage_queries.UsageFilter, limit: int, cursor: str
                          ) -> tuple[list[usage_queries.UsageRow], str | None]:
         """The page just above `cursor` (newest first) and the cursor of the page above it."""
@@ -733,11 +748,19 @@ class Store:
             return usage_queries.values(conn, where, column)
 
     @_db_errors
-    def money_history(self, account_id: int, limit: int = 500
-                      ) -> list[money_history.MoneyEntry]:
-        """Top-ups, adjustments, debts and debt payments of the account, newest first."""
+    def money_history(self, account_id: int, limit: int = 100, cursor: str | None = None
+                      ) -> tuple[list[money_history.MoneyEntry], str | None]:
+        """Top-ups, adjustments, debts and debt payments of the account, newest first, one
+        keyset page below `cursor`, and the next (older) page's cursor."""
         with self._reader.connect() as conn:
-            return money_history.entries(conn, account_id, limit)
+            return money_history.page(conn, account_id, limit, cursor=cursor)
+
+    @_db_errors
+    def money_history_newer(self, account_id: int, limit: int, cursor: str
+                            ) -> tuple[list[money_history.MoneyEntry], str | None]:
+        """The page just above `cursor` (newest first) and the cursor of the page above it."""
+        with self._reader.connect() as conn:
+            return money_history.newer_page(conn, account_id, limit, cursor=cursor)
 
     # -- stored Responses API conversations ---------------------------------------------------
 

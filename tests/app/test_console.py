@@ -83,14 +83,15 @@ class Env:
 
 
 def build(tmp_path, monkeypatch, admin_token: str | None = None,
-          secret: str | None = None) -> Env:
+          secret: str | None = None, redis_url: str | None = None) -> Env:
     for name, value in (("TOKMODEL_ADMIN_TOKEN", admin_token),
                         ("TOKMODEL_CONSOLE_SECRET", secret)):
         if value is None:
             monkeypatch.delenv(name, raising=False)
         else:
             monkeypatch.setenv(name, value)
-    settings = Settings(database_url=f"sqlite:///{tmp_path / 'db.sqlite'}")
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'db.sqlite'}",
+                        redis_url=redis_url)
     store = open_store(settings.database_url)
     app = create_app(settings, registry, store, Upstream(2, 5), load_catalogue(env={}))
     return Env(store, app, tmp_path)
@@ -480,8 +481,15 @@ def test_admin_creates_an_account_and_a_key_for_it(admin_env):
     assert browser.get("/console/admin/keys/created").status_code == 303
     assert len(admin_env.store.list_keys("globex")) == 1
     assert admin_env.store.authenticate(secret).account_name == "globex"
+    assert admin_env.store.authenticate(secret).manage is False  # the box was not ticked
     assert secret not in browser.get(page).text
     assert browser.get("/console/admin/accounts/999999").status_code == 404
+    browser.submit(page, f"{page}/keys", name="owner", manage="1")
+    (owner,) = set(SECRET.findall(browser.get("/console/admin/keys/created").text))
+    assert admin_env.store.authenticate(owner).manage is True
+    listed = browser.get(page).text
+    assert re.search(r"<td>owner <span class=\"tag\">management</span></td>", listed)
+    assert re.search(r"<td>prod</td>", listed)
 
 
 def test_admin_posts_need_the_csrf_token(admin_env):

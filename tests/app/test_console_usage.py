@@ -90,16 +90,23 @@ def test_units_are_shown_per_kind_in_rows_and_totals(env):
     settle(env.store, "acme", "tts", 1_000, endpoint="audio_speech", prompt=0,
            completion=0, units={"characters": 1200})
     settle(env.store, "acme", "rr", 1_000, endpoint="rerank", prompt=0, completion=0,
-           units={"searches": 3})
+           units={"documents": 250, "searches": 3})
     settle(env.store, "acme", "chat", 1_000, prompt=1500, completion=42)
     page = browser.get("/console/usage").text
     for text in ("2 images", "12.50 seconds of audio", "1,200 characters", "3 searches",
-                 "1,500 in / 42 out tokens", "321 ms"):
+                 "250 documents ranked", "1,500 in / 42 out tokens", "321 ms"):
         assert text in page, text
     assert "0 / 0" not in page and "seconds_from" not in page
+    [rerank_row] = [row for row in page.split("<tr>") if "<td class=\"opt\">rerank</td>" in row]
+    assert "250 documents ranked" in rerank_row and "3 searches" in rerank_row
     totals = page[page.index('class="t-units"'):]
     totals = totals[:totals.index("</dd>")]
-    assert all(t in totals for t in ("2 images", "1,200 characters", "3 searches"))
+    assert all(t in totals for t in ("2 images", "1,200 characters", "3 searches",
+                                     "250 documents ranked"))
+    exported = list(csv.DictReader(io.StringIO(browser.get("/console/usage.csv").text)))
+    rerank = next(row for row in exported if row["request_id"] == "rr")
+    assert (rerank["documents"], rerank["searches"]) == ("250", "3")
+    assert next(row for row in exported if row["request_id"] == "chat")["documents"] == ""
 
 
 def test_chart_has_one_series_per_model_and_no_script(env):
@@ -169,6 +176,27 @@ def test_topup_history_lists_topups_adjustments_and_debt(env):
     assert "+2.5" in page.text and "invoice 42" in page.text
     assert "-0.5" in page.text and "refund correction" in page.text
     assert "+1.234567" in page.text  # the account's initial credits
+
+
+def test_topup_history_is_paged_older_and_newer(admin_env):
+    for i in range(60):
+        admin_env.store.topup("acme", 1_000_000 + i, note=f"invoice {i}")
+    browser, _ = login(admin_env)
+    operator = admin_login(admin_env)
+    acme = admin_env.store.get_account("acme").id
+    for client, path, size in ((browser, "/console/topups", 50),
+                               (operator, f"/console/admin/accounts/{acme}", 50)):
+        first = client.get(path)
+        notes = re.findall(r"invoice (\d+)", first.text)
+        assert notes[:2] == ["59", "58"] and len(notes) == size
+        assert "prev" not in links(first)
+        older = client.get(path + links(first)["next"].split("#")[0])
+        rest = re.findall(r"invoice (\d+)", older.text)
+        assert rest == [str(i) for i in range(59 - size, -1, -1)]
+        assert "initial credits" in older.text and "next" not in links(older)
+        back = client.get(path + links(older)["prev"].split("#")[0])
+        assert re.findall(r"invoice (\d+)", back.text) == notes
+        assert client.get(path + "?before=bm9wZQ").status_code == 400
 
 
 def test_keys_page_shows_each_keys_spend(env):

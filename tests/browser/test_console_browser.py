@@ -1,6 +1,7 @@
 """The console in a real headless Chromium against the gateway under gunicorn: login,
 logout (a copied cookie stops working), a cross-origin form from another port of the same
-host refused, reloading the new-key page, and throttling after 10 bad logins."""
+host refused, reloading the new-key page, a management key making another management key
+(and an inference key that still cannot log in), and throttling after 10 bad logins."""
 
 from __future__ import annotations
 
@@ -116,6 +117,49 @@ def test_reloading_the_new_key_page_creates_no_second_key(browser, gateway):
     assert page.url.endswith("/console/keys?done=shown")
     assert not SECRET.search(page.content())
     assert [k.name for k in gateway.store.list_keys("browser-keys")] == ["login", "prod-server"]
+
+
+def create_key(page, gw: Gateway, name: str, manage: bool) -> str:
+    """Create a key on the keys page, ticking "Management key" or not; the secret shown."""
+    page.goto(f"{gw.url}/console/keys")
+    page.fill("input[name=name]", name)
+    assert not page.is_checked("#manage")  # off by default
+    if manage:
+        page.check("label[for=manage]")  # the label's text ticks the box, as a user would
+    page.click("form[action='/console/keys'] button[type=submit]")
+    page.wait_for_url(f"{gw.url}/console/keys/created")
+    (shown,) = set(SECRET.findall(page.content()))
+    page.click("text=I have copied the key")
+    page.wait_for_url(re.compile(r"/console/keys"))
+    return shown
+
+
+def test_a_management_key_makes_a_management_key_and_an_inference_key(browser, gateway):
+    secret = new_account(gateway, "browser-manage")
+    page = browser.new_page()
+    log_in(page, gateway, secret)
+    page.goto(f"{gateway.url}/console/keys")
+    assert "Management key" in page.inner_text("label[for=manage]")
+    deputy = create_key(page, gateway, "deputy", manage=True)
+    batch = create_key(page, gateway, "batch-job", manage=False)
+    rows = page.locator("table.data tbody tr")
+    tagged = {rows.nth(i).locator("td").first.inner_text().split()[0]
+              for i in range(rows.count())
+              if rows.nth(i).locator("td").first.locator(".tag:text('management')").count()}
+    assert tagged == {"login", "deputy"}
+    page.click("form.logout button")
+    page.wait_for_url(re.compile(r"/console/login\?m=out$"))
+    log_in(page, gateway, deputy)  # the new management key opens the console
+    assert "browser-manage" in page.content()
+    page.click("form.logout button")
+    page.wait_for_url(re.compile(r"/console/login\?m=out$"))
+    page.fill("#key", batch)
+    with page.expect_response(f"{gateway.url}/console/login") as answer:
+        page.click("button[type=submit]")
+    assert answer.value.status == 403
+    assert "That is an inference key" in page.content()
+    assert {k.name: k.manage for k in gateway.store.list_keys("browser-manage")} == {
+        "login": True, "deputy": True, "batch-job": False}
 
 
 def test_ten_bad_logins_then_even_the_right_key_waits(browser, own_gateway):

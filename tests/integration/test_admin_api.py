@@ -1,7 +1,8 @@
 """Governance end to end under gunicorn: the admin API (/admin/v1) driven with requests, the
-own-account API, management keys at the console login, disabled accounts in the chat and
-Messages formats, and usage retention leaving `tokmodel accounts audit` ok. Inference
-requests go through the official SDKs to a strict fake upstream."""
+own-account API, management keys at the console login and made in the console, disabled
+accounts in the chat and Messages formats, and usage and audit-log retention leaving
+`tokmodel accounts audit` ok. Inference requests go through the official SDKs to a strict
+fake upstream."""
 
 from __future__ import annotations
 
@@ -12,13 +13,17 @@ import re
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import anthropic
 import openai
 import pytest
 import requests
+from sqlalchemy import func, insert, select
 
+from runtime.store import UsageRecord
+from runtime.store.schema import audit_log, usage_rollup
 from tests.fakes import FakeOpenAI
 from tests.harness import ROOT, anthropic_client, clean_env, openai_client
 
@@ -120,6 +125,22 @@ def test_accounts_and_top_ups_are_exact_to_the_nano_credit(gw):
     assert name in [a["name"] for a in admin.ok("GET", "/accounts")["data"]]
     assert admin.call("POST", "/accounts", json={"name": name}).status_code == 409
     assert admin.call("GET", "/accounts/nobody-here").status_code == 404
+    for i in range(5):
+        admin.ok("POST", f"/accounts/{name}/topups", 201, json={"amount": 1, "note": f"n{i}"})
+    notes, cursor = [], None
+    while True:  # pages of 2: every top-up once, newest first
+        page = admin.ok("GET", f"/accounts/{name}/topups",
+                        params={"limit": 2, **({"cursor": cursor} if cursor else {})})
+        assert len(page["data"]) <= 2
+        notes += [t["note"] for t in page["data"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert notes == ["n4", "n3", "n2", "n1", "n0", "promo", "initial credits"]
+    for query, field in (({"cursor": "bm9wZQ"}, "cursor"), ({"limit": "0"}, "limit"),
+                         ({"limit": "1001"}, "limit")):
+        bad = admin.call("GET", f"/accounts/{name}/topups", params=query)
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == field
 
 
 @pytest.mark.parametrize(("path", "body", "field"), [
@@ -314,23 +335,95 @@ def test_only_management_keys_of_enabled_accounts_open_the_console(gw):
     assert console_login(gw, manager["key"]).status_code == 403
 
 
+def console_session(gw, secret: str) -> requests.Session:
+    """A requests session logged into the console with `secret`."""
+    browser = requests.Session()
+    page = browser.get(f"{gw.url}/console/login", timeout=20)
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+    answer = browser.post(f"{gw.url}/console/login", data={"key": secret, "csrf": csrf},
+                          allow_redirects=False, timeout=20)
+    assert answer.status_code == 303, answer.text
+    return browser
+
+
+def create_in_console(gw, browser: requests.Session, name: str, **form: str) -> str:
+    """Create a key on the console's keys page; returns the secret it shows once."""
+    page = browser.get(f"{gw.url}/console/keys", timeout=20)
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+    made = browser.post(f"{gw.url}/console/keys", data={"name": name, "csrf": csrf, **form},
+                        allow_redirects=False, timeout=20)
+    assert made.status_code == 303 and made.headers["location"] == "/console/keys/created"
+    shown = browser.get(f"{gw.url}/console/keys/created", timeout=20)
+    return re.search(r"tm-[A-Za-z0-9_-]{43}", shown.text).group(0)
+
+
+def test_a_management_key_makes_management_keys_in_the_console_only_when_asked(gw):
+    admin = Admin(gw)
+    name, _, _ = new_account(admin, gw)
+    owner = admin.ok("POST", "/keys", 201, json={"account": name, "manage": True})
+    browser = console_session(gw, owner["key"])
+    form = browser.get(f"{gw.url}/console/keys", timeout=20).text
+    box = re.search(r'<input id="manage" name="manage" type="checkbox" value="1"[^>]*>', form)
+    assert box and "checked" not in box.group(0)  # off unless ticked
+    assert "Management key" in form
+    deputy = create_in_console(gw, browser, "deputy", manage="1")
+    batch = create_in_console(gw, browser, "batch-job")
+    kinds = {k["name"]: k["manage"] for k in admin.ok("GET", f"/keys?account={name}")["data"]}
+    assert kinds == {"app": False, "default": True, "deputy": True, "batch-job": False}
+    # the management key made in the console opens it; the inference key still cannot
+    assert console_login(gw, deputy).status_code == 303
+    refused = console_login(gw, batch)
+    assert refused.status_code == 403 and "inference key" in refused.text
+    # the keys page tells the kinds apart
+    rows = browser.get(f"{gw.url}/console/keys", timeout=20).text.split("<tr")
+    tagged = {row.split("<td>")[1].split(" ")[0].split("<")[0]
+              for row in rows if '<span class="tag">management</span>' in row.split("</td>")[0]}
+    assert tagged == {"default", "deputy"}
+    # both creations are in the audit log with their kind, under the owner's key
+    with gw.store.engine.connect() as conn:
+        audited = conn.execute(select(audit_log.c.actor, audit_log.c.detail).where(
+            audit_log.c.action == "key_create",
+            audit_log.c.account_id == gw.store.get_account(name).id)
+            .order_by(audit_log.c.id)).all()
+    assert [tuple(row) for row in audited] == [(f"key:{owner['id']}", "management key"),
+                                              (f"key:{owner['id']}", "inference key")]
+    chat(gw, deputy)  # both kinds call the API
+    chat(gw, batch)
+
+
 # -- usage retention -------------------------------------------------------------------------
+
+def audit_actions(gw) -> list[str]:
+    with gw.store.engine.connect() as conn:
+        return list(conn.execute(select(audit_log.c.action).order_by(audit_log.c.id))
+                    .scalars())
+
 
 def test_retention_prunes_old_usage_rows_and_the_audit_stays_ok(fakes, gateway_factory, up):
     short = gateway_factory("gw-retention", {
         **upstream_env(fakes), "TOKMODEL_ADMIN_TOKEN": TOKEN,
         "TOKMODEL_USAGE_RETENTION_DAYS": "0.00003",  # 2.6 seconds
+        "TOKMODEL_AUDIT_RETENTION_DAYS": "1",
         "TOKMODEL_USAGE_PRUNE_SECONDS": "0.5"})
     account, secret = short.account(5_000_000_000)
+    now = datetime.now(UTC)
+    with short.store.engine.begin() as conn:  # console audit rows: two days and a minute old
+        conn.execute(insert(audit_log), [
+            {"created_at": now - timedelta(days=2), "actor": "operator", "action": "topup",
+             "client_addr": "192.0.2.1", "account_id": account},
+            {"created_at": now - timedelta(minutes=1), "actor": "operator",
+             "action": "key_revoke", "client_addr": "192.0.2.1", "account_id": account}])
     for _ in range(3):
         chat(short, secret)
     name = short.store.get_account_by_id(account).name
     balance = short.balance(account)
     assert balance < 5_000_000_000
     deadline = time.monotonic() + 30
-    while short.store.usage(name) and time.monotonic() < deadline:
+    while (short.store.usage(name) or "topup" in audit_actions(short)) and (
+            time.monotonic() < deadline):
         time.sleep(0.5)
     assert short.store.usage(name) == []
+    assert audit_actions(short) == ["key_revoke"]  # the day-old row is kept
     assert short.balance(account) == balance
     env = clean_env({"TOKMODEL_DATABASE_URL": short.db_url})
     audit = subprocess.run([sys.executable, "-m", "runtime.cli", "accounts", "audit", name],
@@ -339,6 +432,45 @@ def test_retention_prunes_old_usage_rows_and_the_audit_stays_ok(fakes, gateway_f
     assert audit.returncode == 0, audit.stdout + audit.stderr
     chat(short, secret)  # rows written after the pruning are audited as before
     assert short.audit(name)["ok"]
+
+
+# -- usage rollup ----------------------------------------------------------------------------
+
+def test_the_gateway_folds_usage_into_daily_sums_and_reports_stay_exact(fakes, gateway_factory,
+                                                                        up):
+    gw = gateway_factory("gw-rollup", {**upstream_env(fakes), "TOKMODEL_ADMIN_TOKEN": TOKEN,
+                                       "TOKMODEL_USAGE_ROLLUP_SECONDS": "0.5"})
+    admin = Admin(gw)
+    account, secret = gw.account(5_000_000_000)
+    name = gw.store.get_account_by_id(account).name
+    two_days_ago = datetime.now(UTC) - timedelta(days=2)
+    for i in range(30):  # rows of two days ago: old enough for the gateway's next pass
+        assert gw.store.hold(f"old-{i}-{name}", account, 1_000 + i)
+        gw.store.settle(f"old-{i}-{name}", 1_000 + i, UsageRecord(
+            request_id=f"old-{i}-{name}", account_id=account, key_id=None, endpoint="rerank",
+            model="cohere/rerank-v3.5", provider="cohere", status=200,
+            details={"documents": 10 + i, "searches": 1}, created_at=two_days_ago))
+    chat(gw, secret)  # a row of now: too recent to fold yet
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with gw.store.engine.connect() as conn:
+            summed = conn.execute(select(func.coalesce(func.sum(usage_rollup.c.requests), 0))
+                                  .where(usage_rollup.c.account_id == account)).scalar()
+        if summed == 30:
+            break
+        time.sleep(0.2)
+    assert summed == 30  # the gateway folded the old rows and left the new one in usage_log
+    totals = admin.ok("GET", "/usage/totals", params={"account": name})
+    assert totals["requests"] == 31
+    assert totals["units"]["documents"] == sum(10 + i for i in range(30))
+    assert totals["units"]["searches"] == 30
+    listed = admin.ok("GET", "/usage", params={"account": name, "limit": 1000})["data"]
+    assert Decimal(sum(Decimal(str(row["cost"])) for row in listed)) == totals["cost"]
+    daily = admin.ok("GET", "/usage/daily", params={"account": name})["data"]
+    assert [(d["model"], d["requests"]) for d in daily] == [("cohere/rerank-v3.5", 30),
+                                                           (MODEL, 1)]
+    everything = admin.ok("GET", "/usage/totals")
+    assert everything["requests"] >= 31
 
 
 # -- the command line ------------------------------------------------------------------------

@@ -1,6 +1,8 @@
 """POST /v1/rerank end to end with `requests` against strict fake Cohere, Jina, Voyage and
 vLLM-style servers: the native request each received, the gateway-style answer (sorted, cut
-to top_n, documents only when asked) and the exact charge per search or per token."""
+to top_n, documents only when asked), the exact charge per search or per token, and the
+usage row recording the documents ranked next to what was billed (as the key's own usage
+API shows it)."""
 
 from __future__ import annotations
 
@@ -43,6 +45,14 @@ def rerank(stack, secret: str, **body) -> requests.Response:
                          headers={"Authorization": f"Bearer {secret}"})
 
 
+def own_usage(stack, secret: str) -> list[dict]:
+    """The key's usage rows, newest first, from the own-account API."""
+    answer = requests.get(stack.gateway.base_url + "/account/usage",
+                          headers={"Authorization": f"Bearer {secret}"}, timeout=10)
+    assert answer.status_code == 200, answer.text
+    return answer.json()["data"]
+
+
 def test_cohere_per_search(stack, account):
     account_id, secret = account
     resp = rerank(stack, secret, model="cohere/rerank-v3.5", query=QUERY, documents=DOCS,
@@ -59,6 +69,22 @@ def test_cohere_per_search(stack, account):
     cost = usd(price("cohere/rerank-v3.5", "per_search"))
     assert out["usage"] == {"search_units": 1, "cost": cost / 1_000_000_000}
     assert stack.gateway.balance(account_id) == START - cost
+    [row] = own_usage(stack, secret)
+    assert row["endpoint"] == "rerank" and row["units"] == {"documents": 3, "searches": 1}
+
+
+def test_the_documents_ranked_are_recorded_next_to_the_searches_billed(stack, account):
+    _, secret = account
+    docs = [f"document number {i}" for i in range(250)]
+    resp = rerank(stack, secret, model="cohere/rerank-v3.5", query=QUERY, documents=docs,
+                  top_n=5)
+    assert resp.status_code == 200, resp.text
+    billed = resp.json()["usage"]["search_units"]
+    [row] = own_usage(stack, secret)
+    assert row["units"]["documents"] == 250 and row["units"]["searches"] == billed
+    totals = requests.get(stack.gateway.base_url + "/account/usage/totals",
+                          headers={"Authorization": f"Bearer {secret}"}, timeout=10).json()
+    assert totals["units"]["documents"] == 250 and totals["requests"] == 1
 
 
 def test_jina_per_token_without_documents(stack, account):
@@ -74,6 +100,8 @@ def test_jina_per_token_without_documents(stack, account):
                                            "input_per_mtok"))
     assert out["usage"]["total_tokens"] == fake_tokens()
     assert stack.gateway.balance(account_id) == START - cost
+    [row] = own_usage(stack, secret)
+    assert row["units"] == {"documents": 3} and row["prompt_tokens"] == fake_tokens()
 
 
 def test_voyage_top_k_and_data(stack, account):
