@@ -111,6 +111,10 @@ def soak_details(s: dict[str, Any] | None) -> list[str]:
         step = max(1, len(series) // 12)
         shown = ", ".join(f"{t:.0f} s: {mb}" for t, mb in series[::step])
         lines.append(f"RSS of {name} after warm-up (MB): {shown}")
+    gl = s.get("gateway_log")
+    if gl is not None:
+        lines.append(f"Soak gateway's stderr: {gl['lines']} warning/error line(s)")
+        lines += [f"    {line}" for line in gl["excerpt"][:10]]
     led = s.get("ledger") or {}
     for name, a in (led.get("accounts") or {}).items():
         if not a.get("ok"):

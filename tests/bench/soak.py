@@ -21,7 +21,8 @@ accounts, no outstanding hold; `tokmodel accounts audit` on `limited` and `broke
 stops the gateway. Returns {"seconds", "rate", "traffic" (traffic.py's report), "fast_lane"
 (latency.by_kind, slowest, errors), "memory" {per process: samples, warm-up, first and last
 window means, growth_percent}, "max_growth_percent", "gc", "hub", "ledger", "cli_audit",
-"workers_restarted", "cpu_percent"}.
+"workers_restarted", "cpu_percent", "gateway_log" (warnings and errors of its stderr only:
+the 5xx answers it provokes are in its access log), "access_log"}.
 Memory growth is measured after a warm-up of max(10 s, 20 % of the run), comparing the mean
 RSS of the first and the last tenth of the rest (at least 2 samples each).
 """
@@ -36,6 +37,7 @@ import time
 from typing import Any
 
 from tests.bench import databases, latency, ledger_check, load, probes
+from tests.bench.gateway_logs import access_log_lines, log_trouble
 from tests.bench.options import Options
 from tests.bench.procs import busy_cpu_seconds, children, cpu_seconds, rss_kb
 from tests.bench.servers import ROOT, Bench
@@ -150,6 +152,9 @@ def soak_phase(bench: Bench, opts: Options, say: Any) -> dict[str, Any]:
             cli[name] = {"ok": False, "error": str(exc)[:500]}
     restarted = sorted(set(server.pids) - set(children(server.proc.pid)))
     bench.procs.stop(server.proc)
+    # its logs are judged here: the upstream failures it asks for are logged as 5xx answers
+    bench.logs.remove(server.log)
+    bench.access_logs.remove(server.stdout)
     try:
         traffic_report = json.loads(report_path.read_text())
     except (OSError, ValueError) as exc:
@@ -169,5 +174,7 @@ def soak_phase(bench: Bench, opts: Options, say: Any) -> dict[str, Any]:
         "hub": probes.hub_summary(probes.hub_blocks(server.probe_dir, server.pids, wall0,
                                                     wall1)),
         "ledger": ledger, "cli_audit": cli, "workers_restarted": restarted,
+        "gateway_log": log_trouble([server.log]),
+        "access_log": access_log_lines([server.stdout]),
         "cpu_percent": cpu,
     }
