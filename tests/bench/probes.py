@@ -5,8 +5,9 @@ Contract
 - `gc_pauses(probe_dir, pids, t0, t1)` -> the garbage-collection pauses of those processes
   (all when `pids` is empty) that started between the epoch times t0 and t1, as dicts
   {"pid", "t", "ms", "generation", "collected"}, oldest first.
-- `gc_summary(pauses)` -> {"count", "total_ms", "max_ms", "by_generation": {gen: {count,
-  total_ms, max_ms}}, "over_10ms"}.
+- `gc_summary(pauses)` -> {"count", "total_ms", "max_ms", "max_cpu_ms", "by_generation":
+  {gen: {count, total_ms, max_ms, max_cpu_ms}}, "over_10ms"} (ms: wall; cpu_ms: the
+  collection's own CPU time).
 - `hub_blocks(probe_dir, pids, t0, t1)` -> gevent blocking-monitor reports in that time;
   `hub_summary(blocks)` -> {"count", "where": [{"frames", "count"}] } grouped by the
   innermost frames of the gateway's own code (and the innermost frame of all), most
@@ -57,12 +58,14 @@ def gc_summary(pauses: list[dict[str, Any]]) -> dict[str, Any]:
     by_gen: dict[str, dict[str, Any]] = {}
     for p in pauses:
         g = by_gen.setdefault(str(p.get("generation")), {"count": 0, "total_ms": 0.0,
-                                                         "max_ms": 0.0})
+                                                         "max_ms": 0.0, "max_cpu_ms": 0.0})
         g["count"] += 1
         g["total_ms"] = round(g["total_ms"] + p["ms"], 2)
         g["max_ms"] = max(g["max_ms"], p["ms"])
+        g["max_cpu_ms"] = max(g["max_cpu_ms"], p.get("cpu_ms", 0.0))
     return {"count": len(pauses), "total_ms": round(sum(p["ms"] for p in pauses), 2),
             "max_ms": max((p["ms"] for p in pauses), default=0.0),
+            "max_cpu_ms": max((p.get("cpu_ms", 0.0) for p in pauses), default=0.0),
             "over_10ms": sum(p["ms"] > 10 for p in pauses), "by_generation": by_gen}
 
 

@@ -16,7 +16,8 @@ def _gc(sc: dict[str, Any]) -> str:
     gc = sc.get("gc")
     if gc is None:
         return ""
-    gens = ", ".join(f"gen{g}: {v['count']} (max {v['max_ms']:.0f} ms)"
+    gens = ", ".join(f"gen{g}: {v['count']} (max {v['max_ms']:.0f} ms, "
+                     f"{v.get('max_cpu_ms', 0):.0f} ms CPU)"
                      for g, v in sorted(gc["by_generation"].items()))
     ov = sc.get("gc_overlap") or {}
     return (f"gc pauses >= 2 ms in the workers: {gc['count']}"
@@ -47,8 +48,12 @@ def _db(sc: dict[str, Any]) -> str:
                 f"{d.get('checkpoints_timed', 0)} timed + {d.get('checkpoints_req', 0)} "
                 f"requested, autovacuum {vac}, autoanalyze {ana}")
     size = sc.get("db_size") or {}
+    n = (sc.get("kinds") or {}).get("all", {}).get("n") or 0
+    grew = d.get("wal_bytes", 0)
+    per = (f" (the WAL grew {grew / n / 1024:.0f} KB per request over the run)"
+           if n and grew > 0 else "")
     return (f"SQLite file {size.get('file_bytes', 0) / 1e6:.1f} MB, WAL "
-            f"{size.get('wal_bytes', 0) / 1e6:.1f} MB at the end")
+            f"{size.get('wal_bytes', 0) / 1e6:.1f} MB at the end{per}")
 
 
 def _scenario(label: str, sc: dict[str, Any]) -> list[str]:

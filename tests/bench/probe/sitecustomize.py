@@ -9,8 +9,9 @@ Contract (environment variables, all optional; without BENCH_PROBE_DIR nothing i
   writes to its own file.
 - BENCH_GC_THRESHOLD="a,b,c": gc.set_threshold(a, b, c) at start (an experiment).
 - BENCH_GC_FREEZE=S: S seconds after each fork (a gunicorn worker has loaded the app by
-  then), gc.collect() then gc.freeze() in that process (an experiment: what the app loaded
-  is never traversed again).
+  then), import the modules named in BENCH_PREIMPORT (comma-separated; a name ending in
+  ".*" imports every module of that package), then gc.collect() and gc.freeze() in that
+  process (an experiment: what a warmed-up worker holds is never traversed again).
 - gevent's blocking monitor, when its environment variables switch it on
   (GEVENT_MONITOR_THREAD_ENABLE, GEVENT_MAX_BLOCKING_TIME; the bench also sets
   GEVENT_PRINT_BLOCKING_REPORTS=false): each report (the event loop ran no other greenlet
@@ -28,7 +29,7 @@ import time
 
 _DIR = os.environ.get("BENCH_PROBE_DIR")
 _MIN_MS = float(os.environ.get("BENCH_PROBE_GC_MS") or 2.0)
-_state: dict = {"start": 0.0, "wall": 0.0}
+_state: dict = {"start": 0.0, "wall": 0.0, "cpu": 0.0}
 _files: dict = {}
 _sleep = time.sleep   # the real one, also after gevent patches the worker
 
@@ -45,39 +46,55 @@ def _out(kind: str) -> object:
 def _on_gc(phase: str, info: dict) -> None:
     if phase == "start":
         _state["start"], _state["wall"] = time.perf_counter(), time.time()
+        _state["cpu"] = time.thread_time()
         return
     ms = (time.perf_counter() - _state["start"]) * 1000
     if ms < _MIN_MS:
         return
+    cpu_ms = (time.thread_time() - _state["cpu"]) * 1000
     _out("gc").write(json.dumps({"pid": os.getpid(), "t": round(_state["wall"], 4),
-                                 "ms": round(ms, 2), "generation": info.get("generation"),
+                                 "ms": round(ms, 2), "cpu_ms": round(cpu_ms, 2),
+                                 "generation": info.get("generation"),
                                  "collected": info.get("collected")}) + "\n")
 
 
 def _on_event(event: object) -> None:
     if type(event).__name__ != "EventLoopBlocked":
         return
-    lines = list(getattr(event, "info", ()) or ())
+    lines = "\n".join(str(x) for x in (getattr(event, "info", ()) or ())).splitlines()
     stack, inside = [], False
     for line in lines:
         if line.startswith("Blocked Stack"):
             inside = True
         elif inside and line.startswith("Info"):
             break
-        elif inside and line.strip().startswith("File "):
+        elif inside and line.startswith('  File "'):
             # '  File "/path/x.py", line 12, in func'
-            parts = line.strip().split('"')
-            if len(parts) >= 3:
-                where = parts[2].replace(", line ", ":").replace(", in ", " ").strip()
-                stack.append(f"{parts[1]}{where if where.startswith(':') else ' ' + where}")
+            path, _, rest = line[len('  File "'):].partition('", line ')
+            number, _, func = rest.partition(", in ")
+            stack.append(f"{path}:{number} {func}")
     _out("hub").write(json.dumps({"pid": os.getpid(), "t": round(time.time(), 3),
                                   "greenlet": str(getattr(event, "greenlet", ""))[:160],
                                   "stack": stack}) + "\n")
 
 
+def _preimport(names: str) -> None:
+    import importlib
+    import pkgutil
+
+    for name in filter(None, (n.strip() for n in names.split(","))):
+        if name.endswith(".*"):
+            package = importlib.import_module(name[:-2])
+            for module in pkgutil.iter_modules(package.__path__):
+                importlib.import_module(f"{name[:-2]}.{module.name}")
+        else:
+            importlib.import_module(name)
+
+
 def _freeze_later(seconds: float) -> None:
     def run() -> None:
         _sleep(seconds)
+        _preimport(os.environ.get("BENCH_PREIMPORT", ""))
         gc.collect()
         gc.freeze()
 
