@@ -61,6 +61,6 @@ def quick(opts: Options) -> Options:
 
 
 def full(opts: Options) -> Options:
-    return replace(opts, streams=5000, stream_seconds=30, worker_connections=6000,
+    return replace(opts, streams=5000, stream_seconds=60, worker_connections=6000,
                    tails_seconds=60.0, tails_warmup=5.0, tails_rows=1_000_000,
                    soak_seconds=600.0, soak_sample_seconds=5.0, parts=PARTS)

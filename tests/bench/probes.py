@@ -9,9 +9,11 @@ Contract
   {gen: {count, total_ms, max_ms, max_cpu_ms}}, "over_10ms"} (ms: wall; cpu_ms: the
   collection's own CPU time).
 - `hub_blocks(probe_dir, pids, t0, t1)` -> gevent blocking-monitor reports in that time;
-  `hub_summary(blocks)` -> {"count", "where": [{"frames", "count"}] } grouped by the
-  innermost frames of the gateway's own code (and the innermost frame of all), most
-  frequent first.
+  `hub_summary(blocks)` -> {"count", "unattributed", "where": [{"frames", "count"}] }
+  grouped by the innermost frames of the gateway's own code (and the innermost frame of
+  all), most frequent first; "unattributed" counts reports whose stack is gevent's monitor
+  itself (the loop's thread was not running Python code when sampled: descheduled, or in a
+  C call).
 - `overlap(samples, began, pauses, min_ms)` -> how many of the samples slower than
   `min_ms` ran while a recorded pause of that process set was under way (any worker: the
   client cannot tell which one served it): {"slow", "during_gc", "gc_ms_in_slow"}.
@@ -81,9 +83,15 @@ def _where(stack: list[str]) -> str:
     return f"{inner} (in {mine})" if mine else inner
 
 
+def _unattributed(stack: list[str]) -> bool:
+    return not stack or "gevent/_monitor.py" in stack[-1]
+
+
 def hub_summary(blocks: list[dict[str, Any]], top: int = 8) -> dict[str, Any]:
-    counts = Counter(_where(b.get("stack") or []) for b in blocks)
+    counts = Counter(_where(b["stack"]) for b in blocks
+                     if not _unattributed(b.get("stack") or []))
     return {"count": len(blocks),
+            "unattributed": sum(_unattributed(b.get("stack") or []) for b in blocks),
             "where": [{"frames": w, "count": n} for w, n in counts.most_common(top)]}
 
 

@@ -31,7 +31,9 @@ def _hub(sc: dict[str, Any]) -> str:
     if not hub or not hub["count"]:
         return ""
     where = "; ".join(f"{w['count']}x {w['frames']}" for w in hub["where"][:4])
-    return f"event loop blocked (gevent monitor): {hub['count']} reports: {where}"
+    return (f"event loop blocked (gevent monitor): {hub['count']} reports, "
+            f"{hub.get('unattributed', 0)} without a Python frame" + (f": {where}" if where
+                                                                      else ""))
 
 
 def _db(sc: dict[str, Any]) -> str:
