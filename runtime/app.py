@@ -8,6 +8,7 @@ gunicorn serves `runtime.app:get_app()`.
 
 from __future__ import annotations
 
+import importlib
 import logging
 from types import ModuleType
 from typing import Any
@@ -128,4 +129,13 @@ def build_app() -> tuple[BodyGuard, Store]:
     app = create_app(settings, registry, store,
                      Upstream(max_answer_bytes=settings.max_upstream_answer_bytes),
                      load_catalogue(settings.providers_file, registry=registry))
+    warm_up(registry)
     return BodyGuard(app, settings.body_idle_timeout, settings.max_body_bytes), store
+
+
+def warm_up(registry: ModuleType) -> None:
+    """Import every format's generated request models now: validation imports them on first
+    use, and pydantic builds them in 0.1-0.5 s per format (measured), a stall the first
+    request of each format in each worker would otherwise wait for."""
+    for module in registry.MODEL_MODULES.values():
+        importlib.import_module(module)

@@ -85,7 +85,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     timeout = args.shutdown_timeout
     if timeout is None:
         timeout = Settings.from_env().shutdown_timeout
-    serve(args.host, args.port, args.workers, args.worker_class, shutdown_timeout=timeout)
+    serve(args.host, args.port, args.workers, args.worker_class,
+          connections=args.worker_connections, shutdown_timeout=timeout)
     return 0
 
 
@@ -292,6 +293,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=int(os.environ.get("TOKMODEL_PORT", 8080)))
     serve.add_argument("--workers", type=int, default=int(os.environ.get("TOKMODEL_WORKERS", 2)))
     serve.add_argument("--worker-class", default="gevent", choices=["gevent", "gthread", "sync"])
+    serve.add_argument("--worker-connections", type=int,
+                       default=int(os.environ.get("TOKMODEL_WORKER_CONNECTIONS", 2000)),
+                       help="connections (open streams included) one gevent worker holds at "
+                            "once; more wait in the listen queue (default: "
+                            "TOKMODEL_WORKER_CONNECTIONS or 2000)")
     serve.add_argument("--shutdown-timeout", type=float, default=None,
                        help="seconds open requests and streams get after SIGTERM "
                             "(default: TOKMODEL_SHUTDOWN_TIMEOUT or 30)")

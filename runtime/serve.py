@@ -66,6 +66,7 @@ retry requests that got no answer on a reused connection).
 
 from __future__ import annotations
 
+import gc
 import glob
 import math
 import os
@@ -82,6 +83,8 @@ from gevent.server import StreamServer
 from gunicorn.app.base import BaseApplication
 from gunicorn.sock import ssl_context
 from gunicorn.workers.ggevent import GeventWorker
+
+from runtime import coalesced_response
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 WORKER_CLASSES = {"gevent": "runtime.serve.GracefulGeventWorker"}
@@ -109,8 +112,19 @@ class GracefulGeventWorker(GeventWorker):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        coalesced_response.install()
         self._conns: dict[Any, _Conn] = {}  # handler greenlet -> its connection
         self._term_at: float | None = None
+
+    def load_wsgi(self) -> None:
+        super().load_wsgi()
+        # Everything loaded so far (the app, its catalogue, the generated models: ~80,000
+        # objects) lives as long as the worker. Left in the collector's oldest generation, each
+        # full collection walks it all: a 20-70 ms pause of every request of the worker, at
+        # intervals that follow the request rate (measured). Frozen, a full collection only
+        # walks what requests allocate.
+        gc.collect()
+        gc.freeze()
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         # the master's deadline starts when it sends this signal: measure ours from here

@@ -85,13 +85,16 @@ def _line_end(buffer: bytes | bytearray, start: int = 0) -> tuple[int, int] | No
     """(index, length) of the first line terminator, or None when no full line is buffered.
     A lone CR at the very end may be half of CRLF, so wait for the next byte."""
     lf = buffer.find(b"\n", start)
+    if lf != -1:
+        # a CR is looked for only before the LF: most streams have none, and scanning the
+        # whole buffer for one on every line would cost a pass over it per line
+        cr = buffer.find(b"\r", start, lf)
+        if cr == -1:
+            return lf, 1
+        return cr, 2 if cr + 1 == lf else 1
     cr = buffer.find(b"\r", start)
-    if cr == -1 and lf == -1:
-        return None
-    if cr == -1 or (lf != -1 and lf < cr):
-        return lf, 1
-    if cr + 1 < len(buffer):
-        return cr, 2 if buffer[cr + 1:cr + 2] == b"\n" else 1
+    if cr != -1 and cr + 1 < len(buffer):
+        return cr, 1  # no LF anywhere: this CR is not half of a CRLF
     return None
 
 

@@ -231,7 +231,7 @@ _USAGE_CHUNK_KEYS = ("id", "object", "created", "model", "service_tier", "system
 
 
 def _event(chunk: dict[str, Any]) -> bytes:
-    return b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
+    return b"data: " + fastjson.dumps(chunk) + b"\n\n"
 
 
 def error_event(message: str, type: str) -> bytes:

@@ -45,6 +45,7 @@ from collections.abc import Callable, Iterator, Mapping
 from decimal import Decimal
 from typing import Any
 
+from runtime import fastjson
 from runtime.billing.meter import Meter
 from runtime.billing.metered_stream import (
     MeteredStream,
@@ -370,7 +371,7 @@ class PassthroughStream(SettlingBody):
                         "message_stop", "error"):
             return encode(ev.data, name)
         try:
-            data = json.loads(ev.data)
+            data = fastjson.loads(ev.data)
         except ValueError:
             return encode(ev.data, name)
         if not isinstance(data, dict):
@@ -378,7 +379,7 @@ class PassthroughStream(SettlingBody):
         if name == "message_start" and isinstance(data.get("message"), dict):
             data["message"]["model"] = self._client_model
             self._usage.update(data["message"].get("usage") or {})
-            return encode(json.dumps(data, ensure_ascii=False, separators=(",", ":")), name)
+            return encode(fastjson.dumps(data).decode(), name)
         if name == "content_block_delta":
             delta = data.get("delta") or {}
             for field in ("text", "thinking", "partial_json"):
@@ -393,7 +394,7 @@ class PassthroughStream(SettlingBody):
                 self._counted_output = "output_tokens" in usage
                 cost = token_cost(self._model, self._current())
                 usage["cost"] = nano_to_credits(charge_nano(cost))
-            return encode(json.dumps(data, ensure_ascii=False, separators=(",", ":")), name)
+            return encode(fastjson.dumps(data).decode(), name)
         if name == "error":
             err = data.get("error") if isinstance(data.get("error"), dict) else {}
             self._status = 529 if err.get("type") == "overloaded_error" else 502

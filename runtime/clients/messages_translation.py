@@ -67,6 +67,7 @@ import json
 from typing import Any
 
 from generated.registry import ENDPOINTS
+from runtime import fastjson
 from runtime.billing.pricing import Usage
 from runtime.clients import hosted_search
 from runtime.clients.reasoning_state import (
@@ -428,7 +429,7 @@ def _with_block_id(call: dict[str, Any]) -> dict[str, Any]:
 # -- stream -----------------------------------------------------------------------------------
 
 def event(data: dict[str, Any]) -> bytes:
-    return encode(json.dumps(data, ensure_ascii=False, separators=(",", ":")), data["type"])
+    return encode(fastjson.dumps(data).decode(), data["type"])
 
 
 def error_type(status: int, type: str | None = None) -> str:

@@ -32,6 +32,7 @@ import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from runtime import fastjson
 from runtime.billing.meter import Meter
 from runtime.billing.metered_stream import MeteredStream
 from runtime.billing.pricing import Usage, nano_to_credits, token_cost
@@ -293,7 +294,7 @@ class NativeStream(MeteredStream):
         try:
             for event in self._events:
                 try:
-                    data = json.loads(event.data)
+                    data = fastjson.loads(event.data)
                 except ValueError:
                     continue
                 if not isinstance(data, dict):

@@ -77,6 +77,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from runtime import fastjson
 from runtime.clients import hosted_search
 from runtime.clients.reasoning_state import (
     carried_state,
@@ -740,7 +741,7 @@ class ResponseEvents:
 def sse(event: dict[str, Any], name: str | None = None) -> bytes:
     """One Responses SSE frame: `event: <type>` and the JSON data."""
     return (f"event: {name or event['type']}\ndata: ".encode()
-            + json.dumps(event, separators=(",", ":")).encode() + b"\n\n")
+            + fastjson.dumps(event) + b"\n\n")
 
 
 # -- compaction ------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ import mimetypes
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from runtime import fastjson
 from runtime.catalogue import Model
 from runtime.errors import BadRequest, GatewayError, UpstreamError
 from runtime.providers import chat_parts as cp
@@ -388,7 +389,7 @@ class _Stream:
     def run(self, events: Iterator[Event]) -> Iterator[dict[str, Any]]:
         for event in events:
             try:
-                data = json.loads(event.data)
+                data = fastjson.loads(event.data)
             except ValueError:
                 yield from self._broken("The upstream provider sent an invalid stream event.")
             if not isinstance(data, dict):

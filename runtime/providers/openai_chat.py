@@ -55,7 +55,7 @@ class OpenAIChat(SSEFraming):
             if event.data.startswith("[DONE]"):
                 return
             try:
-                chunk = json.loads(event.data)
+                chunk = fastjson.loads(event.data)
             except ValueError as exc:
                 raise StreamBroken("The upstream provider sent an invalid stream event.") from exc
             if not isinstance(chunk, dict):

@@ -6,7 +6,8 @@ statement, several times the work SQLite itself does, so these run the same SQL 
 directly on the driver's cursor; settlement runs the one algorithm of ledger.settle_with on
 that cursor. A request writes: hold = UPDATE accounts, INSERT holds, INSERT ledger entry;
 settle = DELETE holds, UPDATE accounts (unless the cost equals the hold), INSERT ledger
-entry (the net movement), INSERT usage_log; two transactions. Semantics are identical to the
+entry (the net movement), INSERT usage_log; two transactions, each committed together with
+those of concurrent requests (group_commit.py). Semantics are identical to the
 Core versions; any driver error rolls back and returns `None`, and the Store then repeats the
 call on the Core path, which owns every corner case (duplicate request ids, error mapping).
 
@@ -31,6 +32,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from .checkpoint import Checkpointer
+from .group_commit import GroupCommit
 from .ledger import settle_with
 from .records import UsageRecord
 
@@ -40,7 +42,8 @@ _AUTH = ("SELECT k.id, k.account_id, a.name, k.name, k.display_prefix, k.created
          "FROM api_keys k JOIN accounts a ON a.id = k.account_id "
          "WHERE k.secret_hash = :hash AND k.revoked_at IS NULL")
 _DEBIT_IF_COVERED = ("UPDATE accounts SET balance_nano = balance_nano - :amount "
-                     "WHERE id = :account AND balance_nano >= :amount AND debt_nano = 0")
+                     "WHERE id = :account AND balance_nano >= :amount AND debt_nano = 0 "
+                     "RETURNING 1")
 _INSERT_HOLD = ("INSERT INTO holds (request_id, account_id, amount_nano, created_at, spend_key) "
                 "VALUES (:rid, :account, :amount, :now, :spend_key)")
 _INSERT_HOLD_ENTRY = ("INSERT INTO ledger_entries (account_id, reference, kind, amount_nano, "
@@ -60,7 +63,7 @@ _INSERT_USAGE = (
     "latency_ms) VALUES (:rid, :now, :account, :key, :endpoint, :model, :provider, :status, "
     ":prompt, :completion, :cached, :details, :cost, :latency)")
 
-_NAMED = re.compile(r":([a-z]+)\b")
+_NAMED = re.compile(r":([a-z_]+)\b")
 
 
 LOCK_WAIT_SECONDS = 10.0
@@ -136,6 +139,7 @@ class FastPath:
             ("entry", _INSERT_ENTRY), ("take_hold", _TAKE_HOLD), ("settled", _SETTLED),
             ("credit", _CREDIT), ("debit", _DEBIT), ("usage", _INSERT_USAGE),
             ("balance", _BALANCE if sqlite else _BALANCE + " FOR UPDATE"))}
+        self._group = GroupCommit(self._transaction, lambda work: self._transaction([work])[0])
 
     def _time(self, now: datetime) -> Any:
         # SQLAlchemy stores SQLite timestamps as naive UTC text in this exact format.
@@ -148,13 +152,14 @@ class FastPath:
         conn = self._reader.get()
         broken = False
         try:
+            if not self._sqlite:
+                return _autocommit_read(conn.driver_connection, self._sql["auth"],
+                                        {"hash": secret_hash})
             cur = conn.cursor()
             cur.execute(self._sql["auth"], {"hash": secret_hash})
             row = cur.fetchone()
             cur.close()
-            if not self._sqlite:
-                conn.rollback()
-            elif row is not None:  # SQLite hands timestamps back as text
+            if row is not None:  # SQLite hands timestamps back as text
                 row = (*row[:5], *(None if v is None else datetime.fromisoformat(v)
                                    for v in row[5:7]), row[7], row[8],
                        None if row[9] is None else datetime.fromisoformat(row[9]), *row[10:])
@@ -165,20 +170,28 @@ class FastPath:
         finally:
             self._reader.put(conn, broken)
 
-    def _write(self, work) -> Any:
+    def _write(self, work: Callable[[Any], Any]) -> Any:
+        return self._group.run(work)
+
+    def _transaction(self, works: list[Callable[[Any], Any]]) -> list[Any]:
+        """Run `works` in order in one write transaction. A failure of a single job gives
+        [None]; in a batch it raises, and GroupCommit runs each job alone."""
         conn = self._writer.get()
         broken = False
         try:
-            cur = conn.cursor()
             if self._sqlite:
+                cur = conn.cursor()
                 _begin_immediate(cur)
-            result = work(cur)
-            conn.commit()
-            cur.close()
-            return result
+                results = [work(cur) for work in works]
+                conn.commit()
+                cur.close()
+                return results
+            return _pipelined(conn.driver_connection, works)
         except Exception:
             broken = not _quiet_rollback(conn)
-            return None
+            if len(works) == 1:
+                return [None]
+            raise
         finally:
             self._writer.put(conn, broken)
 
@@ -188,7 +201,7 @@ class FastPath:
 
         def work(cur) -> bool:
             cur.execute(sql["debit_if_covered"], {"amount": amount, "account": account_id})
-            if cur.rowcount != 1:
+            if cur.fetchone() is None:
                 return False
             params = {"rid": request_id, "account": account_id, "amount": amount,
                       "taken": -amount, "now": self._time(now), "spend_key": spend_key}
@@ -196,6 +209,7 @@ class FastPath:
             cur.execute(sql["hold_entry"], params)
             return True
 
+        work.relaxed = True  # type: ignore[attr-defined]  # see _pipelined
         return self._write(work)
 
     def settle(self, request_id: str, cost: int, usage: UsageRecord,
@@ -213,12 +227,12 @@ class FastPath:
 
         return self._write(work)
 
-    def execute(self, sql: str, params: Mapping[str, Any]) -> int | None:
-        """One write statement (named parameters) in its own transaction; its rowcount, None
-        when the driver failed."""
-        def work(cur) -> int:
-            cur.execute(self._convert(sql), params)
-            return cur.rowcount
+    def update_one(self, sql: str, params: Mapping[str, Any]) -> bool | None:
+        """One UPDATE (named parameters, no RETURNING clause) in its own transaction: whether
+        it changed a row; None when the driver failed."""
+        def work(cur) -> bool:
+            cur.execute(self._convert(sql) + " RETURNING 1", params)
+            return cur.fetchone() is not None
 
         return self._write(work)
 
@@ -282,6 +296,40 @@ def _usage_params(usage: UsageRecord, request_id: str, account_id: int, charged:
             "completion": usage.completion_tokens, "cached": usage.cached_tokens,
             "details": json.dumps(usage.details or {}, separators=(",", ":"), sort_keys=True),
             "cost": charged, "latency": usage.latency_ms}
+
+
+def _autocommit_read(pg: Any, sql: str, params: Mapping[str, Any]) -> tuple | None:
+    """One row of a read on a psycopg connection in one round trip: without autocommit,
+    psycopg would send BEGIN before it and the caller a ROLLBACK after."""
+    pg.autocommit = True
+    try:
+        cur = pg.cursor()
+        cur.execute(sql, params)
+        row = cur.fetchone()
+        cur.close()
+        return row
+    finally:
+        pg.autocommit = False
+
+
+def _pipelined(pg: Any, works: list[Callable[[Any], Any]]) -> list[Any]:
+    """`works` in one PostgreSQL transaction in pipeline mode: statements are sent without
+    waiting for each answer; a job waits only where it reads a result (a RETURNING row), so
+    a hold or a settlement costs two round trips instead of one per statement.
+
+    A transaction made only of holds commits without waiting for the WAL flush
+    (synchronous_commit off): a hold lost in a crash of the database server is harmless,
+    since its settlement charges the balance directly when it finds no hold (ledger.settle_with).
+    Everything else commits as the server is configured.
+    """
+    with pg.pipeline():
+        cur = pg.cursor()
+        if all(getattr(work, "relaxed", False) for work in works):
+            cur.execute("SET LOCAL synchronous_commit TO off")
+        results = [work(cur) for work in works]
+        pg.commit()
+    cur.close()
+    return results
 
 
 def _begin_immediate(cur: Any) -> None:

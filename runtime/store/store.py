@@ -511,11 +511,11 @@ class Store:
         allows it; else change nothing and return the limit it would pass ('spend limit',
         'daily limit', 'monthly limit')."""
         params = {"amount": amount_nano, "key": key_id, **spendlib.periods(self.clock())}
-        count = self._fast.execute(spendlib.RESERVE, params)
-        if count is None:
+        reserved = self._fast.update_one(spendlib.RESERVE, params)
+        if reserved is None:
             with self._engine.begin() as conn:
-                count = conn.execute(text(spendlib.RESERVE), params).rowcount
-        if count == 1:
+                reserved = conn.execute(text(spendlib.RESERVE), params).rowcount == 1
+        if reserved:
             return None
         with self._reader.connect() as conn:
             row = conn.execute(text(spendlib.READ), {"key": key_id}).first()

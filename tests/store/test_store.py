@@ -621,3 +621,27 @@ def test_can_spend_needs_a_positive_balance(store: Store) -> None:
     assert store.can_spend(empty.id)
     assert store.hold("req-all", funded.id, 1)       # the whole balance held: nothing left
     assert not store.can_spend(funded.id)
+
+
+def test_the_hot_path_runs_on_the_driver_on_both_databases(store: Store) -> None:
+    """Authenticate, reserve, hold and settle take the fast path (raw driver statements,
+    runtime/store/fastpath.py) on SQLite and PostgreSQL alike; a statement the driver
+    rejects would silently fall back to the slower Core path and show only in `make bench`."""
+    from runtime.limits import spend as spendlib
+    from runtime.store import keys as keylib
+
+    account = store.create_account("fast", 10_000)
+    record, secret = store.create_key("fast", "k", {"spend_limit_nano": 5_000})
+    fast = store._fast
+    assert fast.authenticate(keylib.hash_secret(secret))[0] == record.id
+    params = {"amount": 3_000, "key": record.id, **spendlib.periods(store.clock())}
+    assert fast.update_one(spendlib.RESERVE, params) is True
+    assert fast.update_one(spendlib.RESERVE, params) is False  # 6,000 would pass 5,000
+    now = datetime.now(UTC)
+    assert fast.hold("rq-fast", account.id, 3_000, now, record.id) is True
+    assert fast.hold("rq-poor", account.id, 20_000, now, record.id) is False
+    usage = _usage("rq-fast", account, record.id)
+    assert fast.settle("rq-fast", 1_000, usage, now, lambda db, run: spendlib.KeySpendStatements(
+        db, run, record.id, now)) == 1_000
+    assert store.get_account("fast").balance_nano == 9_000
+    assert store.audit("fast")["ok"]

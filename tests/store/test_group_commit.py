@@ -1,0 +1,179 @@
+"""Group commit: concurrent write jobs share a transaction, see each other's effects in
+order, get their own results, and a failing job costs only itself."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from contextlib import closing
+from typing import Any
+
+from runtime.store.group_commit import GroupCommit
+
+
+class Ledger:
+    """A real SQLite database whose transactions record their batch sizes; the first one
+    is slow so that the jobs started meanwhile queue behind it."""
+
+    def __init__(self, path: str, slow_first: float = 0.0) -> None:
+        self.path = path
+        self.batches: list[int] = []
+        self.slow_first = slow_first
+        with closing_conn(path) as conn:
+            conn.execute("CREATE TABLE balance (id INTEGER PRIMARY KEY, nano INTEGER)")
+            conn.execute("CREATE TABLE holds (rid TEXT PRIMARY KEY)")
+            conn.execute("INSERT INTO balance VALUES (1, 1000)")
+
+    def transaction(self, works: list[Callable[[Any], Any]]) -> list[Any]:
+        with closing_conn(self.path) as conn:
+            cur = conn.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                if not self.batches and self.slow_first:
+                    time.sleep(self.slow_first)
+                results = [work(cur) for work in works]
+            except Exception:
+                conn.rollback()
+                self.batches.append(-len(works))
+                if len(works) == 1:
+                    return [None]
+                raise
+            conn.commit()
+            self.batches.append(len(works))
+            return results
+
+    def alone(self, work: Callable[[Any], Any]) -> Any:
+        return self.transaction([work])[0]
+
+    def balance(self) -> int:
+        with closing_conn(self.path) as conn:
+            return conn.execute("SELECT nano FROM balance").fetchone()[0]
+
+    def holds(self) -> set[str]:
+        with closing_conn(self.path) as conn:
+            return {r[0] for r in conn.execute("SELECT rid FROM holds")}
+
+
+def closing_conn(path: str) -> closing[sqlite3.Connection]:
+    return closing(sqlite3.connect(path, isolation_level=None, check_same_thread=False))
+
+
+def hold(rid: str, amount: int) -> Callable[[Any], bool]:
+    def work(cur: Any) -> bool:
+        cur.execute("UPDATE balance SET nano = nano - ? WHERE id = 1 AND nano >= ?",
+                    (amount, amount))
+        if cur.rowcount != 1:
+            return False
+        cur.execute("INSERT INTO holds VALUES (?)", (rid,))
+        return True
+    return work
+
+
+def run_together(group: GroupCommit, jobs: dict[str, Callable[[Any], Any]],
+                 first: str | None = None) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+
+    def call(name: str) -> None:
+        results[name] = group.run(jobs[name])
+
+    threads = {name: threading.Thread(target=call, args=(name,)) for name in jobs}
+    if first is not None:
+        threads[first].start()
+        time.sleep(0.1)  # the first transaction is now under way (it takes slow_first)
+    for name, t in threads.items():
+        if name != first:
+            t.start()
+    for t in threads.values():
+        t.join(10)
+    return results
+
+
+def test_jobs_queued_during_a_commit_share_the_next_one(tmp_path) -> None:
+    ledger = Ledger(str(tmp_path / "db"), slow_first=0.5)
+    group = GroupCommit(ledger.transaction, ledger.alone)
+    jobs = {f"r{n}": hold(f"r{n}", 100) for n in range(12)}
+    results = run_together(group, jobs, first="r0")
+    # ten holds of 100 fit in 1,000: every job saw the ones before it in its batch
+    assert sorted(results.values()) == [False, False] + [True] * 10
+    assert ledger.balance() == 0
+    assert ledger.holds() == {rid for rid, ok in results.items() if ok}
+    assert ledger.batches[0] == 1 and sum(ledger.batches) == 12
+    assert len(ledger.batches) < 12, ledger.batches
+
+
+def test_a_failing_job_costs_only_itself(tmp_path) -> None:
+    ledger = Ledger(str(tmp_path / "db"), slow_first=0.5)
+    group = GroupCommit(ledger.transaction, ledger.alone)
+    assert group.run(hold("taken", 100)) is True
+    ledger.batches.clear()
+    jobs = {"first": hold("first", 10), "dup": hold("taken", 10),
+            **{f"r{n}": hold(f"r{n}", 10) for n in range(5)}}
+    results = run_together(group, jobs, first="first")
+    assert results.pop("dup") is None
+    assert all(results.values()), results
+    assert ledger.holds() == {"taken", "first", *(f"r{n}" for n in range(5))}
+    assert ledger.balance() == 1000 - 100 - 6 * 10
+    assert any(size < -1 for size in ledger.batches), ledger.batches  # the batch rolled back
+
+
+def test_a_job_alone_commits_at_once(tmp_path) -> None:
+    ledger = Ledger(str(tmp_path / "db"))
+    group = GroupCommit(ledger.transaction, ledger.alone)
+    assert [group.run(hold(f"r{n}", 1)) for n in range(3)] == [True] * 3
+    assert ledger.batches == [1, 1, 1]
+
+
+GEVENT_SCRIPT = r"""
+from gevent import monkey; monkey.patch_all()
+import json, sys, gevent
+from runtime.store import open_store
+from runtime.store.records import UsageRecord
+
+store = open_store(sys.argv[1])
+account = store.create_account("shared", 10_000)
+group = store._fast._group
+transactions = []
+run_batch = group._transaction
+def counted(works):
+    transactions.append(len(works))
+    return run_batch(works)
+group._transaction = counted
+
+def request(n):
+    rid = f"rq-{n}"
+    if not store.hold(rid, account.id, 1_000):
+        return 0
+    usage = UsageRecord(request_id=rid, account_id=account.id, key_id=None, endpoint="chat",
+                        model="m", provider="p", status=200)
+    return store.settle(rid, 300, usage)
+
+charged = [g.value for g in gevent.joinall([gevent.spawn(request, n) for n in range(40)])]
+print(json.dumps({"charged": charged, "transactions": transactions,
+                  "balance": store.get_account("shared").balance_nano,
+                  "audit": store.audit("shared")["ok"]}))
+"""
+
+
+def test_gevent_requests_share_commits_and_stay_exact(tmp_path) -> None:
+    """The server's workers are gevent: requests ready together there share transactions,
+    and the balance still never goes below zero."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", GEVENT_SCRIPT,
+                           f"sqlite:///{tmp_path / 'db.sqlite'}"], cwd=root,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    charged = out["charged"]
+    # 10,000 covers ten holds of 1,000 at once; settled ones give 700 back each
+    assert charged.count(300) >= 10 and set(charged) <= {0, 300}
+    assert out["balance"] == 10_000 - 300 * charged.count(300)
+    assert out["audit"]
+    assert sum(out["transactions"]) >= 2 * charged.count(300)
+    assert len(out["transactions"]) < sum(out["transactions"]), out["transactions"]
