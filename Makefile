@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 WORKERS ?= 2
 
-.PHONY: install generate check-generated run test lint bench bench-usage bench-profile clean
+.PHONY: install generate check-generated run test lint bench bench-full bench-usage bench-profile clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or make PYTHON=python3)"; exit 1; }
@@ -37,6 +37,12 @@ lint: $(STAMP)
 # make bench BENCH_ARGS=--quick: a short sanity run (python -m tests.bench --help)
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench $(BENCH_ARGS)
+
+# the full-length run (about 30 minutes): 10-minute soak, 5,000 streams on one worker, 60 s
+# tails on 1,000,000 usage rows, on PostgreSQL too when TOKMODEL_TEST_POSTGRES_URL is set
+# (or BENCH_FULL_ARGS="--postgres postgresql://...")
+bench-full: $(STAMP)
+	$(BIN)/python -m tests.bench --full $(BENCH_FULL_ARGS)
 
 # the usage API and the console's usage pages over 1,000,000 usage rows (make bench-usage BENCH_USAGE_ARGS="--rows 100000")
 bench-usage: $(STAMP)

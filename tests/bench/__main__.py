@@ -2,14 +2,22 @@
 command, and write the results as JSON (default var/bench.json).
 
 Contract: raises the file-descriptor soft limit for itself and its children, works in a
-temporary directory (SQLite database, process logs) that is removed at the end, stops every
-process it started also on an error or Ctrl-C, and exits 0 when the run completed (targets
-missed are reported, not failed), 1 when it could not complete, 130 on Ctrl-C.
-`--quick` is a short sanity run (a few seconds per part, still `--rounds` interleaved
-throughput rounds); `--parts` picks parts (latency, throughput, streams, hot); `--rounds N`
-(at least 3) sets the interleaved gateway/passthrough/direct throughput rounds whose median
-gives the gateway-to-passthrough ratio; `--wait-quiet S` first waits up to S seconds for
-other work on the machine to stop, since the bench shares the cores with everything else.
+temporary directory (SQLite databases, process logs) that is removed at the end (throwaway
+PostgreSQL databases are dropped), stops every process it started also on an error or
+Ctrl-C, and exits 0 when the run completed (targets missed are reported, not failed), 1
+when it could not complete, 130 on Ctrl-C.
+Presets (tests.bench.options): the default run (`make bench`, a few minutes: every part but
+the soak, tails of 10 s on 100,000 usage rows); `--quick`, a few seconds per part;
+`--full` (`make bench-full`), the full-length measurement: every part including the soak
+(10 minutes), 5,000 slow streams on one worker, 60 s tails on 1,000,000 usage rows, and on
+PostgreSQL too when `--postgres URL` or TOKMODEL_TEST_POSTGRES_URL names a server. Options
+given explicitly override the preset. `--parts` picks parts; `--rounds N` (at least 3) sets
+the interleaved gateway/passthrough/direct throughput rounds whose median gives the
+gateway-to-passthrough ratio; `--wait-quiet S` first waits up to S seconds for other work on
+the machine to stop, since the bench shares the cores with everything else. Diagnosis:
+`--probe-hub S` turns on gevent's blocking monitor (S seconds) in the tails' and soak's
+gateways; `--gateway-env NAME=VALUE` (repeatable) sets a variable for every gateway (e.g.
+BENCH_GC_FREEZE=5, see tests/bench/probe).
 """
 
 from __future__ import annotations
@@ -24,56 +32,86 @@ import signal
 import sys
 import tempfile
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
+from tests.bench.options import DEFAULT_PARTS, PARTS, Options, full, quick
 from tests.bench.procs import Procs, raise_fd_limit, wait_quiet
 from tests.bench.report import TARGETS, markdown
-from tests.bench.run import PARTS, ROOT, Options, run
+from tests.bench.run import run
+from tests.bench.servers import ROOT
+
+POSTGRES_ENV = "TOKMODEL_TEST_POSTGRES_URL"
 
 
 def parse(argv: list[str]) -> tuple[Options, argparse.Namespace]:
     d = Options()
-    p = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__)
-    p.add_argument("--requests", type=int, default=d.requests,
-                   help="timed requests per side at concurrency 1")
-    p.add_argument("--warmup", type=int, default=d.warmup)
-    p.add_argument("--duration", type=float, default=d.duration,
-                   help="seconds per throughput run")
-    p.add_argument("--concurrency", type=int, default=d.concurrency)
-    p.add_argument("--streams", type=int, default=d.streams)
-    p.add_argument("--stream-seconds", type=int, default=d.stream_seconds,
-                   help="chunks per stream (one per --stream-interval)")
-    p.add_argument("--stream-interval", type=float, default=d.stream_interval)
-    p.add_argument("--workers", type=int, default=d.workers,
-                   help="gateway (and passthrough) workers for latency and throughput")
-    p.add_argument("--rounds", type=int, default=d.rounds,
-                   help="interleaved throughput rounds (gateway, passthrough, direct), >= 3")
-    p.add_argument("--upstream-workers", type=int, default=d.upstream_workers)
-    p.add_argument("--hot-iterations", type=int, default=d.hot_iterations)
-    p.add_argument("--parts", default=",".join(PARTS),
-                   help=f"comma-separated subset of {','.join(PARTS)}")
-    p.add_argument("--json", type=Path, default=ROOT / "var" / "bench.json")
-    p.add_argument("--keep", action="store_true", help="keep the work directory (logs, db)")
-    p.add_argument("--quick", action="store_true", help="a short sanity run")
-    p.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
-                   help="first wait up to this long for other work on the machine to stop")
+    p = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add = p.add_argument
+    add("--quick", action="store_true", help="a short sanity run")
+    add("--full", action="store_true",
+        help="the full-length run: soak, 5,000 streams, 1,000,000-row tails, PostgreSQL")
+    add("--parts", help=f"comma-separated subset of {','.join(PARTS)} "
+        f"(default {','.join(DEFAULT_PARTS)}; --full: all)")
+    add("--requests", type=int, help="timed requests per side at concurrency 1")
+    add("--warmup", type=int)
+    add("--duration", type=float, help="seconds per non-streamed throughput run")
+    add("--concurrency", type=int)
+    add("--workers", type=int, help="gateway (and passthrough) workers")
+    add("--rounds", type=int, help="interleaved throughput rounds (gateway, passthrough, "
+        "direct), >= 3")
+    add("--upstream-workers", type=int)
+    add("--stream-chunks", type=int, help="chunks of the fast streams (stream-rate, tails)")
+    add("--stream-rate-duration", type=float, help="seconds per stream-rate run")
+    add("--streams", type=int, help="slow concurrent streams on one worker")
+    add("--stream-seconds", type=int, help="chunks per slow stream (one per --stream-interval)")
+    add("--stream-interval", type=float)
+    add("--worker-connections", type=int, help="gunicorn worker_connections of the streams "
+        "part's gateway (0: the gateway's default)")
+    add("--tails-seconds", type=float, help="seconds per tails run")
+    add("--tails-warmup", type=float)
+    add("--tails-rows", type=int, help="usage rows the tails' databases are filled with")
+    add("--postgres", metavar="URL", help=f"PostgreSQL server for the tails (default: "
+        f"${POSTGRES_ENV} with --full; '' for none); throwaway databases are made on it")
+    add("--soak-seconds", type=float)
+    add("--soak-rate", type=float, help="background requests per second in the soak")
+    add("--soak-sample-seconds", type=float)
+    add("--probe-hub", type=float, metavar="SECONDS",
+        help="gevent's blocking monitor in the tails' and soak's gateways")
+    add("--gateway-env", action="append", default=[], metavar="NAME=VALUE",
+        help="an environment variable for every gateway (repeatable)")
+    add("--hot-iterations", type=int)
+    add("--json", type=Path, default=ROOT / "var" / "bench.json")
+    add("--keep", action="store_true", help="keep the work directory (logs, databases)")
+    add("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
+        help="first wait up to this long for other work on the machine to stop")
     args = p.parse_args(argv)
-    parts = tuple(x.strip() for x in args.parts.split(",") if x.strip())
-    unknown = set(parts) - set(PARTS)
-    if unknown or not parts:
-        p.error(f"--parts takes a subset of {','.join(PARTS)}, not {args.parts!r}")
-    if args.rounds < 3:
-        p.error("--rounds must be at least 3 (the ratio is a median over rounds)")
-    opts = Options(requests=args.requests, warmup=args.warmup, duration=args.duration,
-                   concurrency=args.concurrency, streams=args.streams,
-                   stream_seconds=args.stream_seconds, stream_interval=args.stream_interval,
-                   workers=args.workers, rounds=args.rounds,
-                   upstream_workers=args.upstream_workers,
-                   hot_iterations=args.hot_iterations, parts=parts)
+    opts = d
     if args.quick:
-        opts = replace(opts, requests=300, warmup=50, duration=2.0, streams=100,
-                       stream_seconds=3, hot_iterations=300)
+        opts = quick(opts)
+    if args.full:
+        opts = full(opts)
+        opts = replace(opts, postgres=os.environ.get(POSTGRES_ENV, ""))
+    explicit = {f.name: getattr(args, f.name) for f in fields(Options)
+                if f.name not in ("parts", "gateway_env") and getattr(args, f.name, None)
+                is not None}
+    opts = replace(opts, **explicit)
+    if args.parts is not None:
+        parts = tuple(x.strip() for x in args.parts.split(",") if x.strip())
+        unknown = set(parts) - set(PARTS)
+        if unknown or not parts:
+            p.error(f"--parts takes a subset of {','.join(PARTS)}, not {args.parts!r}")
+        opts = replace(opts, parts=parts)
+    env = []
+    for item in args.gateway_env:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            p.error(f"--gateway-env takes NAME=VALUE, not {item!r}")
+        env.append((name, value))
+    opts = replace(opts, gateway_env=tuple(env))
+    if opts.rounds < 3:
+        p.error("--rounds must be at least 3 (the ratio is a median over rounds)")
     return opts, args
 
 

@@ -10,8 +10,11 @@ Contract
 - `sequential(addr, request, n, warmup)` runs requests one after another on one connection
   with blocking stdlib sockets (no event-loop cost on the clock); `concurrent(addr, request,
   concurrency, duration)` runs `concurrency` gevent greenlets, each on its own keep-alive
-  connection, until `duration` elapses; `streams(addr, request, n, ...)` opens `n` streaming
-  requests concurrently and reads each to its end.
+  connection, until `duration` elapses (with `stream`, a streamed answer counts only with
+  its `data: [DONE]`); `streams(addr, request, n, ...)` opens `n` streaming
+  requests concurrently and reads each to its end; `timed_mix(addr, mix, duration)` runs the
+  requests of `mix` in turn, one at a time, on `conns` blocking keep-alive connections used in
+  turn, and returns a `latency.Sample` per request (its start, duration and kind).
 - A response counts as OK only with status 200 (and, for streams, `data: [DONE]` in the body);
   everything else is counted by kind in `errors`. Every loop is bounded in count and time.
 """
@@ -25,6 +28,8 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
+
+from tests.bench.latency import Sample
 
 IO_TIMEOUT = 30.0
 MAX_HEAD = 64 * 1024
@@ -181,9 +186,11 @@ class Result:
         return sum(self.errors.values())
 
 
-def _judge(result: Result, resp: Response) -> None:
-    if resp.status == 200:
+def _judge(result: Result, resp: Response, stream: bool = False) -> None:
+    if resp.status == 200 and (not stream or DONE_MARK in resp.body[-64:]):
         result.ok += 1
+    elif resp.status == 200:
+        result.error("stream ended without [DONE]", resp.body[-200:].decode(errors="replace"))
     else:
         result.error(f"HTTP {resp.status}", resp.body.decode(errors="replace"))
 
@@ -219,8 +226,9 @@ def sequential(addr: tuple[str, int], request: bytes, n: int, warmup: int,
 
 
 def concurrent(addr: tuple[str, int], request: bytes, concurrency: int, duration: float,
-               ) -> Result:
-    """`concurrency` greenlets hammering one keep-alive connection each for `duration` s."""
+               stream: bool = False) -> Result:
+    """`concurrency` greenlets hammering one keep-alive connection each for `duration` s
+    (`stream`: each answer must end with `data: [DONE]`)."""
     import gevent
     from gevent import socket as gsocket
 
@@ -241,7 +249,7 @@ def concurrent(addr: tuple[str, int], request: bytes, concurrency: int, duration
                     gevent.sleep(0.01)
                     continue
                 latencies.append(clock() - t0)
-                _judge(result, resp)
+                _judge(result, resp, stream)
         finally:
             conn.close()
 
@@ -320,3 +328,55 @@ def streams(addr: tuple[str, int], request: bytes, n: int, ramp_seconds: float,
         gevent.killall(alive, timeout=5)
     result.elapsed = clock() - started
     return result
+
+
+class Timed(NamedTuple):
+    kind: str
+    request: bytes
+    stream: bool   # OK only with `data: [DONE]` in the body
+
+
+def timed_mix(addr: tuple[str, int], mix: list[Timed], duration: float, conns: int = 2,
+              result: Result | None = None, between: Callable[[], None] | None = None,
+              pool: list[HttpConn] | None = None) -> list[Sample]:
+    """The requests of `mix` in turn for `duration` s at concurrency 1 on `conns` blocking
+    keep-alive connections (used in turn: with several workers, the kernel may hand them to
+    different ones), or on the caller's `pool` of connections, which stay open. Failures are
+    counted in `result` too; `between()` runs after every request, outside the timings."""
+    result = Result() if result is None else result
+    clock = time.perf_counter
+    owned = pool is None
+    pool = [HttpConn(addr) for _ in range(max(1, conns))] if pool is None else pool
+    samples: list[Sample] = []
+    began = clock()
+    stop_at = began + duration
+    i = 0
+    try:
+        while clock() < stop_at:
+            item, conn = mix[i % len(mix)], pool[i % len(pool)]
+            i += 1
+            t0 = clock()
+            try:
+                resp = conn.roundtrip(item.request)
+            except (OSError, ValueError) as exc:
+                result.error(type(exc).__name__, str(exc))
+                conn.close()
+                samples.append(Sample(t0 - began, clock() - t0, item.kind, False))
+                continue
+            seconds = clock() - t0
+            ok = resp.status == 200 and (not item.stream or DONE_MARK in resp.body[-64:])
+            if ok:
+                result.ok += 1
+                result.latencies.append(seconds)
+            else:
+                result.error(f"{item.kind}: HTTP {resp.status}",
+                             resp.body[-300:].decode(errors="replace"))
+            samples.append(Sample(t0 - began, seconds, item.kind, ok))
+            if between is not None:
+                between()
+    finally:
+        if owned:
+            for conn in pool:
+                conn.close()
+    result.elapsed = clock() - began
+    return samples

@@ -8,7 +8,9 @@ Contract
   `POST /v1/chat/completions` answers 401 unless the `Authorization` header is exactly
   `Bearer <key>`; otherwise it sends the request body unchanged to
   `<upstream_base>/chat/completions` through one requests.Session per process (keep-alive
-  pool of `pool_size` connections) and returns the upstream's status, Content-Type and body.
+  pool of `pool_size` connections) and returns the upstream's status, Content-Type and body;
+  an event stream (`text/event-stream`) is passed on piece by piece as it arrives (so the
+  passthrough also streams), any other answer whole.
   `GET /ready` answers 200 (the harness's readiness probe, never timed).
   No accounts, validation, translation, charging, metrics or logging.
 - `python -m tests.bench.passthrough --host H --port P --workers N` serves it through the
@@ -53,10 +55,13 @@ def make_app(upstream_base: str, key: str, pool_size: int = 1000) -> Any:
             if req.get_header("Authorization") != expected:
                 raise falcon.HTTPUnauthorized(title="wrong or missing API key")
             answer = session.post(target, data=req.bounded_stream.read(),
-                                  headers=forward_headers, timeout=(10, 600))
+                                  headers=forward_headers, timeout=(10, 600), stream=True)
             resp.status = answer.status_code
             resp.content_type = answer.headers.get("Content-Type", falcon.MEDIA_JSON)
-            resp.data = answer.content
+            if resp.content_type.startswith("text/event-stream"):
+                resp.stream = answer.raw.stream(65536, decode_content=True)
+            else:
+                resp.data = answer.content
 
     class Ready:
         def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -80,15 +85,13 @@ def _settings(cfg: Any) -> dict[str, Any]:
 
 def serve(host: str, port: int, workers: int) -> int:
     """`tokmodel serve`, with gunicorn's arbiter handed the passthrough instead of the gateway."""
-    from gunicorn.arbiter import Arbiter
-
     from runtime.cli import main as tokmodel
+    from tests.bench.served import adjust_arbiter
 
     upstream = os.environ["BENCH_PASSTHROUGH_UPSTREAM"]
     key = os.environ["BENCH_PASSTHROUGH_KEY"]
-    original_setup = Arbiter.setup
 
-    def setup(arbiter: Arbiter, app: Any) -> None:
+    def change(app: Any) -> None:
         if "accesslog" in app.cfg.settings:
             app.cfg.set("accesslog", None)
         pool = int(getattr(app.cfg, "worker_connections", 1000) or 1000)
@@ -97,9 +100,8 @@ def serve(host: str, port: int, workers: int) -> int:
         app.load = lambda: make_app(upstream, key, pool)
         print(SETTINGS_MARK + json.dumps(_settings(app.cfg), default=str), file=sys.stderr,
               flush=True)
-        original_setup(arbiter, app)
 
-    Arbiter.setup = setup
+    adjust_arbiter(change)
     return tokmodel(["serve", "--host", host, "--port", str(port), "--workers", str(workers)])
 
 

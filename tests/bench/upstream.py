@@ -82,6 +82,23 @@ def _error(start_response: StartResponse, status: str, message: str) -> list[byt
     return [body]
 
 
+DIRECTIVE = "bench:"
+
+
+def directives(body: dict[str, Any]) -> dict[str, str]:
+    """`bench:chunks=20;delay=0` in the last message's text -> {"chunks": "20", "delay": "0"}."""
+    last = body["messages"][-1]
+    content = last.get("content") if isinstance(last, dict) else None
+    if not isinstance(content, str) or not content.startswith(DIRECTIVE):
+        return {}
+    found = {}
+    for item in content[len(DIRECTIVE):].split(";"):
+        name, _, value = item.partition("=")
+        if name.strip():
+            found[name.strip()] = value.strip()
+    return found
+
+
 def make_app(chunks: int = 15, delay: float = 1.0) -> Callable[..., Iterable[bytes]]:
     import gevent
 
@@ -92,10 +109,11 @@ def make_app(chunks: int = 15, delay: float = 1.0) -> Callable[..., Iterable[byt
                       ("Content-Length", str(len(MODELS)))]
     sse_headers = [("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache")]
 
-    def stream(include_usage: bool) -> Iterator[bytes]:
+    def stream(include_usage: bool, chunks: int, delay: float) -> Iterator[bytes]:
         yield ROLE_CHUNK
         for _ in range(chunks):
-            gevent.sleep(delay)
+            if delay > 0:
+                gevent.sleep(delay)
             yield TEXT_CHUNK
         yield FINISH_CHUNK + (USAGE_CHUNK if include_usage else b"") + DONE
 
@@ -112,11 +130,20 @@ def make_app(chunks: int = 15, delay: float = 1.0) -> Callable[..., Iterable[byt
             if not isinstance(body, dict) or not isinstance(body.get("messages"), list) \
                     or not body["messages"]:
                 return _error(start_response, "400 Bad Request", "messages is required")
+            steer = directives(body)
+            try:
+                n = int(steer.get("chunks", chunks))
+                pause = float(steer.get("delay", delay))
+                fail = int(steer["fail"]) if "fail" in steer else 0
+            except ValueError:
+                return _error(start_response, "400 Bad Request", "bad bench: directive")
+            if fail:
+                return _error(start_response, f"{fail} Bench Failure", "failure on demand")
             if body.get("stream") is True:
                 options = body.get("stream_options")
                 include = isinstance(options, dict) and options.get("include_usage") is True
                 start_response("200 OK", sse_headers)
-                return stream(include)
+                return stream(include, n, pause)
             start_response("200 OK", json_headers)
             return [completion]
         if path == "/v1/models" and method == "GET":
@@ -127,7 +154,7 @@ def make_app(chunks: int = 15, delay: float = 1.0) -> Callable[..., Iterable[byt
     return app
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Ask Linux to SIGTERM this process when its parent goes away (no-op elsewhere)."""
     try:
         import ctypes
@@ -148,7 +175,7 @@ def serve(port: int, workers: int, chunks: int, delay: float) -> None:
         pid = os.fork()
         if pid == 0:
             children = []
-            _die_with_parent()
+            die_with_parent()
             break
         children.append(pid)
 
@@ -187,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunks", type=int, default=15)
     parser.add_argument("--delay", type=float, default=1.0)
     args = parser.parse_args(argv)
-    _die_with_parent()
+    die_with_parent()
     started = time.monotonic()
     try:
         serve(args.port, args.workers, args.chunks, args.delay)
