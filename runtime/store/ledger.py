@@ -375,10 +375,14 @@ _AUDIT_CHARGES = text(
     "ON c.reference = u.request_id WHERE u.account_id = :account "
     "AND (c.reference IS NULL OR c.settles <> 1 OR c.charge <> u.cost_nano)")
 _AUDIT_USAGE_COUNT = text("SELECT COUNT(*) FROM usage_log WHERE account_id = :account")
+# NOT IN, not a join on request_id: usage_log has no index on it (the hot path would pay
+# for one), and SQLite planned the join as a scan of the account's usage rows per settle
+# entry (66 s for 7,683 rows; NOT IN builds the set once). request_id is NOT NULL, so the
+# answer is the same.
 _AUDIT_UNLOGGED_SETTLES = text(
-    "SELECT e.reference FROM ledger_entries e LEFT JOIN (SELECT request_id FROM usage_log "
-    "WHERE account_id = :account) u ON u.request_id = e.reference "
-    "WHERE e.account_id = :account AND e.kind = 'settle' AND u.request_id IS NULL "
+    "SELECT e.reference FROM ledger_entries e WHERE e.account_id = :account "
+    "AND e.kind = 'settle' AND e.reference NOT IN (SELECT request_id FROM usage_log "
+    "WHERE account_id = :account) "
     # usage rows older than the retention watermark may have been pruned (usage_queries.py)
     "AND e.created_at >= :kept_since").bindparams(
         bindparam("kept_since", type_=DateTime(timezone=True)))
