@@ -187,9 +187,11 @@ class FastPath:
                 cur.close()
                 return results
             return _pipelined(conn.driver_connection, works)
-        except Exception:
+        except BaseException as exc:
+            # a greenlet killed while it waits on PostgreSQL (a worker's stop) must not hand
+            # its connection back in the middle of a transaction either
             broken = not _quiet_rollback(conn)
-            if len(works) == 1:
+            if len(works) == 1 and isinstance(exc, Exception):
                 return [None]
             raise
         finally:
