@@ -379,7 +379,7 @@ class PassthroughStream(SettlingBody):
         if name == "message_start" and isinstance(data.get("message"), dict):
             data["message"]["model"] = self._client_model
             self._usage.update(data["message"].get("usage") or {})
-            return encode(fastjson.dumps(data).decode(), name)
+            return encode(fastjson.dumps(data), name)
         if name == "content_block_delta":
             delta = data.get("delta") or {}
             for field in ("text", "thinking", "partial_json"):
@@ -394,7 +394,7 @@ class PassthroughStream(SettlingBody):
                 self._counted_output = "output_tokens" in usage
                 cost = token_cost(self._model, self._current())
                 usage["cost"] = nano_to_credits(charge_nano(cost))
-            return encode(fastjson.dumps(data).decode(), name)
+            return encode(fastjson.dumps(data), name)
         if name == "error":
             err = data.get("error") if isinstance(data.get("error"), dict) else {}
             self._status = 529 if err.get("type") == "overloaded_error" else 502

@@ -429,7 +429,7 @@ def _with_block_id(call: dict[str, Any]) -> dict[str, Any]:
 # -- stream -----------------------------------------------------------------------------------
 
 def event(data: dict[str, Any]) -> bytes:
-    return encode(fastjson.dumps(data).decode(), data["type"])
+    return encode(fastjson.dumps(data), data["type"])
 
 
 def error_type(status: int, type: str | None = None) -> str:

@@ -168,6 +168,14 @@ usage_log = Table(
     Index("ix_usage_log_created_at", "created_at"),
 )
 
+def _sum_columns() -> list[Column]:
+    """The sums both rollup tables keep per key (a Column belongs to one table: new ones
+    each call)."""
+    return [Column(name, BigInteger, nullable=False) for name in (
+        "requests", "prompt_tokens", "completion_tokens", "cached_tokens", "cost_nano")] + [
+        Column("units", Text, nullable=False)]
+
+
 # The usage log summed per UTC day, account, key, model and endpoint (runtime/store/
 # usage_rollup.py): what totals, the daily series, the distinct models and key spend read
 # instead of every usage row. It covers exactly the usage rows with ids up to
@@ -183,12 +191,7 @@ usage_rollup = Table(
     Column("key_id", String(16), nullable=False),
     Column("model", Text, nullable=False),
     Column("endpoint", Text, nullable=False),
-    Column("requests", BigInteger, nullable=False),
-    Column("prompt_tokens", BigInteger, nullable=False),
-    Column("completion_tokens", BigInteger, nullable=False),
-    Column("cached_tokens", BigInteger, nullable=False),
-    Column("cost_nano", BigInteger, nullable=False),
-    Column("units", Text, nullable=False),
+    *_sum_columns(),
     PrimaryKeyConstraint("account_id", "day", "key_id", "model", "endpoint"),
     Index("ix_usage_rollup_key_id_day", "key_id", "day"),
     sqlite_with_rowid=False,
@@ -202,12 +205,7 @@ usage_rollup_all = Table(
     Column("day", String(10), nullable=False),
     Column("model", Text, nullable=False),
     Column("endpoint", Text, nullable=False),
-    Column("requests", BigInteger, nullable=False),
-    Column("prompt_tokens", BigInteger, nullable=False),
-    Column("completion_tokens", BigInteger, nullable=False),
-    Column("cached_tokens", BigInteger, nullable=False),
-    Column("cost_nano", BigInteger, nullable=False),
-    Column("units", Text, nullable=False),
+    *_sum_columns(),
     PrimaryKeyConstraint("day", "model", "endpoint"),
     sqlite_with_rowid=False,
 )
