@@ -17,6 +17,9 @@ the foreground until it is stopped.
 - Holds: each worker starts a `HoldKeeper` (runtime/billing/sweeper.py) from gunicorn's
   ``post_worker_init`` hook, on the store its app serves from: heartbeats for the worker's
   own holds, and the sweep that settles the holds of lost workers.
+- Settlements: each worker writes them behind the answers (runtime/billing/
+  settle_behind.py) and waits for the writes in flight before it exits, within the
+  graceful deadline (an immediate stop: SETTLE_WAIT seconds).
 - SIGTERM: graceful stop within ``shutdown_timeout`` seconds (gunicorn's graceful_timeout,
   default 30, TOKMODEL_SHUTDOWN_TIMEOUT, ``--shutdown-timeout``; rounded up to whole seconds,
   which is what gunicorn takes). SIGINT and SIGQUIT stay gunicorn's immediate stop (open
@@ -85,11 +88,13 @@ from gunicorn.sock import ssl_context
 from gunicorn.workers.ggevent import GeventWorker
 
 from runtime import coalesced_response
+from runtime.billing import settle_behind
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 WORKER_CLASSES = {"gevent": "runtime.serve.GracefulGeventWorker"}
 
 _TICK = 0.2  # seconds between two looks at `alive` / the open connections
+SETTLE_WAIT = 2.0  # an immediate stop's wait for the settlement writes in flight
 
 
 def settle_margin(shutdown_timeout: float) -> float:
@@ -125,6 +130,7 @@ class GracefulGeventWorker(GeventWorker):
         # walks what requests allocate.
         gc.collect()
         gc.freeze()
+        settle_behind.enable()
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         # the master's deadline starts when it sends this signal: measure ours from here
@@ -177,14 +183,28 @@ class GracefulGeventWorker(GeventWorker):
                 server.max_accept = 1
             server.start()
             servers.append(server)
-        last_notify = 0.0
-        while self.alive:
-            now = time.monotonic()
-            if now - last_notify >= 1.0:
-                self.notify()
-                last_notify = now
-            gevent.sleep(_TICK)
-        self._drain(servers)
+        try:
+            last_notify = 0.0
+            while self.alive:
+                now = time.monotonic()
+                if now - last_notify >= 1.0:
+                    self.notify()
+                    last_notify = now
+                gevent.sleep(_TICK)
+            self._drain(servers)
+        finally:
+            # settlement writes still behind their answers (also on an immediate stop)
+            self._finish_settlements()
+
+    def _finish_settlements(self) -> None:
+        graceful = max(0.0, float(self.cfg.graceful_timeout))
+        if self._term_at is not None:
+            limit = self._term_at + graceful - min(0.25, settle_margin(graceful) / 4)
+        else:
+            limit = time.monotonic() + SETTLE_WAIT
+        if not settle_behind.wait(max(0.05, limit - time.monotonic())):
+            self.log.warning("Exiting with %d settlement(s) unwritten: their holds are left "
+                             "to the sweeper (pid:%s)", settle_behind.pending(), self.pid)
 
     def _drain(self, servers: list[StreamServer]) -> None:
         for server in servers:

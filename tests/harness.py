@@ -35,6 +35,7 @@ POSTGRES_ENV = "TOKMODEL_TEST_POSTGRES_URL"
 ROOT = Path(__file__).resolve().parent.parent
 START_CREDITS = 5_000_000_000  # what the end-to-end tests' accounts start with (5 credits)
 LIVE: list[Gateway] = []  # started and not yet stopped
+SETTLE_TIMEOUT = 3.0  # seconds Gateway.settled waits for an account's holds to close
 
 
 def free_port() -> int:
@@ -76,13 +77,32 @@ class Gateway:
         _, secret = self.store.create_key(name, "test")
         return account.id, secret
 
+    def settled(self, account: int | str | None = None, timeout: float = SETTLE_TIMEOUT
+                ) -> bool:
+        """Wait until the account (None: every account) has no open hold (the gateway
+        writes settlements just after the answer: runtime/billing/settle_behind.py), at
+        most `timeout` seconds (a test may hold a stream open on purpose); whether none is
+        left."""
+        if isinstance(account, str):
+            account = self.store.get_account(account).id
+        deadline = time.monotonic() + timeout
+        while any(account in (None, h.account_id) for h in self.store.list_holds()):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
     def audit(self, account: int | str) -> dict[str, Any]:
-        """The store's audit of an account (by id or name): {"ok": ..., "problems": [...]}."""
+        """The store's audit of an account (by id or name), once its answered requests are
+        settled: {"ok": ..., "problems": [...]}."""
+        self.settled(account)
         if not isinstance(account, str):
             account = self.store.get_account_by_id(account).name
         return self.store.audit(account)
 
     def balance(self, account_id: int) -> int:
+        """The account's balance, once its answered requests are settled."""
+        self.settled(account_id)
         return self.store.get_account_by_id(account_id).balance_nano
 
     def log(self) -> str:
@@ -152,7 +172,8 @@ def charged(gw: Gateway, account: int, start: int = START_CREDITS) -> int:
 
 
 def usage_rows(gw: Gateway, account: int):
-    """The account's usage rows, as the store lists them."""
+    """The account's usage rows, as the store lists them, once its requests are settled."""
+    gw.settled(account)
     return gw.store.usage(gw.store.get_account_by_id(account).name)
 
 

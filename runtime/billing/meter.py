@@ -2,7 +2,8 @@
 
 `Meter` holds the worst-case cost before the upstream is called (403 when it cannot be
 held), and settles exactly once: the actual cost from the upstream's usage and the
-catalogue prices, in the same transaction as the usage-log row. A request that fails
+catalogue prices, in the same transaction as the usage-log row (under the gevent worker
+that write runs behind the answer: settle_behind.py). A request that fails
 before producing anything settles at zero, which releases the whole hold.
 """
 
@@ -14,6 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from decimal import Decimal
 
+from runtime.billing import settle_behind
 from runtime.billing.credits import format_credits
 from runtime.billing.pricing import Usage, charge_nano
 from runtime.errors import AccountInDebt, GatewayError, InsufficientCredits
@@ -81,7 +83,12 @@ class Meter:
             prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
             cached_tokens=usage.cached_tokens, details=dict(usage.units),
             cost_nano=cost, latency_ms=int((time.monotonic() - self.started) * 1000))
-        self.charged = self.store.settle(self.request_id, cost, record, self.spend_key)
+        store, request_id, spend_key = self.store, self.request_id, self.spend_key
+        written = settle_behind.submit(
+            request_id, lambda: store.settle(request_id, cost, record, spend_key))
+        # behind the answer (None) the write records exactly `cost`: store.settle returns
+        # less only for a request a sweeper settled already, taking its worker for lost
+        self.charged = cost if written is None else written
         if self.on_settled is not None:
             self.on_settled(status, usage, self.charged)
         return self.charged

@@ -73,6 +73,7 @@ def _wait_exit(gw: Gateway, seconds: float) -> float:
 
 
 def _usage(gw: Gateway, account_id: int):
+    gw.settled(account_id)
     return gw.store.usage(gw.store.get_account_by_id(account_id).name)
 
 

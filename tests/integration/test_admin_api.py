@@ -70,8 +70,10 @@ def unique(prefix: str) -> str:
 
 
 def chat(gw, secret: str, text: str = "hello there") -> None:
+    """One chat request, settled (its usage row written) when this returns."""
     openai_client(gw, secret).chat.completions.create(
         model=MODEL, messages=[{"role": "user", "content": text}])
+    gw.settled()
 
 
 def new_account(admin: Admin, gw, credits: str = "5") -> tuple[str, str, str]:

@@ -150,6 +150,7 @@ def test_a_killed_workers_stream_is_charged_for_what_it_produced(nodes):
     assert rest[-1] == b"[DONE]"
     usage = json.loads(rest[-2])["usage"]
     assert usage["completion_tokens"] == 201    # "echo:" and the 200 words
+    node_b.settled(account_b)
     [done] = node_b.store.usage(node_b.store.get_account_by_id(account_b).name)
     assert (done.request_id, done.status) == (live_id, 200)
     assert done.cost_nano == START_CREDITS - node_b.balance(account_b)

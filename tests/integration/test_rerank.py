@@ -46,7 +46,8 @@ def rerank(stack, secret: str, **body) -> requests.Response:
 
 
 def own_usage(stack, secret: str) -> list[dict]:
-    """The key's usage rows, newest first, from the own-account API."""
+    """The key's usage rows, newest first, from the own-account API, once settled."""
+    stack.gateway.settled()
     answer = requests.get(stack.gateway.base_url + "/account/usage",
                           headers={"Authorization": f"Bearer {secret}"}, timeout=10)
     assert answer.status_code == 200, answer.text

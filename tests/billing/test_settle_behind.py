@@ -1,0 +1,67 @@
+"""Settlement writes behind the answer (runtime/billing/settle_behind.py), in-process: inline
+unless enabled; enabled, a failing write is tried again until it succeeds, and a write that
+keeps failing is given up after the last retry with its hold left to the sweeper."""
+
+from __future__ import annotations
+
+import logging
+
+import gevent
+import pytest
+
+from runtime.billing import settle_behind
+
+
+@pytest.fixture
+def behind(monkeypatch):
+    monkeypatch.setattr(settle_behind, "_behind", False)
+    monkeypatch.setattr(settle_behind, "RETRY_PAUSES", (0.01, 0.01))
+    settle_behind.enable()
+    yield
+    assert settle_behind.wait(5)
+
+
+def failing(times: int, calls: list[int]):
+    def write() -> int:
+        calls.append(1)
+        if len(calls) <= times:
+            raise RuntimeError("database unavailable")
+        return 42
+    return write
+
+
+def test_inline_until_enabled_returns_the_write_result(monkeypatch):
+    monkeypatch.setattr(settle_behind, "_behind", False)
+    assert settle_behind.submit("req_a", lambda: 7) == 7
+    with pytest.raises(RuntimeError):   # inline, a failure is the caller's, as before
+        settle_behind.submit("req_b", failing(1, []))
+
+
+def test_behind_returns_at_once_and_writes_when_the_loop_runs(behind):
+    calls: list[int] = []
+    assert settle_behind.submit("req_c", failing(0, calls)) is None
+    assert calls == [] and settle_behind.pending() == 1
+    assert settle_behind.wait(5)
+    assert calls == [1] and settle_behind.pending() == 0
+
+
+def test_a_failed_write_is_tried_again_until_it_succeeds(behind):
+    calls: list[int] = []
+    settle_behind.submit("req_d", failing(2, calls))
+    assert settle_behind.wait(5)
+    assert len(calls) == 3
+
+
+def test_a_write_failing_every_time_is_given_up_and_logged(behind, caplog):
+    calls: list[int] = []
+    with caplog.at_level(logging.WARNING, logger="tokmodel.billing"):
+        settle_behind.submit("req_e", failing(99, calls))
+        assert settle_behind.wait(5)
+    assert len(calls) == 3   # the first attempt and the two retries
+    assert "settlement of req_e failed 3 times" in caplog.text
+
+
+def test_wait_gives_up_at_its_timeout(behind):
+    settle_behind.submit("req_f", lambda: gevent.sleep(0.3) or 0)
+    assert not settle_behind.wait(0.01)
+    assert settle_behind.wait(5)
