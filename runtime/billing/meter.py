@@ -10,7 +10,6 @@ before producing anything settles at zero, which releases the whole hold.
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from decimal import Decimal
@@ -20,11 +19,8 @@ from runtime.billing.credits import format_credits
 from runtime.billing.pricing import Usage, charge_nano
 from runtime.errors import AccountInDebt, GatewayError, InsufficientCredits
 from runtime.limits.admission import SpendLimitReached
+from runtime.request_ids import new_request_id
 from runtime.store import KeyRecord, Store, UsageRecord
-
-
-def new_request_id() -> str:
-    return "req_" + uuid.uuid4().hex
 
 
 def refusal(store: Store, account_id: int) -> GatewayError:

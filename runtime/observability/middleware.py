@@ -15,7 +15,6 @@ the response's status, unless ``record.deferred`` (a stream finishes it when it 
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from typing import Any
@@ -23,6 +22,7 @@ from typing import Any
 import falcon
 
 from runtime.observability.record import RequestRecord
+from runtime.request_ids import new_request_id
 
 MAX_CLIENT_ID = 200
 UNMATCHED = "unmatched"
@@ -50,7 +50,7 @@ class RequestRecords:
         path = req.path
         api = is_api_path(path)
         req.context.record = RequestRecord(
-            request_id="req_" + os.urandom(16).hex(),
+            request_id=new_request_id(),
             client_request_id=clean_client_id(req.get_header("X-Request-Id")),
             endpoint=UNMATCHED if api else path,
             started=time.monotonic(),

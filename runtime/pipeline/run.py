@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from typing import Any
@@ -41,6 +40,7 @@ from runtime.pipeline.health import DeploymentHealth
 from runtime.pipeline.route import Exchange, Request, Route
 from runtime.providers import pending_images
 from runtime.providers.base import StreamBroken
+from runtime.request_ids import new_request_id
 from runtime.store import KeyRecord
 from runtime.upstream import AnswerTooLarge, broken_off
 
@@ -289,7 +289,7 @@ def _record(req: falcon.Request, route: Route) -> observe.RequestRecord:
     record = getattr(req.context, "record", None)
     if record is None:   # an app without the RequestRecords middleware
         record = req.context.record = observe.RequestRecord(
-            request_id="req_" + uuid.uuid4().hex, client_request_id=None, endpoint=route.kind,
+            request_id=new_request_id(), client_request_id=None, endpoint=route.kind,
             started=time.monotonic(), time=time.time())
     record.endpoint = route.kind
     return record

@@ -139,7 +139,8 @@ class FastPath:
             ("entry", _INSERT_ENTRY), ("take_hold", _TAKE_HOLD), ("settled", _SETTLED),
             ("credit", _CREDIT), ("debit", _DEBIT), ("usage", _INSERT_USAGE),
             ("balance", _BALANCE if sqlite else _BALANCE + " FOR UPDATE"))}
-        self._group = GroupCommit(self._transaction, lambda work: self._transaction([work])[0])
+        self._group = GroupCommit(self._transaction,
+                                  lambda work: self._transaction(lambda: [work], True)[0])
 
     def _time(self, now: datetime) -> Any:
         # SQLAlchemy stores SQLite timestamps as naive UTC text in this exact format.
@@ -173,25 +174,31 @@ class FastPath:
     def _write(self, work: Callable[[Any], Any]) -> Any:
         return self._group.run(work)
 
-    def _transaction(self, works: list[Callable[[Any], Any]]) -> list[Any]:
-        """Run `works` in order in one write transaction. A failure of a single job gives
-        [None]; in a batch it raises, and GroupCommit runs each job alone."""
+    def _transaction(self, take: Callable[[], list[Callable[[Any], Any]]],
+                     alone: bool = False) -> list[Any]:
+        """Run the jobs `take()` returns, in order, in one write transaction (on SQLite,
+        `take` is called once the write lock is held). A failure of a single job (`alone`,
+        or a batch of one) gives [None]; in a batch it raises, and GroupCommit runs each job
+        alone."""
         conn = self._writer.get()
         broken = False
+        works: list[Callable[[Any], Any]] = []
         try:
             if self._sqlite:
                 cur = conn.cursor()
                 _begin_immediate(cur)
+                works = take()
                 results = [work(cur) for work in works]
                 conn.commit()
                 cur.close()
                 return results
+            works = take()
             return _pipelined(conn.driver_connection, works)
         except BaseException as exc:
             # a greenlet killed while it waits on PostgreSQL (a worker's stop) must not hand
             # its connection back in the middle of a transaction either
             broken = not _quiet_rollback(conn)
-            if len(works) == 1 and isinstance(exc, Exception):
+            if (alone or len(works) == 1) and isinstance(exc, Exception):
                 return [None]
             raise
         finally:

@@ -5,8 +5,9 @@ Contract:
   result once that transaction has committed, exactly as if it had its own transaction; None
   when the driver failed (the caller then falls back to the Core path, as before).
 - Requests that arrive while a transaction is being written join the next one: one caller (the
-  leader) takes every queued job, runs them in order in one transaction and commits once, then
-  hands the lead to the first job that queued meanwhile. Each job sees the effects of the ones
+  leader) opens a transaction, and once it holds the write lock (another process may hold it
+  first) takes every queued job, runs them in order and commits once, then hands the lead to
+  the first job that queued meanwhile. Each job sees the effects of the ones
   before it, so a hold checked against the balance in a batch is as safe as one alone.
 - A job that raises rolls the batch back; each job of that batch is then run again in its own
   transaction, so one bad job costs only itself.
@@ -46,10 +47,12 @@ class _Job:
 
 
 class GroupCommit:
-    """`transaction(jobs)` runs a batch in one transaction; `alone(work)` runs one job in its
-    own (both return None for a job whose transaction failed)."""
+    """`transaction(take)` opens a write transaction, then calls `take()` for the batch's
+    jobs (once it holds the write lock) and runs them; `alone(work)` runs one job in its own
+    (both return None for a job whose transaction failed)."""
 
-    def __init__(self, transaction: Callable[[list[Callable[[Any], Any]]], list[Any]],
+    def __init__(self, transaction: Callable[[Callable[[], list[Callable[[Any], Any]]]],
+                                             list[Any]],
                  alone: Callable[[Callable[[Any], Any]], Any]) -> None:
         self._transaction = transaction
         self._alone = alone
@@ -73,12 +76,22 @@ class GroupCommit:
         return job.result
 
     def _write_batch(self) -> None:
-        with self._lock:
-            batch, self._queue = self._queue, []
+        batch: list[_Job] = []
+
+        def take() -> list[Callable[[Any], Any]]:
+            # called once the transaction holds the database's write lock: every job that
+            # queued while it waited for the lock joins this batch
+            with self._lock:
+                batch.extend(self._queue)
+                self._queue = []
+            return [j.work for j in batch]
+
         try:
             try:
-                results = self._transaction([j.work for j in batch])
+                results = self._transaction(take)
             except Exception:
+                if not batch:   # failed before it took the queue
+                    take()
                 results = [self._alone(j.work) for j in batch]
             for j, result in zip(batch, results, strict=True):
                 j.result = result

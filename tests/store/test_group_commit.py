@@ -26,10 +26,12 @@ class Ledger:
             conn.execute("CREATE TABLE holds (rid TEXT PRIMARY KEY)")
             conn.execute("INSERT INTO balance VALUES (1, 1000)")
 
-    def transaction(self, works: list[Callable[[Any], Any]]) -> list[Any]:
+    def transaction(self, take: Callable[[], list[Callable[[Any], Any]]],
+                    alone: bool = False) -> list[Any]:
         with closing_conn(self.path) as conn:
             cur = conn.cursor()
             cur.execute("BEGIN IMMEDIATE")
+            works = take()
             try:
                 if not self.batches and self.slow_first:
                     time.sleep(self.slow_first)
@@ -37,7 +39,7 @@ class Ledger:
             except Exception:
                 conn.rollback()
                 self.batches.append(-len(works))
-                if len(works) == 1:
+                if alone or len(works) == 1:
                     return [None]
                 raise
             conn.commit()
@@ -45,7 +47,7 @@ class Ledger:
             return results
 
     def alone(self, work: Callable[[Any], Any]) -> Any:
-        return self.transaction([work])[0]
+        return self.transaction(lambda: [work], True)[0]
 
     def balance(self) -> int:
         with closing_conn(self.path) as conn:
@@ -103,6 +105,22 @@ def test_jobs_queued_during_a_commit_share_the_next_one(tmp_path) -> None:
     assert len(ledger.batches) < 12, ledger.batches
 
 
+def test_jobs_queued_while_the_write_lock_is_awaited_join_that_batch(tmp_path) -> None:
+    """Another process holds the write lock: the leader's batch is taken once it has the
+    lock, so every job that queued meanwhile shares its commit."""
+    ledger = Ledger(str(tmp_path / "db"))
+    group = GroupCommit(ledger.transaction, ledger.alone)
+    jobs = {f"r{n}": hold(f"r{n}", 100) for n in range(6)}
+    with closing_conn(ledger.path) as other:
+        other.execute("BEGIN IMMEDIATE")
+        releaser = threading.Timer(0.4, other.rollback)
+        releaser.start()
+        results = run_together(group, jobs, first="r0")
+        releaser.join()
+    assert all(results.values()), results
+    assert ledger.batches == [6]
+
+
 def test_a_failing_job_costs_only_itself(tmp_path) -> None:
     ledger = Ledger(str(tmp_path / "db"), slow_first=0.5)
     group = GroupCommit(ledger.transaction, ledger.alone)
@@ -136,9 +154,12 @@ account = store.create_account("shared", 10_000)
 group = store._fast._group
 transactions = []
 run_batch = group._transaction
-def counted(works):
-    transactions.append(len(works))
-    return run_batch(works)
+def counted(take, alone=False):
+    def counting():
+        works = take()
+        transactions.append(len(works))
+        return works
+    return run_batch(counting, alone)
 group._transaction = counted
 
 def request(n):
