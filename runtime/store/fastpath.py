@@ -139,8 +139,18 @@ class FastPath:
             ("entry", _INSERT_ENTRY), ("take_hold", _TAKE_HOLD), ("settled", _SETTLED),
             ("credit", _CREDIT), ("debit", _DEBIT), ("usage", _INSERT_USAGE),
             ("balance", _BALANCE if sqlite else _BALANCE + " FOR UPDATE"))}
-        self._group = GroupCommit(self._transaction,
-                                  lambda work: self._transaction(lambda: [work], True)[0])
+        # PostgreSQL takes holds in a lane of their own, committed without waiting for the
+        # WAL flush (see _pipelined): a hold then never queues behind a settlement's flush.
+        # SQLite has one writer at a time anyway.
+        self._group = self._lane(relaxed=False)
+        self._holds = self._group if sqlite else self._lane(relaxed=True)
+
+    def _lane(self, relaxed: bool) -> GroupCommit:
+        def batch(take: Callable[[], list[Callable[[Any], Any]]], alone: bool = False
+                  ) -> list[Any]:
+            return self._transaction(take, alone, relaxed)
+
+        return GroupCommit(batch, lambda work: batch(lambda: [work], True)[0])
 
     def _time(self, now: datetime) -> Any:
         # SQLAlchemy stores SQLite timestamps as naive UTC text in this exact format.
@@ -175,11 +185,11 @@ class FastPath:
         return self._group.run(work)
 
     def _transaction(self, take: Callable[[], list[Callable[[Any], Any]]],
-                     alone: bool = False) -> list[Any]:
+                     alone: bool = False, relaxed: bool = False) -> list[Any]:
         """Run the jobs `take()` returns, in order, in one write transaction (on SQLite,
         `take` is called once the write lock is held). A failure of a single job (`alone`,
         or a batch of one) gives [None]; in a batch it raises, and GroupCommit runs each job
-        alone."""
+        alone. `relaxed`: commit without waiting for PostgreSQL's WAL flush."""
         conn = self._writer.get()
         broken = False
         works: list[Callable[[Any], Any]] = []
@@ -193,7 +203,7 @@ class FastPath:
                 cur.close()
                 return results
             works = take()
-            return _pipelined(conn.driver_connection, works)
+            return _pipelined(conn.driver_connection, works, relaxed)
         except BaseException as exc:
             # a greenlet killed while it waits on PostgreSQL (a worker's stop) must not hand
             # its connection back in the middle of a transaction either
@@ -218,8 +228,7 @@ class FastPath:
             cur.execute(sql["hold_entry"], params)
             return True
 
-        work.relaxed = True  # type: ignore[attr-defined]  # see _pipelined
-        return self._write(work)
+        return self._holds.run(work, account_id)
 
     def settle(self, request_id: str, cost: int, usage: UsageRecord,
                now: datetime, wrap: Callable[[Any, Callable], Any] | None = None
@@ -234,7 +243,7 @@ class FastPath:
                 db = wrap(db, lambda sql, params: cur.execute(self._convert(sql), params))
             return settle_with(db, request_id, cost, usage.account_id)
 
-        return self._write(work)
+        return self._group.run(work, usage.account_id)
 
     def update_one(self, sql: str, params: Mapping[str, Any]) -> bool | None:
         """One UPDATE (named parameters, no RETURNING clause) in its own transaction: whether
@@ -321,19 +330,19 @@ def _autocommit_read(pg: Any, sql: str, params: Mapping[str, Any]) -> tuple | No
         pg.autocommit = False
 
 
-def _pipelined(pg: Any, works: list[Callable[[Any], Any]]) -> list[Any]:
+def _pipelined(pg: Any, works: list[Callable[[Any], Any]], relaxed: bool) -> list[Any]:
     """`works` in one PostgreSQL transaction in pipeline mode: statements are sent without
     waiting for each answer; a job waits only where it reads a result (a RETURNING row), so
     a hold or a settlement costs two round trips instead of one per statement.
 
-    A transaction made only of holds commits without waiting for the WAL flush
+    A `relaxed` transaction (the holds' lane) commits without waiting for the WAL flush
     (synchronous_commit off): a hold lost in a crash of the database server is harmless,
     since its settlement charges the balance directly when it finds no hold (ledger.settle_with).
     Everything else commits as the server is configured.
     """
     with pg.pipeline():
         cur = pg.cursor()
-        if all(getattr(work, "relaxed", False) for work in works):
+        if relaxed:
             cur.execute("SET LOCAL synchronous_commit TO off")
         results = [work(cur) for work in works]
         pg.commit()

@@ -9,6 +9,9 @@ Contract:
   first) takes every queued job, runs them in order and commits once, then hands the lead to
   the first job that queued meanwhile. Each job sees the effects of the ones
   before it, so a hold checked against the balance in a batch is as safe as one alone.
+- A batch runs in arrival order per account, its accounts in ascending order (`run`'s
+  `order`; a stable sort): concurrent transactions (other workers, other nodes, PostgreSQL's
+  two lanes) then lock account rows in one order and cannot deadlock each other.
 - A job that raises rolls the batch back; each job of that batch is then run again in its own
   transaction, so one bad job costs only itself.
 - Works with gevent (monkey-patched threading cooperates) and with threads.
@@ -37,13 +40,18 @@ def _let_ready_requests_in() -> None:
 
 
 class _Job:
-    __slots__ = ("work", "result", "done", "lead")
+    __slots__ = ("work", "order", "result", "done", "lead")
 
-    def __init__(self, work: Callable[[Any], Any]) -> None:
+    def __init__(self, work: Callable[[Any], Any], order: int) -> None:
         self.work = work
+        self.order = order
         self.result: Any = None
         self.done = False
         self.lead = threading.Event()
+
+
+def _order(job: _Job) -> int:
+    return job.order
 
 
 class GroupCommit:
@@ -60,8 +68,9 @@ class GroupCommit:
         self._queue: list[_Job] = []
         self._leading = False
 
-    def run(self, work: Callable[[Any], Any]) -> Any:
-        job = _Job(work)
+    def run(self, work: Callable[[Any], Any], order: int = 0) -> Any:
+        """`order`: the account whose rows the job writes (0: none in particular)."""
+        job = _Job(work, order)
         with self._lock:
             self._queue.append(job)
             lead = not self._leading
@@ -84,6 +93,7 @@ class GroupCommit:
             with self._lock:
                 batch.extend(self._queue)
                 self._queue = []
+            batch.sort(key=_order)
             return [j.work for j in batch]
 
         try:

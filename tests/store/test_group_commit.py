@@ -121,6 +121,34 @@ def test_jobs_queued_while_the_write_lock_is_awaited_join_that_batch(tmp_path) -
     assert ledger.batches == [6]
 
 
+def test_a_batch_runs_its_accounts_in_ascending_order_each_in_arrival_order() -> None:
+    """Concurrent batches lock account rows in one order (no deadlock between workers or
+    PostgreSQL's two lanes), and each account's jobs keep their order."""
+    ran: list[list[str]] = []
+
+    def transaction(take, alone=False):
+        works = take()
+        if not ran:
+            time.sleep(0.3)   # the first batch is under way while the others queue
+        ran.append([work(None) for work in works])
+        return ran[-1]
+
+    group = GroupCommit(transaction, lambda work: transaction(lambda: [work], True)[0])
+    arrivals = [("first", 5), ("b1", 9), ("a1", 2), ("b2", 9), ("c1", 0), ("a2", 2)]
+    first = threading.Thread(target=group.run, args=(lambda _: "first", 5))
+    first.start()
+    time.sleep(0.1)
+    for name, account in arrivals[1:]:   # queued one after the other, in this order
+        t = threading.Thread(target=group.run, args=(lambda _, n=name: n, account))
+        t.start()
+        time.sleep(0.02)
+    first.join(5)
+    deadline = time.monotonic() + 5
+    while sum(len(r) for r in ran) < len(arrivals) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert ran == [["first"], ["c1", "a1", "a2", "b1", "b2"]]
+
+
 def test_a_failing_job_costs_only_itself(tmp_path) -> None:
     ledger = Ledger(str(tmp_path / "db"), slow_first=0.5)
     group = GroupCommit(ledger.transaction, ledger.alone)
