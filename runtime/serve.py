@@ -130,7 +130,7 @@ class GracefulGeventWorker(GeventWorker):
         # walks what requests allocate.
         gc.collect()
         gc.freeze()
-        if not os.environ.get("TM_NOBEHIND"): settle_behind.enable()
+        settle_behind.enable()
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         # the master's deadline starts when it sends this signal: measure ours from here
