@@ -68,6 +68,8 @@ def iter_events(chunks: Iterable[bytes], limit: int | None = None) -> Iterator[E
                 name = value
         if taken + len(buffer) > cap:
             raise _too_large(cap, taken + len(buffer))
+        # not kept while the next chunk is awaited (an open stream mostly waits)
+        chunk, line, value = b"", "", ""
     tail = buffer.decode("utf-8", errors="replace").strip()
     if tail.startswith("data:"):
         data.append(tail[5:].lstrip())

@@ -3,14 +3,14 @@ and the mapping of transport failures to gateway errors (502 unreachable or brok
 timed out).
 
 `Upstream.send` returns as soon as the answer's status and headers are read; its body is
-read by the caller, whole (`read_body`, `read_json`) or as it arrives (`iter_content`), so
-SSE and audio are forwarded chunk by chunk. A whole answer is read up to `max_answer_bytes`
-(TOKMODEL_MAX_UPSTREAM_ANSWER_BYTES, 64 MiB: far above any JSON answer of the APIs served,
-base64 images included, and small enough that a few at once fit a worker): past it reading
-stops with `AnswerTooLarge` (502), which tells how much was received (the cap plus one) so
-the request can be charged for it; the worker holds at most the cap of one answer plus one
-read. gzip and deflate bodies are decoded (a compressed body is capped on its decoded size).
-Streams are capped per event where they are parsed (runtime/sse.py).
+read by the caller, whole (`read_body`, `read_json`) or as it arrives (`next_piece`,
+`iter_content`), so SSE and audio are forwarded chunk by chunk. A whole answer is read up
+to `max_answer_bytes` (TOKMODEL_MAX_UPSTREAM_ANSWER_BYTES, 64 MiB: far above any JSON answer
+of the APIs served, base64 images included, and small enough that a few at once fit a
+worker): past it reading stops with `AnswerTooLarge` (502), which tells how much was
+received (the cap plus one) so the request can be charged for it; the worker holds at most
+the cap of one answer plus one read. gzip and deflate bodies are decoded (a compressed body
+is capped on its decoded size). Streams are capped per event where they are parsed (runtime/sse.py).
 
 Timeouts (`Timeout`, per call or the pool's default): `connect` bounds the TCP connection
 and the TLS handshake, `read` each wait for bytes from the first one of the answer on; a
@@ -89,26 +89,32 @@ class UpstreamResponse:
         timeout of a stream, after its first byte came under the first-byte timeout)."""
         self._answer.set_timeout(seconds)
 
+    def next_piece(self, limit: int = DECODED_PIECE) -> bytes:
+        """The body bytes that arrived since the last call (decoded, at most `limit` bytes
+        at once when compressed), waiting for some when there are none yet; b"" at the
+        end. Not a generator: a stream reads through it from its own generator, one
+        level of suspended frames less per open stream (see runtime/pipeline/run.py)."""
+        decoder = self._decoder
+        if decoder is None:
+            return self._answer.read_some()
+        piece = decoder.decode(b"", limit)   # output left from the last input
+        while not piece:
+            data = self._answer.read_some()
+            if not data:
+                return b""
+            piece = decoder.decode(data, limit)
+        return piece
+
     def iter_content(self, chunk_size: int | None = None) -> Iterator[bytes]:
         """The body in pieces as they arrive (never waiting to fill a buffer); at most
         `chunk_size` bytes each when given."""
-        read = self._answer.read_some
-        decoder = self._decoder
-        while True:
-            data = read()
-            if not data:
-                return
-            if decoder is None:
-                if chunk_size and len(data) > chunk_size:
-                    for start in range(0, len(data), chunk_size):
-                        yield data[start:start + chunk_size]
-                else:
-                    yield data
-                continue
-            piece = decoder.decode(data, chunk_size or DECODED_PIECE)
-            while piece:
-                yield piece
-                piece = decoder.decode(b"", chunk_size or DECODED_PIECE)
+        next_piece, limit = self.next_piece, chunk_size or DECODED_PIECE
+        while data := next_piece(limit):
+            if chunk_size and len(data) > chunk_size:
+                for start in range(0, len(data), chunk_size):
+                    yield data[start:start + chunk_size]
+            else:
+                yield data
 
     @property
     def content(self) -> bytes:

@@ -14,8 +14,9 @@ of the output counted so far and the text produced.
 A stream exists only once the provider accepted the request (answered with a success
 status), and from then on the provider bills the whole prompt, so the prompt is charged even
 when nothing was produced: from the provider's usage when it arrived, else from an estimate
-of the whole request (runtime/billing/prompt_estimate.py, computed only then) plus the text
-actually produced at 4 characters a token. A request the provider never accepted (an error
+of the whole request (runtime/billing/prompt_estimate.py, computed when the stream starts, so
+that the stream does not keep the request body) plus the text actually produced at 4
+characters a token. A request the provider never accepted (an error
 status, a connection failure) never becomes a stream and costs nothing.
 """
 
@@ -46,6 +47,9 @@ __all__ = ["MeteredStream", "PromptEstimate", "delta_chars", "estimate_tokens",
 class MeteredStream(SettlingBody):
     """A stream charged from the upstream's usage when it reports one, else from the text it
     produced (see settle_produced); `charged_usage` is what was charged, once settled."""
+
+    __slots__ = ("_web_searches", "_model", "_prompt", "_on_close", "_usage", "_early",
+                 "_produced_chars", "charged_usage")
 
     def __init__(self, *, model: Model, meter: Meter, prompt: PromptEstimate,
                  on_close: Callable[[], None], web_searches: int = 0) -> None:

@@ -12,8 +12,12 @@ Top-level request settings (model, stream, sampling, limits, metadata) are not p
 Inline files keep their base64 length: more than the provider counts for most documents,
 which is the safe side when the gateway has to guess.
 
-It walks the body, so it is computed only when needed, never on a request whose usage
-arrives.
+It walks the body (about as long as parsing it), so for a whole answer it is computed only
+when needed (`lazy_prompt`), never on an answer that reports its usage. A stream's is computed
+when the provider accepts it (`stream_prompt`): it is needed then anyway once the stream
+outlives a hold heartbeat (its progress is recorded with the estimate) or is cut, and the
+stream then keeps one number instead of the request body for its whole life (the parsed
+JSON of the prompt, several times its size in bytes, for each open stream).
 """
 
 from __future__ import annotations
@@ -89,6 +93,26 @@ def _image(part: dict[str, Any]) -> str | None | bool:
 
 def _detail(value: Any) -> str | None:
     return value if isinstance(value, str) else None
+
+
+class KnownPrompt:
+    """An estimate already computed, called like `lazy_prompt`'s."""
+
+    __slots__ = ("tokens",)
+
+    def __init__(self, tokens: int) -> None:
+        self.tokens = tokens
+
+    def __call__(self) -> int:
+        return self.tokens
+
+
+def stream_prompt(body: Mapping[str, Any], model: Model, extra_tokens: int = 0
+                  ) -> KnownPrompt:
+    """The estimate of `body` on `model` computed now, for a stream the provider accepted
+    (the stream keeps no reference to `body`); `extra_tokens` as in `lazy_prompt`."""
+    return KnownPrompt(prompt_tokens(body, lambda detail: image_tokens(model, detail))
+                       + extra_tokens)
 
 
 def lazy_prompt(body: Mapping[str, Any], model: Model, extra_tokens: int = 0

@@ -16,6 +16,8 @@ from runtime.billing.meter import Meter
 
 
 class SettlingBody:
+    # one per open stream: no per-instance dict (subclasses without __slots__ get one)
+    __slots__ = ("_meter", "_status", "_gen")
     content_type = "text/event-stream"
 
     def __init__(self, meter: Meter) -> None:

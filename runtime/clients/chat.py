@@ -48,7 +48,7 @@ from runtime.billing.pricing import (
     token_cost,
 )
 from runtime.billing.prompt_bound import prompt_token_bound
-from runtime.billing.prompt_estimate import lazy_prompt
+from runtime.billing.prompt_estimate import lazy_prompt, stream_prompt
 from runtime.catalogue import Model
 from runtime.errors import GatewayError
 from runtime.pipeline.route import Answer, Request
@@ -135,7 +135,7 @@ class ChatExchange:
                           client_model=self.shown, meter=meter,
                           include_usage=isinstance(options, dict)
                           and bool(options.get("include_usage")),
-                          prompt=lazy_prompt(self.body, self.model), on_close=upstream.close,
+                          prompt=stream_prompt(self.body, self.model), on_close=upstream.close,
                           web_searches=self.searches)
 
 
@@ -158,6 +158,8 @@ def with_usage(completion: dict[str, Any], prompt: PromptEstimate) -> dict[str, 
 
 
 class ChatStream(MeteredStream):
+    __slots__ = ("_chunks", "_client_model", "_include_usage", "_usage_chunk")
+
     def __init__(self, chunks: Iterator[dict[str, Any]], *, model: Model, client_model: str,
                  meter: Meter, include_usage: bool, prompt: PromptEstimate,
                  on_close: Any, web_searches: int = 0) -> None:
@@ -174,8 +176,10 @@ class ChatStream(MeteredStream):
         try:
             for chunk in self._chunks:
                 out = self._forward(chunk)
-                if out is not None:
+                del chunk   # neither is kept while the next chunk is awaited: an open
+                if out is not None:   # stream mostly waits, and thousands wait at once
                     yield out
+                del out
         except (StreamBroken, GatewayError) as exc:
             self._status = exc.status
             self._produced_chars += getattr(exc, "received", 0)  # an over-cap event's bytes

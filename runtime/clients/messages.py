@@ -54,7 +54,7 @@ from runtime.billing.metered_stream import (
     settle_produced,
 )
 from runtime.billing.pricing import Usage, charge_nano, nano_to_credits, token_cost
-from runtime.billing.prompt_estimate import lazy_prompt
+from runtime.billing.prompt_estimate import lazy_prompt, stream_prompt
 from runtime.billing.settling_body import SettlingBody
 from runtime.catalogue import Model
 from runtime.clients import hosted_search
@@ -135,7 +135,7 @@ class PassthroughExchange:
                     meter: Meter) -> PassthroughStream:
         return PassthroughStream(iter_events(chunks), model=self.model, client_model=self.shown,
                                  meter=meter, on_close=upstream.close,
-                                 prompt=lazy_prompt(self.body, self.model))
+                                 prompt=stream_prompt(self.body, self.model))
 
 
 def carried_thinking_restored(body: dict[str, Any]) -> dict[str, Any]:
@@ -258,7 +258,7 @@ class TranslatedExchange:
                     meter: Meter) -> TranslatedStream:
         return TranslatedStream(self.adapter.stream(chunks, self.model), model=self.model,
                                 client_model=self.shown, carry=self.carry, meter=meter,
-                                prompt=lazy_prompt(self.body, self.model),
+                                prompt=stream_prompt(self.body, self.model),
                                 on_close=upstream.close)
 
 

@@ -36,7 +36,7 @@ from runtime import fastjson
 from runtime.billing.meter import Meter
 from runtime.billing.metered_stream import MeteredStream
 from runtime.billing.pricing import Usage, nano_to_credits, token_cost
-from runtime.billing.prompt_estimate import lazy_prompt
+from runtime.billing.prompt_estimate import lazy_prompt, stream_prompt
 from runtime.catalogue import Model
 from runtime.clients import hosted_search
 from runtime.clients import responses_translation as ri
@@ -220,7 +220,7 @@ class ResponsesExchange:
 
     def stream_body(self, chunks: Iterator[bytes], upstream: UpstreamResponse,
                     meter: Meter) -> MeteredStream:
-        prompt = lazy_prompt(self.body, self.model, self.context if self.native else 0)
+        prompt = stream_prompt(self.body, self.model, self.context if self.native else 0)
         if self.native:
             return NativeStream(iter_events(chunks), model=self.model,
                                 client_model=self.shown, meter=meter, prompt=prompt,

@@ -16,7 +16,7 @@ attempts cost nothing.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -167,16 +167,9 @@ def _first_chunk(upstream: UpstreamResponse) -> bytes:
     """The stream's first bytes, read under the first-byte timeout; a stream that ends or
     breaks before them failed as a whole and may be retried."""
     try:
-        for chunk in upstream.iter_content():
-            if chunk:
-                return chunk
+        chunk = upstream.next_piece()
     except Exception as exc:
         raise broken_off(exc) from exc
-    raise UpstreamError("The upstream provider ended the stream before sending anything.")
-
-
-def chunks_after(first: bytes | None, upstream: UpstreamResponse) -> Iterator[bytes]:
-    """The answer's body as it arrives, starting with the chunk read before committing."""
-    if first:
-        yield first
-    yield from upstream.iter_content()
+    if not chunk:
+        raise UpstreamError("The upstream provider ended the stream before sending anything.")
+    return chunk

@@ -34,7 +34,7 @@ from runtime.gateway import Gateway
 from runtime.limits import admission, rates
 from runtime.observability import record as observe
 from runtime.ops import MappingError
-from runtime.pipeline.attempts import Answered, Attempts, chunks_after
+from runtime.pipeline.attempts import Answered, Attempts
 from runtime.pipeline.form_hold import FormHold
 from runtime.pipeline.health import DeploymentHealth
 from runtime.pipeline.route import Exchange, Request, Route
@@ -277,9 +277,19 @@ def _download_images(exchange: Exchange) -> None:
 
 
 def _chunks(first: bytes, upstream: Any) -> Iterator[bytes]:
-    """The stream's bytes as they arrive; a read failure becomes a broken stream."""
+    """The stream's bytes as they arrive, starting with the chunk read before committing; a
+    read failure becomes a broken stream.
+
+    One generator reading the answer directly: every generator level between the client's
+    body and the socket keeps a suspended frame and ~0.6 KB of saved greenlet stack per open
+    stream, and a piece already handed on is not kept while the next one is awaited."""
+    read = upstream.next_piece
+    piece, first = first, b""
     try:
-        yield from chunks_after(first, upstream)
+        while piece:
+            yield piece
+            piece = b""
+            piece = read()
     except Exception as exc:
         err = broken_off(exc)
         raise StreamBroken(err.message, err.type, err.status) from exc

@@ -69,6 +69,7 @@ class OpenAIChat(SSEFraming):
                     if isinstance(choice, dict) and choice.get("finish_reason") in finish:
                         choice["finish_reason"] = finish[choice["finish_reason"]]
             yield chunk
+            del chunk, event   # not kept while the next event is awaited
 
     def error(self, status: int, raw: bytes, headers: Mapping[str, str],
               model: Model) -> GatewayError:

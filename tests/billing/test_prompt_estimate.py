@@ -4,6 +4,7 @@ per-image estimate, hosted web searches at their catalogue price."""
 
 from __future__ import annotations
 
+import gc
 import json
 from decimal import Decimal
 
@@ -12,7 +13,7 @@ import pytest
 from runtime.billing.hosted_tools import WEB_SEARCHES_HOLD, hosted_tools_hold, web_searches
 from runtime.billing.image_tokens import image_tokens
 from runtime.billing.prompt_bound import IMAGE_TOKENS, prompt_token_bound
-from runtime.billing.prompt_estimate import lazy_prompt, prompt_tokens
+from runtime.billing.prompt_estimate import lazy_prompt, prompt_tokens, stream_prompt
 from runtime.catalogue import load_catalogue
 
 
@@ -57,6 +58,31 @@ def test_images_count_their_providers_estimate(catalogue, model_id, per_image):
     body = {"messages": [{"role": "user", "content": [url, inline]}]}
     text = {"messages": [{"role": "user", "content": []}]}
     assert (lazy_prompt(body, model)() - lazy_prompt(text, model)()) == 2 * per_image
+
+
+def test_a_stream_keeps_the_same_estimate_and_not_the_body(catalogue):
+    # a stream's estimate is computed when it starts (it then keeps one number, not the
+    # request body): the charge of a cut stream is the lazy estimate's, to the token
+    model = catalogue.get("openai/gpt-4o-mini")
+    url = {"type": "image_url", "image_url": {"url": "https://example.com/a.png",
+                                              "detail": "low"}}
+    bodies = [
+        {"model": "m", "stream": True, "messages": [{"role": "user", "content": "Say hi"}]},
+        {"model": "m", "stream": True, "max_tokens": 9, "tools": [{"type": "function",
+         "function": {"name": "f", "description": "d" * 999, "parameters": {
+             "type": "object", "properties": {"q": {"type": "string"}}}}}],
+         "messages": [{"role": "system", "content": "be brief"},
+                      {"role": "user", "content": ["look", url]}]},
+        {"model": "m", "max_tokens": 10, "system": "s" * 4000, "messages": [
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t",
+                                          "content": "r" * 8000}]}]},
+        {"model": "m", "input": [{"role": "user", "content": "abc"}], "instructions": "x"},
+    ]
+    for body in bodies:
+        for extra in (0, 1234):
+            known = stream_prompt(body, model, extra)
+            assert known() == known() == lazy_prompt(body, model, extra)() > extra
+            assert not any(ref is body for ref in gc.get_referents(known))
 
 
 def test_low_detail_openai_image_is_the_base_only(catalogue):
