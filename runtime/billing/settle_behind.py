@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 log = logging.getLogger("tokmodel.billing")
 
 RETRY_PAUSES = (0.05, 0.5, 2.0)  # seconds before each retry of a failed write
 
 _behind = False
-_pending: set = set()  # greenlets of the writes in flight
+_pending: set[Any] = set()  # greenlets of the writes in flight
 
 
 def enable() -> None:
