@@ -12,9 +12,10 @@ grows by every page every request writes: at concurrency 1 about 30 MB a second.
 WAL holds more than RESTART_BYTES after the PASSIVE pass, a RESTART checkpoint copies the few
 frames added meanwhile and makes the next commit write from the start of the file again:
 writers wait for that one, a few milliseconds (the rest was copied already, and the file is
-not shrunk). Only a WAL that grew past WAL_LIMIT_BYTES anyway (a RESTART that could not
-finish) is emptied with TRUNCATE; writers wait for that one longer (freeing a file of that
-size on a filesystem mounted with `discard` stalled writers for ~80 ms, measured).
+not shrunk); one that finds readers still in the WAL gives up after RESTART_WAIT_MS. Only a
+WAL that grew past WAL_LIMIT_BYTES anyway (RESTARTs that could not finish) is emptied with
+TRUNCATE; writers wait for that one longer (freeing a file of that size on a filesystem
+mounted with `discard` stalled writers for ~80 ms, measured).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ log = logging.getLogger("tokmodel.store")
 
 INTERVAL_SECONDS = 1.0
 RESTART_BYTES = 16 * 1024 * 1024
+RESTART_WAIT_MS = 10
 WAL_LIMIT_BYTES = 256 * 1024 * 1024
 
 
@@ -57,7 +59,9 @@ class Checkpointer:
 
     def _loop(self, pid: int) -> None:
         conn = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
-        conn.execute("PRAGMA busy_timeout = 1000")
+        # a RESTART checkpoint holds new writers back while it waits for readers: it gives
+        # up after RESTART_WAIT_MS (tried again next interval) rather than stall requests
+        conn.execute(f"PRAGMA busy_timeout = {RESTART_WAIT_MS}")
         page = conn.execute("PRAGMA page_size").fetchone()[0]
         try:
             while self._pid == pid == os.getpid():
@@ -65,7 +69,9 @@ class Checkpointer:
                 try:
                     _, frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                     if frames * page > WAL_LIMIT_BYTES:
+                        conn.execute("PRAGMA busy_timeout = 1000")
                         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+                        conn.execute(f"PRAGMA busy_timeout = {RESTART_WAIT_MS}")
                     elif frames * page > RESTART_BYTES:
                         conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
                 except sqlite3.Error as exc:
