@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import socket
-import threading
 from pathlib import Path
 
 import anthropic
@@ -17,6 +15,7 @@ import pytest
 
 from tests.harness import openai_client, usage_rows
 from tests.pricing_oracle import chat_cost_nano
+from tests.upstream.raw_server import Peer, RawServer
 
 pytestmark = pytest.mark.integration
 
@@ -44,65 +43,50 @@ class Hostile:
     def __init__(self) -> None:
         self.mode = "big"
         self.sent = 0
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._serve, daemon=True).start()
+        self.server = RawServer(self._answer)
+        self.port = self.server.port
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
-
-    def _answer(self, conn: socket.socket) -> None:
-        with conn:
-            data = b""
-            while b"\r\n\r\n" not in data:
-                data += conn.recv(65536)
-            head, _, body = data.partition(b"\r\n\r\n")
-            length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                          if line.lower().startswith(b"content-length:"))
-            while len(body) < length:
-                body += conn.recv(65536)
-            self.sent = 0
-            filler = b"x" * READ
-            try:
-                if self.mode == "big":
-                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                                 b"Content-Length: " + str(HUGE).encode() + b"\r\n\r\n"
-                                 b'{"choices":[{"message":{"content":"')
-                    while self.sent < HUGE:
-                        conn.sendall(filler)
-                        self.sent += len(filler)
-                elif self.mode == "big-chunked":
-                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                                 b"Transfer-Encoding: chunked\r\n\r\n")
-                    chunk = b"%x\r\n" % len(filler) + filler + b"\r\n"
-                    while self.sent < HUGE:
-                        conn.sendall(chunk)
-                        self.sent += len(filler)
-                else:
-                    first = {"id": "c1", "object": "chat.completion.chunk", "created": 1,
-                             "model": "gpt-4o-mini", "choices": [
-                                 {"index": 0, "delta": {"role": "assistant",
-                                                        "content": "Hello there"},
-                                  "finish_reason": None}]}
-                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
-                                 b"Transfer-Encoding: chunked\r\n\r\n")
-                    event = b"data: " + json.dumps(first).encode() + b"\n\n"
-                    conn.sendall(b"%x\r\n" % len(event) + event + b"\r\n")
-                    chunk = b"%x\r\n" % len(filler) + filler + b"\r\n"
-                    conn.sendall(b"%x\r\n" % 6 + b"data: " + b"\r\n")
-                    while self.sent < HUGE:
-                        conn.sendall(chunk)
-                        self.sent += len(filler)
-            except OSError:
-                pass
+    def _answer(self, peer: Peer) -> None:
+        if peer.read_request() is None:
+            return
+        conn = peer.sock
+        self.sent = 0
+        filler = b"x" * READ
+        try:
+            if self.mode == "big":
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: " + str(HUGE).encode() + b"\r\n\r\n"
+                             b'{"choices":[{"message":{"content":"')
+                while self.sent < HUGE:
+                    conn.sendall(filler)
+                    self.sent += len(filler)
+            elif self.mode == "big-chunked":
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                             b"Transfer-Encoding: chunked\r\n\r\n")
+                chunk = b"%x\r\n" % len(filler) + filler + b"\r\n"
+                while self.sent < HUGE:
+                    conn.sendall(chunk)
+                    self.sent += len(filler)
+            else:
+                first = {"id": "c1", "object": "chat.completion.chunk", "created": 1,
+                         "model": "gpt-4o-mini", "choices": [
+                             {"index": 0, "delta": {"role": "assistant",
+                                                    "content": "Hello there"},
+                              "finish_reason": None}]}
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                             b"Transfer-Encoding: chunked\r\n\r\n")
+                event = b"data: " + json.dumps(first).encode() + b"\n\n"
+                conn.sendall(b"%x\r\n" % len(event) + event + b"\r\n")
+                chunk = b"%x\r\n" % len(filler) + filler + b"\r\n"
+                conn.sendall(b"%x\r\n" % 6 + b"data: " + b"\r\n")
+                while self.sent < HUGE:
+                    conn.sendall(chunk)
+                    self.sent += len(filler)
+        except OSError:
+            pass
 
     def stop(self) -> None:
-        self.sock.close()
+        self.server.close()
 
 
 @pytest.fixture(scope="module")

@@ -131,15 +131,17 @@ def test_an_idle_connection_the_server_closed_is_not_reused(serve, upstream):
     assert server.connections == 2 and len(server.requests) == 2
 
 
+def answer_one_drop_next(peer: Peer) -> None:
+    """Answers the first request, then reads the next and closes without an answer."""
+    if peer.read_request() is not None:
+        peer.answer()
+    peer.read_request()
+    peer.close()
+
+
 def test_a_request_the_server_drops_unanswered_on_a_reused_connection_is_sent_again(
         serve, upstream):
     # the race an idle check cannot see: the server closes as the request arrives
-    def answer_one_drop_next(peer: Peer) -> None:
-        if peer.read_request() is not None:
-            peer.answer()
-        peer.read_request()
-        peer.close()
-
     server = serve(answer_one_drop_next)
     assert get(upstream, server.origin + "/") == b"ok"
     assert get(upstream, server.origin + "/") == b"ok"
@@ -175,12 +177,6 @@ def test_a_fresh_connection_closed_without_an_answer_is_a_502_not_retried(serve,
 
 
 def test_an_iterator_body_is_not_sent_again(serve, upstream):
-    def answer_one_drop_next(peer: Peer) -> None:
-        if peer.read_request() is not None:
-            peer.answer()
-        peer.read_request()
-        peer.close()
-
     server = serve(answer_one_drop_next)
     get(upstream, server.origin + "/")
     with pytest.raises(UpstreamError):
