@@ -181,9 +181,6 @@ class FastPath:
         finally:
             self._reader.put(conn, broken)
 
-    def _write(self, work: Callable[[Any], Any]) -> Any:
-        return self._group.run(work)
-
     def _transaction(self, take: Callable[[], list[Callable[[Any], Any]]],
                      alone: bool = False, relaxed: bool = False) -> list[Any]:
         """Run the jobs `take()` returns, in order, in one write transaction (on SQLite,
@@ -252,7 +249,7 @@ class FastPath:
             cur.execute(self._convert(sql) + " RETURNING 1", params)
             return cur.fetchone() is not None
 
-        return self._write(work)
+        return self._group.run(work)
 
     def heartbeat(self, statements: Callable[[str, Any], Iterable[tuple[str, Any]]]
                   ) -> bool | None:
@@ -264,7 +261,7 @@ class FastPath:
                 cur.execute(sql, params)
             return True
 
-        return self._write(work)
+        return self._group.run(work)
 
 
 class _CursorStatements:
