@@ -33,8 +33,8 @@ RETENTION_ENV = "TOKMODEL_USAGE_RETENTION_DAYS"
 AUDIT_RETENTION_ENV = "TOKMODEL_AUDIT_RETENTION_DAYS"
 INTERVAL_ENV = "TOKMODEL_USAGE_PRUNE_SECONDS"
 DEFAULT_AUDIT_DAYS = 365.0
-# A usage batch is also taken out of the daily sums in Python (usage_rollup.unfold) inside the
-# worker, whose requests wait meanwhile: 200 rows keep that to milliseconds (see rollup.py).
+# A usage batch is also taken out of the daily sums (usage_rollup.unfold) in the same write
+# transaction: 200 rows keep it to milliseconds (see rollup.py).
 BATCH = 200
 BATCHES_PER_RUN = 500  # at most 100,000 rows of each kind a run; more wait for the next one
 PAUSE_SECONDS = 0.01

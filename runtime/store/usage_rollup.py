@@ -12,41 +12,32 @@ Contract:
 - `roll_up(reader, writer, lag, most)` folds the next rows: those above `rolled_to`, up to
   the newest one created more than `lag` seconds ago (a row's transaction commits within
   milliseconds of its `created_at`, so no row below it can still be uncommitted), at most
-  `most` ids at a time. The rows are summed on a reader connection, outside any write
-  transaction; the short write transaction then moves `rolled_to` only if it and the state's
-  `version` are unchanged (another worker's pass, or a prune, came first: nothing is
-  applied, the next pass tries again) and adds the sums. Returns how many rows it folded.
+  `most` ids at a time. The span is chosen on a reader connection; the short write
+  transaction then moves `rolled_to` only if it and the state's `version` are unchanged
+  (another worker's pass, or a prune, came first: nothing is applied, the next pass tries
+  again) and adds the span's sums. Returns how many rows it folded.
 - `unfold(conn, ids)` is the pruning side: inside the prune's write transaction, before the
   rows are deleted, it takes the folded ones among them back out of the sums (a sum that
   reaches zero requests is deleted) and bumps `version`.
 - The request path never touches any of this: usage rows are written as before.
+
+The sums are computed and applied by the database (one upsert per table, the units' JSON
+summed with json_each / jsonb_each): summing in Python took the worker's event loop for
+milliseconds a chunk, and every request of the worker waited meanwhile.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import (
-    Connection,
-    Table,
-    and_,
-    bindparam,
-    delete,
-    func,
-    insert,
-    literal_column,
-    select,
-    update,
-)
+from sqlalchemy import Connection, bindparam, func, select, text, update
 
 from .schema import usage_log, usage_rollup, usage_rollup_all, usage_rollup_state
 
 STATE_ID = 1
-Key = tuple[int, str, str, str, str]  # account_id, day, key_id ('' for none), model, endpoint
 
 
 def day_of(conn: Connection) -> Any:
@@ -76,126 +67,96 @@ def not_folded(conn: Connection) -> list[Any]:
     return [usage_log.c.id > rolled_to(), usage_log.c.id > floor]
 
 
-class Sums:
-    """The sums of one rollup row."""
-
-    __slots__ = ("requests", "prompt", "completion", "cached", "cost", "units")
-
-    def __init__(self) -> None:
-        self.requests = self.prompt = self.completion = self.cached = self.cost = 0
-        self.units: dict[str, int | float] = {}
-
-    def add(self, sign: int, requests: int, prompt: Any, completion: Any, cached: Any,
-            cost: Any, units: dict[str, Any], times: int) -> None:
-        self.requests += sign * requests
-        self.prompt += sign * int(prompt or 0)
-        self.completion += sign * int(completion or 0)
-        self.cached += sign * int(cached or 0)
-        self.cost += sign * int(cost or 0)
-        for name, value in units.items():
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                total = self.units.get(name, 0) + sign * value * times
-                if isinstance(total, float):
-                    total = round(total, 9)  # no float dust from adding and taking back
-                if total:
-                    self.units[name] = total
-                else:
-                    self.units.pop(name, None)
-
-    def values(self) -> dict[str, Any]:
-        return {"requests": self.requests, "prompt_tokens": self.prompt,
-                "completion_tokens": self.completion, "cached_tokens": self.cached,
-                "cost_nano": self.cost, "units": json.dumps(self.units, sort_keys=True)}
-
-
-def _grouped(conn: Connection, where: Any) -> dict[Key, Sums]:
-    """The usage rows matching `where`, summed per rollup key (details decoded once per
-    distinct text)."""
-    c = usage_log.c
-    day = day_of(conn).label("day")
-    key_id = func.coalesce(c.key_id, "").label("key_id")
-    query = (select(c.account_id, day, key_id, c.model, c.endpoint, c.details, func.count(),
-                    func.sum(c.prompt_tokens), func.sum(c.completion_tokens),
-                    func.sum(c.cached_tokens), func.sum(c.cost_nano))
-             .where(where)
-             .group_by(c.account_id, literal_column("day"), literal_column("key_id"), c.model,
-                       c.endpoint, c.details))
-    found: dict[Key, Sums] = {}
-    decoded: dict[str, dict[str, Any]] = {}
-    for account, d, k, model, endpoint, details, n, p, o, cached, cost in conn.execute(query):
-        units = decoded.get(details)
-        if units is None:
-            units = decoded[details] = json.loads(details) if details else {}
-        sums = found.setdefault((account, d, k, model, endpoint), Sums())
-        sums.add(1, n, p, o, cached, cost, units, n)
-    return found
-
-
-# Each rollup table and the columns of its key, in the order of the key tuples used here.
-LEVELS: tuple[tuple[Table, tuple[str, ...]], ...] = (
-    (usage_rollup, ("account_id", "day", "key_id", "model", "endpoint")),
-    (usage_rollup_all, ("day", "model", "endpoint")),
+# Each rollup table and the columns of its key (the span's columns of the same names).
+LEVELS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    (usage_rollup.name, ("account_id", "day", "key_id", "model", "endpoint")),
+    (usage_rollup_all.name, ("day", "model", "endpoint")),
 )
+_SUMS = ("prompt_tokens", "completion_tokens", "cached_tokens", "cost_nano")
+
+# The usage rows of a span with their rollup key: `day` the UTC day, `key_id` '' for none.
+_SPAN = {
+    "sqlite": "SELECT account_id, substr(created_at, 1, 10) AS day, "
+              "coalesce(key_id, '') AS key_id, model, endpoint, {sums}, details "
+              "FROM usage_log WHERE {where}",
+    "postgresql": "SELECT account_id, to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD') "
+                  "AS day, coalesce(key_id, '') AS key_id, model, endpoint, {sums}, details "
+                  "FROM usage_log WHERE {where}",
+}
+# The numeric values of the rows' `details` summed per key and name (booleans, strings and
+# other values are not units); a float total is rounded to 9 places so that adding and
+# taking back leaves no dust (PostgreSQL's numeric sums exactly).
+_NAMED = {
+    "sqlite": "SELECT {keys}, j.key AS name, sum(j.value) AS total "
+              "FROM span, json_each(coalesce(nullif(span.details, ''), '{{}}')) AS j "
+              "WHERE j.type IN ('integer', 'real') GROUP BY {keys}, j.key",
+    "postgresql": "SELECT {keys}, j.key AS name, sum(j.value::numeric) AS total "
+                  "FROM span, jsonb_each(coalesce(nullif(span.details, ''), '{{}}')::jsonb) "
+                  "AS j WHERE jsonb_typeof(j.value) = 'number' GROUP BY {keys}, j.key",
+}
+_UNITS = {
+    "sqlite": "SELECT {keys}, json_group_object(name, CASE WHEN typeof(total) = 'real' "
+              "THEN round({sign} * total, 9) ELSE {sign} * total END) AS units "
+              "FROM (SELECT * FROM named ORDER BY name) WHERE total <> 0 GROUP BY {keys}",
+    "postgresql": "SELECT {keys}, jsonb_object_agg(name, {sign} * total)::text AS units "
+                  "FROM named WHERE total <> 0 GROUP BY {keys}",
+}
+# Two JSON objects of units added up, names whose total is zero left out.
+_MERGED_UNITS = {
+    "sqlite": "(SELECT coalesce(json_group_object(name, total), '{{}}') FROM ("
+              "SELECT name, CASE WHEN typeof(sum(v)) = 'real' THEN round(sum(v), 9) "
+              "ELSE sum(v) END AS total FROM ("
+              "SELECT key AS name, value AS v FROM json_each({table}.units) UNION ALL "
+              "SELECT key, value FROM json_each(excluded.units)) GROUP BY name ORDER BY name) "
+              "WHERE total <> 0)",
+    "postgresql": "(SELECT coalesce(jsonb_object_agg(name, total), '{{}}'::jsonb)::text FROM ("
+                  "SELECT key AS name, sum(value::numeric) AS total FROM ("
+                  "SELECT key, value FROM jsonb_each({table}.units::jsonb) UNION ALL "
+                  "SELECT key, value FROM jsonb_each(excluded.units::jsonb)) AS x "
+                  "GROUP BY key) AS y WHERE total <> 0)",
+}
 
 
-def _coarser(changes: dict[Key, Sums]) -> dict[tuple[str, str, str], Sums]:
-    """The per-key sums added up per day, model and endpoint (usage_rollup_all)."""
-    out: dict[tuple[str, str, str], Sums] = {}
-    for (_, day, _, model, endpoint), change in changes.items():
-        out.setdefault((day, model, endpoint), Sums()).add(
-            1, change.requests, change.prompt, change.completion, change.cached, change.cost,
-            change.units, 1)
+def _fold_statements(dialect: str, where: str, sign: int) -> list[str]:
+    """The statements that add (`sign` 1) or take back (-1) the sums of the usage rows
+    matching `where` in both rollup tables, all in SQL: one upsert per table (a sum that
+    exists is added to, others are inserted), then, when taking back, the deletion of the
+    sums of those keys left with no request."""
+    span = _SPAN[dialect].format(sums=", ".join(_SUMS), where=where)
+    out = []
+    for table, names in LEVELS:
+        keys = ", ".join(names)
+        totals = ", ".join(f"coalesce(sum({n}), 0) AS {n}" for n in _SUMS)
+        with_ = (f"WITH span AS ({span}), "
+                 f"named AS ({_NAMED[dialect].format(keys=keys)}), "
+                 f"units AS ({_UNITS[dialect].format(keys=keys, sign=sign)}), "
+                 f"sums AS (SELECT {keys}, count(*) AS requests, {totals} "
+                 f"FROM span GROUP BY {keys}) ")
+        columns = ("requests", *_SUMS)
+        same_key = " AND ".join(f"u.{n} = s.{n}" for n in names)
+        added = ", ".join(f"{n} = {table}.{n} + excluded.{n}" for n in columns)
+        merged = _MERGED_UNITS[dialect].format(table=table)
+        out.append(
+            f"{with_}INSERT INTO {table} ({keys}, {', '.join(columns)}, units) "
+            f"SELECT {', '.join(f's.{n}' for n in names)}, "
+            f"{', '.join(f'{sign} * s.{n}' for n in columns)}, coalesce(u.units, '{{}}') "
+            f"FROM sums AS s LEFT JOIN units AS u ON {same_key} WHERE true "
+            f"ON CONFLICT ({keys}) DO UPDATE SET {added}, units = CASE "
+            f"WHEN excluded.units = '{{}}' THEN {table}.units ELSE {merged} END")
+        if sign < 0:
+            out.append(f"WITH span AS ({span}) DELETE FROM {table} WHERE requests <= 0 "
+                       f"AND ({keys}) IN (SELECT {keys} FROM span)")
     return out
 
 
-def _apply(conn: Connection, changes: dict[Key, Sums], sign: int) -> None:
-    """Add (`sign` 1) or take back (-1) these sums in both rollup tables; a row left with no
-    request is deleted."""
-    if changes:
-        _apply_level(conn, *LEVELS[0], changes, sign)
-        _apply_level(conn, *LEVELS[1], _coarser(changes), sign)
-
-
-def _apply_level(conn: Connection, table: Table, names: tuple[str, ...],
-                 changes: dict[Any, Sums], sign: int) -> None:
-    t = table.c
-    # the rows of the days (and accounts) touched, read in one query and matched here: a
-    # pass covers a minute or so of traffic, hence a day or two
-    lead = names[:2] if names[0] == "account_id" else names[:1]
-    existing: dict[Any, Sums] = {}
-    rows = conn.execute(select(*(t[n] for n in names), t.requests, t.prompt_tokens,
-                               t.completion_tokens, t.cached_tokens, t.cost_nano, t.units)
-                        .where(*(t[n].in_(sorted({key[i] for key in changes}))
-                                 for i, n in enumerate(lead))))
-    for row in rows:
-        key = tuple(row[:len(names)])
-        if key in changes:
-            n, p, o, cached, cost, units = row[len(names):]
-            sums = existing[key] = Sums()
-            sums.add(1, n, p, o, cached, cost, json.loads(units), 1)
-    inserts, updates, deletes = [], [], []
-    for key, change in changes.items():
-        sums = existing.get(key)
-        fresh = sums is None
-        if fresh:
-            sums = Sums()
-        sums.add(sign, change.requests, change.prompt, change.completion, change.cached,
-                 change.cost, change.units, 1)
-        where = dict(zip(names, key, strict=True))
-        if sums.requests <= 0:
-            if not fresh:
-                deletes.append({f"k_{n}": v for n, v in where.items()})
-        elif fresh:
-            inserts.append({**where, **sums.values()})
-        else:
-            updates.append({**{f"k_{n}": v for n, v in where.items()}, **sums.values()})
-    matches = and_(*(t[n] == bindparam(f"k_{n}") for n in names))
-    if inserts:
-        conn.execute(insert(table), inserts)
-    if updates:
-        conn.execute(update(table).where(matches), updates)
-    if deletes:
-        conn.execute(delete(table).where(matches), deletes)
+def _fold(conn: Connection, where: str, params: dict[str, Any], sign: int) -> None:
+    """Inside a write transaction: add or take back the sums of the rows matching `where`
+    (SQL over usage_log; its parameters in `params`; `ids` expands to a list)."""
+    for sql in _fold_statements(conn.dialect.name, where, sign):
+        statement = text(sql)
+        if "ids" in params:
+            statement = statement.bindparams(bindparam("ids", expanding=True))
+        conn.execute(statement, params)
 
 
 def _state(conn: Connection) -> tuple[int, int]:
@@ -218,22 +179,21 @@ def roll_up(reader: Callable[[], AbstractContextManager[Connection]],
         if target is None:
             return 0
         target = min(int(target), old + most)
-        span = and_(c.id > old, c.id <= target)
-        sums = _grouped(conn, span)
-    folded = sum(s.requests for s in sums.values())
+        folded = conn.execute(select(func.count()).select_from(usage_log)
+                              .where(c.id > old, c.id <= target)).scalar()
     with writer() as conn:
         moved = conn.execute(update(usage_rollup_state).where(
             usage_rollup_state.c.id == STATE_ID, usage_rollup_state.c.rolled_to == old,
             usage_rollup_state.c.version == version).values(rolled_to=target)).rowcount
         if moved != 1:
             return 0  # another pass or a prune came first: the next pass starts over
-        _apply(conn, sums, 1)
-    return folded
+        _fold(conn, "id > :low AND id <= :high", {"low": old, "high": target}, 1)
+    return int(folded or 0)
 
 
-def unfold(conn: Connection, ids: Iterable[int] | Any) -> None:
-    """Inside a prune's write transaction: take the folded rows among `ids` (a list or a
-    subquery of usage_log ids about to be deleted) back out of the sums, and bump the
+def unfold(conn: Connection, ids: Iterable[int]) -> None:
+    """Inside a prune's write transaction: take the folded rows among `ids` (usage_log ids
+    about to be deleted) back out of the sums, and bump the
     version so that a pass summed before this prune is not applied."""
     state = select(usage_rollup_state.c.rolled_to).where(
         usage_rollup_state.c.id == STATE_ID)
@@ -242,6 +202,6 @@ def unfold(conn: Connection, ids: Iterable[int] | Any) -> None:
     rolled = conn.execute(state).scalar()
     if rolled is None:
         return
-    _apply(conn, _grouped(conn, and_(usage_log.c.id.in_(ids), usage_log.c.id <= rolled)), -1)
+    _fold(conn, "id IN :ids AND id <= :rolled", {"ids": list(ids), "rolled": rolled}, -1)
     conn.execute(update(usage_rollup_state).where(usage_rollup_state.c.id == STATE_ID)
                  .values(version=usage_rollup_state.c.version + 1))
