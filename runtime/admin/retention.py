@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -37,7 +36,6 @@ DEFAULT_AUDIT_DAYS = 365.0
 # transaction: 200 rows keep it to milliseconds (see rollup.py).
 BATCH = 200
 BATCHES_PER_RUN = 500  # at most 100,000 rows of each kind a run; more wait for the next one
-PAUSE_SECONDS = 0.01
 
 
 def _days(env: Mapping[str, str], name: str) -> float:
@@ -108,13 +106,8 @@ class RetentionPruner(PeriodicTask):
         if days is None:
             return 0
         cutoff = datetime.now(UTC) - timedelta(days=days)
-        total = 0
-        for _ in range(BATCHES_PER_RUN):
-            deleted = delete(cutoff, BATCH)
-            total += deleted
-            if deleted < BATCH or self.stopping:
-                break
-            time.sleep(PAUSE_SECONDS)
+        total = self.in_chunks(lambda: delete(cutoff, BATCH), BATCHES_PER_RUN,
+                               lambda deleted: deleted < BATCH)
         if total:
             log.info("retention: %d %s older than %s pruned", total, what, cutoff.isoformat())
         return total

@@ -4,7 +4,7 @@
 Every gateway worker runs one `UsageRollup` thread (a greenlet under gevent). Every
 `TOKMODEL_USAGE_ROLLUP_SECONDS` (default 30; the first run spread at random over workers) it
 folds the usage rows created more than `LAG_SECONDS` ago, `CHUNK` ids per short write
-transaction with a pause between them, until it has caught up or folded `CHUNKS_PER_RUN`
+transaction, paced (runtime/periodic.py), until it has caught up or folded `CHUNKS_PER_RUN`
 chunks (the first runs on a large existing log fold it a part at a time). Passes of several
 workers and nodes never fold a row twice: each one moves the fold's high-water mark only
 from where it found it. Reports are exact whether or not a pass has run; the passes only
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Mapping
 
 from runtime.periodic import PeriodicTask
@@ -33,7 +32,6 @@ LAG_SECONDS = 10.0
 # 200,000.
 CHUNK = 200
 CHUNKS_PER_RUN = 1000
-PAUSE_SECONDS = 0.01
 
 
 def rollup_interval(env: Mapping[str, str] | None = None) -> float:
@@ -62,13 +60,8 @@ class UsageRollup(PeriodicTask):
         return self.interval_seconds
 
     def run_once(self) -> int:
-        total = 0
-        for _ in range(CHUNKS_PER_RUN):
-            folded = self.store.rollup_usage(LAG_SECONDS, CHUNK)
-            total += folded
-            if folded == 0 or self.stopping:
-                break
-            time.sleep(PAUSE_SECONDS)
+        total = self.in_chunks(lambda: self.store.rollup_usage(LAG_SECONDS, CHUNK),
+                               CHUNKS_PER_RUN, lambda folded: folded == 0)
         if total:
             log.debug("usage rollup: %d usage rows folded", total)
         return total
