@@ -75,5 +75,6 @@ class PeriodicTask:
             if last(done) or self.stopping:
                 break
             busy = time.monotonic() - started
-            self._stop.wait(max(MIN_PAUSE_SECONDS, busy * IDLE_PER_BUSY))
+            if self._stop.wait(max(MIN_PAUSE_SECONDS, busy * IDLE_PER_BUSY)):
+                break
         return total
