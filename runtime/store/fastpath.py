@@ -358,19 +358,40 @@ def _pipelined(pg: Any, works: list[Callable[[Any], Any]], relaxed: bool) -> lis
     `_AfterCommit` reads its answer once the commit has brought it: a batch of holds (one
     statement each) costs one round trip.
 
+    The transaction's BEGIN and COMMIT are sent as statements, on a connection in autocommit
+    mode for the duration: psycopg's own BEGIN in pipeline mode waits for its answer, one
+    round trip more.
+
     A `relaxed` transaction (the holds' lane) commits without waiting for the WAL flush
     (synchronous_commit off): a hold lost in a crash of the database server is harmless,
     since its settlement charges the balance directly when it finds no hold (ledger.settle_with).
     Everything else commits as the server is configured.
     """
-    with pg.pipeline():
-        cur = pg.cursor()
-        if relaxed:
-            cur.execute("SET LOCAL synchronous_commit TO off")
-        results = [work(cur) for work in works]
-        pg.commit()
-    cur.close()
-    return [r.read() if isinstance(r, _AfterCommit) else r for r in results]
+    pg.autocommit = True
+    try:
+        with pg.pipeline():
+            cur = pg.cursor()
+            cur.execute(_begin(pg))
+            if relaxed:
+                cur.execute("SET LOCAL synchronous_commit TO off")
+            results = [work(cur) for work in works]
+            cur.execute("COMMIT")
+        cur.close()  # leaving the pipeline brought every answer, or raised the first error
+        return [r.read() if isinstance(r, _AfterCommit) else r for r in results]
+    finally:
+        # imported here: psycopg picks a gevent-aware wait when first imported after the
+        # worker's monkey-patching, and this module may be imported before it
+        from psycopg.pq import TransactionStatus
+
+        if pg.info.transaction_status != TransactionStatus.IDLE:
+            pg.rollback()
+        pg.autocommit = False
+
+
+def _begin(pg: Any) -> str:
+    """The BEGIN psycopg would send: with the isolation level the pool set, if any."""
+    level = pg.isolation_level
+    return "BEGIN" if level is None else "BEGIN ISOLATION LEVEL " + level.name.replace("_", " ")
 
 
 def _begin_immediate(cur: Any) -> None:

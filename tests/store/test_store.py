@@ -645,3 +645,18 @@ def test_the_hot_path_runs_on_the_driver_on_both_databases(store: Store) -> None
         db, run, record.id, now)) == 1_000
     assert store.get_account("fast").balance_nano == 9_000
     assert store.audit("fast")["ok"]
+
+
+def test_a_fast_path_write_the_database_refuses_leaves_nothing_behind(store: Store) -> None:
+    """A hold whose request id is taken fails inside its transaction (on PostgreSQL, in the
+    middle of a pipeline): the fast path answers None (the Store then takes the Core path),
+    nothing of it is written, and the connection it used serves the next write."""
+    account = store.create_account("dup", 10_000)
+    now = datetime.now(UTC)
+    fast = store._fast
+    assert fast.hold("rq-dup", account.id, 1_000, now) is True
+    assert fast.hold("rq-dup", account.id, 2_000, now) is None
+    for n in range(3):  # whichever pooled connection comes next
+        assert fast.hold(f"rq-next-{n}", account.id, 1_000, now) is True
+    assert store.get_account("dup").balance_nano == 6_000
+    assert store.audit("dup")["ok"]
