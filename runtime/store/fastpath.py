@@ -19,7 +19,6 @@ which gevent turns into a cooperative wait.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import sqlite3
@@ -333,7 +332,7 @@ def _usage_params(usage: UsageRecord, request_id: str, account_id: int, charged:
             "endpoint": usage.endpoint, "model": usage.model, "provider": usage.provider,
             "status": usage.status, "prompt": usage.prompt_tokens,
             "completion": usage.completion_tokens, "cached": usage.cached_tokens,
-            "details": json.dumps(usage.details or {}, separators=(",", ":"), sort_keys=True),
+            "details": usage.details_json(),
             "cost": charged, "latency": usage.latency_ms}
 
 

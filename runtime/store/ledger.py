@@ -327,7 +327,7 @@ def usage_row(
         "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.completion_tokens,
         "cached_tokens": usage.cached_tokens,
-        "details": json.dumps(usage.details or {}, separators=(",", ":"), sort_keys=True),
+        "details": usage.details_json(),
         "cost_nano": charged,
         "latency_ms": usage.latency_ms,
     }

@@ -6,6 +6,8 @@ datetimes. Records never hold a key secret: `KeyRecord.display_prefix` is all th
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -60,6 +62,26 @@ class UsageRecord:
     cost_nano: int = 0
     latency_ms: int = 0
     created_at: datetime | None = None
+
+    def details_json(self) -> str:
+        """`details` as the usage log stores it: strict JSON, which the database parses when
+        it sums the units (usage_rollup.py). NaN and infinities, which only Python's parser
+        accepts, are stored as null."""
+        try:
+            return json.dumps(self.details or {}, separators=(",", ":"), sort_keys=True,
+                              allow_nan=False)
+        except ValueError:
+            return json.dumps(_finite(self.details), separators=(",", ":"), sort_keys=True)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 @dataclass(frozen=True, slots=True)

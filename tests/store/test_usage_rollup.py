@@ -198,3 +198,22 @@ def test_a_bad_rollup_interval_is_named(value):
     with pytest.raises(ValueError, match="TOKMODEL_USAGE_ROLLUP_SECONDS"):
         rollup_interval({"TOKMODEL_USAGE_ROLLUP_SECONDS": value})
     assert rollup_interval({}) == 30
+
+
+def test_a_unit_that_is_not_a_finite_number_does_not_stop_the_fold(store):  # noqa: F811
+    """The database parses each row's units when it folds them: a NaN or an infinity (which
+    only Python's JSON parser takes) is stored as null, so the fold goes on past that row."""
+    account = store.create_account("odd", 10**12)
+    for rid, details in (("r-nan", {"seconds": float("nan"), "images": 2}),
+                         ("r-inf", {"seconds": float("-inf"), "tags": [float("inf")]}),
+                         ("r-ok", {"seconds": 1.5})):
+        assert store.hold(rid, account.id, 10)
+        store.settle(rid, 10, UsageRecord(
+            request_id=rid, account_id=account.id, key_id=None, endpoint="chat", model="m",
+            provider="p", status=200, details=details, cost_nano=10))
+    where = UsageFilter(account_id=account.id)
+    before = store.usage_totals(where)
+    assert store.rollup_usage(lag_seconds=0) == 3
+    after = store.usage_totals(where)
+    assert after.requests == before.requests == 3
+    assert after.units == before.units == {"images": 2, "seconds": 1.5}
