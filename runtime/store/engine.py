@@ -2,7 +2,8 @@
 
 `make_engines(url)` returns (writer, reader). A transaction opened on the writer takes the
 write lock up front (SQLite: `BEGIN IMMEDIATE` from a "begin" event, so two writers never both
-hold a read lock and then fail to upgrade); the reader runs single statements outside any
+hold a read lock and then fail to upgrade; the lock is waited for cooperatively, see
+sqlite_lock.py); the reader runs single statements outside any
 transaction (SQLite: a second pool whose connections never BEGIN, which keeps the event
 machinery off the read path; PostgreSQL: autocommit on the same pool). `postgresql://` and
 `postgres://` URLs use psycopg 3. SQLite files get WAL, busy_timeout, synchronous=NORMAL and
@@ -24,9 +25,11 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import QueuePool, StaticPool
 
 from .errors import StoreError
+from .sqlite_lock import begin_immediate
 
 log = logging.getLogger("tokmodel.store")
 
@@ -107,9 +110,26 @@ def _sqlite_engine(url: URL, *, writer: bool) -> Engine:
         @event.listens_for(engine, "begin")
         def _on_begin(connection: Any) -> None:
             if not connection.get_execution_options().get(_READ_ONLY):
-                connection.exec_driver_sql("BEGIN IMMEDIATE")
+                _begin_immediate(connection.connection.dbapi_connection)
 
     return engine
+
+
+def _begin_immediate(dbapi_connection: Any) -> None:
+    """The write transaction's BEGIN IMMEDIATE, waiting for the write lock cooperatively
+    (sqlite_lock.py) rather than in SQLite's busy handler, which would freeze a gevent
+    worker's every request meanwhile (background folds and prunes, console writes)."""
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA busy_timeout = 0")
+        try:
+            begin_immediate(cursor, SQLITE_BUSY_TIMEOUT_MS / 1000)
+        except sqlite3.OperationalError as exc:
+            raise OperationalError("BEGIN IMMEDIATE", None, exc) from exc
+        finally:
+            cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+    finally:
+        cursor.close()
 
 
 def create_private(path: Path) -> None:

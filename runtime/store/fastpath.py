@@ -11,10 +11,8 @@ those of concurrent requests (group_commit.py). Semantics are identical to the
 Core versions; any driver error rolls back and returns `None`, and the Store then repeats the
 call on the Core path, which owns every corner case (duplicate request ids, error mapping).
 
-On a SQLite file the fast path keeps its own connections with busy_timeout 0: SQLite's busy
-handler sleeps inside C, which under gevent freezes every request of the worker while
-another process holds the write lock. Here a locked database is retried with time.sleep,
-which gevent turns into a cooperative wait.
+On a SQLite file the fast path keeps its own connections with busy_timeout 0 and takes the
+write lock cooperatively (sqlite_lock.py).
 """
 
 from __future__ import annotations
@@ -22,7 +20,6 @@ from __future__ import annotations
 import os
 import re
 import sqlite3
-import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
@@ -34,6 +31,7 @@ from .checkpoint import Checkpointer
 from .group_commit import GroupCommit
 from .ledger import settle_with
 from .records import UsageRecord
+from .sqlite_lock import begin_immediate
 
 _AUTH = ("SELECT k.id, k.account_id, a.name, k.name, k.display_prefix, k.created_at, "
          "k.revoked_at, k.manage, a.disabled_at, k.expires_at, k.models, k.rpm, k.tpm, "
@@ -76,11 +74,6 @@ _NAMED = re.compile(r":([a-z_]+)\b")
 
 LOCK_WAIT_SECONDS = 10.0
 MAX_IDLE_CONNECTIONS = 32
-
-
-def _locked(exc: Exception) -> bool:
-    return isinstance(exc, sqlite3.OperationalError) and (
-        "locked" in str(exc) or "busy" in str(exc))
 
 
 class _SqliteConnections:
@@ -202,7 +195,7 @@ class FastPath:
         try:
             if self._sqlite:
                 cur = conn.cursor()
-                _begin_immediate(cur)
+                begin_immediate(cur, LOCK_WAIT_SECONDS)
                 works = take()
                 results = [work(cur) for work in works]
                 conn.commit()
@@ -391,21 +384,6 @@ def _begin(pg: Any) -> str:
     """The BEGIN psycopg would send: with the isolation level the pool set, if any."""
     level = pg.isolation_level
     return "BEGIN" if level is None else "BEGIN ISOLATION LEVEL " + level.name.replace("_", " ")
-
-
-def _begin_immediate(cur: Any) -> None:
-    """Take SQLite's write lock, waiting cooperatively (from 0.1 ms up to 2 ms between
-    tries) while another connection holds it."""
-    delay, deadline = 0.0001, time.monotonic() + LOCK_WAIT_SECONDS
-    while True:
-        try:
-            cur.execute("BEGIN IMMEDIATE")
-            return
-        except sqlite3.OperationalError as exc:
-            if not _locked(exc) or time.monotonic() > deadline:
-                raise
-        time.sleep(delay)
-        delay = min(delay * 2, 0.002)
 
 
 def _quiet_rollback(conn: Any) -> bool:

@@ -16,6 +16,7 @@ and blocking under plain threads. Environment proxies are never consulted.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import socket
 import ssl
@@ -32,6 +33,25 @@ try:
     USER_AGENT = f"User-Agent: tokmodel/{metadata.version('tokmodel')}\r\n"
 except metadata.PackageNotFoundError:
     USER_AGENT = "User-Agent: tokmodel\r\n"
+
+
+def _open(host: str, port: int, timeout: float | None) -> socket.socket:
+    """A TCP connection. A literal address is connected to directly: create_connection would
+    resolve it first, which under gevent takes a trip through the hub's resolver threads (up
+    to ten of them, about 3 MB each, kept for good when thousands of streams open at once)."""
+    try:
+        family = (socket.AF_INET6 if ipaddress.ip_address(host).version == 6
+                  else socket.AF_INET)
+    except ValueError:
+        return socket.create_connection((host, port), timeout=timeout)
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def default_tls_context() -> ssl.SSLContext:
@@ -109,7 +129,7 @@ class Pool:
     def connect(self, timeout: float | None) -> Connection:
         """A new connection; raises the socket's or ssl's error (TimeoutError when the
         connect timeout ran out, the TLS handshake included)."""
-        sock = socket.create_connection((self.host, self.port), timeout=timeout)
+        sock = _open(self.host, self.port, timeout)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self.tls is not None:

@@ -1,6 +1,7 @@
 """Under gevent's monkey patching (as in the gunicorn worker) the client is cooperative:
-many calls at once in one thread, keep-alive reuse, and the idle check on gevent's socket
-(its native socket peeked, not gevent's poll). Run in a subprocess, patched from the start."""
+many calls at once in one thread, keep-alive reuse, the idle check on gevent's socket
+(its native socket peeked, not gevent's poll), and literal addresses connected to without
+the resolver's threads. Run in a subprocess, patched from the start."""
 
 from __future__ import annotations
 
@@ -50,6 +51,8 @@ gevent.sleep(0.1)
 read_body(upstream.send("GET", closing.origin + "/", headers={}))
 conn = upstream._pools[busy.origin]._idle[0]
 print(json.dumps({
+    # every connection went to a literal address: no resolver thread was ever started
+    "resolver_threads": gevent.get_hub()._threadpool is not None,
     "bodies": sorted(job.value.decode() for job in jobs), "concurrent": concurrent,
     "again": [b.decode() for b in again], "busy_connections": busy.connections,
     "closing_connections": closing.connections, "checks": checks,
@@ -73,3 +76,4 @@ def test_the_client_under_gevent():
     assert True in result["checks"] and False in result["checks"]
     assert result["gevent_socket"].startswith("gevent")
     assert result["native"] and result["timeout"] == 0.0
+    assert result["resolver_threads"] is False
