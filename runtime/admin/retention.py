@@ -33,9 +33,9 @@ AUDIT_RETENTION_ENV = "TOKMODEL_AUDIT_RETENTION_DAYS"
 INTERVAL_ENV = "TOKMODEL_USAGE_PRUNE_SECONDS"
 DEFAULT_AUDIT_DAYS = 365.0
 # A usage batch is also taken out of the daily sums (usage_rollup.unfold) in the same write
-# transaction: 200 rows keep it to milliseconds (see rollup.py).
-BATCH = 200
-BATCHES_PER_RUN = 500  # at most 100,000 rows of each kind a run; more wait for the next one
+# transaction; batches are sized as the rollup's chunks, and for the same reason (rollup.py).
+BATCH = {"sqlite": 50, "postgresql": 500}
+ROWS_PER_RUN = 100_000  # of each kind; more wait for the next run
 
 
 def _days(env: Mapping[str, str], name: str) -> float:
@@ -106,8 +106,9 @@ class RetentionPruner(PeriodicTask):
         if days is None:
             return 0
         cutoff = datetime.now(UTC) - timedelta(days=days)
-        total = self.in_chunks(lambda: delete(cutoff, BATCH), BATCHES_PER_RUN,
-                               lambda deleted: deleted < BATCH)
+        batch = BATCH.get(self.store.engine.dialect.name, BATCH["sqlite"])
+        total = self.in_chunks(lambda: delete(cutoff, batch), ROWS_PER_RUN // batch,
+                               lambda deleted: deleted < batch)
         if total:
             log.info("retention: %d %s older than %s pruned", total, what, cutoff.isoformat())
         return total

@@ -42,6 +42,20 @@ RESTART_BYTES = 16 * 1024 * 1024
 RESTART_WAIT_MS = 10
 WAL_LIMIT_BYTES = 256 * 1024 * 1024
 
+_by_path: dict[str, Checkpointer] = {}  # one checkpoint thread per file and process
+
+
+def take_over_checkpoints(conn: sqlite3.Connection, path: str) -> None:
+    """Turn off `conn`'s automatic checkpoints (every connection that writes to the file
+    must: one left on checkpoints inside its commits once the WAL passes 1,000 pages, which
+    it always does between two RESTARTs) and make sure this process's thread checkpoints
+    `path` instead."""
+    conn.execute("PRAGMA wal_autocheckpoint = 0")
+    checkpointer = _by_path.get(path)
+    if checkpointer is None:
+        checkpointer = _by_path.setdefault(path, Checkpointer(path))
+    checkpointer.ensure_running()
+
 
 class Checkpointer:
     """`ensure_running()` starts this process's checkpoint thread once (again after a fork)."""

@@ -28,6 +28,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import QueuePool, StaticPool
 
+from .checkpoint import take_over_checkpoints
 from .errors import StoreError
 from .sqlite_lock import begin_immediate
 
@@ -100,6 +101,10 @@ def _sqlite_engine(url: URL, *, writer: bool) -> Engine:
             cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
             if not memory:
                 _enable_wal(cursor)
+                if not database.startswith("file:"):
+                    # checkpoints in checkpoint.py's thread, not inside this one's commits
+                    # (under gevent, a C call with an fsync that froze the worker)
+                    take_over_checkpoints(dbapi_connection, database)
             cursor.execute("PRAGMA synchronous = NORMAL")
             cursor.execute("PRAGMA foreign_keys = ON")
         finally:

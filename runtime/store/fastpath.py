@@ -27,7 +27,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from .checkpoint import Checkpointer
+from .checkpoint import take_over_checkpoints
 from .group_commit import GroupCommit
 from .ledger import settle_with
 from .records import UsageRecord
@@ -83,7 +83,6 @@ class _SqliteConnections:
     def __init__(self, path: str) -> None:
         self._path = path
         self._idle: list[sqlite3.Connection] = []
-        self._checkpointer = Checkpointer(path)
         ref = weakref.ref(self)
         os.register_at_fork(after_in_child=lambda: (live := ref()) and live._idle.clear())
 
@@ -96,8 +95,7 @@ class _SqliteConnections:
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA foreign_keys = ON")
             # checkpoints run in checkpoint.py's thread, never inside a request's commit
-            conn.execute("PRAGMA wal_autocheckpoint = 0")
-            self._checkpointer.ensure_running()
+            take_over_checkpoints(conn, self._path)
             return conn
 
     def put(self, conn: sqlite3.Connection, broken: bool = False) -> None:

@@ -36,3 +36,25 @@ def test_the_wal_stays_small_under_steady_commits(tmp_path, monkeypatch) -> None
     assert db.execute("SELECT count(*) FROM t").fetchone()[0] * len(blob) == written
     # PASSIVE checkpoints alone left a WAL holding every page written (24 MB and more)
     assert largest < 8 * 1024 * 1024, largest
+
+
+def test_no_write_of_the_store_checkpoints_inside_its_commit(tmp_path) -> None:
+    """Every connection the store writes with, the Core path's (console, background folds
+    and prunes) as well as the hot path's, leaves checkpoints to the thread: one that
+    checkpointed inside its commit (SQLite's default, once the WAL holds 1,000 pages)
+    froze a gevent worker for the checkpoint's fsync."""
+    from runtime.store import Store
+
+    path = tmp_path / "gw.db"
+    store = Store(f"sqlite:///{path}")
+    store.migrate()
+    account = store.create_account("acme", 10**9)
+    assert store.hold("rq-1", account.id, 10)   # a hot-path connection
+    with store.engine.connect() as conn:
+        dbapi = conn.connection.dbapi_connection
+        assert dbapi.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    for fast in store._fast._writer._idle:
+        assert fast.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    # and the process checkpoints the file: the thread is running for it
+    assert checkpoint._by_path[str(path)]._pid == os.getpid()
+    store.close()
