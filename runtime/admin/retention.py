@@ -34,7 +34,7 @@ INTERVAL_ENV = "TOKMODEL_USAGE_PRUNE_SECONDS"
 DEFAULT_AUDIT_DAYS = 365.0
 # A usage batch is also taken out of the daily sums (usage_rollup.unfold) in the same write
 # transaction; batches are sized as the rollup's chunks, and for the same reason (rollup.py).
-BATCH = {"sqlite": 50, "postgresql": 500}
+BATCH = {"sqlite": 50, "postgresql": 200}
 ROWS_PER_RUN = 100_000  # of each kind; more wait for the next run
 
 

@@ -29,10 +29,11 @@ LAG_SECONDS = 10.0
 # the worker, which holds the worker's event loop (every request of the worker waits) and
 # the file's write lock meanwhile: chunks of 50 rows, 1-2 ms even when spread over as many
 # keys and days (a filled log after a deploy) on a 2-core machine; 200 took 3-8 ms there and
-# put up to 30 ms on requests under load (measured). On PostgreSQL the server does the
-# work while the worker waits on its socket, so chunks are larger. A run folds up to
+# put up to 30 ms on requests under load (measured). On PostgreSQL the server does the work
+# while the worker waits on its socket; chunks of 500 there showed more slow requests than
+# 200 at concurrency 1 (the server's bursts compete for the same cores). A run folds up to
 # 200,000 rows either way.
-CHUNK = {"sqlite": 50, "postgresql": 500}
+CHUNK = {"sqlite": 50, "postgresql": 200}
 ROWS_PER_RUN = 200_000
 def rollup_interval(env: Mapping[str, str] | None = None) -> float:
     env = os.environ if env is None else env

@@ -227,8 +227,14 @@ class FastPath:
 
         def work_in_one(cur) -> _AfterCommit:
             mine = cur.connection.cursor()  # its answer is read after the commit
+
+            def held() -> bool:
+                found = mine.fetchone() is not None
+                mine.close()
+                return found
+
             mine.execute(sql["hold_in_one"], params)
-            return _AfterCommit(lambda: mine.fetchone() is not None)
+            return _AfterCommit(held)
 
         return self._holds.run(work if self._sqlite else work_in_one, account_id)
 

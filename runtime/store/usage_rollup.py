@@ -28,6 +28,7 @@ milliseconds a chunk, and every request of the worker waited meanwhile.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
@@ -117,7 +118,8 @@ _MERGED_UNITS = {
 }
 
 
-def _fold_statements(dialect: str, where: str, sign: int) -> list[str]:
+@functools.cache
+def _fold_statements(dialect: str, where: str, sign: int) -> tuple[str, ...]:
     """The statements that add (`sign` 1) or take back (-1) the sums of the usage rows
     matching `where` in both rollup tables, all in SQL: one upsert per table (a sum that
     exists is added to, others are inserted), then, when taking back, the deletion of the
@@ -146,7 +148,7 @@ def _fold_statements(dialect: str, where: str, sign: int) -> list[str]:
         if sign < 0:
             out.append(f"WITH span AS ({span}) DELETE FROM {table} WHERE requests <= 0 "
                        f"AND ({keys}) IN (SELECT {keys} FROM span)")
-    return out
+    return tuple(out)
 
 
 def _fold(conn: Connection, where: str, params: dict[str, Any], sign: int) -> None:
