@@ -37,8 +37,8 @@ except metadata.PackageNotFoundError:
 
 def _open(host: str, port: int, timeout: float | None) -> socket.socket:
     """A TCP connection. A literal address is connected to directly: create_connection would
-    resolve it first, which under gevent takes a trip through the hub's resolver threads (up
-    to ten of them, about 3 MB each, kept for good when thousands of streams open at once)."""
+    resolve it first, which under gevent is a trip through the hub's resolver threads (up to
+    ten, started as thousands of streams open at once, and kept)."""
     try:
         family = (socket.AF_INET6 if ipaddress.ip_address(host).version == 6
                   else socket.AF_INET)
