@@ -10,7 +10,8 @@ of the APIs served, base64 images included, and small enough that a few at once 
 worker): past it reading stops with `AnswerTooLarge` (502), which tells how much was
 received (the cap plus one) so the request can be charged for it; the worker holds at most
 the cap of one answer plus one read. gzip and deflate bodies are decoded (a compressed body
-is capped on its decoded size). Streams are capped per event where they are parsed (runtime/sse.py).
+is capped on its decoded size). Streams are capped per event where they are parsed
+(runtime/sse.py).
 
 Timeouts (`Timeout`, per call or the pool's default): `connect` bounds the TCP connection
 and the TLS handshake, `read` each wait for bytes from the first one of the answer on; a

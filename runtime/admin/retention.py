@@ -9,7 +9,7 @@ request path.
 
 Every gateway worker runs one `RetentionPruner` thread (a greenlet under gevent) when either
 is set; every `TOKMODEL_USAGE_PRUNE_SECONDS` (default 600, the first run spread at random over
-workers) it deletes the rows older than each setting in batches of `BATCH` rows, one short
+workers) it deletes the rows older than each setting in batches (`rollup.chunk_rows`), one short
 transaction each with a pause between them, so requests writing usage rows are never held
 up for long. Balances and the ledger are never touched; the ledger audit knows that usage
 rows older than the recorded watermark may be gone (runtime/store/usage_queries.py).
@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from runtime.admin.rollup import chunk_rows
 from runtime.periodic import PeriodicTask
 from runtime.store import Store
 
@@ -33,8 +34,7 @@ AUDIT_RETENTION_ENV = "TOKMODEL_AUDIT_RETENTION_DAYS"
 INTERVAL_ENV = "TOKMODEL_USAGE_PRUNE_SECONDS"
 DEFAULT_AUDIT_DAYS = 365.0
 # A usage batch is also taken out of the daily sums (usage_rollup.unfold) in the same write
-# transaction; batches are sized as the rollup's chunks, and for the same reason (rollup.py).
-BATCH = {"sqlite": 50, "postgresql": 200}
+# transaction: batches are the rollup's chunks, sized for the same reason (rollup.chunk_rows).
 ROWS_PER_RUN = 100_000  # of each kind; more wait for the next run
 
 
@@ -106,7 +106,7 @@ class RetentionPruner(PeriodicTask):
         if days is None:
             return 0
         cutoff = datetime.now(UTC) - timedelta(days=days)
-        batch = BATCH.get(self.store.engine.dialect.name, BATCH["sqlite"])
+        batch = chunk_rows(self.store)
         total = self.in_chunks(lambda: delete(cutoff, batch), ROWS_PER_RUN // batch,
                                lambda deleted: deleted < batch)
         if total:

@@ -34,6 +34,11 @@ LAG_SECONDS = 10.0
 # 200 at concurrency 1 (the server's bursts compete for the same cores). A run folds up to
 # 200,000 rows either way.
 CHUNK = {"sqlite": 50, "postgresql": 200}
+
+
+def chunk_rows(store: Store) -> int:
+    """How many usage rows a background chunk (a fold, a prune) takes on this database."""
+    return CHUNK.get(store.engine.dialect.name, CHUNK["sqlite"])
 ROWS_PER_RUN = 200_000
 def rollup_interval(env: Mapping[str, str] | None = None) -> float:
     env = os.environ if env is None else env
@@ -61,7 +66,7 @@ class UsageRollup(PeriodicTask):
         return self.interval_seconds
 
     def run_once(self) -> int:
-        chunk = CHUNK.get(self.store.engine.dialect.name, CHUNK["sqlite"])
+        chunk = chunk_rows(self.store)
         total = self.in_chunks(lambda: self.store.rollup_usage(LAG_SECONDS, chunk),
                                ROWS_PER_RUN // chunk, lambda folded: folded == 0)
         if total:

@@ -111,8 +111,7 @@ def stream_prompt(body: Mapping[str, Any], model: Model, extra_tokens: int = 0
                   ) -> KnownPrompt:
     """The estimate of `body` on `model` computed now, for a stream the provider accepted
     (the stream keeps no reference to `body`); `extra_tokens` as in `lazy_prompt`."""
-    return KnownPrompt(prompt_tokens(body, lambda detail: image_tokens(model, detail))
-                       + extra_tokens)
+    return KnownPrompt(_estimate(body, model, extra_tokens))
 
 
 def lazy_prompt(body: Mapping[str, Any], model: Model, extra_tokens: int = 0
@@ -123,8 +122,11 @@ def lazy_prompt(body: Mapping[str, Any], model: Model, extra_tokens: int = 0
 
     def estimate() -> int:
         if not found:
-            found.append(prompt_tokens(body, lambda detail: image_tokens(model, detail))
-                         + extra_tokens)
+            found.append(_estimate(body, model, extra_tokens))
         return found[0]
 
     return estimate
+
+
+def _estimate(body: Mapping[str, Any], model: Model, extra_tokens: int) -> int:
+    return prompt_tokens(body, lambda detail: image_tokens(model, detail)) + extra_tokens

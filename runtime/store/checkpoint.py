@@ -3,10 +3,11 @@
 SQLite's automatic checkpoint runs inside the commit that crosses its threshold and ends with
 an fsync. Under gevent that fsync is a C call that freezes every request of the worker, about
 every 150 requests (measured: the hot path's own commits gained ~50 % throughput with it
-off). So the hot path's connections turn automatic checkpoints off, and each process that
-writes runs one native thread (not a greenlet: gevent would otherwise run it on the loop)
-that makes a PASSIVE checkpoint every `interval` seconds on its own connection; PASSIVE never
-waits for readers or writers, so it cannot stall a request either. But under steady traffic
+off). So every connection that writes turns automatic checkpoints off
+(`take_over_checkpoints`), and each process that writes runs one native thread (not a
+greenlet: gevent would otherwise run it on the loop) that makes a PASSIVE checkpoint every
+`interval` seconds on its own connection; PASSIVE never waits for readers or writers, so it
+cannot stall a request either. But under steady traffic
 PASSIVE never lets the WAL start over (commits keep coming while it copies), so the file
 grows by every page every request writes: at concurrency 1 about 30 MB a second. So when the
 WAL holds more than RESTART_BYTES after the PASSIVE pass, a RESTART checkpoint copies the few

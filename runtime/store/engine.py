@@ -101,7 +101,7 @@ def _sqlite_engine(url: URL, *, writer: bool) -> Engine:
             cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
             if not memory:
                 _enable_wal(cursor)
-                if not database.startswith("file:"):
+                if writer and not database.startswith("file:"):
                     # checkpoints in checkpoint.py's thread, not inside this one's commits
                     # (under gevent, a C call with an fsync that froze the worker)
                     take_over_checkpoints(dbapi_connection, database)
