@@ -28,6 +28,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import QueuePool, StaticPool
 
+from . import pg_wait
 from .checkpoint import take_over_checkpoints
 from .errors import StoreError
 from .sqlite_lock import begin_immediate
@@ -171,6 +172,7 @@ def _enable_wal(cursor: Any) -> None:
 
 
 def _postgres_engine(url: URL) -> Engine:
+    pg_wait.install()
     connect_args: dict[str, Any] = {}
     if "application_name" not in url.query:
         connect_args["application_name"] = "tokmodel"
