@@ -18,6 +18,8 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 from runtime.catalogue import Deployment, Model
@@ -50,16 +52,30 @@ class Failed:
     tried: list[str] = field(default_factory=list)
 
 
-def retry_after(headers: dict[str, str]) -> float | None:
-    """Seconds an upstream asked us to wait (`retry-after-ms` or `Retry-After` in seconds)."""
+def retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """Seconds an upstream asked us to wait: `retry-after-ms`, else `Retry-After` in seconds
+    or as an HTTP date (RFC 9110 10.2.3; a date in the past means now). None when absent or
+    unreadable."""
     ms = headers.get("retry-after-ms")
     try:
         if ms:
             return max(0.0, float(ms) / 1000)
-        value = headers.get("Retry-After")
-        return max(0.0, float(value)) if value else None
     except ValueError:
-        return None  # an HTTP date: treat as unknown
+        pass
+    value = headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:  # RFC 850 and asctime dates carry no zone: they are GMT
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 class Attempts:
