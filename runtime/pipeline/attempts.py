@@ -4,7 +4,8 @@ retries, until one answers.
 Per candidate model, up to `retry.attempts` attempts in all. Retryable: connection errors, a
 timeout before the first byte, HTTP 408, 429, 500, 502, 503, 504 and 529, and a stream that
 breaks before its first chunk. A retry prefers another healthy deployment; back on the same
-one it honours `Retry-After` up to `retry.max_retry_after` seconds, and when the upstream asks
+one it honours `Retry-After` (seconds or an HTTP date) up to `retry.max_retry_after`
+seconds, or without one pauses a growing, jittered while (`backoff`); when the upstream asks
 for longer the next candidate model is tried instead (without one, the client gets that
 answer with its `Retry-After`). An upstream 401/403 means the operator's credential was
 refused: that deployment fails and another is tried; with none left the client gets a 502
@@ -15,8 +16,9 @@ attempts cost nothing.
 
 from __future__ import annotations
 
+import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC
 from email.utils import parsedate_to_datetime
@@ -35,6 +37,14 @@ RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504, 529})
 CREDENTIAL_STATUS = frozenset({401, 403})
 # Pause before retrying the same deployment when the upstream named no delay.
 BACKOFF_SECONDS = (0.05, 0.2, 0.5, 1.0)
+
+
+def backoff(attempt: int, draw: Callable[[], float] = random.random) -> float:
+    """The pause before retry `attempt` (0-based) when the upstream named no delay: between
+    half and all of BACKOFF_SECONDS' step, at random, so that the requests an outage failed
+    together do not all come back together."""
+    step = BACKOFF_SECONDS[min(attempt, len(BACKOFF_SECONDS) - 1)]
+    return step * (0.5 + 0.5 * draw())
 
 
 @dataclass(slots=True)
@@ -113,8 +123,7 @@ class Attempts:
                 deployment = again[-1]
                 if last_wait is not None and last_wait > policy.max_retry_after:
                     return Failed(last, fall_back=True)  # type: ignore[arg-type]
-                time.sleep(last_wait if last_wait is not None
-                           else BACKOFF_SECONDS[min(attempt, len(BACKOFF_SECONDS) - 1)])
+                time.sleep(last_wait if last_wait is not None else backoff(attempt))
             record.attempts += 1
             target = model.at(deployment)
             outcome, error, wait = self._attempt(exchange, model, target, deployment)
