@@ -76,7 +76,7 @@ class AnswerTooLarge(UpstreamError):
 class UpstreamResponse:
     """An upstream answer whose body has not been read yet."""
 
-    __slots__ = ("status_code", "headers", "max_bytes", "_answer", "_decoder")
+    __slots__ = ("status_code", "headers", "max_bytes", "_answer", "_decoder", "_read")
 
     def __init__(self, answer: Answer, max_bytes: int = MAX_ANSWER_BYTES) -> None:
         self._answer = answer
@@ -84,6 +84,19 @@ class UpstreamResponse:
         self.headers = answer.headers  # case-insensitive
         self.max_bytes = max_bytes
         self._decoder = decoder_for(answer.headers.get("content-encoding"))
+        self._read: bytes | AnswerTooLarge | None = None
+
+    def buffer(self) -> None:
+        """Read the whole body now, while the request may still be retried (a non-streamed
+        answer, before the gateway commits to it): a break or a timeout raises here (OSError,
+        as `content`); afterwards `content` and `next_piece` serve what was read. An answer
+        past the cap is not an error of the attempt: its AnswerTooLarge is kept for
+        `content` to raise."""
+        if self._read is None:
+            try:
+                self._read = self.content
+            except AnswerTooLarge as exc:
+                self._read = exc
 
     def set_read_timeout(self, seconds: float) -> None:
         """From now on, wait at most `seconds` between two reads of this answer (the idle
@@ -95,6 +108,9 @@ class UpstreamResponse:
         at once when compressed), waiting for some when there are none yet; b"" at the
         end. Not a generator: a stream reads through it from its own generator, one
         level of suspended frames less per open stream (see runtime/pipeline/run.py)."""
+        if self._read is not None:
+            read, self._read = self.content, b""
+            return read
         decoder = self._decoder
         if decoder is None:
             return self._answer.read_some()
@@ -120,6 +136,10 @@ class UpstreamResponse:
     @property
     def content(self) -> bytes:
         """The whole body; AnswerTooLarge past `max_bytes` (decoded size)."""
+        if self._read is not None:
+            if isinstance(self._read, AnswerTooLarge):
+                raise self._read
+            return self._read
         cap = self.max_bytes
         read = self._answer.read_some
         decoder = self._decoder

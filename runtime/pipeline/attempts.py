@@ -2,15 +2,16 @@
 retries, until one answers.
 
 Per candidate model, up to `retry.attempts` attempts in all. Retryable: connection errors, a
-timeout before the first byte, HTTP 408, 429, 500, 502, 503, 504 and 529, and a stream that
-breaks before its first chunk. A retry prefers another healthy deployment; back on the same
-one it honours `Retry-After` (seconds or an HTTP date) up to `retry.max_retry_after`
-seconds, or without one pauses a growing, jittered while (`backoff`); when the upstream asks
-for longer the next candidate model is tried instead (without one, the client gets that
-answer with its `Retry-After`). An upstream 401/403 means the operator's credential was
-refused: that deployment fails and another is tried; with none left the client gets a 502
-naming the variable to check. Any other error answer is the client's, answered at once.
-Nothing is retried once a byte of the answer has been read for the client, and failed
+timeout before the first byte, HTTP 408, 429, 500, 502, 503, 504 and 529, a whole answer
+that breaks off or stalls before its end, and a stream that breaks before its first chunk. A
+retry prefers another healthy deployment; back on the same one it honours `Retry-After`
+(seconds or an HTTP date) up to `retry.max_retry_after` seconds, or without one pauses a
+growing, jittered while (`backoff`); when the upstream asks for longer the next candidate
+model is tried instead (without one, the client gets that answer with its `Retry-After`). An
+upstream 401/403 means the operator's credential was refused: that deployment fails and
+another is tried; with none left the client gets a 502 naming the variable to check. Any
+other error answer is the client's, answered at once.
+Nothing is retried once a byte of the answer has been passed on to the client, and failed
 attempts cost nothing.
 """
 
@@ -169,6 +170,12 @@ class Attempts:
         idle = model.provider.timeouts.idle
         if not exchange.is_stream(upstream):
             upstream.set_read_timeout(idle)
+            try:
+                upstream.buffer()   # an answer that breaks off mid-body is retried too
+            except OSError as exc:
+                upstream.close()
+                error = broken_off(exc)
+                return ("timeout" if error.status == 504 else "broken"), error, None
             return Answered(upstream, target, deployment), None, None  # type: ignore[return-value]
         try:
             first = _first_chunk(upstream)

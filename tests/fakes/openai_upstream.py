@@ -186,7 +186,7 @@ _MISSING_KEY = (
     "(with blank username) if you're accessing the API from your browser and are prompted for "
     "a username. You can obtain an API key from https://platform.openai.com/account/api-keys."
 )
-_PRE_SCRIPTS = ("fail", "invalid_json", "hang")
+_PRE_SCRIPTS = ("fail", "invalid_json", "hang", "cut_body")
 _STREAM_SCRIPTS = ("cut", "stream_error")
 _SOCKET_ERRORS = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError)
 
@@ -851,6 +851,17 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def _send_cut(self, data: bytes) -> None:
+        """A 200 whose body stops halfway: the connection closes before Content-Length."""
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self._common_headers()
+        self.end_headers()
+        self.wfile.write(data[: len(data) // 2])
+        self.wfile.flush()
+        self.close_connection = True
+
     def _send_json(self, status: int, obj: Any, headers: Mapping[str, str] | None = None) -> None:
         self._send(status, json.dumps(obj).encode(), "application/json", headers)
 
@@ -910,6 +921,9 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             if script.kind == "invalid_json":
                 self._send(200, script.body, "application/json")
+                return
+            if script.kind == "cut_body":
+                self._send_cut(script.body)
                 return
             if fake._stopping.wait(script.seconds):
                 self.close_connection = True
@@ -1301,6 +1315,14 @@ class FakeOpenAI:
     ) -> None:
         """Answer the next request with 200 ``application/json`` and a body that is not JSON."""
         self._push(_Script("invalid_json", path, body=body))
+
+    def cut_body_next(self, *, path: str | None = None) -> None:
+        """Answer the next request with 200 and half of a JSON body, then close the
+        connection (a provider or proxy that fails mid-answer)."""
+        body = json.dumps({"id": "chatcmpl-cut", "object": "chat.completion",
+                           "choices": [{"index": 0, "message": {"role": "assistant",
+                                                                "content": "x" * 200}}]})
+        self._push(_Script("cut_body", path, body=body.encode()))
 
     def hang_next(self, seconds: float, *, path: str | None = None) -> None:
         """Wait ``seconds`` before handling the next request (``stop()`` ends the wait)."""

@@ -171,6 +171,21 @@ def test_stalled_upstream_is_cut_by_first_byte_and_retried(gw, up):
     assert [r.status for r in usage_rows(gw, account)] == [200]
 
 
+def test_an_answer_broken_off_mid_body_is_retried_and_charged_once(gw, up):
+    account, secret = gw.account(BALANCE)
+    for fake in ("east", "west"):
+        up[fake].cut_body_next()
+    reply = client(gw, secret).chat.completions.create(model=OPENAI_MODEL, messages=MESSAGES)
+    # nothing had reached the client: the third attempt's answer is the one it gets
+    assert reply.choices[0].message.content == "echo: hello pipeline"
+    assert openai_calls(up) == 3
+    (row,) = usage_rows(gw, account)
+    assert row.status == 200
+    u = reply.usage
+    assert BALANCE - gw.balance(account) == chat_cost_nano(
+        OPENAI_MODEL, u.prompt_tokens, u.completion_tokens) == row.cost_nano
+
+
 def test_drop_mid_stream_is_not_retried_and_charged_for_what_was_produced(gw, up):
     account, secret = gw.account(BALANCE)
     for fake in ("east", "west"):
