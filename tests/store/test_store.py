@@ -647,6 +647,28 @@ def test_the_hot_path_runs_on_the_driver_on_both_databases(store: Store) -> None
     assert store.audit("fast")["ok"]
 
 
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+def test_postgresql_settlements_commit_without_waiting_for_the_wal_flush(store: Store) -> None:
+    """On PostgreSQL a settlement commits with synchronous_commit off, as a hold does: one
+    that waited for the flush kept its account's row lock meanwhile, and the account's next
+    hold waited with it (fastpath._pipelined). Its money is written all the same."""
+    account = store.create_account("relaxed", 10_000)
+    now = datetime.now(UTC)
+    fast = store._fast
+    assert fast.hold("rq-relaxed", account.id, 3_000, now) is True
+    seen: list[str] = []
+
+    def looking(db, run):
+        seen.append(run("SELECT current_setting('synchronous_commit')", {}).fetchone()[0])
+        return db
+
+    assert fast.settle("rq-relaxed", 1_000, _usage("rq-relaxed", account, None), now,
+                       looking) == 1_000
+    assert seen == ["off"]
+    assert store.get_account("relaxed").balance_nano == 9_000
+    assert store.audit("relaxed")["ok"]
+
+
 def test_a_fast_path_write_the_database_refuses_leaves_nothing_behind(store: Store) -> None:
     """A hold whose request id is taken fails inside its transaction (on PostgreSQL, in the
     middle of a pipeline): the fast path answers None (the Store then takes the Core path),
