@@ -7,8 +7,10 @@ directly on the driver's cursor; settlement runs the one algorithm of ledger.set
 that cursor. A request writes: hold = UPDATE accounts, INSERT holds, INSERT ledger entry;
 settle = DELETE holds, UPDATE accounts (unless the cost equals the hold), INSERT ledger
 entry (the net movement), INSERT usage_log; two transactions, each committed together with
-those of concurrent requests (group_commit.py). Semantics are identical to the
-Core versions; any driver error rolls back and returns `None`, and the Store then repeats the
+those of concurrent requests (group_commit.py). On PostgreSQL each is one statement (a
+data-modifying CTE) where it can be: every hold, and a settlement whose hold covers its cost
+with no key spend to move; the other settlements run settle_with. Semantics are identical
+to the Core versions; any driver error rolls back and returns `None`, and the Store then repeats the
 call on the Core path, which owns every corner case (duplicate request ids, error mapping).
 
 On a SQLite file the fast path keeps its own connections with busy_timeout 0 and takes the
@@ -68,6 +70,25 @@ _INSERT_USAGE = (
     "provider, status, prompt_tokens, completion_tokens, cached_tokens, details, cost_nano, "
     "latency_ms) VALUES (:rid, :now, :account, :key, :endpoint, :model, :provider, :status, "
     ":prompt, :completion, :cached, :details, :cost, :latency)")
+
+# PostgreSQL: the common settlement (its hold covers the cost, no key spend to move) in one
+# statement, as ledger.settle_with writes it: the hold taken, the rest given back, the settle
+# entry and the usage row. A batch of them needs no answer before its commit: one round trip
+# (see _pipelined). No row when the hold is gone or does not cover the cost: nothing was
+# written, and FastPath.settle runs settle_with.
+_SETTLE_IN_ONE = (
+    "WITH taken AS (DELETE FROM holds WHERE request_id = :rid AND amount_nano >= :cost "
+    "RETURNING account_id, amount_nano - :cost AS net), "
+    "credited AS (UPDATE accounts SET balance_nano = balance_nano + taken.net FROM taken "
+    "WHERE accounts.id = taken.account_id AND taken.net > 0), "
+    "entry AS (INSERT INTO ledger_entries (account_id, reference, kind, amount_nano, "
+    "debt_nano, created_at) SELECT account_id, :rid, 'settle', net, 0, :now FROM taken), "
+    "logged AS (INSERT INTO usage_log (request_id, created_at, account_id, key_id, endpoint, "
+    "model, provider, status, prompt_tokens, completion_tokens, cached_tokens, details, "
+    "cost_nano, latency_ms) SELECT :rid, :now, account_id, :key, :endpoint, :model, "
+    ":provider, :status, :prompt, :completion, :cached, :details, :cost, :latency "
+    "FROM taken) "
+    "SELECT 1 FROM taken")
 
 _NAMED = re.compile(r":([a-z_]+)\b")
 
@@ -135,7 +156,7 @@ class FastPath:
         self._sql = {name: convert(sql) for name, sql in (
             ("auth", _AUTH), ("debit_if_covered", _DEBIT_IF_COVERED),
             ("insert_hold", _INSERT_HOLD), ("hold_entry", _INSERT_HOLD_ENTRY),
-            ("hold_in_one", _HOLD_IN_ONE),
+            ("hold_in_one", _HOLD_IN_ONE), ("settle_in_one", _SETTLE_IN_ONE),
             ("entry", _INSERT_ENTRY), ("take_hold", _TAKE_HOLD), ("settled", _SETTLED),
             ("credit", _CREDIT), ("debit", _DEBIT), ("usage", _INSERT_USAGE),
             ("balance", _BALANCE if sqlite else _BALANCE + " FOR UPDATE"))}
@@ -247,13 +268,32 @@ class FastPath:
         `run(sql, params)` (named parameters) on its cursor."""
         when = self._time(usage.created_at or now)
 
-        def work(cur) -> int:
+        def general(cur) -> int:
             db: Any = _CursorStatements(cur, self._sql, usage, request_id, when)
             if wrap is not None:
                 db = wrap(db, lambda sql, params: cur.execute(self._convert(sql), params))
             return settle_with(db, request_id, cost, usage.account_id)
 
-        return self._settlements.run(work, usage.account_id)
+        def in_one(cur) -> _AfterCommit:
+            mine = cur.connection.cursor()  # its answer is read after the commit
+            mine.execute(self._sql["settle_in_one"],
+                         _usage_params(usage, request_id, usage.account_id, cost, when))
+
+            def written() -> object:
+                found = mine.fetchone() is not None
+                mine.close()
+                return cost if found else _NOT_COVERED
+
+            return _AfterCommit(written)
+
+        if wrap is None and not self._sqlite:
+            # the common case in one statement; a hold that is gone or does not cover the
+            # cost was left untouched, and the general algorithm runs in a transaction of
+            # its own
+            done = self._settlements.run(in_one, usage.account_id)
+            if done is not _NOT_COVERED:
+                return done
+        return self._settlements.run(general, usage.account_id)
 
     def update_one(self, sql: str, params: Mapping[str, Any]) -> bool | None:
         """One UPDATE (named parameters, no RETURNING clause) in its own transaction: whether
@@ -275,6 +315,9 @@ class FastPath:
             return True
 
         return self._group.run(work)
+
+
+_NOT_COVERED = object()  # _SETTLE_IN_ONE found no hold covering the cost: nothing written
 
 
 class _AfterCommit:

@@ -450,6 +450,44 @@ def test_settle_with_zero_cost_releases_the_hold(store: Store) -> None:
     assert (row.cost_nano, row.status) == (0, 502)
 
 
+def test_a_cost_equal_to_the_hold_takes_it_whole(store: Store) -> None:
+    acme = store.create_account("acme", 1_000)
+    assert store.hold("r", acme.id, 400)
+    assert store.settle("r", 400, _usage("r", acme)) == 400
+    assert _balance(store, "acme") == 600
+    [row] = store.usage("acme")
+    assert row.cost_nano == 400
+    assert store.audit("acme")["ok"]
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+def test_a_covered_settlement_on_postgresql_is_one_statement(store: Store, monkeypatch) -> None:
+    """A settlement whose hold covers its cost is written by one statement
+    (fastpath._SETTLE_IN_ONE) without ledger.settle_with, which the others still need; both
+    write the same money."""
+    from runtime.store import fastpath
+
+    acme = store.create_account("acme", 10_000)
+    for rid in ("covered", "beyond"):
+        assert store.hold(rid, acme.id, 1_000)
+    general = fastpath.settle_with
+    calls: list[str] = []
+
+    def counted(db, request_id, cost, default_account):
+        calls.append(request_id)
+        return general(db, request_id, cost, default_account)
+
+    monkeypatch.setattr(fastpath, "settle_with", counted)
+    now = datetime.now(UTC)
+    assert store._fast.settle("covered", 700, _usage("covered", acme), now) == 700
+    assert store._fast.settle("beyond", 1_300, _usage("beyond", acme), now) == 1_300
+    assert store._fast.settle("covered", 700, _usage("covered", acme), now) == 0  # settled
+    assert calls == ["beyond", "covered"]
+    assert _balance(store, "acme") == 10_000 - 700 - 1_300
+    assert sorted(r.cost_nano for r in store.usage("acme")) == [700, 1_300]
+    assert store.audit("acme")["ok"]
+
+
 def test_release_gives_back_without_logging(store: Store) -> None:
     acme = store.create_account("acme", 700)
     assert store.hold("r", acme.id, 300)
