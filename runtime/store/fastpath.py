@@ -160,9 +160,9 @@ class FastPath:
             ("entry", _INSERT_ENTRY), ("take_hold", _TAKE_HOLD), ("settled", _SETTLED),
             ("credit", _CREDIT), ("debit", _DEBIT), ("usage", _INSERT_USAGE),
             ("balance", _BALANCE if sqlite else _BALANCE + " FOR UPDATE"))}
-        # PostgreSQL: holds and settlements each have a lane of their own, committed without
-        # waiting for the WAL flush (see _pipelined), so that neither a hold nor the row lock
-        # it needs on the account waits for a flush; other writes (`update_one`, heartbeats)
+        # PostgreSQL: holds (with key-spend reservations) and settlements each have a lane of
+        # their own, committed without waiting for the WAL flush (see _pipelined), so that
+        # neither a request's writes nor the row locks they need wait for a flush; heartbeats
         # commit as the server is configured. SQLite has one writer at a time anyway.
         self._group = self._lane(relaxed=False)
         self._holds = self._group if sqlite else self._lane(relaxed=True)
@@ -296,13 +296,15 @@ class FastPath:
         return self._settlements.run(general, usage.account_id)
 
     def update_one(self, sql: str, params: Mapping[str, Any]) -> bool | None:
-        """One UPDATE (named parameters, no RETURNING clause) in its own transaction: whether
-        it changed a row; None when the driver failed."""
+        """One UPDATE (named parameters, no RETURNING clause) in its own transaction, in the
+        holds' lane: whether it changed a row; None when the driver failed. For a request's
+        writes before its hold (a key's spend reservation, runtime/limits/spend.py), which a
+        crash of the database server may lose as it may lose the hold (see _pipelined)."""
         def work(cur) -> bool:
             cur.execute(self._convert(sql) + " RETURNING 1", params)
             return cur.fetchone() is not None
 
-        return self._group.run(work)
+        return self._holds.run(work)
 
     def heartbeat(self, statements: Callable[[str, Any], Iterable[tuple[str, Any]]]
                   ) -> bool | None:
@@ -403,7 +405,8 @@ def _pipelined(pg: Any, works: list[Callable[[Any], Any]], relaxed: bool) -> lis
     mode for the duration: psycopg's own BEGIN in pipeline mode waits for its answer, one
     round trip more.
 
-    A `relaxed` transaction (the lanes of holds and settlements) commits without waiting for
+    A `relaxed` transaction (the lanes of holds, key-spend reservations included, and of
+    settlements) commits without waiting for
     the WAL flush (synchronous_commit off). A settlement that waited held its account's row
     lock until the flush, and the account's next hold waited with it: 1 ms at concurrency 1
     on a quiet disk, up to 70 ms while the disk was busy (the server's lock-wait log). A

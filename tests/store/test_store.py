@@ -687,9 +687,10 @@ def test_the_hot_path_runs_on_the_driver_on_both_databases(store: Store) -> None
 
 @pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
 def test_postgresql_settlements_commit_without_waiting_for_the_wal_flush(store: Store) -> None:
-    """On PostgreSQL a settlement commits with synchronous_commit off, as a hold does: one
-    that waited for the flush kept its account's row lock meanwhile, and the account's next
-    hold waited with it (fastpath._pipelined). Its money is written all the same."""
+    """On PostgreSQL a settlement commits with synchronous_commit off, as a hold and a key's
+    spend reservation do: one that waited for the flush kept its account's row lock
+    meanwhile, and the account's next hold waited with it (fastpath._pipelined). Its money is
+    written all the same."""
     account = store.create_account("relaxed", 10_000)
     now = datetime.now(UTC)
     fast = store._fast
@@ -703,6 +704,10 @@ def test_postgresql_settlements_commit_without_waiting_for_the_wal_flush(store: 
     assert fast.settle("rq-relaxed", 1_000, _usage("rq-relaxed", account, None), now,
                        looking) == 1_000
     assert seen == ["off"]
+    # a key's spend reservation, the request's other write before its answer, too
+    assert fast.update_one("UPDATE accounts SET name = name WHERE id = :account AND "
+                           "current_setting('synchronous_commit') = 'off'",
+                           {"account": account.id}) is True
     assert store.get_account("relaxed").balance_nano == 9_000
     assert store.audit("relaxed")["ok"]
 
