@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 
 import gevent
+import gevent.event
 import pytest
 
 from runtime.billing import settle_behind
@@ -65,3 +66,32 @@ def test_wait_gives_up_at_its_timeout(behind):
     settle_behind.submit("req_f", lambda: gevent.sleep(0.3) or 0)
     assert not settle_behind.wait(0.01)
     assert settle_behind.wait(5)
+
+
+def test_writes_in_flight_run_together(behind):
+    """Writes submitted together are written concurrently (so they can share a commit), each
+    once, with far fewer writer greenlets than writes over time."""
+    together = 20
+    started: list[str] = []
+    all_in = gevent.event.Event()
+
+    def write_for(name: str):
+        def write() -> int:
+            started.append(name)
+            if len(started) == together:
+                all_in.set()
+            # a write that waits for the others in flight: serial writers would never end
+            assert all_in.wait(2), f"only {len(started)} writes in flight"
+            return 1
+        return write
+
+    for n in range(together):
+        settle_behind.submit(f"req_t{n}", write_for(f"req_t{n}"))
+    assert settle_behind.wait(5)
+    assert sorted(started) == sorted(f"req_t{n}" for n in range(together))
+    for round_ in range(5):   # later writes reuse the writers
+        for n in range(together):
+            settle_behind.submit(f"req_r{round_}_{n}", lambda: 1)
+        assert settle_behind.wait(5)
+    assert settle_behind._writers.started <= settle_behind.WRITERS
+    assert settle_behind._writers.started < 3 * together
