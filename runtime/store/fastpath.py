@@ -9,9 +9,10 @@ settle = DELETE holds, UPDATE accounts (unless the cost equals the hold), INSERT
 entry (the net movement), INSERT usage_log; two transactions, each committed together with
 those of concurrent requests (group_commit.py). On PostgreSQL each is one statement (a
 data-modifying CTE) where it can be: every hold, and a settlement whose hold covers its cost
-with no key spend to move; the other settlements run settle_with. Semantics are identical
-to the Core versions; any driver error rolls back and returns `None`, and the Store then repeats the
-call on the Core path, which owns every corner case (duplicate request ids, error mapping).
+with no key spend to move; the other settlements run settle_with. Semantics are identical to the
+Core versions; any driver error rolls back and returns `None`, and the Store then repeats
+the call on the Core path, which owns every corner case (duplicate request ids, error
+mapping).
 
 On a SQLite file the fast path keeps its own connections with busy_timeout 0 and takes the
 write lock cooperatively (sqlite_lock.py).
@@ -406,18 +407,18 @@ def _pipelined(pg: Any, works: list[Callable[[Any], Any]], relaxed: bool) -> lis
     round trip more.
 
     A `relaxed` transaction (the lanes of holds, key-spend reservations included, and of
-    settlements) commits without waiting for
-    the WAL flush (synchronous_commit off). A settlement that waited held its account's row
-    lock until the flush, and the account's next hold waited with it: 1 ms at concurrency 1
-    on a quiet disk, up to 70 ms while the disk was busy (the server's lock-wait log). A
-    crash of the database server can lose the transactions of its last WAL-writer delay
-    (wal_writer_delay, 200 ms by default; consistently: a transaction is there whole or not at
-    all). That loses nothing a durable commit would keep: the answer has left before its
-    settlement is written (settle_behind.py), so a charge has always been exposed to such a
-    crash for as long as its write takes, a few ms that become some 200 ms. A hold lost that
-    way is charged by its settlement, which finds no hold and charges the balance directly
-    (ledger.settle_with); a settlement lost that way leaves its hold, which a sweeper settles
-    (runtime/billing/sweeper.py). Everything else commits as the server is configured.
+    settlements) commits without waiting for the WAL flush (synchronous_commit off). A
+    settlement that waited held its account's row lock until the flush, and the account's
+    next hold waited with it: 1 ms at concurrency 1 on a quiet disk, up to 70 ms while the
+    disk was busy (the server's lock-wait log). A crash of the database server can lose the
+    transactions of its last WAL-writer delay (wal_writer_delay, 200 ms by default), each
+    whole or not at all. A durable commit only shortened that exposure: the answer leaves
+    before its settlement is written (settle_behind.py), so a charge was always exposed to
+    such a crash for as long as its write took, a few ms that become up to some 200 ms. A
+    hold lost that way is charged by its settlement, which finds no hold and charges the
+    balance directly (ledger.settle_with); a settlement lost that way leaves its hold, which
+    a sweeper settles (runtime/billing/sweeper.py). Everything else commits as the server is
+    configured.
     """
     pg.autocommit = True
     try:
