@@ -10,9 +10,8 @@ growing, jittered while (`backoff`); when the upstream asks for longer the next 
 model is tried instead (without one, the client gets that answer with its `Retry-After`). An
 upstream 401/403 means the operator's credential was refused: that deployment fails and
 another is tried; with none left the client gets a 502 naming the variable to check. Any
-other error answer is the client's, answered at once.
-Nothing is retried once a byte of the answer has been passed on to the client, and failed
-attempts cost nothing.
+other error answer is the client's, answered at once. Nothing is retried once a byte of the
+answer has been passed on to the client, and failed attempts cost nothing.
 """
 
 from __future__ import annotations
