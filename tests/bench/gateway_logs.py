@@ -6,7 +6,8 @@ Contract
 - `log_trouble(paths, limit)` -> {"lines": count, "excerpt": [first `limit` lines]}: JSON
   lines (structured or access-log records) count only when their level is a warning or
   worse or their status a 5xx; other lines when they look like trouble (gunicorn's [INFO]
-  lines never do). Reports of gevent's blocking monitor (diagnosis runs) are left out:
+  lines never do). A Python traceback counts once and is kept whole, its exception line
+  included. Reports of gevent's blocking monitor (diagnosis runs) are left out:
   tests.bench.probes reads those.
 - `access_log_lines(paths)` -> {"lines", "json_lines"} of the gateway's stdout files.
 - `metrics_probe(addr)` -> {"status", "samples"} of GET /metrics.
@@ -57,13 +58,22 @@ def log_trouble(paths: list[Path], limit: int = 40) -> dict[str, Any]:
         except OSError:
             continue
         with handle:
+            in_traceback = False
             for line in handle:
                 line = line.rstrip("\n")
+                if in_traceback:
+                    # a traceback's frames are indented; its first line that is not ends it
+                    # (the exception): kept whole, counted once
+                    in_traceback = line.startswith((" ", "\t"))
+                    if len(lines) < limit:
+                        lines.append(f"{path.name}: {line[:300]}")
+                    continue
                 record = _json_record(line)
                 bad = (_record_trouble(record) if record is not None
                        else bool(_TROUBLE.search(line)) and not _NOISE.search(line))
                 if bad:
                     count += 1
+                    in_traceback = line.startswith("Traceback (most recent call last)")
                     if len(lines) < limit:
                         lines.append(f"{path.name}: {line[:300]}")
     return {"lines": count, "excerpt": lines}
