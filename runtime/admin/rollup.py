@@ -34,12 +34,14 @@ LAG_SECONDS = 10.0
 # 200 at concurrency 1 (the server's bursts compete for the same cores). A run folds up to
 # 200,000 rows either way.
 CHUNK = {"sqlite": 50, "postgresql": 200}
+ROWS_PER_RUN = 200_000
 
 
 def chunk_rows(store: Store) -> int:
     """How many usage rows a background chunk (a fold, a prune) takes on this database."""
     return CHUNK.get(store.engine.dialect.name, CHUNK["sqlite"])
-ROWS_PER_RUN = 200_000
+
+
 def rollup_interval(env: Mapping[str, str] | None = None) -> float:
     env = os.environ if env is None else env
     text = env.get(INTERVAL_ENV) or ""

@@ -174,15 +174,21 @@ class Attempts:
             except OSError as exc:
                 upstream.close()
                 error = broken_off(exc)
-                return ("timeout" if error.status == 504 else "broken"), error, None
+                return _broken(error), error, None
             return Answered(upstream, target, deployment), None, None  # type: ignore[return-value]
         try:
             first = _first_chunk(upstream)
         except UpstreamError as exc:
             upstream.close()
-            return ("timeout" if exc.status == 504 else "broken"), exc, None
+            return _broken(exc), exc, None
         upstream.set_read_timeout(idle)
         return Answered(upstream, target, deployment, first), None, None  # type: ignore[return-value]
+
+
+def _broken(error: UpstreamError) -> str:
+    """The outcome of an answer that broke off before it was passed on: a stall (504) or a
+    break."""
+    return "timeout" if error.status == 504 else "broken"
 
 
 def _pinned(provider: Any, name: str, failed: Mapping[str, Deployment]) -> Deployment | None:

@@ -250,15 +250,7 @@ class FastPath:
             return True
 
         def work_in_one(cur) -> _AfterCommit:
-            mine = cur.connection.cursor()  # its answer is read after the commit
-
-            def held() -> bool:
-                found = mine.fetchone() is not None
-                mine.close()
-                return found
-
-            mine.execute(sql["hold_in_one"], params)
-            return _AfterCommit(held)
+            return _AfterCommit.of(cur, sql["hold_in_one"], params, lambda found: found)
 
         return self._holds.run(work if self._sqlite else work_in_one, account_id)
 
@@ -276,16 +268,10 @@ class FastPath:
             return settle_with(db, request_id, cost, usage.account_id)
 
         def in_one(cur) -> _AfterCommit:
-            mine = cur.connection.cursor()  # its answer is read after the commit
-            mine.execute(self._sql["settle_in_one"],
-                         _usage_params(usage, request_id, usage.account_id, cost, when))
-
-            def written() -> object:
-                found = mine.fetchone() is not None
-                mine.close()
-                return cost if found else _NOT_COVERED
-
-            return _AfterCommit(written)
+            return _AfterCommit.of(
+                cur, self._sql["settle_in_one"],
+                _usage_params(usage, request_id, usage.account_id, cost, when),
+                lambda found: cost if found else _NOT_COVERED)
 
         if wrap is None and not self._sqlite:
             # the common case in one statement; a hold that is gone or does not cover the
@@ -330,6 +316,21 @@ class _AfterCommit:
 
     def __init__(self, read: Callable[[], Any]) -> None:
         self.read = read
+
+    @classmethod
+    def of(cls, cur: Any, sql: str, params: Mapping[str, Any],
+           then: Callable[[bool], Any]) -> _AfterCommit:
+        """`sql` sent on a cursor of its own; its result is `then(whether it returned a
+        row)`, read after the commit."""
+        mine = cur.connection.cursor()
+        mine.execute(sql, params)
+
+        def read() -> Any:
+            found = mine.fetchone() is not None
+            mine.close()
+            return then(found)
+
+        return cls(read)
 
 
 class _CursorStatements:
