@@ -15,7 +15,9 @@ the call on the Core path, which owns every corner case (duplicate request ids, 
 mapping).
 
 On a SQLite file the fast path keeps its own connections with busy_timeout 0 and takes the
-write lock cooperatively (sqlite_lock.py).
+write lock cooperatively (sqlite_lock.py). On PostgreSQL its writes run on connections of its
+own too, in autocommit mode (see _PgConnections): a job that is one statement, alone in its
+batch, is that statement and nothing else, one round trip.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import os
 import re
 import sqlite3
+import threading
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
@@ -96,6 +99,11 @@ _NAMED = re.compile(r":([a-z_]+)\b")
 
 LOCK_WAIT_SECONDS = 10.0
 MAX_IDLE_CONNECTIONS = 32
+# PostgreSQL connections of a process's fast path: authentication (any number of concurrent
+# requests; more wait for one) and the heartbeat lane; the holds' and the settlements'
+# lanes, one each at a time
+PG_CONNECTIONS = 8
+PG_RELAXED_CONNECTIONS = 2
 
 
 class _SqliteConnections:
@@ -127,8 +135,79 @@ class _SqliteConnections:
             self._idle.append(conn)
 
 
+class _PgConnections:
+    """PostgreSQL connections of the fast path's own, always in autocommit mode: taken from
+    the engine's pool once and detached from it (so made with the engine's connect
+    arguments), then kept in a list, as _SqliteConnections does. Against a pooled connection
+    per job this saves the pool's checkout and check-in, the switches in and out of
+    autocommit, and on relaxed ones a SET LOCAL per transaction. A write lane uses one at a
+    time (group_commit.py), so a process holds a few. A forked child never touches (nor
+    closes) its parent's.
+
+    `relaxed` ones (the lanes of holds, key-spend reservations included, and of
+    settlements) commit without waiting for the WAL flush: synchronous_commit off for the
+    session. A settlement that waited held its account's row lock until the flush, and the
+    account's next hold waited with it: 1 ms at concurrency 1 on a quiet disk, up to 70 ms
+    while the disk was busy (the server's lock-wait log). A crash of the database server can
+    lose the transactions of its last WAL-writer delay (wal_writer_delay, 200 ms by
+    default), each whole or not at all. A durable commit only shortened that exposure: the
+    answer leaves before its settlement is written (settle_behind.py), so a charge was always
+    exposed to such a crash for as long as its write took, a few ms that become up to some
+    200 ms. A hold lost that way is charged by its settlement, which finds no hold and
+    charges the balance directly (ledger.settle_with); a settlement lost that way leaves its
+    hold, which a sweeper settles (runtime/billing/sweeper.py). Everything else commits as
+    the server is configured."""
+
+    def __init__(self, engine: Engine, relaxed: bool, limit: int) -> None:
+        self._engine = engine
+        self._relaxed = relaxed
+        self._limit = limit
+        self._idle: list[Any] = []
+        self._free = threading.BoundedSemaphore(limit)
+        ref = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: (live := ref()) and live._forsake())
+
+    def _forsake(self) -> None:
+        _INHERITED.extend(self._idle)  # never closed here: the parent's sockets
+        self._idle = []
+        self._free = threading.BoundedSemaphore(self._limit)
+
+    def get(self) -> Any:
+        """A psycopg connection, once fewer than `limit` are out (waits meanwhile)."""
+        self._free.acquire()
+        try:
+            while self._idle:
+                pg = self._idle.pop()
+                if not pg.closed:
+                    return pg
+            pooled = self._engine.raw_connection()
+            pooled.detach()
+            pg = pooled.dbapi_connection
+            try:
+                pg.autocommit = True
+                if self._relaxed:
+                    pg.execute("SET synchronous_commit TO off")
+            except BaseException:
+                pg.close()
+                raise
+            return pg
+        except BaseException:
+            self._free.release()
+            raise
+
+    def put(self, conn: Any, broken: bool = False) -> None:
+        if broken:
+            conn.close()
+        else:
+            self._idle.append(conn)
+        self._free.release()
+
+
+_INHERITED: list[Any] = []
+
+
 class _PooledConnections:
-    """Raw driver connections from a SQLAlchemy pool (PostgreSQL, in-memory SQLite)."""
+    """Raw driver connections from a SQLAlchemy pool (SQLite in memory or by URI)."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
@@ -149,9 +228,13 @@ class FastPath:
         self._sqlite = sqlite
         path = writer.url.database or ""
         if sqlite and path and path != ":memory:" and not path.startswith("file:"):
-            self._writer = self._reader = _SqliteConnections(path)
+            self._writer = self._reader = self._relaxed = _SqliteConnections(path)
+        elif sqlite:
+            self._writer = self._relaxed = _PooledConnections(writer)
+            self._reader = _PooledConnections(reader)
         else:
-            self._writer, self._reader = _PooledConnections(writer), _PooledConnections(reader)
+            self._writer = self._reader = _PgConnections(writer, False, PG_CONNECTIONS)
+            self._relaxed = _PgConnections(writer, True, PG_RELAXED_CONNECTIONS)
         convert = (lambda sql: sql) if sqlite else (lambda sql: _NAMED.sub(r"%(\1)s", sql))
         self._convert = convert
         self._sql = {name: convert(sql) for name, sql in (
@@ -162,7 +245,7 @@ class FastPath:
             ("credit", _CREDIT), ("debit", _DEBIT), ("usage", _INSERT_USAGE),
             ("balance", _BALANCE if sqlite else _BALANCE + " FOR UPDATE"))}
         # PostgreSQL: holds (with key-spend reservations) and settlements each have a lane of
-        # their own, committed without waiting for the WAL flush (see _pipelined), so that
+        # their own, committed without waiting for the WAL flush (see _PgConnections), so that
         # neither a request's writes nor the row locks they need wait for a flush; heartbeats
         # commit as the server is configured. SQLite has one writer at a time anyway.
         self._group = self._lane(relaxed=False)
@@ -187,14 +270,11 @@ class FastPath:
         conn = self._reader.get()
         broken = False
         try:
-            if not self._sqlite:
-                return _autocommit_read(conn.driver_connection, self._sql["auth"],
-                                        {"hash": secret_hash})
-            cur = conn.cursor()
+            cur = conn.cursor()  # PostgreSQL: in autocommit, one round trip
             cur.execute(self._sql["auth"], {"hash": secret_hash})
             row = cur.fetchone()
             cur.close()
-            if row is not None:  # SQLite hands timestamps back as text
+            if row is not None and self._sqlite:  # SQLite hands timestamps back as text
                 row = (*row[:5], *(None if v is None else datetime.fromisoformat(v)
                                    for v in row[5:7]), row[7], row[8],
                        None if row[9] is None else datetime.fromisoformat(row[9]), *row[10:])
@@ -211,7 +291,8 @@ class FastPath:
         `take` is called once the write lock is held). A failure of a single job (`alone`,
         or a batch of one) gives [None]; in a batch it raises, and GroupCommit runs each job
         alone. `relaxed`: commit without waiting for PostgreSQL's WAL flush."""
-        conn = self._writer.get()
+        connections = self._relaxed if relaxed else self._writer
+        conn = connections.get()
         broken = False
         works: list[Callable[[Any], Any]] = []
         try:
@@ -224,7 +305,9 @@ class FastPath:
                 cur.close()
                 return results
             works = take()
-            return _pipelined(conn.driver_connection, works, relaxed)
+            if len(works) == 1 and isinstance(works[0], _OneStatement):
+                return [works[0].alone(conn)]
+            return _pipelined(conn, works)
         except BaseException as exc:
             # a greenlet killed while it waits on PostgreSQL (a worker's stop) must not hand
             # its connection back in the middle of a transaction either
@@ -233,7 +316,7 @@ class FastPath:
                 return [None]
             raise
         finally:
-            self._writer.put(conn, broken)
+            connections.put(conn, broken)
 
     def hold(self, request_id: str, account_id: int, amount: int, now: datetime,
              spend_key: str | None = None) -> bool | None:
@@ -249,10 +332,9 @@ class FastPath:
             cur.execute(sql["hold_entry"], params)
             return True
 
-        def work_in_one(cur) -> _AfterCommit:
-            return _AfterCommit.of(cur, sql["hold_in_one"], params, lambda found: found)
-
-        return self._holds.run(work if self._sqlite else work_in_one, account_id)
+        if self._sqlite:
+            return self._holds.run(work, account_id)
+        return self._holds.run(_OneStatement(sql["hold_in_one"], params, _found), account_id)
 
     def settle(self, request_id: str, cost: int, usage: UsageRecord,
                now: datetime, wrap: Callable[[Any, Callable], Any] | None = None
@@ -267,16 +349,14 @@ class FastPath:
                 db = wrap(db, lambda sql, params: cur.execute(self._convert(sql), params))
             return settle_with(db, request_id, cost, usage.account_id)
 
-        def in_one(cur) -> _AfterCommit:
-            return _AfterCommit.of(
-                cur, self._sql["settle_in_one"],
-                _usage_params(usage, request_id, usage.account_id, cost, when),
-                lambda found: cost if found else _NOT_COVERED)
-
         if wrap is None and not self._sqlite:
             # the common case in one statement; a hold that is gone or does not cover the
             # cost was left untouched, and the general algorithm runs in a transaction of
             # its own
+            in_one = _OneStatement(
+                self._sql["settle_in_one"],
+                _usage_params(usage, request_id, usage.account_id, cost, when),
+                lambda found: cost if found else _NOT_COVERED)
             done = self._settlements.run(in_one, usage.account_id)
             if done is not _NOT_COVERED:
                 return done
@@ -286,9 +366,14 @@ class FastPath:
         """One UPDATE (named parameters, no RETURNING clause) in its own transaction, in the
         holds' lane: whether it changed a row; None when the driver failed. For a request's
         writes before its hold (a key's spend reservation, runtime/limits/spend.py), which a
-        crash of the database server may lose as it may lose the hold (see _pipelined)."""
+        crash of the database server may lose as it may lose the hold (see
+        _PgConnections)."""
+        statement = self._convert(sql) + " RETURNING 1"
+        if not self._sqlite:
+            return self._holds.run(_OneStatement(statement, params, _found))
+
         def work(cur) -> bool:
-            cur.execute(self._convert(sql) + " RETURNING 1", params)
+            cur.execute(statement, params)
             return cur.fetchone() is not None
 
         return self._holds.run(work)
@@ -309,6 +394,10 @@ class FastPath:
 _NOT_COVERED = object()  # _SETTLE_IN_ONE found no hold covering the cost: nothing written
 
 
+def _found(found: bool) -> bool:
+    return found
+
+
 class _AfterCommit:
     """A job's result that its pipeline delivers only with the commit (see _pipelined)."""
 
@@ -317,20 +406,35 @@ class _AfterCommit:
     def __init__(self, read: Callable[[], Any]) -> None:
         self.read = read
 
-    @classmethod
-    def of(cls, cur: Any, sql: str, params: Mapping[str, Any],
-           then: Callable[[bool], Any]) -> _AfterCommit:
-        """`sql` sent on a cursor of its own; its result is `then(whether it returned a
-        row)`, read after the commit."""
+
+class _OneStatement:
+    """A PostgreSQL job that is one statement: its result is `then(whether it returned a
+    row)`. In a batch it is sent on a cursor of its own and read after the commit; alone,
+    it is that statement in autocommit, which is a transaction by itself."""
+
+    __slots__ = ("sql", "params", "then")
+
+    def __init__(self, sql: str, params: Mapping[str, Any], then: Callable[[bool], Any]
+                 ) -> None:
+        self.sql, self.params, self.then = sql, params, then
+
+    def __call__(self, cur: Any) -> _AfterCommit:
         mine = cur.connection.cursor()
-        mine.execute(sql, params)
+        mine.execute(self.sql, self.params)
 
         def read() -> Any:
             found = mine.fetchone() is not None
             mine.close()
-            return then(found)
+            return self.then(found)
 
-        return cls(read)
+        return _AfterCommit(read)
+
+    def alone(self, pg: Any) -> Any:
+        cur = pg.cursor()
+        cur.execute(self.sql, self.params)
+        found = cur.fetchone() is not None
+        cur.close()
+        return self.then(found)
 
 
 class _CursorStatements:
@@ -382,52 +486,21 @@ def _usage_params(usage: UsageRecord, request_id: str, account_id: int, charged:
             "cost": charged, "latency": usage.latency_ms}
 
 
-def _autocommit_read(pg: Any, sql: str, params: Mapping[str, Any]) -> tuple | None:
-    """One row of a read on a psycopg connection in one round trip: without autocommit,
-    psycopg would send BEGIN before it and the caller a ROLLBACK after."""
-    pg.autocommit = True
-    try:
-        cur = pg.cursor()
-        cur.execute(sql, params)
-        row = cur.fetchone()
-        cur.close()
-        return row
-    finally:
-        pg.autocommit = False
+def _pipelined(pg: Any, works: list[Callable[[Any], Any]]) -> list[Any]:
+    """`works` in one PostgreSQL transaction in pipeline mode, on a connection in
+    autocommit mode: statements are sent without waiting for each answer; a job waits only
+    where it reads a result (a RETURNING row), so a settlement costs two round trips instead
+    of one per statement. A job that returns an `_AfterCommit` reads its answer once the
+    commit has brought it: a batch of holds (one statement each) costs one round trip.
 
-
-def _pipelined(pg: Any, works: list[Callable[[Any], Any]], relaxed: bool) -> list[Any]:
-    """`works` in one PostgreSQL transaction in pipeline mode: statements are sent without
-    waiting for each answer; a job waits only where it reads a result (a RETURNING row), so
-    a settlement costs two round trips instead of one per statement. A job that returns an
-    `_AfterCommit` reads its answer once the commit has brought it: a batch of holds (one
-    statement each) costs one round trip.
-
-    The transaction's BEGIN and COMMIT are sent as statements, on a connection in autocommit
-    mode for the duration: psycopg's own BEGIN in pipeline mode waits for its answer, one
-    round trip more.
-
-    A `relaxed` transaction (the lanes of holds, key-spend reservations included, and of
-    settlements) commits without waiting for the WAL flush (synchronous_commit off). A
-    settlement that waited held its account's row lock until the flush, and the account's
-    next hold waited with it: 1 ms at concurrency 1 on a quiet disk, up to 70 ms while the
-    disk was busy (the server's lock-wait log). A crash of the database server can lose the
-    transactions of its last WAL-writer delay (wal_writer_delay, 200 ms by default), each
-    whole or not at all. A durable commit only shortened that exposure: the answer leaves
-    before its settlement is written (settle_behind.py), so a charge was always exposed to
-    such a crash for as long as its write took, a few ms that become up to some 200 ms. A
-    hold lost that way is charged by its settlement, which finds no hold and charges the
-    balance directly (ledger.settle_with); a settlement lost that way leaves its hold, which
-    a sweeper settles (runtime/billing/sweeper.py). Everything else commits as the server is
-    configured.
+    The transaction's BEGIN and COMMIT are sent as statements: psycopg's own BEGIN in
+    pipeline mode waits for its answer, one round trip more. A job that raises leaves the
+    transaction open, never committed: it is rolled back here.
     """
-    pg.autocommit = True
     try:
         with pg.pipeline():
             cur = pg.cursor()
             cur.execute(_begin(pg))
-            if relaxed:
-                cur.execute("SET LOCAL synchronous_commit TO off")
             results = [work(cur) for work in works]
             cur.execute("COMMIT")
         cur.close()  # leaving the pipeline brought every answer, or raised the first error
@@ -439,7 +512,6 @@ def _pipelined(pg: Any, works: list[Callable[[Any], Any]], relaxed: bool) -> lis
 
         if pg.info.transaction_status != TransactionStatus.IDLE:
             pg.rollback()
-        pg.autocommit = False
 
 
 def _begin(pg: Any) -> str:

@@ -689,7 +689,7 @@ def test_the_hot_path_runs_on_the_driver_on_both_databases(store: Store) -> None
 def test_postgresql_settlements_commit_without_waiting_for_the_wal_flush(store: Store) -> None:
     """On PostgreSQL a settlement commits with synchronous_commit off, as a hold and a key's
     spend reservation do: one that waited for the flush kept its account's row lock
-    meanwhile, and the account's next hold waited with it (fastpath._pipelined). Its money is
+    meanwhile, and the account's next hold waited with it (fastpath._PgConnections). Its money is
     written all the same."""
     account = store.create_account("relaxed", 10_000)
     now = datetime.now(UTC)
