@@ -134,6 +134,9 @@ class _SqliteConnections:
         else:
             self._idle.append(conn)
 
+    def close(self) -> None:
+        _close_all(self._idle)
+
 
 class _PgConnections:
     """PostgreSQL connections of the fast path's own, always in autocommit mode: taken from
@@ -202,6 +205,14 @@ class _PgConnections:
             self._idle.append(conn)
         self._free.release()
 
+    def close(self) -> None:
+        _close_all(self._idle)
+
+
+def _close_all(idle: list[Any]) -> None:
+    while idle:
+        idle.pop().close()
+
 
 _INHERITED: list[Any] = []
 
@@ -219,6 +230,9 @@ class _PooledConnections:
         if broken:
             conn.invalidate()
         conn.close()
+
+    def close(self) -> None:
+        pass  # the engine's dispose closes them
 
 
 class FastPath:
@@ -251,6 +265,11 @@ class FastPath:
         self._group = self._lane(relaxed=False)
         self._holds = self._group if sqlite else self._lane(relaxed=True)
         self._settlements = self._group if sqlite else self._lane(relaxed=True)
+
+    def close(self) -> None:
+        """Close the idle connections of the fast path's own."""
+        for connections in (self._writer, self._reader, self._relaxed):
+            connections.close()  # the same one twice closes nothing more
 
     def _lane(self, relaxed: bool) -> GroupCommit:
         def batch(take: Callable[[], list[Callable[[Any], Any]]], alone: bool = False

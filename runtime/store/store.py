@@ -219,6 +219,7 @@ class Store:
             return False
 
     def close(self) -> None:
+        self._fast.close()
         self._reader.dispose()
         self._engine.dispose()
 

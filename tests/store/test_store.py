@@ -725,3 +725,47 @@ def test_a_fast_path_write_the_database_refuses_leaves_nothing_behind(store: Sto
         assert fast.hold(f"rq-next-{n}", account.id, 1_000, now) is True
     assert store.get_account("dup").balance_nano == 6_000
     assert store.audit("dup")["ok"]
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+def test_postgresql_fast_path_keeps_a_bounded_set_of_connections(store: Store,
+                                                                  db_url: str) -> None:
+    """Forty requests authenticating and holding at once all succeed, on no more server
+    connections than the fast path's limits (beyond them a request waits for one), and
+    closing the store closes them."""
+    import threading
+
+    import psycopg
+
+    from runtime.store import fastpath
+
+    account = store.create_account("crowd", 1_000_000)
+    _record, secret = store.create_key("crowd", "k")
+    admin_url = os.environ[PG_ENV].replace("postgresql+psycopg://", "postgresql://", 1)
+    pids = ("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND application_name = 'tokmodel'")
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        before = {row[0] for row in admin.execute(pids)}
+        start = threading.Barrier(40)
+        failures: list[str] = []
+
+        def request(n: int) -> None:
+            start.wait()
+            if store.authenticate(secret) is None:
+                failures.append(f"auth {n}")
+            if not store.hold(f"rq-crowd-{n}", account.id, 1_000):
+                failures.append(f"hold {n}")
+
+        threads = [threading.Thread(target=request, args=(n,)) for n in range(40)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert failures == []
+        opened = {row[0] for row in admin.execute(pids)} - before
+        pool = store._engine.pool
+        assert 0 < len(opened) <= (fastpath.PG_CONNECTIONS + fastpath.PG_RELAXED_CONNECTIONS
+                                   + pool.size() + pool._max_overflow)
+        assert store.get_account("crowd").balance_nano == 1_000_000 - 40 * 1_000
+        store.close()
+        assert opened & {row[0] for row in admin.execute(pids)} == set()
