@@ -72,6 +72,9 @@ def parse(argv: list[str]) -> tuple[Options, argparse.Namespace]:
     add("--tails-seconds", type=float, help="seconds per tails run")
     add("--tails-warmup", type=float)
     add("--tails-rows", type=int, help="usage rows the tails' databases are filled with")
+    add("--tails-backlog", action="store_true", default=None,
+        help="leave the filled rows unfolded: the gateway folds them during the tails, as "
+        "after an upgrade from a version without the usage sums (default: folded)")
     add("--postgres", metavar="URL", help=f"PostgreSQL server for the tails (default: "
         f"${POSTGRES_ENV} with --full; '' for none); throwaway databases are made on it")
     add("--soak-seconds", type=float)

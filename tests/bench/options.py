@@ -41,6 +41,7 @@ class Options:
     tails_seconds: float = 10.0
     tails_warmup: float = 3.0
     tails_rows: int = 100_000
+    tails_backlog: bool = False          # leave the filled rows for the gateway's paced fold
     postgres: str = ""                   # a PostgreSQL URL: tails on it too
     # soak: mixed traffic
     soak_seconds: float = 60.0

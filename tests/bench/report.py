@@ -28,6 +28,7 @@ TARGETS = {
     "worker_rss_mb": 300.0,
     "tails_p99_ms": 10.0,
     "tails_max_ms": 50.0,
+    "postgres_to_sqlite": 1.5,           # p50 at concurrency 1, each tails scenario
     "soak_stall_ms": 50.0,
     "soak_growth_percent": 5.0,
 }
@@ -193,6 +194,27 @@ def tails_rows(t: dict[str, Any] | None) -> list[Row]:
                     f"{w['max_ms']:.1f} ({w['n']} req); {k['over_50ms']} over 50 ms"
                     + (f"; {k['errors']} errors" if k["errors"] else ""),
                     target, _verdict(_tails_ok(k))))
+    return out + _postgres_to_sqlite(t)
+
+
+def _postgres_to_sqlite(t: dict[str, Any]) -> list[Row]:
+    """PostgreSQL's p50 over SQLite's in each scenario both databases ran."""
+    by_db = {db["kind"]: {sc["name"]: sc["kinds"] for sc in db.get("scenarios", [])}
+             for db in t.get("databases", []) if db.get("kind")}
+    sqlite, postgres = by_db.get("sqlite", {}), by_db.get("postgresql", {})
+    limit = TARGETS["postgres_to_sqlite"]
+    out: list[Row] = []
+    for name, kinds in postgres.items():
+        if name not in sqlite:
+            continue
+        ratios = {kind: kinds[kind]["p50_ms"] / sqlite[name][kind]["p50_ms"]
+                  for kind in ("plain", "stream")
+                  if kinds.get(kind) and (sqlite[name].get(kind) or {}).get("p50_ms")}
+        if not ratios:
+            continue
+        out.append((f"PostgreSQL / SQLite p50 at concurrency 1, {name}",
+                    ", ".join(f"{KIND_LABEL[kind]} {r:.2f}x" for kind, r in ratios.items()),
+                    "", "", "", f"<= {limit:g}x", _verdict(max(ratios.values()) <= limit)))
     return out
 
 

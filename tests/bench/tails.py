@@ -12,8 +12,9 @@ chunks from the fast upstream, on two keep-alive connections used in turn):
 2. per database (a SQLite file in the work directory; a throwaway PostgreSQL database on
    `opts.postgres`, dropped afterwards): an account and key made with `tokmodel`, then
    - "fresh": a gateway (`opts.workers` workers) after `opts.tails_warmup` s of warm-up;
-   - the database filled with `opts.tails_rows` settled requests (tests.bench.fill), and a
-     new gateway, warmed up the same way;
+   - the database filled with `opts.tails_rows` settled requests (tests.bench.fill; folded
+     into the usage sums unless `opts.tails_backlog`), and a new gateway, warmed up the same
+     way;
    - "restarted": that gateway stopped and a new one started, measured from its very first
      request (the first minute after a deploy);
    then the post-run ledger check (tests.bench.ledger_check) of the bench's account.
@@ -106,9 +107,9 @@ def _database(bench: Bench, opts: Options, db: Database, say: Any) -> dict[str, 
     out["scenarios"].append(_gateway_run(bench, opts, db, secret, "fresh", True, say))
     if opts.tails_rows > 0:
         say(f"tails: filling {db.label} with {opts.tails_rows:,} usage rows ...")
-        out["fill"] = fill.fill(db.url, opts.tails_rows)
+        out["fill"] = fill.fill(db.url, opts.tails_rows, fold=not opts.tails_backlog)
         say(f"tails: filled in {out['fill']['seconds']} s")
-        rows = f"{opts.tails_rows:,} rows"
+        rows = f"{opts.tails_rows:,} rows" + (" unfolded" if opts.tails_backlog else "")
         out["scenarios"].append(_gateway_run(bench, opts, db, secret, rows, True, say))
         out["scenarios"].append(_gateway_run(bench, opts, db, secret,
                                              f"{rows}, just restarted", False, say))
