@@ -1,5 +1,6 @@
 """The three per-request statements of the store — authenticate, hold, settle — on raw DB-API
-connections taken from the store's SQLAlchemy pools.
+connections: the fast path's own on a SQLite file and on PostgreSQL, from the store's
+SQLAlchemy pool for SQLite in memory.
 
 They are the gateway's hot path: SQLAlchemy Core's execution machinery costs about 50 µs per
 statement, several times the work SQLite itself does, so these run the same SQL as ledger.py
