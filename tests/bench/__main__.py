@@ -69,13 +69,16 @@ def parse(argv: list[str]) -> tuple[Options, argparse.Namespace]:
     add("--stream-interval", type=float)
     add("--worker-connections", type=int, help="gunicorn worker_connections of the streams "
         "part's gateway (0: the gateway's default)")
+    add("--db-ratio-seconds", type=float, help="seconds per database in each round of the "
+        "databases part (PostgreSQL against SQLite at concurrency 1)")
     add("--tails-seconds", type=float, help="seconds per tails run")
     add("--tails-warmup", type=float)
     add("--tails-rows", type=int, help="usage rows the tails' databases are filled with")
     add("--tails-backlog", action="store_true", default=None,
         help="leave the filled rows unfolded: the gateway folds them during the tails, as "
         "after an upgrade from a version without the usage sums (default: folded)")
-    add("--postgres", metavar="URL", help=f"PostgreSQL server for the tails (default: "
+    add("--postgres", metavar="URL", help=f"PostgreSQL server for the databases part "
+        f"and the tails (default: "
         f"${POSTGRES_ENV} with --full; '' for none); throwaway databases are made on it")
     add("--soak-seconds", type=float)
     add("--soak-rate", type=float, help="background requests per second in the soak")

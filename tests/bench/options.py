@@ -15,8 +15,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-PARTS = ("latency", "throughput", "stream-rate", "streams", "tails", "soak", "hot")
-DEFAULT_PARTS = ("latency", "throughput", "stream-rate", "streams", "tails", "hot")
+PARTS = ("latency", "throughput", "stream-rate", "streams", "databases", "tails", "soak",
+         "hot")
+DEFAULT_PARTS = ("latency", "throughput", "stream-rate", "streams", "databases", "tails",
+                 "hot")
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,9 @@ class Options:
     tails_warmup: float = 3.0
     tails_rows: int = 100_000
     tails_backlog: bool = False          # leave the filled rows for the gateway's paced fold
-    postgres: str = ""                   # a PostgreSQL URL: tails on it too
+    postgres: str = ""                   # a PostgreSQL URL: tails and databases on it
+    # databases: PostgreSQL against SQLite at concurrency 1, `rounds` interleaved rounds
+    db_ratio_seconds: float = 10.0
     # soak: mixed traffic
     soak_seconds: float = 60.0
     soak_rate: float = 60.0              # background requests per second (about)
@@ -58,6 +62,7 @@ def quick(opts: Options) -> Options:
     return replace(opts, requests=300, warmup=50, duration=2.0, streams=100, stream_seconds=3,
                    hot_iterations=300, stream_rate_duration=2.0, tails_seconds=3.0,
                    tails_warmup=1.0, tails_rows=20_000, soak_seconds=20.0,
+                   db_ratio_seconds=2.0,
                    soak_sample_seconds=1.0)
 
 

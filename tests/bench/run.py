@@ -16,10 +16,12 @@ a requests.Session, served by the same `tokmodel serve` code path and gunicorn s
 3. stream-rate: the same with streams of `opts.stream_chunks` chunks from the fast upstream,
    all three sides (the passthrough streams too);
 4. streams: `opts.streams` slow concurrent streams on ONE worker (tests.bench.streams);
-5. tails: long runs at concurrency 1 on fresh, filled and just-restarted databases, SQLite
+5. databases: PostgreSQL's latency at concurrency 1 against SQLite's, interleaved rounds
+   (tests.bench.db_ratio; only with a PostgreSQL URL);
+6. tails: long runs at concurrency 1 on fresh, filled and just-restarted databases, SQLite
    and PostgreSQL (tests.bench.tails);
-6. soak: mixed traffic for `opts.soak_seconds` s, memory and stalls (tests.bench.soak);
-7. hot: hot-path costs in-process (tests.bench.hot; an error there is reported, not fatal);
+7. soak: mixed traffic for `opts.soak_seconds` s, memory and stalls (tests.bench.soak);
+8. hot: hot-path costs in-process (tests.bench.hot; an error there is reported, not fatal);
 plus, after parts 1-4 (the SQLite file `bench.db`), the money check
 (tests.bench.ledger_check), the gateway logs' warnings/errors, how many access-log lines the
 gateway wrote and whether GET /metrics answered. CPU use of every process is sampled from
@@ -37,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.bench import hot, ledger_check, load
+from tests.bench.db_ratio import databases_phase
 from tests.bench.gateway_logs import access_log_lines, log_trouble, metrics_probe
 from tests.bench.latency import percentile
 from tests.bench.options import Options
@@ -133,6 +136,9 @@ def run(opts: Options, workdir: Path, procs: Procs, say: Any = print) -> dict[st
 
     if bench.logs:  # the gateways of parts 1-4 ran on bench.db
         out["ledger"] = ledger_check.check(bench.main, ["bench"])
+
+    if "databases" in parts:
+        out["databases"] = databases_phase(bench, opts, say)
 
     if "tails" in parts:
         out["tails"] = tails_phase(bench, opts, say, upstream)
