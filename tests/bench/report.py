@@ -204,18 +204,18 @@ def databases_rows(d: dict[str, Any] | None) -> list[Row]:
     if not d:
         return []
     limit = TARGETS["postgres_to_sqlite"]
-    rows: list[Row] = []
+    out: list[Row] = []
     for kind in ("plain", "stream"):
         rounds = ", ".join(f"{r:.2f}" for r in d["ratios"][kind])
         sqlite = statistics.median(r[kind]["p50_ms"] for r in d["sqlite"])
         postgres = statistics.median(r[kind]["p50_ms"] for r in d["postgresql"])
-        rows.append((
+        out.append((
             f"PostgreSQL / SQLite p50 at concurrency 1, {KIND_LABEL[kind]} (median of "
             f"{d['rounds']} interleaved rounds of {d['seconds']:g} s; ms: PostgreSQL "
             f"{postgres:.2f}, SQLite {sqlite:.2f})",
             f"**{d['ratio'][kind]:.2f}x** (rounds {rounds})", "", "", "",
             f"<= {limit:g}x", _verdict(d["ratio"][kind] <= limit)))
-    return rows
+    return out
 
 
 def soak_rows(s: dict[str, Any] | None) -> list[Row]:
