@@ -728,8 +728,7 @@ def test_a_fast_path_write_the_database_refuses_leaves_nothing_behind(store: Sto
 
 
 @pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
-def test_postgresql_fast_path_keeps_a_bounded_set_of_connections(store: Store,
-                                                                  db_url: str) -> None:
+def test_postgresql_fast_path_keeps_a_bounded_set_of_connections(db_url: str) -> None:
     """Forty requests authenticating and holding at once all succeed, on no more server
     connections than the fast path's limits (beyond them a request waits for one), and
     closing the store closes them."""
@@ -739,33 +738,35 @@ def test_postgresql_fast_path_keeps_a_bounded_set_of_connections(store: Store,
 
     from runtime.store import fastpath
 
+    name = "tm_crowd_" + uuid.uuid4().hex[:8]  # this store's connections, and no others
+    store = open_store(f"{db_url}&application_name={name}")
     account = store.create_account("crowd", 1_000_000)
     _record, secret = store.create_key("crowd", "k")
     admin_url = os.environ[PG_ENV].replace("postgresql+psycopg://", "postgresql://", 1)
-    pids = ("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-            "AND application_name = 'tokmodel'")
+    mine = "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
+    start = threading.Barrier(40)
+    failures: list[str] = []
+
+    def request(n: int) -> None:
+        start.wait()
+        if store.authenticate(secret) is None:
+            failures.append(f"auth {n}")
+        if not store.hold(f"rq-crowd-{n}", account.id, 1_000):
+            failures.append(f"hold {n}")
+
     with psycopg.connect(admin_url, autocommit=True) as admin:
-        before = {row[0] for row in admin.execute(pids)}
-        start = threading.Barrier(40)
-        failures: list[str] = []
-
-        def request(n: int) -> None:
-            start.wait()
-            if store.authenticate(secret) is None:
-                failures.append(f"auth {n}")
-            if not store.hold(f"rq-crowd-{n}", account.id, 1_000):
-                failures.append(f"hold {n}")
-
-        threads = [threading.Thread(target=request, args=(n,)) for n in range(40)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert failures == []
-        opened = {row[0] for row in admin.execute(pids)} - before
-        pool = store._engine.pool
-        assert 0 < len(opened) <= (fastpath.PG_CONNECTIONS + fastpath.PG_RELAXED_CONNECTIONS
-                                   + pool.size() + pool._max_overflow)
-        assert store.get_account("crowd").balance_nano == 1_000_000 - 40 * 1_000
-        store.close()
-        assert opened & {row[0] for row in admin.execute(pids)} == set()
+        try:
+            threads = [threading.Thread(target=request, args=(n,)) for n in range(40)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert failures == []
+            opened = admin.execute(mine, (name,)).fetchone()[0]
+            pool = store._engine.pool
+            assert 0 < opened <= (fastpath.PG_CONNECTIONS + fastpath.PG_RELAXED_CONNECTIONS
+                                  + pool.size() + pool._max_overflow)
+            assert store.get_account("crowd").balance_nano == 1_000_000 - 40 * 1_000
+        finally:
+            store.close()
+        assert admin.execute(mine, (name,)).fetchone()[0] == 0
