@@ -1,7 +1,8 @@
 """Under gevent (the gunicorn worker), psycopg waits on the worker's event loop
 (runtime/store/pg_wait.py): a write that waits for a row lock on PostgreSQL leaves the
-worker's other greenlets running, and the hot path's holds and settlements, pipelined or
-not, come out as they did. Run in a subprocess, patched from the start; needs
+worker's other greenlets running, the hot path's holds and settlements, pipelined or
+not, come out as they did, and more greenlets than the fast path has connections wait their
+turn for one. Run in a subprocess, patched from the start; needs
 TOKMODEL_TEST_POSTGRES_URL."""
 
 from __future__ import annotations
@@ -46,6 +47,11 @@ locker.close()
 gevent.joinall(holds, timeout=5)
 ticker.kill()
 
+_key, secret = store.create_key("acme", "k")
+readers = [gevent.spawn(store.authenticate, secret) for _ in range(30)]
+gevent.joinall(readers, timeout=10)
+authenticated = sum(1 for r in readers if r.value is not None and r.value.name == "k")
+
 charged = [store.settle(f"rq-{n}", 60, UsageRecord(
     request_id=f"rq-{n}", account_id=account.id, key_id=None, endpoint="chat", model="m",
     provider="p", status=200, created_at=datetime.now(UTC))) for n in range(3)]
@@ -53,6 +59,7 @@ print(json.dumps({
     "installed": waiting.wait is pg_wait.wait,
     "waited": waited, "held": [h.value for h in holds], "ticks": len(ticks),
     "charged": charged, "balance": store.get_account("acme").balance_nano,
+    "authenticated": authenticated,
 }))
 """
 
@@ -75,4 +82,6 @@ def test_a_write_waiting_on_postgresql_leaves_the_worker_running(pg_url):
     assert result["waited"] and result["held"] == [True, True, True], result
     assert result["ticks"] >= 15, result
     assert result["charged"] == [60, 60, 60]
+    # thirty greenlets reading keys at once share the fast path's few connections
+    assert result["authenticated"] == 30, result
     assert result["balance"] == 1_000 - 3 * 60
