@@ -450,7 +450,14 @@ class _OneStatement:
         self.sql, self.params, self.then = sql, params, then
 
     def __call__(self, cur: Any) -> _AfterCommit:
-        mine = cur.connection.cursor()
+        return _AfterCommit(self._send(cur.connection))
+
+    def alone(self, pg: Any) -> Any:
+        return self._send(pg)()
+
+    def _send(self, pg: Any) -> Callable[[], Any]:
+        """Send the statement on a cursor of its own; what it returns reads the result."""
+        mine = pg.cursor()
         mine.execute(self.sql, self.params)
 
         def read() -> Any:
@@ -458,14 +465,7 @@ class _OneStatement:
             mine.close()
             return self.then(found)
 
-        return _AfterCommit(read)
-
-    def alone(self, pg: Any) -> Any:
-        cur = pg.cursor()
-        cur.execute(self.sql, self.params)
-        found = cur.fetchone() is not None
-        cur.close()
-        return self.then(found)
+        return read
 
 
 class _CursorStatements:

@@ -23,7 +23,7 @@ from typing import Any
 
 from tests.bench import databases, latency, ledger_check, load
 from tests.bench.options import Options
-from tests.bench.servers import Bench
+from tests.bench.servers import Bench, Server
 from tests.bench.tails import mix
 
 KINDS = ("plain", "stream")
@@ -35,16 +35,13 @@ def databases_phase(bench: Bench, opts: Options, say: Any) -> dict[str, Any]:
         return {}
     sqlite_db = databases.sqlite(bench.workdir / "ratio.db", "SQLite")
     with databases.postgres(opts.postgres, "PostgreSQL") as pg_db:
-        sides = {}
-        pools: list[load.HttpConn] = []
+        sides: dict[str, tuple[Server, list[load.Timed], list[load.HttpConn]]] = {}
         try:
             for name, db in (("sqlite", sqlite_db), ("postgresql", pg_db)):
                 server = bench.start_gateway(opts.workers, db=db)
-                pool = [load.HttpConn(server.addr) for _ in range(2)]
-                pools += pool
                 requests = mix(bench, server.addr, opts, bench.make_key(db))
-                load.timed_mix(server.addr, requests, opts.tails_warmup, pool=pool)
-                sides[name] = (server, requests, pool)
+                sides[name] = (server, requests, [load.HttpConn(server.addr) for _ in range(2)])
+                load.timed_mix(server.addr, requests, opts.tails_warmup, pool=sides[name][2])
             out: dict[str, Any] = {"rounds": opts.rounds, "seconds": opts.db_ratio_seconds,
                                    "sqlite": [], "postgresql": []}
             for n in range(opts.rounds):
@@ -57,9 +54,9 @@ def databases_phase(bench: Bench, opts: Options, say: Any) -> dict[str, Any]:
                                              pool=pool)
                     out[name].append(latency.by_kind(samples))
         finally:
-            for conn in pools:
-                conn.close()
-            for server, _requests, _pool in sides.values():
+            for server, _requests, pool in sides.values():
+                for conn in pool:
+                    conn.close()
                 bench.procs.stop(server.proc)
         out["ratios"] = {kind: [round(p[kind]["p50_ms"] / s[kind]["p50_ms"], 3)
                                 for s, p in zip(out["sqlite"], out["postgresql"], strict=True)]
