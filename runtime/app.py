@@ -16,6 +16,7 @@ from typing import Any
 import falcon
 
 from runtime.admin import add_governance_routes
+from runtime.after_answer import AfterAnswer
 from runtime.catalogue import Catalogue, load_catalogue
 from runtime.client_body import BodyGuard
 from runtime.console import add_console_routes
@@ -113,12 +114,12 @@ def create_app(settings: Settings, registry: ModuleType, store: Store, upstream:
     return app
 
 
-def get_app() -> BodyGuard:
+def get_app() -> AfterAnswer:
     """The app for this process, configured from the environment."""
     return build_app()[0]
 
 
-def build_app() -> tuple[BodyGuard, Store]:
+def build_app() -> tuple[AfterAnswer, Store]:
     """`get_app()` and the store it serves from (whose holds the worker keeps alive): the app
     with the idle timeout on request bodies and the disposal of unread ones
     (runtime/client_body.py)."""
@@ -130,7 +131,7 @@ def build_app() -> tuple[BodyGuard, Store]:
                      Upstream(max_answer_bytes=settings.max_upstream_answer_bytes),
                      load_catalogue(settings.providers_file, registry=registry))
     warm_up(registry)
-    return BodyGuard(app, settings.body_idle_timeout, settings.max_body_bytes), store
+    return AfterAnswer(BodyGuard(app, settings.body_idle_timeout, settings.max_body_bytes)), store
 
 
 def warm_up(registry: ModuleType) -> None:

@@ -24,9 +24,10 @@ requests, the application is called unchanged.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
+from runtime.after_answer import RunAfter
 from runtime.errors import GatewayError
 
 DRAIN_SECONDS = 2.0
@@ -87,25 +88,6 @@ class _Input:
         return self.consumed < length if length is not None else True
 
 
-class _DrainAfter:
-    """The response body, then (in close(), after gunicorn sent it) the bounded drain."""
-
-    def __init__(self, result: Iterable[bytes], drain: Callable[[], None]) -> None:
-        self._result = result
-        self._drain = drain
-
-    def __iter__(self) -> Iterator[bytes]:
-        return iter(self._result)
-
-    def close(self) -> None:
-        try:
-            close = getattr(self._result, "close", None)
-            if close is not None:
-                close()
-        finally:
-            self._drain()
-
-
 class BodyGuard:
     def __init__(self, app: Callable[..., Any], idle_timeout: float, drain_bytes: int) -> None:
         self.app = app
@@ -133,7 +115,7 @@ class BodyGuard:
             sock.settimeout(prior)
         if guarded.timed_out or not guarded.unread(length if not chunked else None):
             return result
-        return _DrainAfter(result, lambda: self._drain(body, sock, prior, start_response))
+        return RunAfter(result, [lambda: self._drain(body, sock, prior, start_response)])
 
     def _drain(self, body: Any, sock: Any, prior: float | None,
                start_response: Callable[..., Any]) -> None:

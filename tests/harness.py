@@ -11,6 +11,7 @@ at fake upstream servers; all other provider keys are cleared so nothing reaches
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -107,6 +108,19 @@ class Gateway:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def access_lines(self, request_id: str, timeout: float = SETTLE_TIMEOUT
+                     ) -> list[dict[str, Any]]:
+        """The access-log lines of a request, waiting at most `timeout` seconds for the
+        first (a worker writes it just after the answer has been sent:
+        runtime/after_answer.py)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = [json.loads(line) for line in self.log().splitlines()
+                     if line.startswith("{") and request_id in line]
+            if lines or time.monotonic() > deadline:
+                return lines
+            time.sleep(0.01)
 
     def stop(self) -> None:
         if self in LIVE:

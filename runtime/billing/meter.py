@@ -81,7 +81,8 @@ class Meter:
             cost_nano=cost, latency_ms=int((time.monotonic() - self.started) * 1000))
         store, request_id, spend_key = self.store, self.request_id, self.spend_key
         written = settle_behind.submit(
-            request_id, lambda: store.settle(request_id, cost, record, spend_key))
+            request_id, lambda behind: store.settle(request_id, cost, record, spend_key,
+                                                    behind=behind))
         # behind the answer (None) the write records exactly `cost`: store.settle returns
         # less only for a request a sweeper settled already, taking its worker for lost
         self.charged = cost if written is None else written

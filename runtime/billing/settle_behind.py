@@ -14,6 +14,8 @@ Money: the hold stays in place until the write commits, so the account's balance
 shows more than it has; a write that fails is tried again (RETRY_PAUSES), and after the last
 attempt the hold is left to the sweeper, as an inline settlement that failed would be.
 `wait(timeout)` waits for the writes in flight: a worker calls it before it exits.
+`write(behind)` is told which way it runs: a write behind the answer may wait a moment for
+the next request's hold to share its commit (Store.settle).
 
 The writes are taken from a queue by up to WRITERS long-lived greenlets, started as they are
 needed: a greenlet spawned per write cost about 15 us and an mmap/munmap pair per request.
@@ -48,7 +50,7 @@ class _Writers:
         self.idle = 0         # writers waiting for a job
         self.started = 0
 
-    def submit(self, request_id: str, write: Callable[[], int]) -> None:
+    def submit(self, request_id: str, write: Callable[[bool], int]) -> None:
         self.pending += 1
         self.drained.clear()
         self.jobs.put((request_id, write))
@@ -85,11 +87,11 @@ def enable() -> None:
         _writers = _Writers()
 
 
-def submit(request_id: str, write: Callable[[], int]) -> int | None:
-    """Run `write` (the settlement's database write, idempotent per request id): inline,
-    returning what it returns, or behind the answer, returning None."""
+def submit(request_id: str, write: Callable[[bool], int]) -> int | None:
+    """Run `write(behind)` (the settlement's database write, idempotent per request id):
+    inline, returning what it returns, or behind the answer, returning None."""
     if not _behind or _writers is None:
-        return write()
+        return write(False)
     _writers.submit(request_id, write)
     return None
 
@@ -106,12 +108,12 @@ def wait(timeout: float) -> bool:
     return _writers.drained.wait(timeout)
 
 
-def _write_with_retries(request_id: str, write: Callable[[], int]) -> None:
+def _write_with_retries(request_id: str, write: Callable[[bool], int]) -> None:
     import gevent
 
     for attempt, pause in enumerate((*RETRY_PAUSES, None)):
         try:
-            write()
+            write(True)
             return
         except Exception:
             if pause is None:

@@ -10,7 +10,8 @@ process_resource: until the pipeline names the endpoint kind, an API request is 
 its route template (``/v1/models/{model_id:path}``), or ``unmatched`` when no route matched,
 so a client inventing paths cannot create metric series.
 process_response: sets the ``x-request-id`` response header and finishes the record with
-the response's status, unless ``record.deferred`` (a stream finishes it when it ends).
+the response's status once the answer has been sent (runtime/after_answer.py), unless
+``record.deferred`` (a stream finishes it when it ends).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 
 import falcon
 
+from runtime.after_answer import defer
 from runtime.observability.record import RequestRecord
 from runtime.request_ids import new_request_id
 
@@ -71,4 +73,5 @@ class RequestRecords:
             return
         resp.set_header("x-request-id", record.request_id)
         if not record.deferred:
-            record.finish(resp.status_code)
+            status = resp.status_code
+            defer(req.env, lambda: record.finish(status))

@@ -107,6 +107,9 @@ MAX_IDLE_CONNECTIONS = 32
 # lanes, one each at a time
 PG_CONNECTIONS = 8
 PG_RELAXED_CONNECTIONS = 2
+# how long a settlement written behind its answer may wait for a hold to share its commit,
+# where the two share a lane (SQLite): the next request's, at concurrency 1
+SETTLE_LINGER_SECONDS = 0.002
 
 
 class _SqliteConnections:
@@ -368,10 +371,11 @@ class FastPath:
         return self._holds.run(_OneStatement(sql["hold_in_one"], params, _found), account_id)
 
     def settle(self, request_id: str, cost: int, usage: UsageRecord,
-               now: datetime, wrap: Callable[[Any, Callable], Any] | None = None
-               ) -> int | None:
+               now: datetime, wrap: Callable[[Any, Callable], Any] | None = None,
+               behind: bool = False) -> int | None:
         """`wrap(statements, run)` may add statements to the settlement's, run with
-        `run(sql, params)` (named parameters) on its cursor."""
+        `run(sql, params)` (named parameters) on its cursor. `behind`: nobody waits for this
+        write, which may then wait for company (SETTLE_LINGER_SECONDS)."""
         when = self._time(usage.created_at or now)
 
         def general(cur) -> int:
@@ -391,7 +395,8 @@ class FastPath:
             done = self._settlements.run(in_one, usage.account_id)
             if done is not _NOT_COVERED:
                 return done
-        return self._settlements.run(general, usage.account_id)
+        linger = SETTLE_LINGER_SECONDS if behind and self._settlements is self._holds else 0.0
+        return self._settlements.run(general, usage.account_id, linger)
 
     def update_one(self, sql: str, params: Mapping[str, Any]) -> bool | None:
         """One UPDATE (named parameters, no RETURNING clause) in its own transaction, in the

@@ -553,9 +553,11 @@ class Store:
 
     @_db_errors
     def settle(self, request_id: str, cost_nano: int, usage: UsageRecord,
-               spend_key: str | None = None) -> int:
+               spend_key: str | None = None, behind: bool = False) -> int:
         """Charge the cost (from the hold, then the balance, the rest as the account's debt),
-        give back what the hold did not need, log `usage`; return the charge.
+        give back what the hold did not need, log `usage`; return the charge. `behind`: the
+        answer has gone and nobody waits for this write (runtime/billing/settle_behind.py),
+        which may then wait a moment to share the next hold's commit.
 
         Idempotent per request id: a second settle charges nothing and logs nothing. A cost
         of 0 releases the hold fully.
@@ -568,7 +570,7 @@ class Store:
 
         charged = self._fast.settle(request_id, cost_nano, usage, now, (
             lambda db, run: spendlib.KeySpendStatements(db, run, spend_key, now)
-        ) if spend_key else None)
+        ) if spend_key else None, behind)
         if charged is not None:
             return charged
         try:

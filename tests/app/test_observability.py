@@ -14,6 +14,7 @@ import falcon
 import falcon.testing
 import pytest
 
+from runtime.after_answer import AfterAnswer
 from runtime.billing.credits import format_credits
 from runtime.observability import (
     RequestRecord,
@@ -330,3 +331,23 @@ def test_middleware_keeps_other_routes_out_of_log_and_metrics(app, log_lines):
         assert echo.records[-1].quiet and echo.records[-1].finished
     assert log_lines() == []
     assert metrics_text()[0].count(b'endpoint="/healthz"') == before == 0
+
+
+def test_middleware_finishes_the_record_once_the_answer_has_been_sent(log_lines):
+    """Served through AfterAnswer (as gunicorn serves the gateway), the log line and the
+    request metrics are written when the server closes the answer it has sent, not before."""
+    echo = _Echo()
+    application = falcon.App(middleware=[RequestRecords()])
+    application.add_route("/v1/chat/completions", echo)
+    served = AfterAnswer(application)
+    environ = falcon.testing.create_environ("/v1/chat/completions")
+    started: list[str] = []
+    body = served(environ, lambda status, headers, *exc: started.append(status))
+    assert started == ["200 OK"]
+    sent = b"".join(body)   # the server writes the answer
+    assert json.loads(sent) == {"endpoint": "/v1/chat/completions"}
+    assert not echo.records[-1].finished and log_lines() == []
+    body.close()   # ... then closes it
+    assert echo.records[-1].finished
+    assert [(line["endpoint"], line["status"]) for line in log_lines()] == \
+        [("/v1/chat/completions", 200)]

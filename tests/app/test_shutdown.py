@@ -158,6 +158,11 @@ def test_stream_outliving_the_shutdown_timeout_is_cut_and_settled_once(
     assert gw.store.release_stale_holds(0) == 0
 
 
+def _requests_counted(scrape: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in scrape.splitlines()
+               if line.startswith("tokmodel_requests_total{"))
+
+
 def test_metrics_on_two_workers_are_one_aggregate(tmp_path, upstream, stopper):
     gw = start_gateway(tmp_path, {"OPENAI_BASE_URL": upstream.base_url,
                                   "OPENAI_API_KEY": "sk-openai-upstream"}, workers=2)
@@ -171,12 +176,13 @@ def test_metrics_on_two_workers_are_one_aggregate(tmp_path, upstream, stopper):
                                      "Connection": "close"})
         assert resp.status_code == 200
     # /readyz answered from one worker: the other may still be starting, and its gauges
-    # (deployment_up) appear when it has loaded the app. Wait until that is visible.
+    # (deployment_up) appear when it has loaded the app; a worker counts a request just
+    # after its answer has gone. Wait until both are visible.
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         scrapes = {requests.get(f"{gw.url}/metrics", timeout=5,
                                 headers={"Connection": "close"}).text for _ in range(4)}
-        if len(scrapes) == 1:
+        if len(scrapes) == 1 and _requests_counted(next(iter(scrapes))) == 10:
             break
         time.sleep(0.2)
     bodies = set()
@@ -188,6 +194,5 @@ def test_metrics_on_two_workers_are_one_aggregate(tmp_path, upstream, stopper):
         bodies.add(resp.text)
     assert len(bodies) == 1  # whichever worker answered
     (body,) = bodies
-    counted = sum(float(line.rsplit(" ", 1)[1]) for line in body.splitlines()
-                  if line.startswith("tokmodel_requests_total{"))
-    assert counted == 10  # every worker's requests; /readyz and /metrics are not counted
+    # every worker's requests; /readyz and /metrics are not counted
+    assert _requests_counted(body) == 10

@@ -22,9 +22,9 @@ def behind(monkeypatch):
     assert settle_behind.wait(5)
 
 
-def failing(times: int, calls: list[int]):
-    def write() -> int:
-        calls.append(1)
+def failing(times: int, calls: list[bool]):
+    def write(behind: bool) -> int:
+        calls.append(behind)
         if len(calls) <= times:
             raise RuntimeError("database unavailable")
         return 42
@@ -33,28 +33,30 @@ def failing(times: int, calls: list[int]):
 
 def test_inline_until_enabled_returns_the_write_result(monkeypatch):
     monkeypatch.setattr(settle_behind, "_behind", False)
-    assert settle_behind.submit("req_a", lambda: 7) == 7
+    calls: list[bool] = []
+    assert settle_behind.submit("req_a", failing(0, calls)) == 42
+    assert calls == [False]   # the write is told that its caller waits for it
     with pytest.raises(RuntimeError):   # inline, a failure is the caller's, as before
         settle_behind.submit("req_b", failing(1, []))
 
 
 def test_behind_returns_at_once_and_writes_when_the_loop_runs(behind):
-    calls: list[int] = []
+    calls: list[bool] = []
     assert settle_behind.submit("req_c", failing(0, calls)) is None
     assert calls == [] and settle_behind.pending() == 1
     assert settle_behind.wait(5)
-    assert calls == [1] and settle_behind.pending() == 0
+    assert calls == [True] and settle_behind.pending() == 0   # told it runs behind
 
 
 def test_a_failed_write_is_tried_again_until_it_succeeds(behind):
-    calls: list[int] = []
+    calls: list[bool] = []
     settle_behind.submit("req_d", failing(2, calls))
     assert settle_behind.wait(5)
     assert len(calls) == 3
 
 
 def test_a_write_failing_every_time_is_given_up_and_logged(behind, caplog):
-    calls: list[int] = []
+    calls: list[bool] = []
     with caplog.at_level(logging.WARNING, logger="tokmodel.billing"):
         settle_behind.submit("req_e", failing(99, calls))
         assert settle_behind.wait(5)
@@ -63,7 +65,7 @@ def test_a_write_failing_every_time_is_given_up_and_logged(behind, caplog):
 
 
 def test_wait_gives_up_at_its_timeout(behind):
-    settle_behind.submit("req_f", lambda: gevent.sleep(0.3) or 0)
+    settle_behind.submit("req_f", lambda behind: gevent.sleep(0.3) or 0)
     assert not settle_behind.wait(0.01)
     assert settle_behind.wait(5)
 
@@ -76,7 +78,7 @@ def test_writes_in_flight_run_together(behind):
     all_in = gevent.event.Event()
 
     def write_for(name: str):
-        def write() -> int:
+        def write(behind: bool) -> int:
             started.append(name)
             if len(started) == together:
                 all_in.set()
@@ -91,7 +93,7 @@ def test_writes_in_flight_run_together(behind):
     assert sorted(started) == sorted(f"req_t{n}" for n in range(together))
     for round_ in range(5):   # later writes reuse the writers
         for n in range(together):
-            settle_behind.submit(f"req_r{round_}_{n}", lambda: 1)
+            settle_behind.submit(f"req_r{round_}_{n}", lambda behind: 1)
         assert settle_behind.wait(5)
     assert settle_behind._writers.started <= settle_behind.WRITERS
     assert settle_behind._writers.started < 3 * together

@@ -6,8 +6,6 @@ metrics carry the catalogue id, never the client's text."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
@@ -60,8 +58,7 @@ def test_openai_sdk_with_a_bare_openai_name(gw, up):
     (row,) = usage_rows(gw, account)
     assert row.model == "openai/gpt-4o-mini" and row.cost_nano == cost
     request_id = raw.headers["x-request-id"]
-    (line,) = [json.loads(entry) for entry in gw.log().splitlines()
-               if entry.startswith("{") and request_id in entry]
+    (line,) = gw.access_lines(request_id)
     assert line["model"] == "openai/gpt-4o-mini"
     models = {labels.get("model") for labels in metric_labels(gw, "tokmodel_requests_total")}
     assert "openai/gpt-4o-mini" in models and "gpt-4o-mini" not in models

@@ -171,6 +171,36 @@ def test_a_job_alone_commits_at_once(tmp_path) -> None:
     assert ledger.batches == [1, 1, 1]
 
 
+def test_a_lingering_job_shares_its_commit_with_the_next_one(tmp_path) -> None:
+    """A job that may wait (a settlement behind its answer) and would commit alone waits for
+    the next job, which joins its batch: one commit for both."""
+    ledger = Ledger(str(tmp_path / "db"))
+    group = GroupCommit(ledger.transaction, ledger.alone)
+    results: dict[str, Any] = {}
+    lingering = threading.Thread(target=lambda: results.update(
+        settle=group.run(hold("settle", 1), linger=30.0)))
+    lingering.start()
+    time.sleep(0.2)
+    assert ledger.batches == []   # still waiting for company
+    assert group.run(hold("next", 1)) is True   # joins it, and does not wait 30 s
+    lingering.join(5)
+    assert results == {"settle": True}
+    assert ledger.batches == [2] and ledger.holds() == {"settle", "next"}
+
+
+def test_a_lingering_job_without_company_commits_after_its_linger(tmp_path) -> None:
+    ledger = Ledger(str(tmp_path / "db"))
+    group = GroupCommit(ledger.transaction, ledger.alone)
+    assert group.run(hold("alone", 1), linger=0.05) is True
+    assert ledger.batches == [1]
+    # a job that finds a batch under way does not linger: it joins the queue as before
+    jobs = {"first": hold("first", 1), **{f"r{n}": hold(f"r{n}", 1) for n in range(3)}}
+    ledger.batches.clear()
+    ledger.slow_first = 0.3
+    assert all(run_together(group, jobs, first="first").values())
+    assert ledger.batches[0] == 1 and sum(ledger.batches) == 4
+
+
 GEVENT_SCRIPT = r"""
 from gevent import monkey; monkey.patch_all()
 import json, sys, gevent
@@ -226,3 +256,57 @@ def test_gevent_requests_share_commits_and_stay_exact(tmp_path) -> None:
     assert out["audit"]
     assert sum(out["transactions"]) >= 2 * charged.count(300)
     assert len(out["transactions"]) < sum(out["transactions"]), out["transactions"]
+
+
+ONE_AT_A_TIME_SCRIPT = r"""
+from gevent import monkey; monkey.patch_all()
+import json, sys, gevent
+from runtime.store import open_store
+from runtime.store.records import UsageRecord
+
+store = open_store(sys.argv[1])
+account = store.create_account("alone", 10_000)
+group = store._fast._group
+transactions = []
+run_batch = group._transaction
+def counted(take, alone=False):
+    def counting():
+        works = take()
+        transactions.append(len(works))
+        return works
+    return run_batch(counting, alone)
+group._transaction = counted
+
+writers = []
+for n in range(20):   # one request at a time, its settlement written behind its answer
+    rid = f"rq-{n}"
+    assert store.hold(rid, account.id, 1_000)
+    usage = UsageRecord(request_id=rid, account_id=account.id, key_id=None, endpoint="chat",
+                        model="m", provider="p", status=200)
+    writers.append(gevent.spawn(store.settle, rid, 300, usage, None, True))
+    gevent.sleep(0.0002)   # the client reads the answer and sends its next request
+gevent.joinall(writers)
+print(json.dumps({"charged": [w.value for w in writers], "transactions": transactions,
+                  "balance": store.get_account("alone").balance_nano,
+                  "audit": store.audit("alone")["ok"]}))
+"""
+
+
+def test_one_request_at_a_time_commits_its_settlement_with_the_next_hold(tmp_path) -> None:
+    """At concurrency 1 under gevent, a settlement written behind its answer waits for the
+    next request's hold and shares its commit: about one commit a request, not two."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", ONE_AT_A_TIME_SCRIPT,
+                           f"sqlite:///{tmp_path / 'db.sqlite'}"], cwd=root,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["charged"] == [300] * 20
+    assert out["balance"] == 10_000 - 20 * 300 and out["audit"]
+    assert sum(out["transactions"]) == 40   # 20 holds and 20 settlements
+    assert len(out["transactions"]) <= 25, out["transactions"]
