@@ -122,7 +122,8 @@ def get_app() -> AfterAnswer:
 def build_app() -> tuple[AfterAnswer, Store]:
     """`get_app()` and the store it serves from (whose holds the worker keeps alive): the app
     with the idle timeout on request bodies and the disposal of unread ones
-    (runtime/client_body.py)."""
+    (runtime/client_body.py), and with the work deferred until each answer has been sent
+    (runtime/after_answer.py)."""
     from generated import registry
 
     settings = Settings.from_env()

@@ -80,6 +80,10 @@ def parse(argv: list[str]) -> tuple[Options, argparse.Namespace]:
     add("--postgres", metavar="URL", help=f"PostgreSQL server for the databases part "
         f"and the tails (default: "
         f"${POSTGRES_ENV} with --full; '' for none); throwaway databases are made on it")
+    add("--baseline", metavar="DIR", help="another checkout of TokModel (git worktree add "
+        "DIR COMMIT): its gateway, on a database of its own, is one more side of the "
+        "latency, throughput and stream-rate parts, measured in the same interleaved rounds "
+        "(a before-and-after within one run)")
     add("--soak-seconds", type=float)
     add("--soak-rate", type=float, help="background requests per second in the soak")
     add("--soak-sample-seconds", type=float)

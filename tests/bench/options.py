@@ -45,6 +45,7 @@ class Options:
     tails_rows: int = 100_000
     tails_backlog: bool = False          # leave the filled rows for the gateway's paced fold
     postgres: str = ""                   # a PostgreSQL URL: tails and databases on it
+    baseline: str = ""                   # another checkout: its gateway is one more side
     # databases: PostgreSQL against SQLite at concurrency 1, `rounds` interleaved rounds
     db_ratio_seconds: float = 10.0
     # soak: mixed traffic

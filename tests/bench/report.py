@@ -100,6 +100,7 @@ def rows(r: dict[str, Any]) -> list[Row]:
                     *(f"{x['p50_ms']:.1f} / {x['p99_ms']:.1f}" if x else ""
                       for x in (g, p, d)), "", "-", "-"))
     out += stream_rate_rows(r.get("stream_rate"))
+    out += baseline_rows(r)
     st = r.get("streams")
     if st:
         wc = st.get("worker_connections") or {}
@@ -155,6 +156,32 @@ def stream_rate_rows(sr: dict[str, Any] | None) -> list[Row]:
          *(f"{x['errors']} ({_errors(x['error_kinds'])})" if x else "" for x in (g, p, d)),
          "", "0", _verdict(all(x["errors"] == 0 for x in (g, p, d) if x))),
     ]
+
+
+def baseline_rows(r: dict[str, Any]) -> list[Row]:
+    """The gateway against the baseline checkout (--baseline), where it was measured: both
+    figures in the Gateway column, the gateway's first."""
+    base = r.get("baseline")
+    if not base:
+        return []
+    name = f"baseline {base['commit']}"
+    out: list[Row] = []
+    lat = r.get("latency") or {}
+    g, b = _side(lat, "gateway"), _side(lat, "baseline")
+    if b:
+        for q in ("p50", "p99"):
+            out.append((f"Latency {q}, concurrency 1 (ms): gateway / {name}",
+                        f"{g[f'{q}_ms']:.3f} / {b[f'{q}_ms']:.3f}", "", "",
+                        f"{lat[f'added_{q}_ms_vs_baseline']:+.3f} vs the baseline", "-", "-"))
+    for label, part in (("Throughput", r.get("throughput")),
+                        ("Streams", r.get("stream_rate"))):
+        if part and "ratio_to_baseline" in part:
+            rounds = ", ".join(f"{x:.2f}" for x in part["ratio_to_baseline_rounds"])
+            out.append((f"{label} (req/s, median of rounds): gateway / {name}",
+                        f"{part['gateway']['rps']:,.0f} / {part['baseline']['rps']:,.0f}", "",
+                        "", f"**{part['ratio_to_baseline']:.2f}** the baseline (rounds "
+                        f"{rounds})", "-", "-"))
+    return out
 
 
 KIND_LABEL = {"plain": "non-streamed", "stream": "streamed"}

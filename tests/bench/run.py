@@ -8,6 +8,8 @@ fast fake upstream ("direct"), the real gateway (`tokmodel serve`, `opts.workers
 metrics and access log as it ships them: its stdout, the access log, goes to a file that is
 counted afterwards), and the bare passthrough (tests.bench.passthrough: one Bearer check and
 a requests.Session, served by the same `tokmodel serve` code path and gunicorn settings).
+With `opts.baseline` (a directory holding another checkout), a fourth, the "baseline": that
+checkout's gateway on a database of its own, measured as one more side of parts 1-3.
 1. latency: at concurrency 1, `opts.requests` non-streamed requests on one keep-alive
    connection (after `opts.warmup`) to each of the three; p50/p99 and the gateway's added
    latency;
@@ -34,11 +36,13 @@ dropped).
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 from tests.bench import hot, ledger_check, load
+from tests.bench.databases import sqlite
 from tests.bench.db_ratio import databases_phase
 from tests.bench.gateway_logs import access_log_lines, log_trouble, metrics_probe
 from tests.bench.latency import percentile
@@ -64,18 +68,27 @@ def _latency(result: load.Result) -> dict[str, Any]:
 
 
 def latency_phase(opts: Options, targets: dict[str, Any], say: Any) -> dict[str, Any]:
-    say("latency at concurrency 1: " + ", ".join(SIDES) + " ...")
+    sides = [side for side in SIDES if side in targets]
+    say("latency at concurrency 1: " + ", ".join(sides) + " ...")
     lat: dict[str, Any] = {}
-    for side in SIDES:
+    for side in sides:
         addr, request, side_pids = targets[side]
         result, cpu = cpu_share(side_pids, lambda a=addr, r=request: load.sequential(
             a, r, opts.requests, opts.warmup))
         lat[side] = {**_latency(result), "cpu_percent": cpu}
-    for base in ("direct", "passthrough"):
+    for base in ("direct", "passthrough", "baseline"):
+        if base not in lat:
+            continue
         for q in ("p50", "p99"):
-            lat[f"added_{q}_ms" + ("" if base == "direct" else "_vs_passthrough")] = round(
+            lat[f"added_{q}_ms" + ("" if base == "direct" else f"_vs_{base}")] = round(
                 lat["gateway"][f"{q}_ms"] - lat[base][f"{q}_ms"], 3)
     return lat
+
+
+def _commit(root: Path) -> str:
+    done = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+                          capture_output=True, text=True, check=False)
+    return done.stdout.strip() or "unknown"
 
 
 def _pids(name: str, server: Server, upstream_pid: int) -> dict[str, int]:
@@ -106,7 +119,19 @@ def run(opts: Options, workdir: Path, procs: Procs, say: Any = print) -> dict[st
                    "passthrough": (passthrough.addr,
                                    _pids("passthrough", passthrough, bench.upstream_pid)),
                    "direct": (upstream, {"upstream": bench.upstream_pid})}
-        plain = {side: (addr, bench.chat(addr), pids) for side, (addr, pids) in servers.items()}
+        secrets = dict.fromkeys(servers, bench.secret)
+        baseline = None
+        if opts.baseline:
+            root = Path(opts.baseline).resolve()
+            say(f"starting the baseline gateway from {root}")
+            base_db = sqlite(workdir / "baseline.db", "SQLite (baseline)")
+            secrets["baseline"] = bench.make_key(base_db, root=root)
+            baseline = bench.start_gateway(opts.workers, db=base_db, root=root)
+            servers["baseline"] = (baseline.addr,
+                                   _pids("baseline", baseline, bench.upstream_pid))
+            out["baseline"] = {"root": str(root), "commit": _commit(root)}
+        plain = {side: (addr, bench.chat(addr, secret=secrets[side]), pids)
+                 for side, (addr, pids) in servers.items()}
         load.concurrent(gateway.addr, plain["gateway"][1], opts.concurrency, 1.5)  # warm up
         load.concurrent(passthrough.addr, plain["passthrough"][1], opts.concurrency, 1.5)
 
@@ -117,7 +142,8 @@ def run(opts: Options, workdir: Path, procs: Procs, say: Any = print) -> dict[st
                                                 opts.rounds, say), "workers": opts.workers}
         if "stream-rate" in parts:
             text = directive(opts)
-            streamed = {side: (addr, bench.chat(addr, stream=True, content=text), pids)
+            streamed = {side: (addr, bench.chat(addr, stream=True, content=text,
+                                                secret=secrets[side]), pids)
                         for side, (addr, pids) in servers.items()}
             out["stream_rate"] = {
                 **rounds_phase(streamed, opts.concurrency, opts.stream_rate_duration,
@@ -128,6 +154,10 @@ def run(opts: Options, workdir: Path, procs: Procs, say: Any = print) -> dict[st
         out["passthrough_workers_restarted"] = sorted(
             set(passthrough.pids) - set(children(passthrough.proc.pid)))
         procs.stop(passthrough.proc)
+        if baseline is not None:
+            procs.stop(baseline.proc)
+            # its requests are on its own database: the access-log count is the gateway's
+            bench.access_logs.remove(baseline.stdout)
         procs.stop(gateway.proc)
 
     if "streams" in parts:

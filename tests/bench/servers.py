@@ -105,10 +105,11 @@ class Bench:
         self.upstream_port = port
         return HOST, port
 
-    def tokmodel(self, *args: str, db: Database | None = None) -> str:
-        """Run the `tokmodel` command line on a database; return its stdout."""
+    def tokmodel(self, *args: str, db: Database | None = None, root: Path = ROOT) -> str:
+        """Run the `tokmodel` command line (of the checkout in `root`) on a database; return
+        its stdout."""
         url = (db or self.main).url
-        done = subprocess.run([sys.executable, "-m", "runtime.cli", *args], cwd=ROOT,
+        done = subprocess.run([sys.executable, "-m", "runtime.cli", *args], cwd=root,
                               env=gateway_env(url, self.upstream_port),
                               capture_output=True, text=True, timeout=600)
         if done.returncode != 0:
@@ -117,24 +118,25 @@ class Bench:
         return done.stdout
 
     def make_key(self, db: Database | None = None, account: str = "bench",
-                 credits: str = "1000000000", *limits: str) -> str:
+                 credits: str = "1000000000", *limits: str, root: Path = ROOT) -> str:
         db = db or self.main
-        listed = self.tokmodel("accounts", "list", "--json", db=db)
+        listed = self.tokmodel("accounts", "list", "--json", db=db, root=root)
         if account not in {a["name"] for a in json.loads(listed or "[]")}:
-            self.tokmodel("accounts", "create", account, "--credits", credits, db=db)
+            self.tokmodel("accounts", "create", account, "--credits", credits, db=db,
+                          root=root)
         secret = self.tokmodel("keys", "create", "--account", account, "--name", account,
-                               *limits, db=db).strip().splitlines()[-1].strip()
+                               *limits, db=db, root=root).strip().splitlines()[-1].strip()
         if db is self.main and not self.secret:
             self.secret = secret
         return secret
 
     def _start_server(self, name: str, argv: list[str], env: dict[str, str], ready: str,
                       workers: int, log: Path, stdout: Path | None = None,
-                      probe_dir: Path | None = None) -> Server:
+                      probe_dir: Path | None = None, root: Path = ROOT) -> Server:
         port = free_port()
         proc = self.procs.start(name, [*argv, "--host", HOST, "--port", str(port),
                                        "--workers", str(workers)],
-                                env=env, log=log, cwd=ROOT, stdout=stdout)
+                                env=env, log=log, cwd=root, stdout=stdout)
         addr = (HOST, port)
         wait_http(addr, ready, proc, log, timeout=60)
         deadline = time.monotonic() + 30
@@ -148,8 +150,9 @@ class Bench:
 
     def start_gateway(self, workers: int, db: Database | None = None,
                       env: dict[str, str] | None = None, connections: int = 0,
-                      probe: bool = False) -> Server:
-        """`tokmodel serve` as shipped; its stdout (the access log) goes to a file."""
+                      probe: bool = False, root: Path = ROOT) -> Server:
+        """`tokmodel serve` as shipped (by the checkout in `root`); its stdout (the access
+        log) goes to a file."""
         n = len(self.logs) + 1
         log = self.workdir / f"gateway-{n}-{workers}w.log"
         self.logs.append(log)
@@ -174,7 +177,7 @@ class Bench:
             argv = [sys.executable, "-m", "tests.bench.served", "--worker-connections",
                     str(connections), "--"]
         return self._start_server("gateway", argv, full_env, "/readyz", workers, log,
-                                  stdout=self.access_logs[-1], probe_dir=probe_dir)
+                                  stdout=self.access_logs[-1], probe_dir=probe_dir, root=root)
 
     def start_passthrough(self, workers: int) -> Server:
         """The bare passthrough under `tokmodel serve`'s gunicorn settings, on its own

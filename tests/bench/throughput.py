@@ -27,7 +27,7 @@ from tests.bench import load
 from tests.bench.latency import percentile
 from tests.bench.procs import busy_cpu_seconds, cpu_seconds
 
-SIDES = ("gateway", "passthrough", "direct")
+SIDES = ("gateway", "baseline", "passthrough", "direct")   # baseline: --baseline DIR
 
 
 def _ms(seconds: float) -> float:
@@ -106,11 +106,13 @@ def rounds_phase(targets: dict[str, tuple[tuple[str, int], bytes, dict[str, int]
         gateway = one["gateway"]["rps"]
         one["ratio_to_passthrough"] = _ratio(gateway, one.get("passthrough", {}).get("rps", 0))
         one["ratio_to_direct"] = _ratio(gateway, one.get("direct", {}).get("rps", 0))
+        if "baseline" in one:
+            one["ratio_to_baseline"] = _ratio(gateway, one["baseline"]["rps"])
         done.append(one)
     out: dict[str, Any] = {"concurrency": concurrency, "rounds": len(done), "order": sides}
     for side in sides:
         out[side] = _median_side(done, side)
-    for base in ("passthrough", "direct"):
+    for base in ("passthrough", "direct", *(["baseline"] if "baseline" in sides else [])):
         out[f"ratio_to_{base}"] = round(statistics.median(
             r[f"ratio_to_{base}"] for r in done), 3)
         out[f"ratio_to_{base}_rounds"] = [r[f"ratio_to_{base}"] for r in done]
