@@ -3,11 +3,15 @@ order, get their own results, and a failing job costs only itself."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
 from contextlib import closing
+from pathlib import Path
 from typing import Any
 
 from runtime.store.group_commit import GroupCommit
@@ -201,14 +205,15 @@ def test_a_lingering_job_without_company_commits_after_its_linger(tmp_path) -> N
     assert ledger.batches[0] == 1 and sum(ledger.batches) == 4
 
 
-GEVENT_SCRIPT = r"""
+# a gevent process with a store on the SQLite file argv[1]; `transactions` collects the size
+# of each batch its group commit writes
+COUNTING_PREAMBLE = r"""
 from gevent import monkey; monkey.patch_all()
 import json, sys, gevent
 from runtime.store import open_store
 from runtime.store.records import UsageRecord
 
 store = open_store(sys.argv[1])
-account = store.create_account("shared", 10_000)
 group = store._fast._group
 transactions = []
 run_batch = group._transaction
@@ -220,13 +225,19 @@ def counted(take, alone=False):
     return run_batch(counting, alone)
 group._transaction = counted
 
+def usage(rid):
+    return UsageRecord(request_id=rid, account_id=account.id, key_id=None, endpoint="chat",
+                       model="m", provider="p", status=200)
+"""
+
+GEVENT_SCRIPT = COUNTING_PREAMBLE + r"""
+account = store.create_account("shared", 10_000)
+
 def request(n):
     rid = f"rq-{n}"
     if not store.hold(rid, account.id, 1_000):
         return 0
-    usage = UsageRecord(request_id=rid, account_id=account.id, key_id=None, endpoint="chat",
-                        model="m", provider="p", status=200)
-    return store.settle(rid, 300, usage)
+    return store.settle(rid, 300, usage(rid))
 
 charged = [g.value for g in gevent.joinall([gevent.spawn(request, n) for n in range(40)])]
 print(json.dumps({"charged": charged, "transactions": transactions,
@@ -235,20 +246,18 @@ print(json.dumps({"charged": charged, "transactions": transactions,
 """
 
 
+def _run_script(script: str, tmp_path: Path) -> dict[str, Any]:
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", script, f"sqlite:///{tmp_path / 'db.sqlite'}"],
+                          cwd=root, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def test_gevent_requests_share_commits_and_stay_exact(tmp_path) -> None:
     """The server's workers are gevent: requests ready together there share transactions,
     and the balance still never goes below zero."""
-    import json
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[2]
-    done = subprocess.run([sys.executable, "-c", GEVENT_SCRIPT,
-                           f"sqlite:///{tmp_path / 'db.sqlite'}"], cwd=root,
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    out = json.loads(done.stdout.strip().splitlines()[-1])
+    out = _run_script(GEVENT_SCRIPT, tmp_path)
     charged = out["charged"]
     # 10,000 covers ten holds of 1,000 at once; settled ones give 700 back each
     assert charged.count(300) >= 10 and set(charged) <= {0, 300}
@@ -258,32 +267,13 @@ def test_gevent_requests_share_commits_and_stay_exact(tmp_path) -> None:
     assert len(out["transactions"]) < sum(out["transactions"]), out["transactions"]
 
 
-ONE_AT_A_TIME_SCRIPT = r"""
-from gevent import monkey; monkey.patch_all()
-import json, sys, gevent
-from runtime.store import open_store
-from runtime.store.records import UsageRecord
-
-store = open_store(sys.argv[1])
+ONE_AT_A_TIME_SCRIPT = COUNTING_PREAMBLE + r"""
 account = store.create_account("alone", 10_000)
-group = store._fast._group
-transactions = []
-run_batch = group._transaction
-def counted(take, alone=False):
-    def counting():
-        works = take()
-        transactions.append(len(works))
-        return works
-    return run_batch(counting, alone)
-group._transaction = counted
-
 writers = []
 for n in range(20):   # one request at a time, its settlement written behind its answer
     rid = f"rq-{n}"
     assert store.hold(rid, account.id, 1_000)
-    usage = UsageRecord(request_id=rid, account_id=account.id, key_id=None, endpoint="chat",
-                        model="m", provider="p", status=200)
-    writers.append(gevent.spawn(store.settle, rid, 300, usage, None, True))
+    writers.append(gevent.spawn(store.settle, rid, 300, usage(rid), None, True))
     gevent.sleep(0.0002)   # the client reads the answer and sends its next request
 gevent.joinall(writers)
 print(json.dumps({"charged": [w.value for w in writers], "transactions": transactions,
@@ -295,17 +285,7 @@ print(json.dumps({"charged": [w.value for w in writers], "transactions": transac
 def test_one_request_at_a_time_commits_its_settlement_with_the_next_hold(tmp_path) -> None:
     """At concurrency 1 under gevent, a settlement written behind its answer waits for the
     next request's hold and shares its commit: about one commit a request, not two."""
-    import json
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[2]
-    done = subprocess.run([sys.executable, "-c", ONE_AT_A_TIME_SCRIPT,
-                           f"sqlite:///{tmp_path / 'db.sqlite'}"], cwd=root,
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    out = json.loads(done.stdout.strip().splitlines()[-1])
+    out = _run_script(ONE_AT_A_TIME_SCRIPT, tmp_path)
     assert out["charged"] == [300] * 20
     assert out["balance"] == 10_000 - 20 * 300 and out["audit"]
     assert sum(out["transactions"]) == 40   # 20 holds and 20 settlements
