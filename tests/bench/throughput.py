@@ -5,7 +5,9 @@ Contract
 --------
 `rounds_phase(targets, concurrency, duration, rounds, say, stream=False, label=...)` runs
 `rounds` rounds; each round runs every side of SIDES present in `targets` ({side: (addr,
-request bytes, {process name: pid})}) in SIDES order for `duration` s at `concurrency`
+request bytes, {process name: pid})}) for `duration` s at `concurrency`, in SIDES order and
+in the reverse order every other round, so that no side always runs first or always follows
+the same one
 (`load.concurrent`; with `stream` an answer counts only with its `data: [DONE]`), and
 samples every named process's CPU use (% of one core) plus the load generator's and what
 other processes on the machine used meanwhile. Returns {"concurrency", "rounds", "order",
@@ -95,10 +97,11 @@ def rounds_phase(targets: dict[str, tuple[tuple[str, int], bytes, dict[str, int]
     sides = [side for side in SIDES if side in targets]
     done: list[dict[str, Any]] = []
     for i in range(max(1, rounds)):
-        say(f"{label} round {i + 1}/{rounds}: " + ", ".join(sides)
+        order = sides if i % 2 == 0 else sides[::-1]
+        say(f"{label} round {i + 1}/{rounds}: " + ", ".join(order)
             + f", {duration:g} s each at concurrency {concurrency} ...")
         one: dict[str, Any] = {}
-        for side in sides:
+        for side in order:
             addr, request, pids = targets[side]
             result, cpu = cpu_share(pids, lambda a=addr, r=request: load.concurrent(
                 a, r, concurrency, duration, stream=stream))
@@ -109,7 +112,8 @@ def rounds_phase(targets: dict[str, tuple[tuple[str, int], bytes, dict[str, int]
         if "baseline" in one:
             one["ratio_to_baseline"] = _ratio(gateway, one["baseline"]["rps"])
         done.append(one)
-    out: dict[str, Any] = {"concurrency": concurrency, "rounds": len(done), "order": sides}
+    out: dict[str, Any] = {"concurrency": concurrency, "rounds": len(done),
+                           "order": sides, "order_reversed_every_other_round": True}
     for side in sides:
         out[side] = _median_side(done, side)
     for base in ("passthrough", "direct", *(["baseline"] if "baseline" in sides else [])):
