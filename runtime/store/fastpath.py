@@ -280,6 +280,8 @@ class FastPath:
         self._group = self._lane(relaxed=False)
         self._holds = self._group if sqlite else self._lane(relaxed=True)
         self._settlements = self._group if sqlite else self._lane(relaxed=True)
+        # a settlement behind its answer waits for a hold only where the two share a lane
+        self._behind_linger = SETTLE_LINGER_SECONDS if sqlite else 0.0
 
     def close(self) -> None:
         """Close the idle connections of the fast path's own."""
@@ -395,8 +397,8 @@ class FastPath:
             done = self._settlements.run(in_one, usage.account_id)
             if done is not _NOT_COVERED:
                 return done
-        linger = SETTLE_LINGER_SECONDS if behind and self._settlements is self._holds else 0.0
-        return self._settlements.run(general, usage.account_id, linger)
+        return self._settlements.run(general, usage.account_id,
+                                     self._behind_linger if behind else 0.0)
 
     def update_one(self, sql: str, params: Mapping[str, Any]) -> bool | None:
         """One UPDATE (named parameters, no RETURNING clause) in its own transaction, in the

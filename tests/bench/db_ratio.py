@@ -25,6 +25,7 @@ from tests.bench import databases, latency, ledger_check, load
 from tests.bench.options import Options
 from tests.bench.servers import Bench, Server
 from tests.bench.tails import mix
+from tests.bench.throughput import round_order
 
 KINDS = ("plain", "stream")
 
@@ -45,7 +46,7 @@ def databases_phase(bench: Bench, opts: Options, say: Any) -> dict[str, Any]:
             out: dict[str, Any] = {"rounds": opts.rounds, "seconds": opts.db_ratio_seconds,
                                    "sqlite": [], "postgresql": []}
             for n in range(opts.rounds):
-                order = list(sides) if n % 2 == 0 else list(reversed(sides))
+                order = round_order(list(sides), n)
                 say(f"databases: round {n + 1}/{opts.rounds}: {', '.join(order)}, "
                     f"{opts.db_ratio_seconds:g} s each at concurrency 1 ...")
                 for name in order:

@@ -19,6 +19,7 @@ import statistics
 from typing import Any
 
 from tests.bench.report_details import soak_details, tails_details
+from tests.bench.throughput import SIDES
 
 TARGETS = {
     "added_p50_ms": 0.8,                 # against the direct upstream
@@ -312,7 +313,7 @@ def markdown(r: dict[str, Any], command: str) -> str:
     cpu = []
     for part, label in (("latency", "concurrency 1"),
                         ("throughput", "concurrency N, mean of rounds")):
-        for side in ("direct", "passthrough", "baseline", "gateway"):
+        for side in reversed(SIDES):
             shares = (r.get(part) or {}).get(side, {}).get("cpu_percent")
             if shares:
                 text = ", ".join(f"{k} {v:.0f}%" for k, v in shares.items())
@@ -340,7 +341,7 @@ def markdown(r: dict[str, Any], command: str) -> str:
         for sample in st.get("error_samples", []):
             lines.append(f"  - {sample}")
     for part in ("latency", "throughput"):
-        for side in ("direct", "passthrough", "baseline", "gateway"):
+        for side in reversed(SIDES):
             for sample in (r.get(part) or {}).get(side, {}).get("error_samples", []):
                 lines.append(f"  - {part} {side}: {sample}")
     if r.get("hot_path_error"):

@@ -32,6 +32,12 @@ from tests.bench.procs import busy_cpu_seconds, cpu_seconds
 SIDES = ("gateway", "baseline", "passthrough", "direct")   # baseline: --baseline DIR
 
 
+def round_order(sides: list[str], n: int) -> list[str]:
+    """The sides in round `n` (from 0) of interleaved rounds: as given, reversed every other
+    round."""
+    return sides if n % 2 == 0 else sides[::-1]
+
+
 def _ms(seconds: float) -> float:
     return round(seconds * 1000, 3)
 
@@ -95,9 +101,10 @@ def rounds_phase(targets: dict[str, tuple[tuple[str, int], bytes, dict[str, int]
                  concurrency: int, duration: float, rounds: int, say: Any,
                  stream: bool = False, label: str = "throughput") -> dict[str, Any]:
     sides = [side for side in SIDES if side in targets]
+    bases = ["passthrough", "direct", *(["baseline"] if "baseline" in sides else [])]
     done: list[dict[str, Any]] = []
     for i in range(max(1, rounds)):
-        order = sides if i % 2 == 0 else sides[::-1]
+        order = round_order(sides, i)
         say(f"{label} round {i + 1}/{rounds}: " + ", ".join(order)
             + f", {duration:g} s each at concurrency {concurrency} ...")
         one: dict[str, Any] = {}
@@ -107,16 +114,14 @@ def rounds_phase(targets: dict[str, tuple[tuple[str, int], bytes, dict[str, int]
                 a, r, concurrency, duration, stream=stream))
             one[side] = {**_throughput(result), "cpu_percent": cpu}
         gateway = one["gateway"]["rps"]
-        one["ratio_to_passthrough"] = _ratio(gateway, one.get("passthrough", {}).get("rps", 0))
-        one["ratio_to_direct"] = _ratio(gateway, one.get("direct", {}).get("rps", 0))
-        if "baseline" in one:
-            one["ratio_to_baseline"] = _ratio(gateway, one["baseline"]["rps"])
+        for base in bases:
+            one[f"ratio_to_{base}"] = _ratio(gateway, one.get(base, {}).get("rps", 0))
         done.append(one)
     out: dict[str, Any] = {"concurrency": concurrency, "rounds": len(done),
                            "order": sides, "order_reversed_every_other_round": True}
     for side in sides:
         out[side] = _median_side(done, side)
-    for base in ("passthrough", "direct", *(["baseline"] if "baseline" in sides else [])):
+    for base in bases:
         out[f"ratio_to_{base}"] = round(statistics.median(
             r[f"ratio_to_{base}"] for r in done), 3)
         out[f"ratio_to_{base}_rounds"] = [r[f"ratio_to_{base}"] for r in done]
