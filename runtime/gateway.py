@@ -50,15 +50,35 @@ class Gateway:
     validator: Validator
     endpoints: dict[str, Any]
 
-    def authenticate(self, req: falcon.Request) -> KeyRecord:
+    def authenticate(self, req: falcon.Request, cached: bool = False) -> KeyRecord:
+        """The request's key; 401, or 403 for a disabled account or an expired key.
+        `cached`: the key may come from the process's cache (runtime/store/key_cache.py),
+        for a request whose hold checks it; a refusal is never decided on a cached key."""
         secret = inbound.api_key(req)
-        key = self.store.authenticate(secret) if secret else None
+        key = self.store.authenticate(secret, cached) if secret else None
         if key is None:
             raise Unauthorized()
-        if key.account_disabled:  # read with the key: no extra round trip
-            raise AccountDisabled()
-        check_expiry(key.limits)
+        try:
+            if key.account_disabled:  # read with the key: no extra round trip
+                raise AccountDisabled()
+            check_expiry(key.limits)
+        except GatewayError:
+            if key.cached:
+                return self.authenticate(req)
+            raise
         return key
+
+    def refreshed(self, req: falcon.Request, key: KeyRecord) -> KeyRecord | None:
+        """After a refusal decided on `key`: when it came from the cache, the key read
+        afresh if it changed since (401 or 403 raised here when it no longer passes), None
+        when it did not change or was read fresh: the refusal stands."""
+        if not key.cached:
+            return None
+        fresh = self.authenticate(req)
+        if (fresh.id, fresh.version, fresh.account_disabled) == (
+                key.id, key.version, key.account_disabled):
+            return None
+        return fresh
 
     def admit_body(self, req: falcon.Request, key: KeyRecord) -> None:
         """403 insufficient credits (or naming the account's debt), before a large body is

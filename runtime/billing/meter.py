@@ -50,15 +50,19 @@ class Meter:
 
     def reserve(self, amount_nano: int) -> None:
         """Hold `amount_nano`; 403 naming the debt when the account owes credits, else 403
-        insufficient credits, when it cannot be held."""
+        insufficient credits, when it cannot be held. A key from the cache is checked by the
+        hold: a key changed since it was read is refused the same way (the pipeline then
+        reads it afresh)."""
         limited = self.key.limits is not None and self.key.limits.limits_spend
         if limited:
             # the key's spend limits take part in the hold like the balance (limits/spend.py)
             passed = self.store.reserve_key_spend(self.key.id, amount_nano)
             if passed is not None:
                 raise SpendLimitReached(passed, amount_nano)
-        if not self.store.hold(self.request_id, self.key.account_id, amount_nano,
-                               self.key.id if limited else None):
+        key = self.key
+        if not self.store.hold(self.request_id, key.account_id, amount_nano,
+                               key.id if limited else None,
+                               (key.id, key.version) if key.cached else None):
             if limited:
                 self.store.unreserve_key_spend(self.key.id, amount_nano)
             raise refusal(self.store, self.key.account_id)

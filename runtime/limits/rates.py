@@ -64,8 +64,9 @@ class RateCounter(Protocol):
         """Count one request of `tokens` (estimated) at `now` (epoch seconds) unless that
         passes `rpm` or `tpm`."""
 
-    def correct(self, key_id: str, minute: int, delta: int) -> None:
-        """Replace a request's estimate by what it used (`delta` = used - estimate)."""
+    def correct(self, key_id: str, minute: int, delta: int, requests: int = 0) -> None:
+        """Replace a request's estimate by what it used (`delta` = used - estimate);
+        `requests=-1` also takes the request itself back (it is admitted again)."""
 
 
 def _wait(limit: int, current: float, previous: float, elapsed: float, need: float) -> int:
@@ -121,7 +122,9 @@ _TAKE_BACK = text("UPDATE key_rates SET requests = requests - 1, tokens = tokens
                   "WHERE key_id = :key AND minute = :minute")
 _FORGET = text("DELETE FROM key_rates WHERE key_id = :key AND minute < :minute")
 _CORRECT = text("UPDATE key_rates SET tokens = CASE WHEN tokens + :delta > 0 "
-                "THEN tokens + :delta ELSE 0 END WHERE key_id = :key AND minute = :minute")
+                "THEN tokens + :delta ELSE 0 END, requests = CASE WHEN requests + :requests "
+                "> 0 THEN requests + :requests ELSE 0 END "
+                "WHERE key_id = :key AND minute = :minute")
 
 
 class DatabaseRates:
@@ -149,10 +152,11 @@ class DatabaseRates:
         return _outcome(minute, elapsed, rpm, tpm, tokens,
                         (requests, counted, prev[0], prev[1]), refused)
 
-    def correct(self, key_id: str, minute: int, delta: int) -> None:
-        if delta:
+    def correct(self, key_id: str, minute: int, delta: int, requests: int = 0) -> None:
+        if delta or requests:
             with self._write() as conn:
-                conn.execute(_CORRECT, {"key": key_id, "minute": minute, "delta": delta})
+                conn.execute(_CORRECT, {"key": key_id, "minute": minute, "delta": delta,
+                                        "requests": requests})
 
 
 # -- Redis ----------------------------------------------------------------------------------
@@ -182,6 +186,8 @@ _CORRECT_LUA = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local t = redis.call('HINCRBY', KEYS[1], 't', tonumber(ARGV[1]))
 if t < 0 then redis.call('HSET', KEYS[1], 't', 0) end
+local r = redis.call('HINCRBY', KEYS[1], 'r', tonumber(ARGV[2]))
+if r < 0 then redis.call('HSET', KEYS[1], 'r', 0) end
 return 1
 """
 
@@ -218,9 +224,9 @@ class RedisRates:
         return _outcome(minute, elapsed, rpm, tpm, tokens,
                         tuple(int(c) for c in counts), (None, "rpm", "tpm")[int(refused)])
 
-    def correct(self, key_id: str, minute: int, delta: int) -> None:
-        if delta:
-            self._correct(keys=[self._key(key_id, minute)], args=[delta])
+    def correct(self, key_id: str, minute: int, delta: int, requests: int = 0) -> None:
+        if delta or requests:
+            self._correct(keys=[self._key(key_id, minute)], args=[delta, requests])
 
 
 def counter(redis_url: str | None, write: Callable[[], AbstractContextManager[Connection]]

@@ -66,48 +66,98 @@ class Pipeline:
     def handle(self, req: falcon.Request, resp: falcon.Response, route: Route) -> None:
         req.context.dialect = route.errors
         record = _record(req, route)
-        key = self.gw.authenticate(req)
-        record.account_id, record.key_id = key.account_id, key.id
-        self.gw.admit_body(req, key)
+        # A form may be held while it streams in (form_hold.py), before its admission: its
+        # key is read afresh. Any other request's may come from the cache, checked by the
+        # hold (runtime/store/key_cache.py).
+        key = _RequestKey(self.gw.authenticate(req, cached=not route.form))
+        record.account_id, record.key_id = key.key.account_id, key.key.id
+        try:
+            self._handle(req, resp, route, record, key)
+        except GatewayError:
+            self._refresh(req, key, record)   # raises the fresh key's own 401 or 403, if any
+            raise
+
+    def _handle(self, req: falcon.Request, resp: falcon.Response, route: Route,
+                record: observe.RequestRecord, key: _RequestKey) -> None:
+        self.gw.admit_body(req, key.key)
         early = None
         if route.form and route.prehold is not None:
-            early = FormHold(self.gw, key, route, record.request_id,
+            early = FormHold(self.gw, key.key, route, record.request_id,
                              req.content_length or self.gw.settings.max_body_bytes)
         with _releasing(early), self._read(req, route, early) as request:
-            request.account_id, request.gateway = key.account_id, self.gw
+            request.account_id, request.gateway = key.key.account_id, self.gw
             if route.check is not None:
                 route.check(request)
             candidates = self.candidates(request, route)
             record.model, record.provider = candidates[0].id, candidates[0].provider.id
-            counted = self.admit(key, request, candidates)
-            if counted is not None:
-                for name, value in admission.rate_headers(counted).items():
-                    resp.set_header(name, value)
             shown = request.model_id if isinstance(request.model_id, str) else candidates[0].id
             primary = _exchange(route, request, candidates[0], shown)
             record.stream = primary.stream
-            # Usage rows and metrics carry the catalogue id, never the name the client sent.
             held = early.meter if early is not None else None
-            meter = held or Meter(self.gw.store, key, route.kind, candidates[0].id,
-                                  candidates[0].provider.id, request_id=record.request_id)
+            if held is not None:   # held before the form's files were spooled
+                counted = self.admit(key.key, request, candidates)
+                meter = held
+                meter.model, meter.provider = candidates[0].id, candidates[0].provider.id
+            else:
+                counted, meter = self._admit_and_hold(req, route, request, candidates, record,
+                                                      key)
+            if counted is not None:
+                for name, value in admission.rate_headers(counted).items():
+                    resp.set_header(name, value)
             meter.on_settled = lambda status, usage, charged: _settled(
                 record, status, usage, charged)
             if counted is not None and counted.tokens is not None:
-                meter.on_settled = self._correcting_tokens(key, counted, meter.on_settled)
-            if held is not None:   # held before the form's files were spooled
-                meter.model, meter.provider = candidates[0].id, candidates[0].provider.id
-            else:
-                try:
-                    meter.reserve(max(route.hold(request, m) for m in candidates))
-                except GatewayError:
-                    if counted is not None and counted.estimate:   # nothing will be used
-                        self.rates.correct(key.id, counted.minute, -counted.estimate)
-                    raise
+                meter.on_settled = self._correcting_tokens(key.key, counted, meter.on_settled)
             for name in route.id_headers:
                 resp.set_header(name, record.request_id)
             with meter.releasing_on_failure():
                 _download_images(primary)
                 self._answer(resp, route, request, candidates, primary, shown, meter, record)
+
+    def _admit_and_hold(self, req: falcon.Request, route: Route, request: Request,
+                        candidates: list[Model], record: observe.RequestRecord,
+                        key: _RequestKey) -> tuple[rates.Admitted | None, Meter]:
+        """Admission, then the hold (of the dearest candidate) on a Meter. A refusal of
+        either on a key from the cache that has changed since is decided again with the
+        key read afresh (its models, limits and version), once."""
+        asked = list(candidates)
+        while True:
+            candidates[:] = asked   # admission drops fallbacks the key may not use
+            counted = None
+            try:
+                counted = self.admit(key.key, request, candidates)
+                # Usage rows and metrics carry the catalogue id, never the name the client
+                # sent.
+                meter = Meter(self.gw.store, key.key, route.kind, candidates[0].id,
+                              candidates[0].provider.id, request_id=record.request_id)
+                try:
+                    meter.reserve(max(route.hold(request, m) for m in candidates))
+                except GatewayError:
+                    if counted is not None and counted.estimate:   # nothing will be used
+                        self.rates.correct(key.key.id, counted.minute, -counted.estimate)
+                    raise
+                key.unchecked = False   # the hold checked it
+                return counted, meter
+            except GatewayError:
+                stale = key.key
+                if not self._refresh(req, key, record):
+                    raise
+                if counted is not None:   # admitted again below: counted once
+                    self.rates.correct(stale.id, counted.minute, 0, requests=-1)
+
+    def _refresh(self, req: falcon.Request, key: _RequestKey,
+                 record: observe.RequestRecord) -> bool:
+        """After a refusal: whether the key, unchecked from the cache, had changed; it is
+        then replaced by the fresh read (Gateway.refreshed), which raises its own refusal."""
+        if not key.unchecked:
+            return False
+        key.unchecked = False
+        fresh = self.gw.refreshed(req, key.key)
+        if fresh is None:
+            return False
+        key.key = fresh
+        record.account_id, record.key_id = fresh.account_id, fresh.id
+        return True
 
     def candidates(self, request: Request, route: Route) -> list[Model]:
         """The asked model, then its fallbacks (the request's `models`, else the catalogue's);
@@ -256,6 +306,17 @@ class Pipeline:
                 body["model"], fallbacks = fallbacks[0], fallbacks[1:]
         yield Request(model_id=body.get("model"), raw=raw, body=body, headers=headers,
                       fallbacks=fallbacks)
+
+
+class _RequestKey:
+    """The request's key, and whether it is `unchecked`: read from the cache and not yet
+    checked by its hold, so that a refusal decided on it may be out of date."""
+
+    __slots__ = ("key", "unchecked")
+
+    def __init__(self, key: KeyRecord) -> None:
+        self.key = key
+        self.unchecked = key.cached
 
 
 def _releasing(early: FormHold | None) -> Any:

@@ -44,12 +44,17 @@ from .sqlite_lock import begin_immediate
 
 _AUTH = ("SELECT k.id, k.account_id, a.name, k.name, k.display_prefix, k.created_at, "
          "k.revoked_at, k.manage, a.disabled_at, k.expires_at, k.models, k.rpm, k.tpm, "
-         "k.spend_limit_nano, k.daily_limit_nano, k.monthly_limit_nano "
+         "k.spend_limit_nano, k.daily_limit_nano, k.monthly_limit_nano, k.version "
          "FROM api_keys k JOIN accounts a ON a.id = k.account_id "
          "WHERE k.secret_hash = :hash AND k.revoked_at IS NULL")
 _DEBIT_IF_COVERED = ("UPDATE accounts SET balance_nano = balance_nano - :amount "
                      "WHERE id = :account AND balance_nano >= :amount AND debt_nano = 0 "
                      "RETURNING 1")
+# A hold of a request authenticated from the key cache also checks that its key is as it was
+# read (key_cache.py): the same statements with this condition on the debit.
+_KEY_UNCHANGED = ("AND disabled_at IS NULL AND EXISTS (SELECT 1 FROM api_keys "
+                  "WHERE api_keys.id = :key_id AND api_keys.version = :key_version "
+                  "AND api_keys.revoked_at IS NULL) ")
 _INSERT_HOLD = ("INSERT INTO holds (request_id, account_id, amount_nano, created_at, spend_key) "
                 "VALUES (:rid, :account, :amount, :now, :spend_key)")
 _INSERT_HOLD_ENTRY = ("INSERT INTO ledger_entries (account_id, reference, kind, amount_nano, "
@@ -98,6 +103,12 @@ _SETTLE_IN_ONE = (
     "SELECT 1 FROM taken")
 
 _NAMED = re.compile(r":([a-z_]+)\b")
+
+
+def _key_checked(sql: str) -> str:
+    """A hold's statement whose debit of the account also checks the key (_KEY_UNCHANGED)."""
+    debit = "AND debt_nano = 0 "
+    return sql.replace(debit, debit + _KEY_UNCHANGED, 1)
 
 
 LOCK_WAIT_SECONDS = 10.0
@@ -270,6 +281,8 @@ class FastPath:
             ("auth", _AUTH), ("debit_if_covered", _DEBIT_IF_COVERED),
             ("insert_hold", _INSERT_HOLD), ("hold_entry", _INSERT_HOLD_ENTRY),
             ("hold_in_one", _HOLD_IN_ONE), ("settle_in_one", _SETTLE_IN_ONE),
+            ("checked_debit", _key_checked(_DEBIT_IF_COVERED)),
+            ("checked_hold_in_one", _key_checked(_HOLD_IN_ONE)),
             ("entry", _INSERT_ENTRY), ("take_hold", _TAKE_HOLD), ("settled", _SETTLED),
             ("credit", _CREDIT), ("debit", _DEBIT), ("usage", _INSERT_USAGE),
             ("balance", _BALANCE if sqlite else _BALANCE + " FOR UPDATE"))}
@@ -355,13 +368,19 @@ class FastPath:
             connections.put(conn, broken)
 
     def hold(self, request_id: str, account_id: int, amount: int, now: datetime,
-             spend_key: str | None = None) -> bool | None:
+             spend_key: str | None = None, key_check: tuple[str, int] | None = None
+             ) -> bool | None:
+        """`key_check`: (key id, version) that the key must still have (key_cache.py)."""
         sql = self._sql
         params = {"rid": request_id, "account": account_id, "amount": amount,
                   "taken": -amount, "now": self._time(now), "spend_key": spend_key}
+        debit, in_one = "debit_if_covered", "hold_in_one"
+        if key_check is not None:
+            debit, in_one = "checked_debit", "checked_hold_in_one"
+            params["key_id"], params["key_version"] = key_check
 
         def work(cur) -> bool:
-            cur.execute(sql["debit_if_covered"], params)
+            cur.execute(sql[debit], params)
             if cur.fetchone() is None:
                 return False
             cur.execute(sql["insert_hold"], params)
@@ -370,7 +389,7 @@ class FastPath:
 
         if self._sqlite:
             return self._holds.run(work, account_id)
-        return self._holds.run(_OneStatement(sql["hold_in_one"], params, _found), account_id)
+        return self._holds.run(_OneStatement(sql[in_one], params, _found), account_id)
 
     def settle(self, request_id: str, cost: int, usage: UsageRecord,
                now: datetime, wrap: Callable[[Any, Callable], Any] | None = None,

@@ -28,12 +28,22 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, DateTime, bindparam, delete, insert, select, text, update
+from sqlalchemy import (
+    Connection,
+    DateTime,
+    bindparam,
+    delete,
+    exists,
+    insert,
+    select,
+    text,
+    update,
+)
 
 from runtime.limits.spend import UNRESERVE
 
 from .records import UsageRecord
-from .schema import accounts, holds, ledger_entries, usage_log, usage_retention
+from .schema import accounts, api_keys, holds, ledger_entries, usage_log, usage_retention
 
 MAX_NANO = 2**63 - 1
 # How many discrepancies of each sort an audit names (the counts are always complete).
@@ -46,6 +56,10 @@ _debit_if_covered = (
     .where(accounts.c.debt_nano == 0)
     .values(balance_nano=accounts.c.balance_nano - bindparam("b_amount"))
 )
+_debit_if_key_unchanged = _debit_if_covered.where(accounts.c.disabled_at.is_(None)).where(
+    exists().where(api_keys.c.id == bindparam("b_key_id"))
+    .where(api_keys.c.version == bindparam("b_key_version"))
+    .where(api_keys.c.revoked_at.is_(None)))
 _debit_into_debt = (
     update(accounts)
     .where(accounts.c.id == bindparam("b_account_id"))
@@ -131,11 +145,17 @@ def entry(conn: Connection, account_id: int, reference: str, kind: str, amount: 
 
 
 def hold(conn: Connection, request_id: str, account_id: int, amount: int, now: datetime,
-         spend_key: str | None = None) -> bool:
+         spend_key: str | None = None, key_check: tuple[str, int] | None = None) -> bool:
     """Debit `amount` and record the hold (with the key whose spend limits reserved it);
-    False (nothing changed) when it is not covered or the account owes a debt."""
-    params = {"b_account_id": account_id, "b_amount": amount}
-    if conn.execute(_debit_if_covered, params).rowcount != 1:
+    False (nothing changed) when it is not covered or the account owes a debt, and with
+    `key_check` (key id, version) when the account is disabled or the key is revoked or no
+    longer at that version (runtime/store/key_cache.py)."""
+    params: dict[str, Any] = {"b_account_id": account_id, "b_amount": amount}
+    debit = _debit_if_covered
+    if key_check is not None:
+        debit = _debit_if_key_unchanged
+        params["b_key_id"], params["b_key_version"] = key_check
+    if conn.execute(debit, params).rowcount != 1:
         return False
     conn.execute(_insert_hold, {"request_id": request_id, "account_id": account_id,
                                 "amount_nano": amount, "created_at": now,

@@ -246,6 +246,14 @@ def _add_indexes(conn: Connection, table: Table, names: tuple[str, ...]) -> None
             index.create(conn)
 
 
+def _key_versions(conn: Connection) -> None:
+    """api_keys.version and the trigger that bumps it (schema.KEY_VERSION_DDL)."""
+    if "version" not in {c["name"] for c in inspect(conn).get_columns("api_keys")}:
+        conn.execute(text("ALTER TABLE api_keys ADD COLUMN version INTEGER NOT NULL DEFAULT 0"))
+    for statement in schema.KEY_VERSION_DDL.get(conn.dialect.name, ()):
+        conn.execute(text(statement))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "accounts, api_keys, holds, usage_log", _baseline),
     Migration(2, "holds without rowid (SQLite)", _holds_without_rowid),
@@ -272,6 +280,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         table.create(conn, checkfirst=True)
         for table in (schema.usage_rollup, schema.usage_rollup_all,
                       schema.usage_rollup_state)]),
+    Migration(13, "api_keys.version and its trigger", _key_versions),
 )
 
 

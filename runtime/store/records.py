@@ -41,6 +41,8 @@ class KeyRecord:
     account_disabled: bool = False  # the account is disabled: the key is refused (403)
     # None: no limit of any kind is set (runtime/limits/)
     limits: KeyLimits | None = None
+    version: int = 0                # api_keys.version when read (schema.py)
+    cached: bool = False            # from the process's cache: see runtime/store/key_cache.py
 
 
 @dataclass(frozen=True, slots=True)

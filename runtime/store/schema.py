@@ -102,7 +102,32 @@ api_keys = Table(
     Column("spent_day_nano", BigInteger, nullable=False, server_default="0"),
     Column("spent_month", Text, nullable=True),
     Column("spent_month_nano", BigInteger, nullable=False, server_default="0"),
+    # Bumped by a trigger (KEY_VERSION_DDL) whenever anything a request is admitted on
+    # changes: the secret, revocation, the account, the flags, the limits. A process may
+    # authenticate a request from its cache of keys; the hold then checks this version, so
+    # a change committed before the hold is never missed (runtime/store/key_cache.py).
+    Column("version", Integer, nullable=False, server_default="0"),
 )
+
+# The columns whose change bumps api_keys.version: everything in a KeyRecord but the spend
+# counters, which requests move (a request's own spend reservation must not outdate its key).
+KEY_VERSION_COLUMNS = ("account_id", "name", "secret_hash", "revoked_at", "manage",
+                       "expires_at", "models", "rpm", "tpm", "spend_limit_nano",
+                       "daily_limit_nano", "monthly_limit_nano")
+_key_columns = ", ".join(KEY_VERSION_COLUMNS)
+KEY_VERSION_DDL = {
+    "sqlite": (
+        f"CREATE TRIGGER api_keys_version AFTER UPDATE OF {_key_columns} ON api_keys "
+        "BEGIN UPDATE api_keys SET version = version + 1 WHERE id = NEW.id; END",),
+    "postgresql": (
+        "CREATE OR REPLACE FUNCTION api_keys_version() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN NEW.version := OLD.version + 1; RETURN NEW; END $$",
+        f"CREATE TRIGGER api_keys_version BEFORE UPDATE OF {_key_columns} ON api_keys "
+        "FOR EACH ROW EXECUTE FUNCTION api_keys_version()"),
+}
+for _dialect, _statements in KEY_VERSION_DDL.items():
+    for _statement in _statements:
+        event.listen(api_keys, "after_create", DDL(_statement).execute_if(dialect=_dialect))
 
 # Request and token counts of rate-limited keys per UTC minute (runtime/limits/rates.py);
 # rows older than two minutes are never read again and are deleted as keys are counted.

@@ -31,6 +31,7 @@ from . import responses as stored
 from .engine import make_engines
 from .errors import AccountExists, AccountNotFound, StoreError
 from .fastpath import FastPath
+from .key_cache import KeyCache
 from .migrations import migrate
 from .records import Account, KeyRecord, StoredResponse, UsageRecord
 from .schema import accounts, api_keys, usage_log
@@ -63,6 +64,7 @@ _key_cols = (
     api_keys.c.spend_limit_nano,
     api_keys.c.daily_limit_nano,
     api_keys.c.monthly_limit_nano,
+    api_keys.c.version,
 )
 _keys_join = api_keys.join(accounts, api_keys.c.account_id == accounts.c.id)
 
@@ -176,7 +178,7 @@ def _account(row: Any) -> Account:
 def _key(row: Any) -> KeyRecord:
     limits = limits_from_row((ledger.utc(row[9]), *row[10:16]))
     return KeyRecord(row[0], row[1], row[2], row[3], row[4], ledger.utc(row[5]),
-                     ledger.utc(row[6]), bool(row[7]), row[8] is not None, limits)
+                     ledger.utc(row[6]), bool(row[7]), row[8] is not None, limits, row[16])
 
 
 class Store:
@@ -188,6 +190,8 @@ class Store:
         self._engine, self._reader = make_engines(url)
         self._fast = FastPath(self._engine, self._reader,
                               self._engine.dialect.name == "sqlite")
+        # The keys this process authenticated lately (key_cache.py).
+        self._keys = KeyCache()
         # The holds this process has open, kept alive by heartbeat_holds (store/holds.py).
         self.open_holds = holdlib.OpenHolds()
         # The time settles and spend-limit periods (UTC days, months) go by; tests move it.
@@ -437,16 +441,22 @@ class Store:
         return self.get_key(key_id)
 
     @_db_errors
-    def authenticate(self, secret: str) -> KeyRecord | None:
-        """The live key for this secret, or None (unknown, malformed or revoked)."""
+    def authenticate(self, secret: str, cached: bool = False) -> KeyRecord | None:
+        """The live key for this secret, or None (unknown, malformed or revoked). `cached`:
+        the key this process read last for it, if any, which may be stale: for a request
+        whose hold checks it (key_cache.py says how)."""
         if not keylib.looks_like_secret(secret):
             return None
-        row = self._fast.authenticate(keylib.hash_secret(secret))
-        if row is not False:
-            return None if row is None else _key(row)
-        with self._reader.connect() as conn:
-            row = conn.execute(_authenticate, {"b_hash": keylib.hash_secret(secret)}).first()
-        return None if row is None else _key(row)
+        secret_hash = keylib.hash_secret(secret)
+        if cached and (key := self._keys.get(secret_hash)) is not None:
+            return key
+        row = self._fast.authenticate(secret_hash)
+        if row is False:
+            with self._reader.connect() as conn:
+                row = conn.execute(_authenticate, {"b_hash": secret_hash}).first()
+        key = None if row is None else _key(row)
+        self._keys.remember(secret_hash, key)
+        return key
 
     # credits: reserve -> forward -> settle
 
@@ -460,26 +470,30 @@ class Store:
 
     @_db_errors
     def hold(self, request_id: str, account_id: int, amount_nano: int,
-             spend_key: str | None = None) -> bool:
+             spend_key: str | None = None, key_check: tuple[str, int] | None = None) -> bool:
         """Reserve credits before forwarding; False (nothing changed) when not covered or
         when the account owes a debt its balance cannot pay (a debt the balance covers,
         after refunds, is paid first). `spend_key`: the key whose spend limits reserved the
-        amount (reserve_key_spend), given back with the hold if it is ever released."""
+        amount (reserve_key_spend), given back with the hold if it is ever released.
+        `key_check`: (key id, version) of a key read from the cache: also False when the
+        key changed since, was revoked or its account disabled (key_cache.py)."""
         _check_request_id(request_id)
         ledger.check_nano(amount_nano, "amount_nano")
         now = datetime.now(UTC)
-        held = self._fast.hold(request_id, account_id, amount_nano, now, spend_key)
+        held = self._fast.hold(request_id, account_id, amount_nano, now, spend_key, key_check)
         if held is None:
-            held = self._hold_core(request_id, account_id, amount_nano, now, spend_key)
+            held = self._hold_core(request_id, account_id, amount_nano, now, spend_key,
+                                   key_check)
         if not held:
             held = self._pay_debt_and_hold(request_id, account_id, amount_nano, now,
-                                           spend_key)
+                                           spend_key, key_check)
         if held:
             self.open_holds.add(request_id)
         return held
 
     def _pay_debt_and_hold(self, request_id: str, account_id: int, amount_nano: int,
-                           now: datetime, spend_key: str | None) -> bool:
+                           now: datetime, spend_key: str | None,
+                           key_check: tuple[str, int] | None) -> bool:
         """After a refusal: refunds of requests in flight may have come back to an account
         in debt; they pay the debt, and the hold is tried again once it is paid."""
         account = self.get_account_by_id(account_id)
@@ -489,13 +503,15 @@ class Store:
             ledger.pay_debt(conn, account_id, None, now)
         if self.get_account_by_id(account_id).debt_nano:
             return False
-        return self._hold_core(request_id, account_id, amount_nano, now, spend_key)
+        return self._hold_core(request_id, account_id, amount_nano, now, spend_key, key_check)
 
     def _hold_core(self, request_id: str, account_id: int, amount_nano: int,
-                   now: datetime, spend_key: str | None) -> bool:
+                   now: datetime, spend_key: str | None,
+                   key_check: tuple[str, int] | None) -> bool:
         try:
             with self._engine.begin() as conn:
-                return ledger.hold(conn, request_id, account_id, amount_nano, now, spend_key)
+                return ledger.hold(conn, request_id, account_id, amount_nano, now, spend_key,
+                                   key_check)
         except IntegrityError as exc:
             raise StoreError(f"request {request_id!r} already held credits") from exc
 

@@ -192,6 +192,55 @@ def test_an_expired_key_is_a_401_saying_so(gw, up):
         client.models.list()
 
 
+def test_any_change_to_a_key_in_use_applies_to_its_next_request(gw, up):
+    """Workers authenticate a key they have seen from a cache, and its hold checks that the
+    key is unchanged: every change (models, expiry, spend limit, the account disabled,
+    revocation) refuses the next request, on whichever worker, with nothing sent or
+    charged; undoing it admits the next one again. A refusal that does not come from a
+    change (the balance) stands."""
+    account, key_id, secret = limited_key(gw)
+    name = gw.created[-1]
+    client = openai_client(gw, secret)
+
+    def served() -> None:
+        for _ in range(4):   # both workers, from their caches after their first
+            reply = client.chat.completions.create(model=MODEL, messages=HELLO)
+            assert reply.choices[0].message.content == "echo: hello there gateway"
+
+    def refused(error: type[openai.APIStatusError]) -> openai.APIStatusError:
+        spent, sent = charged(gw, account), len(up["openai"].requests)
+        for _ in range(4):
+            with pytest.raises(error) as err:
+                client.chat.completions.create(model=MODEL, messages=HELLO)
+        assert charged(gw, account) == spent and len(up["openai"].requests) == sent
+        return err.value
+
+    served()
+    gw.store.update_key_limits(key_id, {"models": "openai/gpt-4o"})
+    assert f"'{MODEL}'" in refused(openai.PermissionDeniedError).message
+    gw.store.update_key_limits(key_id, {"models": None})
+    served()
+    gw.store.update_key_limits(key_id, {"expires_at": datetime.now(UTC) - timedelta(seconds=1)})
+    assert "expired" in refused(openai.AuthenticationError).message
+    gw.store.update_key_limits(key_id, {"expires_at": None})
+    served()
+    gw.store.update_key_limits(key_id, {"spend_limit_nano": 1})
+    assert refused(openai.PermissionDeniedError).code == "spend_limit_reached"
+    gw.store.update_key_limits(key_id, {"spend_limit_nano": None})
+    served()
+    gw.store.set_account_disabled(name, True)
+    assert "disabled" in refused(openai.PermissionDeniedError).message
+    gw.store.set_account_disabled(name, False)
+    served()
+    balance = gw.balance(account)
+    gw.store.adjust(name, -balance)
+    assert "Insufficient credits" in refused(openai.PermissionDeniedError).message
+    gw.store.adjust(name, balance)
+    served()
+    gw.store.revoke_key(key_id)
+    assert refused(openai.AuthenticationError).body["code"] == 401
+
+
 def spend_race(gw, up) -> None:
     """50 concurrent requests on a key whose spend limit pays for about ten: the sum charged
     stays within the limit, the refused get 403 naming it and are charged nothing."""

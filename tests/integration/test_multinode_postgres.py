@@ -1,6 +1,7 @@
 """Two gateway nodes sharing one PostgreSQL database: balances never overdraw under
 concurrent load spread over both, every request is charged once, and a key revoked through
-one node is refused by the other on its very next request."""
+one node is refused by the other on its very next request, its own workers' caches of keys
+notwithstanding."""
 
 from __future__ import annotations
 
@@ -60,9 +61,18 @@ def test_revocation_on_one_node_is_seen_by_the_other(nodes):
     first, second = nodes
     account, secret = first.account()
     auth = {"Authorization": f"Bearer {secret}"}
+    chat = {"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
     assert requests.get(f"{second.base_url}/models", headers=auth, timeout=5).status_code == 200
+    for node in (first, second) * 4:   # every worker has the key in its cache
+        assert requests.post(f"{node.base_url}/chat/completions", json=chat, headers=auth,
+                             timeout=10).status_code == 200
+    first.settled(account)
+    balance = first.balance(account)
     name = first.store.get_account_by_id(account).name
     assert first.store.revoke_key(first.store.list_keys(name)[0].id)
-    for node in (second, first, second):
+    for node in (second, first, second, first):
         assert requests.get(f"{node.base_url}/models", headers=auth,
                             timeout=5).status_code == 401
+        assert requests.post(f"{node.base_url}/chat/completions", json=chat, headers=auth,
+                             timeout=10).status_code == 401
+    assert second.balance(account) == balance

@@ -120,6 +120,20 @@ def test_token_estimates_are_corrected_to_what_was_used(store, counter):
     assert check_rates(counter, key.id, limits, 900, now + 2).tokens.remaining == 50
 
 
+def test_a_request_admitted_again_is_taken_back_once(store, counter):
+    """A request whose key changed before its hold is admitted again with the fresh key
+    (runtime/pipeline/run.py): its first count is taken back, so it counts once."""
+    key, _ = store.create_key("acme", "k", {"rpm": 2})
+    limits = store.get_key(key.id).limits
+    now = 1_800_000_000.0
+    first = check_rates(counter, key.id, limits, 0, now)
+    counter.correct(key.id, first.minute, 0, requests=-1)
+    assert check_rates(counter, key.id, limits, 0, now + 1).requests.remaining == 1
+    assert check_rates(counter, key.id, limits, 0, now + 2).requests.remaining == 0
+    with pytest.raises(RateLimited):
+        check_rates(counter, key.id, limits, 0, now + 3)
+
+
 def test_a_key_without_limits_reads_as_none_and_limits_can_be_cleared(store):
     key, secret = store.create_key("acme", "plain")
     assert store.authenticate(secret).limits is None

@@ -8,6 +8,7 @@ import re
 import sqlite3
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -252,6 +253,60 @@ def test_keys_create_list_rename_revoke_authenticate(store: Store, db_url: str) 
     listed = {k.id: k for k in store.list_keys("acme")}
     assert listed[record.id].revoked_at is not None
     assert listed[other.id].revoked_at is None
+
+
+def test_a_hold_on_a_cached_key_is_refused_once_the_key_changed(store: Store,
+                                                                 db_url: str) -> None:
+    """A process may authenticate a request from its cache of keys; the hold then checks
+    that the key is as it was read. Any change a request is admitted on, made by another
+    process, refuses that hold without touching the balance, and a fresh read sees it."""
+    acme = store.create_account("acme", 1_000)
+    record, secret = store.create_key("acme", "ci")
+    assert store.authenticate(secret, cached=True) == record   # nothing cached yet: read
+    assert store.authenticate(secret, cached=True) == replace(record, cached=True)
+    held = 0
+    with open_store(db_url) as elsewhere:
+        changes = [
+            lambda: elsewhere.update_key_limits(record.id, {"models": "openai/*"}),
+            lambda: elsewhere.update_key_limits(record.id, {"rpm": 5, "tpm": 100}),
+            lambda: elsewhere.update_key_limits(record.id, {"spend_limit_nano": 500}),
+            lambda: elsewhere.update_key_limits(
+                record.id, {"expires_at": datetime.now(UTC) + timedelta(days=1)}),
+            lambda: elsewhere.rename_key(record.id, "renamed"),
+            lambda: elsewhere.set_key_manage(record.id, True),
+            lambda: elsewhere.set_account_disabled("acme", True),
+        ]
+        for n, change in enumerate(changes):
+            cached = store.authenticate(secret, cached=True)
+            assert cached.cached
+            change()
+            assert store.authenticate(secret, cached=True) == cached   # it cannot know
+            assert not store.hold(f"stale-{n}", acme.id, 10, key_check=(cached.id,
+                                                                       cached.version))
+            assert _balance(store, "acme") == 1_000 - held
+            fresh = store.authenticate(secret)
+            assert not fresh.cached and fresh != replace(cached, cached=False)
+            if fresh.account_disabled:
+                elsewhere.set_account_disabled("acme", False)
+                fresh = store.authenticate(secret)
+            assert store.hold(f"fresh-{n}", acme.id, 10, key_check=(fresh.id, fresh.version))
+            held += 10
+            assert _balance(store, "acme") == 1_000 - held
+
+        # what requests move on the key (its spend) leaves it as it was read
+        cached = store.authenticate(secret, cached=True)
+        assert store.reserve_key_spend(record.id, 10) is None
+        assert store.hold("spending", acme.id, 10, record.id, (cached.id, cached.version))
+        store.settle("spending", 7, UsageRecord("spending", acme.id, record.id, "chat",
+                                                "openai/gpt-4o-mini", "openai", 200),
+                     record.id)
+        assert store.authenticate(secret).version == cached.version
+        assert store.hold("again", acme.id, 10, key_check=(cached.id, cached.version))
+
+        assert elsewhere.revoke_key(record.id)
+    assert not store.hold("revoked", acme.id, 10, key_check=(cached.id, cached.version))
+    assert store.authenticate(secret) is None
+    assert store.authenticate(secret, cached=True) is None   # forgotten with the fresh read
 
 
 def test_secret_is_never_stored(store: Store, raw, db_url: str) -> None:

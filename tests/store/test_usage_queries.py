@@ -46,8 +46,11 @@ def test_keys_that_existed_before_migration_7_become_management_keys(db_url, raw
         indexes = {ix["name"] for ix in inspect(raw).get_indexes("usage_log")}
         assert {"ix_usage_log_account_id_id", "ix_usage_log_key_id_id",
                 "ix_usage_log_created_at"} <= indexes
+        assert migrated.get_key("key_old").version == 0
         assert migrated.set_key_manage("key_old", False)
         assert migrated.get_key("key_old").manage is False
+        # migration 13's trigger: a change a request is admitted on bumps the key's version
+        assert migrated.get_key("key_old").version == 1
     finally:
         migrated.close()
 
