@@ -2,11 +2,13 @@
 of the body.
 
 gunicorn writes the head of every answer in one send() and each piece of the body in another.
-On the gateway's small JSON answers that is two syscalls (and two TCP segments) per answer
-where one does: a send on loopback costs about as much CPU as the whole JSON encoding of the
-answer (measured in `make bench`). `install()` makes gunicorn build this class instead of its
-own in the worker process that calls it; everything else (chunked bodies, sendfile, answers
-without a body, response_length) takes gunicorn's own path unchanged.
+On the gateway's small JSON answers (and a stream's first chunk) that is two syscalls (and
+two TCP segments) where one does: a send on loopback costs about as much CPU as the whole
+JSON encoding of the answer (measured in `make bench`). `install()` makes gunicorn build
+this class instead of its own in the worker process that calls it; everything else
+(sendfile, answers without a body, response_length) takes gunicorn's own path unchanged.
+Every piece of a body, a stream's chunks included, goes out with runtime/socket_send.py's
+`send_all`.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from typing import Any
 
 from gunicorn import util
 from gunicorn.http import wsgi
+
+from runtime.socket_send import send_all
 
 
 class _Collect:
@@ -32,7 +36,7 @@ class CoalescedResponse(wsgi.Response):
     _coalesce = False
 
     def write(self, arg: Any) -> None:
-        if self.headers_sent or self.chunked or not arg:
+        if self.headers_sent or not arg:
             return super().write(arg)
         self._coalesce = True
         try:
@@ -55,9 +59,11 @@ class CoalescedResponse(wsgi.Response):
         self._head = collect.data
 
     def _emit_body(self, data: bytes) -> None:
+        if self.chunked:   # gunicorn's framing of a chunk
+            data = b"%X\r\n%b\r\n" % (len(data), data)
         if self._head:
             data, self._head = self._head + data, b""
-        super()._emit_body(data)
+        send_all(self.sock, data)
 
 
 def install() -> None:

@@ -69,8 +69,10 @@ class UsageRecord:
         """`details` as the usage log stores it: strict JSON, which the database parses when
         it sums the units (usage_rollup.py). NaN and infinities, which only Python's parser
         accepts, are stored as null."""
+        if not self.details:   # most requests: tokens only
+            return "{}"
         try:
-            return json.dumps(self.details or {}, separators=(",", ":"), sort_keys=True,
+            return json.dumps(self.details, separators=(",", ":"), sort_keys=True,
                               allow_nan=False)
         except ValueError:
             return json.dumps(_finite(self.details), separators=(",", ":"), sort_keys=True)

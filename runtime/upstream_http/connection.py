@@ -31,6 +31,8 @@ from typing import Any, Protocol
 
 from httptools import HttpParserError, HttpResponseParser
 
+from runtime.socket_send import send_all
+
 READ_SIZE = 65536
 # A bytes body up to this size is sent in the head's `sendall`; a larger one after it (a
 # copy costs more than a second send).
@@ -101,10 +103,10 @@ class Connection:
             sock.settimeout(read_timeout)
             try:
                 if body is None:
-                    _send(sock, head)
+                    send_all(sock, head)
                 elif isinstance(body, bytes):
                     if len(body) <= JOIN_BODY_UP_TO:
-                        _send(sock, head + body)
+                        send_all(sock, head + body)
                     else:
                         sock.sendall(head)
                         sock.sendall(body)
@@ -127,14 +129,6 @@ class Connection:
             answer.drop()
             raise
         return answer
-
-
-def _send(sock: socket.socket, data: bytes) -> None:
-    """`sendall` in one `send` when the socket takes it all, as it does a small request
-    (gevent's sendall costs a getsockopt syscall and a loop per call)."""
-    sent = sock.send(data)
-    if sent < len(data):
-        sock.sendall(memoryview(data)[sent:])
 
 
 def _send_iterable(sock: socket.socket, body: Iterable[bytes], chunked: bool) -> None:
