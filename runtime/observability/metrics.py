@@ -40,11 +40,30 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
-# prometheus_client chose its value class when it was first imported; if that happened
-# before the variable was set (a preloaded app, an import in the master), the metrics would
-# silently stay per-process while /metrics reads the files.
-if os.environ.get(MULTIPROC_ENV) and not getattr(values.ValueClass, "_multiprocess", False):
-    values.ValueClass = values.get_value_class()
+_pid = os.getpid()
+
+
+def _forked() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
+def _process_id() -> int:
+    """This process's id, read once and again after a fork. prometheus_client's default,
+    os.getpid, is a system call on every increment (glibc no longer caches it): seven a
+    request, about 4 % of a worker's throughput (measured by make bench)."""
+    return _pid
+
+
+# prometheus_client chose its value class when it was first imported, with os.getpid, or
+# per process if that happened before the variable was set (a preloaded app, an import in
+# the master), when the metrics would silently stay per-process while /metrics reads the
+# files. Replaced before any metric below exists.
+if os.environ.get(MULTIPROC_ENV):
+    values.ValueClass = values.MultiProcessValue(_process_id)
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 """The in-process registry (also the one the metrics are registered in when multiprocess:

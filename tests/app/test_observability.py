@@ -105,6 +105,40 @@ def test_metrics_are_summed_over_processes(tmp_path):
     assert _value(text, "tokmodel_open_streams") == 2
 
 
+_FORKING = """
+import os
+from runtime.observability import metrics, metrics_text
+
+def count(n):
+    for _ in range(n):
+        metrics.requests("chat", "openai/gpt-4o", "openai", "200").inc()
+
+count(1)   # the parent (gunicorn's master, if it imported the metrics) counted first
+children = []
+for n in (2, 3):
+    pid = os.fork()
+    if pid == 0:
+        count(n)
+        os._exit(0)
+    children.append(pid)
+for pid in children:
+    assert os.waitpid(pid, 0)[1] == 0
+count(4)
+print(sorted(f for f in os.listdir(metrics.multiprocess_dir()) if f.startswith("counter_")))
+print(metrics_text()[0].decode())
+"""
+
+
+def test_forked_workers_count_in_files_of_their_own(tmp_path):
+    """The process id the metric files are named by is read once and again after a fork:
+    a worker forked from a process that counted writes its own file, and nothing is lost."""
+    out = _run(_FORKING, tmp_path)
+    files, text = out.split("\n", 1)
+    assert files.count("counter_") == 3, files
+    labels = 'endpoint="chat",model="openai/gpt-4o",provider="openai",status="200"'
+    assert _value(text, f"tokmodel_requests_total{{{labels}}}") == 1 + 2 + 3 + 4
+
+
 def test_in_process_registry_without_multiproc_dir():
     assert metrics.multiprocess_dir() is None
     body, content_type = metrics_text()
