@@ -23,6 +23,7 @@ from runtime.store import (
     Store,
     StoreError,
     UsageRecord,
+    ledger,
     open_store,
 )
 from runtime.store.engine import normalize_url
@@ -307,6 +308,27 @@ def test_a_hold_on_a_cached_key_is_refused_once_the_key_changed(store: Store,
     assert not store.hold("revoked", acme.id, 10, key_check=(cached.id, cached.version))
     assert store.authenticate(secret) is None
     assert store.authenticate(secret, cached=True) is None   # forgotten with the fresh read
+
+
+def test_the_core_path_hold_checks_the_key_as_the_fast_path_does(store: Store) -> None:
+    """The Core hold (taken when the fast path's driver fails, or after a debt is paid)
+    refuses a key that is not at the version read, revoked, or of a disabled account."""
+    acme = store.create_account("acme", 1_000)
+    record, _ = store.create_key("acme", "ci")
+    now = datetime.now(UTC)
+    with store._engine.begin() as conn:
+        assert not ledger.hold(conn, "stale", acme.id, 10, now, None,
+                               (record.id, record.version + 1))
+        assert not ledger.hold(conn, "other-key", acme.id, 10, now, None,
+                               ("key_000000000000", record.version))
+        assert ledger.hold(conn, "current", acme.id, 10, now, None,
+                           (record.id, record.version))
+    store.set_account_disabled("acme", True)
+    with store._engine.begin() as conn:
+        assert not ledger.hold(conn, "disabled", acme.id, 10, now, None,
+                               (record.id, record.version))
+        assert ledger.hold(conn, "unchecked", acme.id, 10, now)   # no key to check
+    assert _balance(store, "acme") == 1_000 - 20
 
 
 def test_secret_is_never_stored(store: Store, raw, db_url: str) -> None:
