@@ -53,21 +53,21 @@ class Meter:
         insufficient credits, when it cannot be held. A key from the cache is checked by the
         hold: a key changed since it was read is refused the same way (the pipeline then
         reads it afresh)."""
-        limited = self.key.limits is not None and self.key.limits.limits_spend
+        key = self.key
+        limited = key.limits is not None and key.limits.limits_spend
         if limited:
             # the key's spend limits take part in the hold like the balance (limits/spend.py)
-            passed = self.store.reserve_key_spend(self.key.id, amount_nano)
+            passed = self.store.reserve_key_spend(key.id, amount_nano)
             if passed is not None:
                 raise SpendLimitReached(passed, amount_nano)
-        key = self.key
         if not self.store.hold(self.request_id, key.account_id, amount_nano,
                                key.id if limited else None,
                                (key.id, key.version) if key.cached else None):
             if limited:
-                self.store.unreserve_key_spend(self.key.id, amount_nano)
-            raise refusal(self.store, self.key.account_id)
+                self.store.unreserve_key_spend(key.id, amount_nano)
+            raise refusal(self.store, key.account_id)
         self.held = amount_nano
-        self.spend_key = self.key.id if limited else None
+        self.spend_key = key.id if limited else None
 
     def settle(self, usage: Usage | None, exact_cost: Decimal | int, status: int) -> int:
         """Charge once; returns nano-credits charged (0 on every call after the first). The

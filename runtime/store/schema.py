@@ -109,8 +109,9 @@ api_keys = Table(
     Column("version", Integer, nullable=False, server_default="0"),
 )
 
-# The columns whose change bumps api_keys.version: everything in a KeyRecord but the spend
-# counters, which requests move (a request's own spend reservation must not outdate its key).
+# The columns whose change bumps api_keys.version: what a KeyRecord reads from the key's row
+# (but its id, prefix and creation time, which never change), not the spend counters, which
+# requests move (a request's own spend reservation must not outdate its key).
 KEY_VERSION_COLUMNS = ("account_id", "name", "secret_hash", "revoked_at", "manage",
                        "expires_at", "models", "rpm", "tpm", "spend_limit_nano",
                        "daily_limit_nano", "monthly_limit_nano")
