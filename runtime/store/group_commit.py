@@ -15,9 +15,11 @@ Contract:
 - A job that raises rolls the batch back; each job of that batch is then run again in its own
   transaction, so one bad job costs only itself.
 - `run(work, order, linger)`: a job that would lead a batch alone may wait up to `linger`
-  seconds for another job to join it (one that queues wakes it at once). For writes nobody
-  waits for: a settlement written behind its answer, which at concurrency 1 then shares the
-  commit of the next request's hold instead of committing alone just before it.
+  seconds for another job to join it. For writes nobody waits for: a settlement written
+  behind its answer, which at concurrency 1 then shares the commit of the next request's
+  hold instead of committing alone just before it. The job that comes takes the lead and
+  writes the batch (the lingering one with it) at once, in its own thread of control: the
+  request waiting for it (the hold) does not wait for the lingering one to be scheduled.
 - Works with gevent (monkey-patched threading cooperates) and with threads.
 
 Why: a commit is most of a hold's and a settlement's cost (SQLite writes every touched page
@@ -79,32 +81,38 @@ class GroupCommit:
         job = _Job(work, order)
         with self._lock:
             self._queue.append(job)
-            lead = not self._leading
-            self._leading = True
             company, self._company = self._company, None
+            # joining a lingering leader: this job takes the lead and writes at once
+            lead = not self._leading or company is not None
+            self._leading = True
         if company is not None:
             company.set()
-        if lead:
-            if linger > 0:
-                self._linger(linger)
-            _let_ready_requests_in()
-        else:
+        elif lead:
+            if linger > 0 and not self._linger(linger):
+                lead = False   # a job that came meanwhile took the lead
+            if lead:
+                _let_ready_requests_in()
+        if not lead:
             job.lead.wait()
             if job.done:
                 return job.result
         self._write_batch()
         return job.result
 
-    def _linger(self, seconds: float) -> None:
+    def _linger(self, seconds: float) -> bool:
+        """Wait up to `seconds` for another job; whether this one still leads (a job that
+        comes meanwhile takes the lead, and this one is written in its batch)."""
         company = threading.Event()
         with self._lock:
             if len(self._queue) > 1:
-                return
+                return True
             self._company = company
         company.wait(seconds)
         with self._lock:
-            if self._company is company:
+            if self._company is company:   # nobody came
                 self._company = None
+                return True
+            return False
 
     def _write_batch(self) -> None:
         batch: list[_Job] = []

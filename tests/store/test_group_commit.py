@@ -177,19 +177,32 @@ def test_a_job_alone_commits_at_once(tmp_path) -> None:
 
 def test_a_lingering_job_shares_its_commit_with_the_next_one(tmp_path) -> None:
     """A job that may wait (a settlement behind its answer) and would commit alone waits for
-    the next job, which joins its batch: one commit for both."""
+    the next job, which joins its batch: one commit for both, written by the job that came
+    (the request waiting for it does not wait for the lingering thread to run)."""
     ledger = Ledger(str(tmp_path / "db"))
     group = GroupCommit(ledger.transaction, ledger.alone)
     results: dict[str, Any] = {}
-    lingering = threading.Thread(target=lambda: results.update(
-        settle=group.run(hold("settle", 1), linger=30.0)))
+    written_by: dict[str, str] = {}
+
+    def job(rid: str) -> Callable[[Any], bool]:
+        def work(cur: Any) -> bool:
+            written_by[rid] = threading.current_thread().name
+            return hold(rid, 1)(cur)
+        return work
+
+    lingering = threading.Thread(name="lingering", target=lambda: results.update(
+        settle=group.run(job("settle"), linger=30.0)))
     lingering.start()
     time.sleep(0.2)
     assert ledger.batches == []   # still waiting for company
-    assert group.run(hold("next", 1)) is True   # joins it, and does not wait 30 s
+    assert group.run(job("next")) is True   # joins it, and does not wait 30 s
+    assert written_by == {"settle": threading.current_thread().name,
+                          "next": threading.current_thread().name}
     lingering.join(5)
     assert results == {"settle": True}
     assert ledger.batches == [2] and ledger.holds() == {"settle", "next"}
+    # the lingering job's thread found its job written; the next job leads as before
+    assert group.run(job("after"), linger=0.01) is True and ledger.batches == [2, 1]
 
 
 def test_a_lingering_job_without_company_commits_after_its_linger(tmp_path) -> None:
