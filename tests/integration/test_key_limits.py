@@ -197,7 +197,7 @@ def test_any_change_to_a_key_in_use_applies_to_its_next_request(gw, up):
     key is unchanged: every change (models, expiry, spend limit, the account disabled,
     revocation) refuses the next request, on whichever worker, with nothing sent or
     charged; undoing it admits the next one again. A refusal that does not come from a
-    change (the balance) stands."""
+    change (the balance) stands, and a revoked key is a 401 whatever else is wrong."""
     account, key_id, secret = limited_key(gw)
     name = gw.created[-1]
     client = openai_client(gw, secret)
@@ -237,7 +237,17 @@ def test_any_change_to_a_key_in_use_applies_to_its_next_request(gw, up):
     assert "Insufficient credits" in refused(openai.PermissionDeniedError).message
     gw.store.adjust(name, balance)
     served()
-    gw.store.revoke_key(key_id)
+    with requests.Session() as session:   # one connection: one worker
+        url, auth = f"{gw.base_url}/chat/completions", {"Authorization": f"Bearer {secret}"}
+        assert session.post(url, json={"model": MODEL, "messages": HELLO}, headers=auth,
+                            timeout=10).status_code == 200   # its worker has the key cached
+        assert session.post(url, json={"model": MODEL}, headers=auth,
+                            timeout=10).status_code == 400   # no messages
+        gw.store.revoke_key(key_id)
+        # the same malformed request from the revoked key: 401, not what it would be if the
+        # key were still live
+        answer = session.post(url, json={"model": MODEL}, headers=auth, timeout=10)
+        assert answer.status_code == 401, answer.text
     assert refused(openai.AuthenticationError).body["code"] == 401
 
 
