@@ -195,15 +195,16 @@ def test_an_expired_key_is_a_401_saying_so(gw, up):
 def test_any_change_to_a_key_in_use_applies_to_its_next_request(gw, up):
     """Workers authenticate a key they have seen from a cache, and its hold checks that the
     key is unchanged: every change (models, expiry, spend limit, the account disabled,
-    revocation) refuses the next request, on whichever worker, with nothing sent or
-    charged; undoing it admits the next one again. A refusal that does not come from a
-    change (the balance) stands, and a revoked key is a 401 whatever else is wrong."""
+    revocation), made by another process, refuses the next request of a worker that has the
+    key cached, with nothing sent or charged; undoing it admits the next one again. A
+    refusal that does not come from a change (the balance) stands, and a revoked key is a
+    401 whatever else is wrong."""
     account, key_id, secret = limited_key(gw)
     name = gw.created[-1]
     client = openai_client(gw, secret)
 
     def served() -> None:
-        for _ in range(4):   # both workers, from their caches after their first
+        for _ in range(4):   # the SDK's keep-alive connection: its worker caches the key
             reply = client.chat.completions.create(model=MODEL, messages=HELLO)
             assert reply.choices[0].message.content == "echo: hello there gateway"
 
