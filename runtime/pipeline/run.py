@@ -130,16 +130,13 @@ class Pipeline:
                 # sent.
                 meter = Meter(self.gw.store, key.key, route.kind, candidates[0].id,
                               candidates[0].provider.id, request_id=record.request_id)
-                try:
-                    meter.reserve(max(route.hold(request, m) for m in candidates))
-                except GatewayError:
-                    if counted is not None and counted.estimate:   # nothing will be used
-                        self.rates.correct(key.key.id, counted.minute, -counted.estimate)
-                    raise
+                meter.reserve(max(route.hold(request, m) for m in candidates))
                 key.unchecked = False   # the hold checked it
                 return counted, meter
             except GatewayError:
                 stale = key.key
+                if counted is not None:   # admitted, not held: nothing will be used
+                    self.rates.correct(stale.id, counted.minute, -counted.estimate)
                 if not self._refresh(req, key, record):
                     raise
                 if counted is not None:   # admitted again below: counted once

@@ -45,9 +45,6 @@ class KeyCache:
             return
         keys = self._keys
         keys.pop(secret_hash, None)   # re-inserted last: the newest
-        while len(keys) >= self._size:
-            try:
-                del keys[next(iter(keys))]
-            except (StopIteration, KeyError, RuntimeError):   # emptied or changed meanwhile
-                break
+        if len(keys) >= self._size:
+            keys.pop(next(iter(keys), None), None)   # the oldest
         keys[secret_hash] = replace(key, cached=True)
