@@ -132,8 +132,9 @@ def run(opts: Options, workdir: Path, procs: Procs, say: Any = print) -> dict[st
             out["baseline"] = {"root": str(root), "commit": _commit(root)}
         plain = {side: (addr, bench.chat(addr, secret=secrets[side]), pids)
                  for side, (addr, pids) in servers.items()}
-        load.concurrent(gateway.addr, plain["gateway"][1], opts.concurrency, 1.5)  # warm up
-        load.concurrent(passthrough.addr, plain["passthrough"][1], opts.concurrency, 1.5)
+        for side in ("gateway", "baseline", "passthrough"):   # warm up
+            if side in plain:
+                load.concurrent(plain[side][0], plain[side][1], opts.concurrency, 1.5)
 
         if "latency" in parts:
             out["latency"] = latency_phase(opts, plain, say)
