@@ -39,7 +39,7 @@ from tests.bench.options import DEFAULT_PARTS, PARTS, Options, full, quick
 from tests.bench.procs import Procs, raise_fd_limit, wait_quiet
 from tests.bench.report import TARGETS, markdown
 from tests.bench.run import run
-from tests.bench.servers import ROOT
+from tests.bench.servers import REFERENCE_APP, REFERENCE_DIR, ROOT
 
 POSTGRES_ENV = "TOKMODEL_TEST_POSTGRES_URL"
 
@@ -84,6 +84,10 @@ def parse(argv: list[str]) -> tuple[Options, argparse.Namespace]:
         "DIR COMMIT): its gateway, on a database of its own, is one more side of the "
         "latency, throughput and stream-rate parts, measured in the same interleaved rounds "
         "(a before-and-after within one run)")
+    add("--reference", metavar="DIR", help="the directory of falcon_passthrough.py, the bare "
+        "passthrough issue 11 is measured against (default: ../shared/bench beside the "
+        "checkout, when there; '' for none): served as its docstring says, with gunicorn's "
+        "stock gevent worker, it is one more side of the latency and throughput parts")
     add("--soak-seconds", type=float)
     add("--soak-rate", type=float, help="background requests per second in the soak")
     add("--soak-sample-seconds", type=float)
@@ -107,6 +111,8 @@ def parse(argv: list[str]) -> tuple[Options, argparse.Namespace]:
                 if f.name not in ("parts", "gateway_env") and getattr(args, f.name, None)
                 is not None}
     opts = replace(opts, **explicit)
+    if args.reference is None and (REFERENCE_DIR / REFERENCE_APP).is_file():
+        opts = replace(opts, reference=str(REFERENCE_DIR))
     if args.parts is not None:
         parts = tuple(x.strip() for x in args.parts.split(",") if x.strip())
         unknown = set(parts) - set(PARTS)

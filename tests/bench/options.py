@@ -46,6 +46,9 @@ class Options:
     tails_backlog: bool = False          # leave the filled rows for the gateway's paced fold
     postgres: str = ""                   # a PostgreSQL URL: tails and databases on it
     baseline: str = ""                   # another checkout: its gateway is one more side
+    # the bare passthrough of ../shared/bench as its own docstring serves it (stock gevent
+    # worker): one more side of latency and throughput; "" for none
+    reference: str = ""
     # databases: PostgreSQL against SQLite at concurrency 1, `rounds` interleaved rounds
     db_ratio_seconds: float = 10.0
     # soak: mixed traffic

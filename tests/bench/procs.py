@@ -96,7 +96,7 @@ class Procs:
 
 
 def wait_http(addr: tuple[str, int], path: str, proc: subprocess.Popen, log: Path,
-              timeout: float = 30.0) -> None:
+              timeout: float = 30.0, ready: tuple[int, ...] = (200,)) -> None:
     request = build_get(addr[0], addr[1], path)
     deadline = time.monotonic() + timeout
     last = ""
@@ -106,7 +106,7 @@ def wait_http(addr: tuple[str, int], path: str, proc: subprocess.Popen, log: Pat
                                + log.read_text(errors="replace")[-4000:])
         conn = HttpConn(addr)
         try:
-            if conn.roundtrip(request).status == 200:
+            if conn.roundtrip(request).status in ready:
                 return
         except (OSError, ValueError) as exc:
             last = str(exc)

@@ -100,6 +100,7 @@ def rows(r: dict[str, Any]) -> list[Row]:
         out.append(("Latency under load p50 / p99 (ms, median of rounds)",
                     *(f"{x['p50_ms']:.1f} / {x['p99_ms']:.1f}" if x else ""
                       for x in (g, p, d)), "", "-", "-"))
+    out += reference_rows(r)
     out += stream_rate_rows(r.get("stream_rate"))
     out += baseline_rows(r)
     st = r.get("streams")
@@ -157,6 +158,36 @@ def stream_rate_rows(sr: dict[str, Any] | None) -> list[Row]:
          *(f"{x['errors']} ({_errors(x['error_kinds'])})" if x else "" for x in (g, p, d)),
          "", "0", _verdict(all(x["errors"] == 0 for x in (g, p, d) if x))),
     ]
+
+
+def reference_rows(r: dict[str, Any]) -> list[Row]:
+    """The gateway against ../shared/bench's passthrough (--reference), the yardstick issue 11
+    was written against: its figures in the Bare passthrough column."""
+    if not r.get("reference"):
+        return []
+    out: list[Row] = []
+    lat = r.get("latency") or {}
+    ref = _side(lat, "reference")
+    if ref:
+        out.append(("Latency p50 / p99, concurrency 1 (ms): gateway / reference passthrough",
+                     f"{lat['gateway']['p50_ms']:.3f} / {lat['gateway']['p99_ms']:.3f}",
+                     f"{ref['p50_ms']:.3f} / {ref['p99_ms']:.3f}", "",
+                     f"{lat['added_p50_ms_vs_reference']:+.3f} / "
+                     f"{lat['added_p99_ms_vs_reference']:+.3f}", "-", "-"))
+    tp = r.get("throughput") or {}
+    ref = _side(tp, "reference")
+    if ref:
+        rounds = ", ".join(f"{x:.2f}" for x in tp["ratio_to_reference_rounds"])
+        want = TARGETS["ratio_to_passthrough"]
+        out.append((f"Throughput against the reference passthrough (req/s, median of "
+                    f"{tp['rounds']} interleaved rounds; per round: "
+                    + ", ".join(f"{x:,.0f}" for x in ref["rps_rounds"]) + ")",
+                    f"{tp['gateway']['rps']:,.0f}", f"{ref['rps']:,.0f}", "",
+                    f"**{tp['ratio_to_reference']:.2f}** (rounds {rounds})",
+                    f">= {want:g}x the passthrough",
+                    _verdict(tp["ratio_to_reference"] >= want
+                             and tp["gateway"]["errors"] == 0 and ref["errors"] == 0)))
+    return out
 
 
 def baseline_rows(r: dict[str, Any]) -> list[Row]:
@@ -300,6 +331,14 @@ def markdown(r: dict[str, Any], command: str) -> str:
         lines.append(f"\nGateway and passthrough both served by `tokmodel serve`'s gunicorn "
                      f"settings: {text}. The passthrough checks one Bearer key and forwards "
                      "with a requests.Session; the gateway runs with metrics and access log on.")
+    ref = r.get("reference")
+    if ref:
+        lines.append(f"\nThe reference passthrough is {ref['dir']}/falcon_passthrough.py, "
+                     f"served as its docstring says: gunicorn -w {ref['workers']} -k "
+                     f"{ref['worker_class']} --worker-connections {ref['worker_connections']}. "
+                     "It does what the bare passthrough does; the bare passthrough runs on "
+                     "the gateway's own worker class, so it also has the gateway's one-send "
+                     "answers.")
     acc, met = r.get("access_log"), r.get("metrics_endpoint")
     if acc is not None or met is not None:
         parts = []

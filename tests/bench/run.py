@@ -10,6 +10,9 @@ counted afterwards), and the bare passthrough (tests.bench.passthrough: one Bear
 a requests.Session, served by the same `tokmodel serve` code path and gunicorn settings).
 With `opts.baseline` (a directory holding another checkout), a fourth, the "baseline": that
 checkout's gateway on a database of its own, measured as one more side of parts 1-3.
+With `opts.reference`, the "reference": ../shared/bench's bare passthrough served as its own
+docstring says (gunicorn's stock gevent worker), one more side of parts 1-2 (it reads a
+stream whole before answering, so it is no side of part 3).
 1. latency: at concurrency 1, `opts.requests` non-streamed requests on one keep-alive
    connection (after `opts.warmup`) to each of the three; p50/p99 and the gateway's added
    latency;
@@ -76,7 +79,7 @@ def latency_phase(opts: Options, targets: dict[str, Any], say: Any) -> dict[str,
         result, cpu = cpu_share(side_pids, lambda a=addr, r=request: load.sequential(
             a, r, opts.requests, opts.warmup))
         lat[side] = {**_latency(result), "cpu_percent": cpu}
-    for base in ("direct", "passthrough", "baseline"):
+    for base in ("direct", "passthrough", "reference", "baseline"):
         if base not in lat:
             continue
         for q in ("p50", "p99"):
@@ -130,9 +133,18 @@ def run(opts: Options, workdir: Path, procs: Procs, say: Any = print) -> dict[st
             servers["baseline"] = (baseline.addr,
                                    _pids("baseline", baseline, bench.upstream_pid))
             out["baseline"] = {"root": str(root), "commit": _commit(root)}
+        reference = None
+        if opts.reference and {"latency", "throughput"} & parts:
+            say(f"starting the reference passthrough from {opts.reference}")
+            reference = bench.start_reference(opts.workers)
+            servers["reference"] = (reference.addr,
+                                    _pids("reference", reference, bench.upstream_pid))
+            secrets["reference"] = bench.secret
+            out["reference"] = {"dir": opts.reference, "worker_class": "gevent",
+                                "worker_connections": 1000, "workers": opts.workers}
         plain = {side: (addr, bench.chat(addr, secret=secrets[side]), pids)
                  for side, (addr, pids) in servers.items()}
-        for side in ("gateway", "baseline", "passthrough"):   # warm up
+        for side in ("gateway", "baseline", "passthrough", "reference"):   # warm up
             if side in plain:
                 load.concurrent(plain[side][0], plain[side][1], opts.concurrency, 1.5)
 
@@ -143,9 +155,10 @@ def run(opts: Options, workdir: Path, procs: Procs, say: Any = print) -> dict[st
                                                 opts.rounds, say), "workers": opts.workers}
         if "stream-rate" in parts:
             text = directive(opts)
+            # the reference passthrough reads a stream whole before it answers: not a side
             streamed = {side: (addr, bench.chat(addr, stream=True, content=text,
                                                 secret=secrets[side]), pids)
-                        for side, (addr, pids) in servers.items()}
+                        for side, (addr, pids) in servers.items() if side != "reference"}
             out["stream_rate"] = {
                 **rounds_phase(streamed, opts.concurrency, opts.stream_rate_duration,
                                opts.rounds, say, stream=True, label="stream-rate"),
@@ -155,6 +168,8 @@ def run(opts: Options, workdir: Path, procs: Procs, say: Any = print) -> dict[st
         out["passthrough_workers_restarted"] = sorted(
             set(passthrough.pids) - set(children(passthrough.proc.pid)))
         procs.stop(passthrough.proc)
+        if reference is not None:
+            procs.stop(reference.proc)
         if baseline is not None:
             procs.stop(baseline.proc)
             # its requests are on its own database: the access-log count is the gateway's

@@ -20,6 +20,9 @@ stopped) with logs in `workdir`, and reaches the gateway only over HTTP and thro
   `probe` puts tests/bench/probe first on the workers' PYTHONPATH (garbage-collection pauses
   to `Server.probe_dir`) and, with `opts.probe_hub`, turns on gevent's blocking monitor;
 - `start_passthrough(workers)` -> `Server` for tests.bench.passthrough, same settings;
+- `start_reference(workers)` -> `Server` for `opts.reference`/falcon_passthrough.py (the
+  bare passthrough of ../shared/bench) served as its docstring says: gunicorn's stock
+  gevent worker, 1,000 worker connections, `workers` workers;
 - `chat(addr, stream=..., secret=..., content=..., model=...)` -> request bytes.
 `serve_has_worker_connections()` says whether `tokmodel serve` offers the option.
 """
@@ -43,6 +46,8 @@ from tests.bench.procs import Procs, children, free_port, wait_http
 
 ROOT = Path(__file__).resolve().parents[2]
 PROBE_DIR = Path(__file__).resolve().parent / "probe"
+REFERENCE_DIR = ROOT.parent / "shared" / "bench"
+REFERENCE_APP = "falcon_passthrough.py"
 HOST = "127.0.0.1"
 MODEL = "openai/gpt-4o-mini"
 MESSAGES = [{"role": "user", "content": "Say hi"}]
@@ -132,13 +137,17 @@ class Bench:
 
     def _start_server(self, name: str, argv: list[str], env: dict[str, str], ready: str,
                       workers: int, log: Path, stdout: Path | None = None,
-                      probe_dir: Path | None = None, root: Path = ROOT) -> Server:
+                      probe_dir: Path | None = None, root: Path = ROOT,
+                      listen: list[str] | None = None,
+                      ready_status: tuple[int, ...] = (200,)) -> Server:
+        """`listen`: the arguments that bind the port and set the workers, with {port}
+        (default: `tokmodel serve`'s)."""
         port = free_port()
-        proc = self.procs.start(name, [*argv, "--host", HOST, "--port", str(port),
-                                       "--workers", str(workers)],
+        listen = listen or ["--host", HOST, "--port", "{port}", "--workers", str(workers)]
+        proc = self.procs.start(name, [*argv, *(a.format(port=port) for a in listen)],
                                 env=env, log=log, cwd=root, stdout=stdout)
         addr = (HOST, port)
-        wait_http(addr, ready, proc, log, timeout=60)
+        wait_http(addr, ready, proc, log, timeout=60, ready=ready_status)
         deadline = time.monotonic() + 30
         pids = children(proc.pid)
         while len(pids) < workers and time.monotonic() < deadline:
@@ -191,6 +200,20 @@ class Bench:
         return self._start_server(
             "passthrough", [sys.executable, "-m", "tests.bench.passthrough"], env, "/ready",
             workers, self.passthrough_log)
+
+    def start_reference(self, workers: int) -> Server:
+        """../shared/bench's passthrough, exactly as its docstring serves it. It has no
+        readiness route: a GET on its one POST route answers 405 once it listens."""
+        env = {**os.environ, "PYTHONUNBUFFERED": "1",
+               "UPSTREAM_URL": f"http://{HOST}:{self.upstream_port}/v1/chat/completions",
+               "UPSTREAM_KEY": "sk-bench-upstream", "GATEWAY_KEY": self.secret}
+        argv = [sys.executable, "-m", "gunicorn", "-k", "gevent", "--worker-connections",
+                "1000", "--chdir", self.opts.reference,
+                REFERENCE_APP.removesuffix(".py") + ":app"]
+        return self._start_server(
+            "reference", argv, env, "/v1/chat/completions", workers,
+            self.workdir / f"reference-{workers}w.log",
+            listen=["-w", str(workers), "--bind", f"{HOST}:{{port}}"], ready_status=(405,))
 
     def passthrough_settings(self) -> dict[str, Any]:
         try:

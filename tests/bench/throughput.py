@@ -29,7 +29,8 @@ from tests.bench import load
 from tests.bench.latency import percentile
 from tests.bench.procs import busy_cpu_seconds, cpu_seconds
 
-SIDES = ("gateway", "baseline", "passthrough", "direct")   # baseline: --baseline DIR
+# baseline: --baseline DIR; reference: ../shared/bench's passthrough (--reference DIR)
+SIDES = ("gateway", "baseline", "passthrough", "reference", "direct")
 
 
 def round_order(sides: list[str], n: int) -> list[str]:
@@ -101,7 +102,8 @@ def rounds_phase(targets: dict[str, tuple[tuple[str, int], bytes, dict[str, int]
                  concurrency: int, duration: float, rounds: int, say: Any,
                  stream: bool = False, label: str = "throughput") -> dict[str, Any]:
     sides = [side for side in SIDES if side in targets]
-    bases = ["passthrough", "direct", *(["baseline"] if "baseline" in sides else [])]
+    bases = ["passthrough", "direct",
+             *(side for side in ("reference", "baseline") if side in sides)]
     done: list[dict[str, Any]] = []
     for i in range(max(1, rounds)):
         order = round_order(sides, i)
