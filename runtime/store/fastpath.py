@@ -309,9 +309,10 @@ class FastPath:
         return GroupCommit(batch, lambda work: batch(lambda: [work], True)[0])
 
     def _time(self, now: datetime) -> Any:
-        # SQLAlchemy stores SQLite timestamps as naive UTC text in this exact format.
+        # SQLAlchemy stores SQLite timestamps as naive UTC text in this exact format: the
+        # first 26 characters, without the offset (keyword arguments cost twice the time)
         if self._sqlite:
-            return now.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+            return now.isoformat(" ", "microseconds")[:26]
         return now
 
     def authenticate(self, secret_hash: str) -> tuple | None | bool:
