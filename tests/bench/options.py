@@ -29,7 +29,7 @@ class Options:
     duration: float = 10.0
     concurrency: int = 64
     workers: int = 2
-    rounds: int = 3
+    rounds: int = 5                      # a round of one side moves by up to 0.2x here
     upstream_workers: int = 1
     # stream-rate: 20-chunk streams from a fast upstream at `concurrency`, interleaved rounds
     stream_chunks: int = 20

@@ -11,7 +11,8 @@ Contract
 - `raise_fd_limit(n)` raises the soft RLIMIT_NOFILE (children inherit it).
 - `wait_http(addr, path)` polls with raw sockets until a 200, bounded in time.
 - `/proc` readers: `rss_kb(pid)`, `children(pid)`, `cpu_seconds(pid)`, `busy_cpu_seconds()`
-  (all CPUs, every process: to see how much other work shared the machine).
+  (all CPUs, every process: to see how much other work shared the machine) and
+  `stolen_cpu_seconds()` (what the hypervisor gave to other machines).
 """
 
 from __future__ import annotations
@@ -156,14 +157,28 @@ def cpu_seconds(pid: int) -> float:
         return 0.0
 
 
-def busy_cpu_seconds() -> float:
-    """CPU time spent by the whole machine (all cores, not idle or waiting on I/O) so far."""
+def _cpu_fields() -> list[int]:
     try:
-        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     except (OSError, ValueError):
+        return []
+
+
+def busy_cpu_seconds() -> float:
+    """CPU time spent by the whole machine (all cores, not idle, waiting on I/O or stolen)
+    so far."""
+    fields = _cpu_fields()
+    if not fields:
         return 0.0
     idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-    return (sum(fields[:8]) - idle) / _TICKS
+    return (sum(fields[:7]) - idle) / _TICKS
+
+
+def stolen_cpu_seconds() -> float:
+    """CPU time the hypervisor gave to other machines while this one wanted to run (steal)
+    so far: a virtual machine's noisy neighbours."""
+    fields = _cpu_fields()
+    return fields[7] / _TICKS if len(fields) > 7 else 0.0
 
 
 def wait_quiet(max_seconds: float, busy_below: float = 0.25, window: float = 5.0) -> float:

@@ -39,7 +39,7 @@ from typing import Any
 from tests.bench import databases, latency, ledger_check, load, probes
 from tests.bench.gateway_logs import access_log_lines, log_trouble
 from tests.bench.options import Options
-from tests.bench.procs import busy_cpu_seconds, children, cpu_seconds, rss_kb
+from tests.bench.procs import busy_cpu_seconds, children, cpu_seconds, rss_kb, stolen_cpu_seconds
 from tests.bench.servers import ROOT, Bench
 from tests.bench.tails import directive, mix
 
@@ -121,6 +121,7 @@ def soak_phase(bench: Bench, opts: Options, say: Any) -> dict[str, Any]:
     began, wall0 = time.monotonic(), time.time()
     cpu0 = {name: cpu_seconds(pid) for name, pid in watched.items()}
     machine0 = busy_cpu_seconds()
+    stolen0 = stolen_cpu_seconds()
     rss: list[tuple[float, dict[str, int]]] = []
     next_sample = [0.0]
 
@@ -141,6 +142,7 @@ def soak_phase(bench: Bench, opts: Options, say: Any) -> dict[str, Any]:
     cpu = {name: round(100 * (cpu_seconds(pid) - cpu0[name]) / elapsed, 1)
            for name, pid in watched.items()}
     cpu["machine (all processes)"] = round(100 * (busy_cpu_seconds() - machine0) / elapsed, 1)
+    cpu["stolen by the hypervisor"] = round(100 * (stolen_cpu_seconds() - stolen0) / elapsed, 1)
     time.sleep(2.0)   # hung-up streams and retries still settling
     say("soak: checking the ledger ...")
     ledger = ledger_check.check(db, ["bench", "limited", "broke"])

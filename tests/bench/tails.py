@@ -36,7 +36,7 @@ from typing import Any
 from tests.bench import databases, fill, latency, ledger_check, load, probes
 from tests.bench.databases import Database
 from tests.bench.options import Options
-from tests.bench.procs import busy_cpu_seconds, cpu_seconds
+from tests.bench.procs import busy_cpu_seconds, cpu_seconds, stolen_cpu_seconds
 from tests.bench.servers import Bench
 
 TARGET = {"p99_ms": 10.0, "max_ms": 50.0}
@@ -61,6 +61,7 @@ def measure(name: str, addr: tuple[str, int], requests: list[load.Timed], second
     before = databases.stats(db) if db else {}
     cpu0 = {pid: cpu_seconds(pid) for pid in pids}
     machine0, wall0, mono0 = busy_cpu_seconds(), time.time(), time.monotonic()
+    stolen0 = stolen_cpu_seconds()
     result = load.Result()
     samples = load.timed_mix(addr, requests, seconds, conns=2, result=result, pool=pool)
     elapsed = time.monotonic() - mono0
@@ -68,6 +69,7 @@ def measure(name: str, addr: tuple[str, int], requests: list[load.Timed], second
     cpu = {f"worker {pid}": round(100 * (cpu_seconds(pid) - cpu0[pid]) / elapsed, 1)
            for pid in pids}
     cpu["machine (all processes)"] = round(100 * (busy_cpu_seconds() - machine0) / elapsed, 1)
+    cpu["stolen by the hypervisor"] = round(100 * (stolen_cpu_seconds() - stolen0) / elapsed, 1)
     pauses = probes.gc_pauses(probe_dir, pids, wall0, wall1)
     out: dict[str, Any] = {
         "name": name, "kinds": latency.by_kind(samples), "slowest": latency.slowest(samples),

@@ -9,8 +9,9 @@ request bytes, {process name: pid})}) for `duration` s at `concurrency`, in SIDE
 in the reverse order every other round, so that no side always runs first or always follows
 the same one
 (`load.concurrent`; with `stream` an answer counts only with its `data: [DONE]`), and
-samples every named process's CPU use (% of one core) plus the load generator's and what
-other processes on the machine used meanwhile. Returns {"concurrency", "rounds", "order",
+samples every named process's CPU use (% of one core) plus the load generator's, what
+other processes on the machine used meanwhile and what the hypervisor gave to other machines
+(steal). Returns {"concurrency", "rounds", "order",
 side: median figures over the rounds (rps, rps_rounds, ok, errors, error_kinds,
 error_samples, seconds, p50_ms, p99_ms, cpu_percent), "ratio_to_passthrough" and
 "ratio_to_direct" (medians of the per-round ratios of the gateway's req/s), their per-round
@@ -27,7 +28,7 @@ from typing import Any
 
 from tests.bench import load
 from tests.bench.latency import percentile
-from tests.bench.procs import busy_cpu_seconds, cpu_seconds
+from tests.bench.procs import busy_cpu_seconds, cpu_seconds, stolen_cpu_seconds
 
 # baseline: --baseline DIR; reference: ../shared/bench's passthrough (--reference DIR)
 SIDES = ("gateway", "baseline", "passthrough", "reference", "direct")
@@ -62,6 +63,7 @@ def cpu_share(pids: dict[str, int], fn: Any) -> tuple[Any, dict[str, float]]:
     before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     own = _self_cpu()
     machine = busy_cpu_seconds()
+    stolen = stolen_cpu_seconds()
     t0 = time.monotonic()
     out = fn()
     wall = time.monotonic() - t0
@@ -70,6 +72,7 @@ def cpu_share(pids: dict[str, int], fn: Any) -> tuple[Any, dict[str, float]]:
     other = busy_cpu_seconds() - machine - sum(used.values())
     share = {name: round(100 * v / wall, 1) for name, v in used.items()}
     share["other processes"] = round(max(0.0, 100 * other / wall), 1)
+    share["stolen by the hypervisor"] = round(100 * (stolen_cpu_seconds() - stolen) / wall, 1)
     return out, share
 
 
