@@ -12,7 +12,8 @@ Contract
 - `wait_http(addr, path)` polls with raw sockets until a 200, bounded in time.
 - `/proc` readers: `rss_kb(pid)`, `children(pid)`, `cpu_seconds(pid)`, `busy_cpu_seconds()`
   (all CPUs, every process: to see how much other work shared the machine) and
-  `stolen_cpu_seconds()` (what the hypervisor gave to other machines).
+  `stolen_cpu_seconds()` (what the hypervisor gave to other machines); `StealSampler`, steal
+  over time, to tell whether a slow request coincided with it.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from tests.bench.load import HttpConn, build_get
 
@@ -191,3 +194,44 @@ def wait_quiet(max_seconds: float, busy_below: float = 0.25, window: float = 5.0
         busy = (busy_cpu_seconds() - start) / window
         if busy < busy_below or time.monotonic() + window > deadline:
             return busy
+
+
+class StealSampler:
+    """Steal over time: while the `with` block runs, a thread reads it every `interval` s.
+    Offsets count seconds from the block's start by time.perf_counter, as the samples of
+    load.timed_mix do when it starts right after."""
+
+    def __init__(self, interval: float = 0.05) -> None:
+        self.interval = interval
+        self.points: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._began = 0.0
+
+    def __enter__(self) -> StealSampler:
+        self._began = time.perf_counter()
+        self.points.append((0.0, stolen_cpu_seconds()))
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.points.append((time.perf_counter() - self._began, stolen_cpu_seconds()))
+
+    def stolen_percent(self, start: float, end: float) -> float:
+        """% of one core stolen between two offsets (widened to the samples around them)."""
+        points = list(self.points)
+        before = max((p for p in points if p[0] <= start), default=points[0])
+        after = min((p for p in points if p[0] >= end), default=points[-1])
+        span = after[0] - before[0]
+        return round(100 * (after[1] - before[1]) / span, 1) if span > 0 else 0.0
+
+    def annotate(self, slowest: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """latency.slowest's entries, each with the steal while it ran."""
+        for s in slowest:
+            s["stolen_percent"] = self.stolen_percent(s["at_s"], s["at_s"] + s["ms"] / 1000)
+        return slowest

@@ -1,6 +1,6 @@
 """Rendering the details behind the tails and soak rows of the report: what each run's
 slowest requests coincided with (garbage-collection pauses, blocking reports, database
-activity, CPU), and the soak's traffic by kind and memory over time.
+activity, CPU, the hypervisor's steal), and the soak's traffic by kind and memory over time.
 
 Contract: `tails_details(tails)` and `soak_details(soak)` return Markdown lines (empty for a
 missing part); pure functions of the results dicts of tests.bench.tails and
@@ -58,9 +58,14 @@ def _db(sc: dict[str, Any]) -> str:
             f"{size.get('wal_bytes', 0) / 1e6:.1f} MB at the end{per}")
 
 
+def _stolen(slow: dict[str, Any]) -> str:
+    stolen = slow.get("stolen_percent") or 0
+    return f", {stolen:.0f}% of a core stolen meanwhile" if stolen >= 1 else ""
+
+
 def _scenario(label: str, sc: dict[str, Any]) -> list[str]:
     cpu = ", ".join(f"{k} {v:.0f}%" for k, v in (sc.get("cpu_percent") or {}).items())
-    slow = ", ".join(f"{s['ms']:.0f} ms at {s['at_s']:.1f} s ({s['kind']})"
+    slow = ", ".join(f"{s['ms']:.0f} ms at {s['at_s']:.1f} s ({s['kind']}{_stolen(s)})"
                      for s in (sc.get("slowest") or [])[:6])
     parts = [f"- **{label}**: slowest {slow}", f"first requests (ms): "
              f"{', '.join(f'{x:.1f}' for x in sc.get('first_requests_ms') or [])}",
@@ -108,7 +113,7 @@ def soak_details(s: dict[str, Any] | None) -> list[str]:
                      f"{k['p50_ms']:.1f} / {k['p99_ms']:.1f} / {k['max_ms']:.1f} |")
         lines += [f"|  | | {x} | | |" for x in k.get("unexpected_samples", [])[:2]]
     lane = s["fast_lane"]
-    slow = ", ".join(f"{x['ms']:.0f} ms at {x['at_s']:.0f} s ({x['kind']})"
+    slow = ", ".join(f"{x['ms']:.0f} ms at {x['at_s']:.0f} s ({x['kind']}{_stolen(x)})"
                      for x in lane["slowest"][:6])
     lines += ["", f"Fast lane slowest: {slow}. {_gc(s)}. {_hub(s)}".rstrip(". ") + "."]
     cpu = ", ".join(f"{k} {v:.0f}%" for k, v in (s.get("cpu_percent") or {}).items())

@@ -39,7 +39,14 @@ from typing import Any
 from tests.bench import databases, latency, ledger_check, load, probes
 from tests.bench.gateway_logs import access_log_lines, log_trouble
 from tests.bench.options import Options
-from tests.bench.procs import busy_cpu_seconds, children, cpu_seconds, rss_kb, stolen_cpu_seconds
+from tests.bench.procs import (
+    StealSampler,
+    busy_cpu_seconds,
+    children,
+    cpu_seconds,
+    rss_kb,
+    stolen_cpu_seconds,
+)
 from tests.bench.servers import ROOT, Bench
 from tests.bench.tails import directive, mix
 
@@ -132,8 +139,9 @@ def soak_phase(bench: Bench, opts: Options, say: Any) -> dict[str, Any]:
             rss.append((now, {name: rss_kb(pid) for name, pid in watched.items()}))
 
     result = load.Result()
-    samples = load.timed_mix(server.addr, lane, opts.soak_seconds, result=result,
-                             between=sample, pool=pool)
+    with StealSampler() as steal:
+        samples = load.timed_mix(server.addr, lane, opts.soak_seconds, result=result,
+                                 between=sample, pool=pool)
     for conn in pool:
         conn.close()
     traffic.wait(timeout=180)
@@ -168,7 +176,8 @@ def soak_phase(bench: Bench, opts: Options, say: Any) -> dict[str, Any]:
     return {
         "seconds": opts.soak_seconds, "rate": opts.soak_rate, "target": TARGET,
         "traffic": traffic_report,
-        "fast_lane": {"kinds": latency.by_kind(samples), "slowest": latency.slowest(samples),
+        "fast_lane": {"kinds": latency.by_kind(samples),
+                      "slowest": steal.annotate(latency.slowest(samples)),
                       "errors": dict(result.errors), "error_samples": result.samples},
         "memory": memory, "max_growth_percent": max(growths) if growths else None,
         "gc": probes.gc_summary(pauses),

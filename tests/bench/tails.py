@@ -36,7 +36,12 @@ from typing import Any
 from tests.bench import databases, fill, latency, ledger_check, load, probes
 from tests.bench.databases import Database
 from tests.bench.options import Options
-from tests.bench.procs import busy_cpu_seconds, cpu_seconds, stolen_cpu_seconds
+from tests.bench.procs import (
+    StealSampler,
+    busy_cpu_seconds,
+    cpu_seconds,
+    stolen_cpu_seconds,
+)
 from tests.bench.servers import Bench
 
 TARGET = {"p99_ms": 10.0, "max_ms": 50.0}
@@ -63,7 +68,8 @@ def measure(name: str, addr: tuple[str, int], requests: list[load.Timed], second
     machine0, wall0, mono0 = busy_cpu_seconds(), time.time(), time.monotonic()
     stolen0 = stolen_cpu_seconds()
     result = load.Result()
-    samples = load.timed_mix(addr, requests, seconds, conns=2, result=result, pool=pool)
+    with StealSampler() as steal:
+        samples = load.timed_mix(addr, requests, seconds, conns=2, result=result, pool=pool)
     elapsed = time.monotonic() - mono0
     wall1 = time.time()
     cpu = {f"worker {pid}": round(100 * (cpu_seconds(pid) - cpu0[pid]) / elapsed, 1)
@@ -72,7 +78,8 @@ def measure(name: str, addr: tuple[str, int], requests: list[load.Timed], second
     cpu["stolen by the hypervisor"] = round(100 * (stolen_cpu_seconds() - stolen0) / elapsed, 1)
     pauses = probes.gc_pauses(probe_dir, pids, wall0, wall1)
     out: dict[str, Any] = {
-        "name": name, "kinds": latency.by_kind(samples), "slowest": latency.slowest(samples),
+        "name": name, "kinds": latency.by_kind(samples),
+        "slowest": steal.annotate(latency.slowest(samples)),
         "first_requests_ms": [round(s.seconds * 1000, 2) for s in samples[:6]],
         "cpu_percent": cpu, "errors": dict(result.errors), "error_samples": result.samples,
     }
