@@ -10,10 +10,10 @@ Contract
   (PR_SET_PDEATHSIG on Linux).
 - `raise_fd_limit(n)` raises the soft RLIMIT_NOFILE (children inherit it).
 - `wait_http(addr, path)` polls with raw sockets until a 200, bounded in time.
-- `/proc` readers: `rss_kb(pid)`, `children(pid)`, `cpu_seconds(pid)`, `busy_cpu_seconds()`
-  (all CPUs, every process: to see how much other work shared the machine) and
-  `stolen_cpu_seconds()` (what the hypervisor gave to other machines); `StealSampler`, steal
-  over time, to tell whether a slow request coincided with it.
+- `/proc` readers: `rss_kb(pid)`, `children(pid)`, `cpu_seconds(pid)`, `machine_cpu()` (all
+  CPUs, every process: to see how much other work shared the machine, and what the
+  hypervisor gave to other machines) with `machine_shares(before, seconds)`; `StealSampler`,
+  steal over time, to tell whether a slow request coincided with it.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from tests.bench.load import HttpConn, build_get
 
@@ -160,28 +160,27 @@ def cpu_seconds(pid: int) -> float:
         return 0.0
 
 
-def _cpu_fields() -> list[int]:
+class MachineCpu(NamedTuple):
+    """CPU seconds of the whole machine so far (all cores), from one read of /proc/stat."""
+    busy: float     # not idle, waiting on I/O or stolen: every process's work
+    stolen: float   # steal: given by the hypervisor to other machines while this one waited
+
+
+def machine_cpu() -> MachineCpu:
     try:
-        return [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     except (OSError, ValueError):
-        return []
-
-
-def busy_cpu_seconds() -> float:
-    """CPU time spent by the whole machine (all cores, not idle, waiting on I/O or stolen)
-    so far."""
-    fields = _cpu_fields()
-    if not fields:
-        return 0.0
+        return MachineCpu(0.0, 0.0)
     idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-    return (sum(fields[:7]) - idle) / _TICKS
+    stolen = fields[7] if len(fields) > 7 else 0
+    return MachineCpu((sum(fields[:7]) - idle) / _TICKS, stolen / _TICKS)
 
 
-def stolen_cpu_seconds() -> float:
-    """CPU time the hypervisor gave to other machines while this one wanted to run (steal)
-    so far: a virtual machine's noisy neighbours."""
-    fields = _cpu_fields()
-    return fields[7] / _TICKS if len(fields) > 7 else 0.0
+def machine_shares(before: MachineCpu, seconds: float) -> dict[str, float]:
+    """Since `before`, over `seconds`: the machine's work and the steal, in % of one core."""
+    now = machine_cpu()
+    return {"machine (all processes)": round(100 * (now.busy - before.busy) / seconds, 1),
+            "stolen by the hypervisor": round(100 * (now.stolen - before.stolen) / seconds, 1)}
 
 
 def wait_quiet(max_seconds: float, busy_below: float = 0.25, window: float = 5.0) -> float:
@@ -189,9 +188,9 @@ def wait_quiet(max_seconds: float, busy_below: float = 0.25, window: float = 5.0
     `busy_below` cores; return the busy share of the last window (in cores)."""
     deadline = time.monotonic() + max_seconds
     while True:
-        start = busy_cpu_seconds()
+        start = machine_cpu().busy
         time.sleep(window)
-        busy = (busy_cpu_seconds() - start) / window
+        busy = (machine_cpu().busy - start) / window
         if busy < busy_below or time.monotonic() + window > deadline:
             return busy
 
@@ -210,7 +209,7 @@ class StealSampler:
 
     def __enter__(self) -> StealSampler:
         self._began = time.perf_counter()
-        self.points.append((0.0, stolen_cpu_seconds()))
+        self.points.append((0.0, machine_cpu().stolen))
         self._thread.start()
         return self
 
@@ -220,7 +219,7 @@ class StealSampler:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
-            self.points.append((time.perf_counter() - self._began, stolen_cpu_seconds()))
+            self.points.append((time.perf_counter() - self._began, machine_cpu().stolen))
 
     def stolen_percent(self, start: float, end: float) -> float:
         """% of one core stolen between two offsets (widened to the samples around them)."""

@@ -50,8 +50,8 @@ from tests.bench.db_ratio import databases_phase
 from tests.bench.gateway_logs import access_log_lines, log_trouble, metrics_probe
 from tests.bench.latency import percentile
 from tests.bench.options import Options
-from tests.bench.procs import Procs, busy_cpu_seconds, children
-from tests.bench.servers import Bench, Server
+from tests.bench.procs import Procs, children, machine_cpu
+from tests.bench.servers import REFERENCE_SERVED, Bench, Server
 from tests.bench.soak import soak_phase
 from tests.bench.streams import streams_phase
 from tests.bench.tails import directive, tails_phase
@@ -102,9 +102,9 @@ def _pids(name: str, server: Server, upstream_pid: int) -> dict[str, int]:
 def run(opts: Options, workdir: Path, procs: Procs, say: Any = print) -> dict[str, Any]:
     bench = Bench(opts, workdir, procs)
     parts = set(opts.parts)
-    before = busy_cpu_seconds()
+    before = machine_cpu().busy
     time.sleep(1.0)
-    out: dict[str, Any] = {"busy_before_percent": round(100 * (busy_cpu_seconds() - before), 1),
+    out: dict[str, Any] = {"busy_before_percent": round(100 * (machine_cpu().busy - before), 1),
                            "loadavg_before": [round(x, 2) for x in os.getloadavg()]}
     if out["busy_before_percent"] > 25:
         say(f"warning: other processes keep {out['busy_before_percent']:.0f}% of one core busy:"
@@ -140,8 +140,8 @@ def run(opts: Options, workdir: Path, procs: Procs, say: Any = print) -> dict[st
             servers["reference"] = (reference.addr,
                                     _pids("reference", reference, bench.upstream_pid))
             secrets["reference"] = bench.secret
-            out["reference"] = {"dir": opts.reference, "worker_class": "gevent",
-                                "worker_connections": 1000, "workers": opts.workers}
+            out["reference"] = {"dir": opts.reference, **REFERENCE_SERVED,
+                                "workers": opts.workers}
         plain = {side: (addr, bench.chat(addr, secret=secrets[side]), pids)
                  for side, (addr, pids) in servers.items()}
         for side in ("gateway", "baseline", "passthrough", "reference"):   # warm up

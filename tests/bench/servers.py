@@ -48,6 +48,8 @@ ROOT = Path(__file__).resolve().parents[2]
 PROBE_DIR = Path(__file__).resolve().parent / "probe"
 REFERENCE_DIR = ROOT.parent / "shared" / "bench"
 REFERENCE_APP = "falcon_passthrough.py"
+# how its docstring serves it (the workers are the gateway's count)
+REFERENCE_SERVED = {"worker_class": "gevent", "worker_connections": 1000}
 HOST = "127.0.0.1"
 MODEL = "openai/gpt-4o-mini"
 MESSAGES = [{"role": "user", "content": "Say hi"}]
@@ -207,8 +209,9 @@ class Bench:
         env = {**os.environ, "PYTHONUNBUFFERED": "1",
                "UPSTREAM_URL": f"http://{HOST}:{self.upstream_port}/v1/chat/completions",
                "UPSTREAM_KEY": "sk-bench-upstream", "GATEWAY_KEY": self.secret}
-        argv = [sys.executable, "-m", "gunicorn", "-k", "gevent", "--worker-connections",
-                "1000", "--chdir", self.opts.reference,
+        argv = [sys.executable, "-m", "gunicorn", "-k", REFERENCE_SERVED["worker_class"],
+                "--worker-connections", str(REFERENCE_SERVED["worker_connections"]),
+                "--chdir", self.opts.reference,
                 REFERENCE_APP.removesuffix(".py") + ":app"]
         return self._start_server(
             "reference", argv, env, "/v1/chat/completions", workers,

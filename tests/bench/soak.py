@@ -41,11 +41,11 @@ from tests.bench.gateway_logs import access_log_lines, log_trouble
 from tests.bench.options import Options
 from tests.bench.procs import (
     StealSampler,
-    busy_cpu_seconds,
     children,
     cpu_seconds,
+    machine_cpu,
+    machine_shares,
     rss_kb,
-    stolen_cpu_seconds,
 )
 from tests.bench.servers import ROOT, Bench
 from tests.bench.tails import directive, mix
@@ -127,8 +127,7 @@ def soak_phase(bench: Bench, opts: Options, say: Any) -> dict[str, Any]:
                                 cwd=ROOT)
     began, wall0 = time.monotonic(), time.time()
     cpu0 = {name: cpu_seconds(pid) for name, pid in watched.items()}
-    machine0 = busy_cpu_seconds()
-    stolen0 = stolen_cpu_seconds()
+    machine0 = machine_cpu()
     rss: list[tuple[float, dict[str, int]]] = []
     next_sample = [0.0]
 
@@ -149,8 +148,7 @@ def soak_phase(bench: Bench, opts: Options, say: Any) -> dict[str, Any]:
     wall1 = time.time()
     cpu = {name: round(100 * (cpu_seconds(pid) - cpu0[name]) / elapsed, 1)
            for name, pid in watched.items()}
-    cpu["machine (all processes)"] = round(100 * (busy_cpu_seconds() - machine0) / elapsed, 1)
-    cpu["stolen by the hypervisor"] = round(100 * (stolen_cpu_seconds() - stolen0) / elapsed, 1)
+    cpu.update(machine_shares(machine0, elapsed))
     time.sleep(2.0)   # hung-up streams and retries still settling
     say("soak: checking the ledger ...")
     ledger = ledger_check.check(db, ["bench", "limited", "broke"])

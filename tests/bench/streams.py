@@ -25,7 +25,7 @@ from typing import Any
 from tests.bench import load
 from tests.bench.latency import percentile
 from tests.bench.options import Options
-from tests.bench.procs import busy_cpu_seconds, children, cpu_seconds, rss_kb
+from tests.bench.procs import children, cpu_seconds, machine_cpu, rss_kb
 from tests.bench.servers import Bench, serve_has_worker_connections
 
 # streams opened per second: opening one (authenticate, hold, connect upstream) costs the
@@ -59,7 +59,7 @@ def streams_phase(bench: Bench, opts: Options, say: Any = print) -> dict[str, An
 
     sampler = gevent.spawn(sample)
     cpu0 = cpu_seconds(worker)
-    machine0, wall0 = busy_cpu_seconds(), time.monotonic()
+    machine0, wall0 = machine_cpu().busy, time.monotonic()
     request = bench.chat(addr, stream=True)
     expected = opts.stream_seconds * opts.stream_interval
     try:
@@ -70,7 +70,7 @@ def streams_phase(bench: Bench, opts: Options, say: Any = print) -> dict[str, An
         running = False
         sampler.join(timeout=2)
     worker_cpu = cpu_seconds(worker) - cpu0
-    machine_busy = (busy_cpu_seconds() - machine0) / (time.monotonic() - wall0)
+    machine_busy = (machine_cpu().busy - machine0) / (time.monotonic() - wall0)
     gevent.sleep(0.5)
     after = rss_kb(worker)
     restarted = worker not in children(gateway.pid)

@@ -38,9 +38,9 @@ from tests.bench.databases import Database
 from tests.bench.options import Options
 from tests.bench.procs import (
     StealSampler,
-    busy_cpu_seconds,
     cpu_seconds,
-    stolen_cpu_seconds,
+    machine_cpu,
+    machine_shares,
 )
 from tests.bench.servers import Bench
 
@@ -65,8 +65,7 @@ def measure(name: str, addr: tuple[str, int], requests: list[load.Timed], second
     """One timed run (on `pool`'s connections when given) and what explains it."""
     before = databases.stats(db) if db else {}
     cpu0 = {pid: cpu_seconds(pid) for pid in pids}
-    machine0, wall0, mono0 = busy_cpu_seconds(), time.time(), time.monotonic()
-    stolen0 = stolen_cpu_seconds()
+    machine0, wall0, mono0 = machine_cpu(), time.time(), time.monotonic()
     result = load.Result()
     with StealSampler() as steal:
         samples = load.timed_mix(addr, requests, seconds, conns=2, result=result, pool=pool)
@@ -74,8 +73,7 @@ def measure(name: str, addr: tuple[str, int], requests: list[load.Timed], second
     wall1 = time.time()
     cpu = {f"worker {pid}": round(100 * (cpu_seconds(pid) - cpu0[pid]) / elapsed, 1)
            for pid in pids}
-    cpu["machine (all processes)"] = round(100 * (busy_cpu_seconds() - machine0) / elapsed, 1)
-    cpu["stolen by the hypervisor"] = round(100 * (stolen_cpu_seconds() - stolen0) / elapsed, 1)
+    cpu.update(machine_shares(machine0, elapsed))
     pauses = probes.gc_pauses(probe_dir, pids, wall0, wall1)
     out: dict[str, Any] = {
         "name": name, "kinds": latency.by_kind(samples),

@@ -28,7 +28,7 @@ from typing import Any
 
 from tests.bench import load
 from tests.bench.latency import percentile
-from tests.bench.procs import busy_cpu_seconds, cpu_seconds, stolen_cpu_seconds
+from tests.bench.procs import cpu_seconds, machine_cpu
 
 # baseline: --baseline DIR; reference: ../shared/bench's passthrough (--reference DIR)
 SIDES = ("gateway", "baseline", "passthrough", "reference", "direct")
@@ -62,17 +62,17 @@ def cpu_share(pids: dict[str, int], fn: Any) -> tuple[Any, dict[str, float]]:
     every other process on the machine used meanwhile ("other processes")."""
     before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     own = _self_cpu()
-    machine = busy_cpu_seconds()
-    stolen = stolen_cpu_seconds()
+    machine = machine_cpu()
     t0 = time.monotonic()
     out = fn()
     wall = time.monotonic() - t0
     used = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
     used["load generator"] = _self_cpu() - own
-    other = busy_cpu_seconds() - machine - sum(used.values())
+    after = machine_cpu()
+    other = after.busy - machine.busy - sum(used.values())
     share = {name: round(100 * v / wall, 1) for name, v in used.items()}
     share["other processes"] = round(max(0.0, 100 * other / wall), 1)
-    share["stolen by the hypervisor"] = round(100 * (stolen_cpu_seconds() - stolen) / wall, 1)
+    share["stolen by the hypervisor"] = round(100 * (after.stolen - machine.stolen) / wall, 1)
     return out, share
 
 
